@@ -1,0 +1,94 @@
+"""Reading and checking audio: any file librosa reads, or an array with its sample rate, to 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from jaxtyping import Float
+
+TARGET_SAMPLE_RATE = 16_000
+AudioSource = Union[str, Path, np.ndarray]
+
+
+class AudioError(ValueError):
+    """An audio input that cannot be used; the message names the input and the fix."""
+
+
+def load_audio(
+    source: AudioSource,
+    sampling_rate: int | None = None,
+    *,
+    name: str | None = None,
+) -> Float[np.ndarray, "samples"]:
+    """Return `source` as a 16 kHz mono float32 waveform.
+
+    Args:
+        source: a path to an audio file, or an array shaped `[samples]`,
+            `[channels, samples]` (librosa's layout) or `[samples, channels]`
+            (soundfile's layout; recognised when it has at most 8 columns).
+        sampling_rate: the array's sample rate; required for arrays, ignored
+            for files (their header says it).
+        name: how to call this input in error messages (defaults to the path).
+    """
+    import librosa
+
+    label = name or (str(source) if isinstance(source, (str, Path)) else "audio array")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError(f"{label}: no such audio file.")
+        try:
+            waveform, rate = librosa.load(path, sr=None, mono=False)
+        except Exception as exc:
+            raise AudioError(f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3.") from exc
+    elif isinstance(source, np.ndarray):
+        if sampling_rate is None:
+            raise AudioError(f"{label}: an array needs its sampling_rate (e.g. sampling_rate=44100).")
+        waveform, rate = source, int(sampling_rate)
+    else:
+        raise AudioError(f"{label}: expected a file path or a numpy array, got {type(source).__name__}.")
+    waveform = _to_mono(np.asarray(waveform), label)
+    if waveform.size == 0:
+        raise AudioError(f"{label}: the audio is empty (0 samples).")
+    if not np.all(np.isfinite(waveform)):
+        raise AudioError(f"{label}: the audio holds NaN or infinite samples; clean or re-encode it.")
+    waveform = waveform.astype(np.float32, copy=False)
+    if rate != TARGET_SAMPLE_RATE:
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=TARGET_SAMPLE_RATE)
+    return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def _to_mono(waveform: np.ndarray, label: str) -> np.ndarray:
+    if waveform.ndim == 1:
+        return waveform
+    if waveform.ndim == 2:
+        if waveform.shape[0] <= 8 and waveform.shape[0] < waveform.shape[1]:
+            return waveform.mean(axis=0)
+        if waveform.shape[1] <= 8:
+            return waveform.mean(axis=1)
+    raise AudioError(
+        f"{label}: cannot tell channels from samples in shape {waveform.shape}; "
+        "give [samples], [channels, samples] or [samples, channels] with at most 8 channels."
+    )
+
+
+def fit_to_window(
+    waveform: Float[np.ndarray, "samples"], max_samples: int, label: str, on_long: str = "truncate"
+) -> Float[np.ndarray, "samples"]:
+    """Apply the model's audio window: the encoder sees at most `max_samples` (30 s for Qwen2-Audio).
+
+    `on_long="truncate"` keeps the first window and warns (what the
+    processor would do silently); `"error"` refuses the clip.
+    """
+    if waveform.shape[0] <= max_samples:
+        return waveform
+    seconds, limit = waveform.shape[0] / TARGET_SAMPLE_RATE, max_samples / TARGET_SAMPLE_RATE
+    if on_long == "error":
+        raise AudioError(f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s audio window; cut it first.")
+    if on_long != "truncate":
+        raise ValueError(f"on_long must be 'truncate' or 'error', not {on_long!r}.")
+    warnings.warn(f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s window; only the first {limit:.0f} s are used.")
+    return waveform[:max_samples]

@@ -1,0 +1,192 @@
+"""`AudioBatch`: prompts with their audio, tokenised by the model's own processor, ready for `HookedAudioLM`.
+
+A batch carries what the model takes (`input_ids`, `attention_mask`,
+`input_features`, `feature_attention_mask`) and what analyses need on top:
+where each clip's audio tokens sit, the final prompt position (the one that
+predicts the first answer token), the 16 kHz waveforms, and the rendered
+prompt texts from which `silence_twin()` rebuilds the same batch with
+all-zero audio of the same durations (identical token layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, AudioSource, fit_to_window, load_audio
+
+AUDIO_PLACEHOLDER = "<|AUDIO|>"
+
+
+@dataclass
+class AudioBatch:
+    """A padded batch of audio prompts; pass it whole to `model(batch)`, `run_with_cache(batch)`, `generate(batch)`."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    input_features: Float[Tensor, "clips mels frames"] | None
+    feature_attention_mask: Int[Tensor, "clips frames"] | None
+    audio_spans: list[list[tuple[int, int]]]  # per example, per clip: [start, end) token positions
+    waveforms: list[list[np.ndarray]] = field(repr=False)  # per example, per clip: 16 kHz mono
+    texts: list[str] = field(repr=False)  # rendered prompts, placeholders not yet expanded
+    padding_side: str = "left"
+    processor: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def audio_mask(self) -> Bool[Tensor, "batch pos"]:
+        """True at every audio-token position."""
+        mask = torch.zeros(self.input_ids.shape, dtype=torch.bool)
+        for row, spans in enumerate(self.audio_spans):
+            for start, end in spans:
+                mask[row, start:end] = True
+        return mask.to(self.input_ids.device)
+
+    @property
+    def final_position(self) -> Int[Tensor, "batch"]:
+        """Index of each row's last real token: the position that predicts the first answer token."""
+        positions = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
+        return (positions * self.attention_mask.bool()).max(dim=1).values
+
+    def model_inputs(self) -> dict[str, Tensor | None]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "input_features": self.input_features,
+            "feature_attention_mask": self.feature_attention_mask,
+        }
+
+    def to(self, device: str | torch.device) -> "AudioBatch":
+        moved = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.model_inputs().items()}
+        return replace(self, **moved)
+
+    def silence_twin(self) -> "AudioBatch":
+        """The same prompts with all-zero audio of the same durations: same tokens, same audio positions."""
+        silent = [[np.zeros_like(w) for w in clips] for clips in self.waveforms]
+        twin = make_batch(self.processor, silent, prompt=self.texts, padding_side=self.padding_side)
+        if not torch.equal(twin.input_ids, self.input_ids):
+            raise RuntimeError("The silence twin's token layout differs from the batch's; please report this as a bug.")
+        return twin.to(self.input_ids.device)
+
+
+def make_batch(
+    processor: Any,
+    audio: AudioSource | Sequence[Any],
+    question: str | Sequence[str] | None = None,
+    *,
+    prompt: str | Sequence[str] | None = None,
+    system_prompt: str | None = None,
+    sampling_rate: int | None = None,
+    padding_side: str = "left",
+    on_long: str = "truncate",
+) -> AudioBatch:
+    """Build an `AudioBatch` through the model's `Qwen2AudioProcessor`.
+
+    One example: `make_batch(proc, "dog.wav", "What animal is this?")`; its
+    clips may be a list. Several: a list of questions and a matching list of
+    audio, each item one clip or a list of clips. `question` goes through the
+    chat template (one `Audio i:` line per clip, then the question;
+    `system_prompt` replaces the default system message). `prompt` instead
+    is raw text holding one `<|AUDIO|>` per clip (e.g. for base models:
+    `"<|audio_bos|><|AUDIO|><|audio_eos|>Generate the caption in English:"`).
+    Arrays need `sampling_rate`; everything is resampled to 16 kHz mono.
+    Batches are left-padded by default, as generation needs.
+    """
+    if processor is None:
+        raise ValueError("No processor: load the model from a folder with processor files, or pass a Qwen2AudioProcessor.")
+    if (question is None) == (prompt is None):
+        raise ValueError("Give exactly one of question= (chat template) or prompt= (raw text with <|AUDIO|> placeholders).")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}.")
+    text = question if question is not None else prompt
+    single = isinstance(text, str)
+    texts = [text] if single else list(text)
+    clips_per_example = [_as_clip_list(audio)] if single else _per_example(audio, len(texts))
+    max_samples = int(processor.feature_extractor.n_samples)
+    waveforms = [
+        [
+            fit_to_window(load_audio(clip, sampling_rate, name=_clip_name(clip, i, j)), max_samples, _clip_name(clip, i, j), on_long)
+            for j, clip in enumerate(clips)
+        ]
+        for i, clips in enumerate(clips_per_example)
+    ]
+    if question is not None:
+        rendered = [_render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))]
+    else:
+        rendered = texts
+        for i, (p, w) in enumerate(zip(texts, waveforms)):
+            if p.count(AUDIO_PLACEHOLDER) != len(w):
+                raise ValueError(
+                    f"prompt {i} holds {p.count(AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholder(s) but has {len(w)} clip(s); "
+                    f"put one {AUDIO_PLACEHOLDER} (inside <|audio_bos|>...<|audio_eos|>) per clip."
+                )
+    flat = [w for clips in waveforms for w in clips]
+    tokenizer = processor.tokenizer
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, padding_side
+    try:
+        kwargs = {"audio": flat, "sampling_rate": TARGET_SAMPLE_RATE} if flat else {}
+        encoded = processor(text=rendered, return_tensors="pt", padding=True, **kwargs)
+    finally:
+        tokenizer.padding_side = previous_side
+    input_ids = encoded["input_ids"]
+    return AudioBatch(
+        input_ids=input_ids,
+        attention_mask=encoded["attention_mask"],
+        input_features=encoded.get("input_features"),
+        feature_attention_mask=encoded.get("feature_attention_mask"),
+        audio_spans=[_spans(row == processor.audio_token_id) for row in input_ids],
+        waveforms=waveforms,
+        texts=rendered,
+        padding_side=padding_side,
+        processor=processor,
+    )
+
+
+def _render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None, index: int) -> str:
+    if AUDIO_PLACEHOLDER in question:
+        raise ValueError(
+            f"question {index} contains {AUDIO_PLACEHOLDER}; the chat template adds one per clip itself. "
+            "Use prompt= for raw text with your own placeholders."
+        )
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    content = [{"type": "audio", "audio_url": f"clip-{j}"} for j in range(n_clips)] + [{"type": "text", "text": question}]
+    messages.append({"role": "user", "content": content})
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _as_clip_list(audio: Any) -> list[AudioSource]:
+    if isinstance(audio, (list, tuple)):
+        return list(audio)
+    return [audio]
+
+
+def _per_example(audio: Any, n_examples: int) -> list[list[AudioSource]]:
+    if not isinstance(audio, (list, tuple)) or len(audio) != n_examples:
+        got = len(audio) if isinstance(audio, (list, tuple)) else "one clip"
+        raise ValueError(f"{n_examples} questions/prompts need a list of {n_examples} audio items (one clip or a list of clips each); got {got}.")
+    return [_as_clip_list(item) for item in audio]
+
+
+def _clip_name(clip: Any, example: int, index: int) -> str:
+    return str(clip) if not isinstance(clip, np.ndarray) else f"example {example}, clip {index} (array)"
+
+
+def _spans(is_audio: Bool[Tensor, "pos"]) -> list[tuple[int, int]]:
+    """Contiguous runs of True: one per clip."""
+    flags = is_audio.tolist()
+    spans, start = [], None
+    for pos, flag in enumerate(flags + [False]):
+        if flag and start is None:
+            start = pos
+        elif not flag and start is not None:
+            spans.append((start, pos))
+            start = None
+    return spans

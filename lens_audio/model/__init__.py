@@ -1,0 +1,7 @@
+"""The hooked Qwen2-Audio port and its loading."""
+
+from lens_audio.model.config import AudioEncoderConfig, AudioLMConfig
+from lens_audio.model.hooked_audio_lm import HookedAudioLM
+from lens_audio.model.kv_cache import KVCache
+
+__all__ = ["AudioEncoderConfig", "AudioLMConfig", "HookedAudioLM", "KVCache"]

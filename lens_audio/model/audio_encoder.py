@@ -1,0 +1,147 @@
+"""The Whisper-style audio encoder and multimodal projector, hooked under `audio.`.
+
+Data flow for `n_clips` clips, each padded to `2 * n_ctx` mel frames::
+
+    hook_mel [clips, mels, frames]
+      -> conv1, gelu, conv2 (stride 2), gelu -> hook_conv_out [clips, n_ctx, d_audio]
+      -> + positions -> blocks.{L} (pre-LN, bidirectional, padding keys masked)
+      -> AvgPool1d(2) -> hook_pooled [clips, n_ctx // 2, d_audio]
+      -> ln_post -> projector -> hook_audio_embeds [clips, n_ctx // 2, d_model]
+
+Only the first `n_audio_tokens(valid_frames)` rows of `hook_audio_embeds` per
+clip are spliced into the language model; the rest are padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
+from lens_audio.model.config import AudioEncoderConfig, AudioLMConfig
+
+
+def n_audio_tokens(valid_frames: Int[Tensor, "clips"]) -> Int[Tensor, "clips"]:
+    """Audio tokens produced from `valid_frames` mel frames (after the conv stride and the pooling)."""
+    after_conv = (valid_frames - 1) // 2 + 1
+    return (after_conv - 2) // 2 + 1
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with a `hook_normalized` (centred and scaled, before weight and bias)."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+        return self.hook_normalized(F.layer_norm(x, x.shape[-1:], eps=self.eps)) * self.w + self.b
+
+
+class EncoderAttention(TLWeightViews, AttentionHooks):
+    """Bidirectional multi-head attention; keys have no bias, as in Whisper."""
+
+    def __init__(self, cfg: AudioEncoderConfig, implementation: str) -> None:
+        super().__init__()
+        self.n_heads = self.n_kv_heads = cfg.n_heads
+        self.implementation = implementation
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=True)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=True)
+        self.o_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=True)
+
+    def forward(
+        self, x: Float[Tensor, "clips pos d_audio"], allowed: Bool[Tensor, "clips 1 1 pos"] | None
+    ) -> Float[Tensor, "clips pos d_audio"]:
+        c, p, _ = x.shape
+        q = self.hook_q(self.q_proj(x).view(c, p, self.n_heads, -1))
+        k = self.hook_k(self.k_proj(x).view(c, p, self.n_heads, -1))
+        v = self.hook_v(self.v_proj(x).view(c, p, self.n_heads, -1))
+        z = attend(self, q, k, v, allowed, False, self.implementation)
+        return self.output(z, self.o_proj, False)
+
+
+class EncoderMLP(nn.Module):
+    def __init__(self, cfg: AudioEncoderConfig) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: Float[Tensor, "clips pos d_audio"]) -> Float[Tensor, "clips pos d_audio"]:
+        return self.fc_out(self.hook_post(F.gelu(self.hook_pre(self.fc_in(x)))))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, cfg: AudioEncoderConfig, implementation: str) -> None:
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model)
+        self.attn = EncoderAttention(cfg, implementation)
+        self.ln2 = LayerNorm(cfg.d_model)
+        self.mlp = EncoderMLP(cfg)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(
+        self, resid: Float[Tensor, "clips pos d_audio"], allowed: Bool[Tensor, "clips 1 1 pos"] | None
+    ) -> Float[Tensor, "clips pos d_audio"]:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), allowed)))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class AudioEncoder(nn.Module):
+    """Mel features -> projected audio embeddings, one row of embeddings per clip."""
+
+    def __init__(self, cfg: AudioLMConfig) -> None:
+        super().__init__()
+        acfg = cfg.audio
+        self.cfg = acfg
+        self.conv1 = nn.Conv1d(acfg.n_mels, acfg.d_model, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(acfg.d_model, acfg.d_model, kernel_size=3, stride=2, padding=1)
+        self.W_pos = nn.Parameter(torch.zeros(acfg.n_ctx, acfg.d_model))
+        self.blocks = nn.ModuleList(EncoderBlock(acfg, cfg.attn_implementation) for _ in range(acfg.n_layers))
+        self.ln_post = LayerNorm(acfg.d_model)
+        self.projector = nn.Linear(acfg.d_model, cfg.d_model, bias=True)
+        self.hook_mel = HookPoint()
+        self.hook_conv_out = HookPoint()
+        self.hook_pooled = HookPoint()
+        self.hook_audio_embeds = HookPoint()
+
+    def forward(
+        self,
+        input_features: Float[Tensor, "clips mels frames"],
+        feature_attention_mask: Int[Tensor, "clips frames"],
+    ) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, "clips"]]:
+        """Returns the projected embeddings and how many of each clip's rows are real audio tokens."""
+        expected = self.cfg.n_frames
+        if input_features.shape[1:] != (self.cfg.n_mels, expected):
+            raise ValueError(
+                f"input_features has shape {tuple(input_features.shape)}, but this model's audio encoder "
+                f"expects [clips, {self.cfg.n_mels} mel bins, {expected} frames]: build inputs with the "
+                "model's own processor (model.to_batch / lens_audio.make_batch), which pads each clip to that length."
+            )
+        x = self.hook_mel(input_features.to(self.conv1.weight.dtype))
+        x = F.gelu(self.conv2(F.gelu(self.conv1(x))))
+        x = self.hook_conv_out(x.transpose(1, 2))
+        valid_frames = feature_attention_mask.sum(-1)
+        conv_lengths = (valid_frames - 1) // 2 + 1
+        positions = torch.arange(self.cfg.n_ctx, device=x.device)
+        key_valid = positions[None, :] < conv_lengths[:, None]
+        allowed = None if bool(key_valid.all()) else key_valid[:, None, None, :]
+        resid = x + self.W_pos
+        for block in self.blocks:
+            resid = block(resid, allowed)
+        pooled = self.hook_pooled(F.avg_pool1d(resid.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2))
+        embeds = self.hook_audio_embeds(self.projector(self.ln_post(pooled)))
+        return embeds, n_audio_tokens(valid_frames)

@@ -1,0 +1,117 @@
+"""Autoregressive decoding for `HookedAudioLM`, with a KV cache and hooks active on every step.
+
+Mirrors Hugging Face's `generate` for the settings interpretability work
+uses: greedy (`do_sample=False`, the default) or sampling with temperature,
+top-k and top-p; rows that emit an end-of-sequence token are padded with
+the pad token afterwards; decoding stops when every row has finished. The
+audio encoder runs once, on the prefill step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from lens_audio.model.kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+Hook = tuple["str | Callable[[str], bool]", Callable[..., Any]]
+
+
+@torch.no_grad()
+def generate(
+    model: "HookedAudioLM",
+    input_ids: Any,
+    attention_mask: Tensor | None = None,
+    input_features: Tensor | None = None,
+    feature_attention_mask: Tensor | None = None,
+    *,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    fwd_hooks: Sequence[Hook] = (),
+    generator: torch.Generator | None = None,
+    use_past_kv_cache: bool = True,
+) -> Int[Tensor, "batch prompt_plus_new"]:
+    """Return the prompt followed by up to `max_new_tokens` generated tokens per row.
+
+    Batched prompts must be left-padded (`model.to_batch` does so by
+    default). `fwd_hooks` are added for the whole generation, so steering or
+    ablation hooks act on the prefill and on every decoding step; hooks
+    already on the model (e.g. inside `with model.hooks(...)`) stay active too.
+    `eos_token_id` defaults to the model config's.
+    """
+    input_ids, attention_mask, input_features, feature_attention_mask = model._unpack_inputs(
+        input_ids, attention_mask, input_features, feature_attention_mask
+    )
+    if attention_mask.shape[0] > 1 and not bool(attention_mask[:, -1].all()):
+        raise ValueError(
+            "Batched generation needs left padding (every row's last token real); build the batch with "
+            "padding_side='left' (the default of model.to_batch)."
+        )
+    eos = _as_list(model.cfg.eos_token_id if eos_token_id is None else eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (model.cfg.pad_token_id if model.cfg.pad_token_id is not None else (eos[0] if eos else 0))
+    device = model.device
+    tokens, mask = input_ids.to(device), attention_mask.to(device)
+    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=device)
+    cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
+    step_ids, step_mask = tokens, mask
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        for step in range(max_new_tokens):
+            logits = model(
+                step_ids if cache is not None else tokens,
+                step_mask if cache is not None else mask,
+                input_features if (step == 0 or cache is None) else None,
+                feature_attention_mask if (step == 0 or cache is None) else None,
+                past_kv_cache=cache,
+            )
+            next_tokens = _choose(logits[:, -1, :], do_sample, temperature, top_k, top_p, generator)
+            next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
+            tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            step_ids, step_mask = next_tokens[:, None], torch.ones_like(mask[:, :1])
+            if eos:
+                finished |= torch.isin(next_tokens, torch.tensor(eos, device=device))
+                if bool(finished.all()):
+                    break
+    return tokens
+
+
+def _choose(
+    logits: Float[Tensor, "batch d_vocab"],
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Int[Tensor, "batch"]:
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive when sampling, not {temperature}; use do_sample=False for greedy.")
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix reaching top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def _as_list(token_ids: int | Sequence[int] | None) -> list[int]:
+    if token_ids is None:
+        return []
+    return [int(token_ids)] if isinstance(token_ids, int) else [int(t) for t in token_ids]

@@ -1,0 +1,297 @@
+"""`HookedAudioLM`: Qwen2-Audio (audio encoder + projector + Qwen2 decoder) as a TransformerLens root module.
+
+It is a `transformer_lens.HookedRootModule`, so `run_with_hooks`, `hooks()`,
+`add_hook`, `reset_hooks` and `run_with_cache` behave as in TransformerLens,
+and `run_with_cache` returns a `transformer_lens.ActivationCache` whose
+helpers (`accumulated_resid`, `decompose_resid`, `stack_head_results`,
+`logit_attrs`, `apply_ln_to_stack`) work because the decoder uses
+TransformerLens's hook names and config fields.
+
+Forward takes what Hugging Face's `Qwen2AudioForConditionalGeneration`
+takes (`input_ids`, `attention_mask`, `input_features`,
+`feature_attention_mask`) or one `AudioBatch`, and returns logits
+`[batch, pos, d_vocab]`. Position ids default to "count of real tokens so
+far" (what Hugging Face's `generate` uses), so a left-padded row gives the
+same numbers as the same prompt unpadded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from lens_audio.model.attention import causal_mask
+from lens_audio.model.audio_encoder import AudioEncoder
+from lens_audio.model.config import AudioLMConfig
+from lens_audio.model.decoder import DecoderBlock, RMSNorm, RotaryEmbedding
+from lens_audio.model.kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+
+ReturnType = Literal["logits"] | None
+
+
+class HookedAudioLM(HookedRootModule):
+    """A hooked port of `Qwen2AudioForConditionalGeneration`; see the module docstring.
+
+    Build one with `HookedAudioLM.from_pretrained(name_or_path)` or
+    `HookedAudioLM.from_hf_model(hf_model)`; the constructor makes a model
+    with freshly initialised weights.
+    """
+
+    def __init__(self, cfg: AudioLMConfig, processor: Any = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.processor = processor
+        self.audio = AudioEncoder(cfg)
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.hook_embed = HookPoint()  # token embeddings with the audio embeddings spliced in
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = RMSNorm(cfg.d_model, cfg.eps)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        if cfg.tie_word_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
+        self.setup()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device = "cpu",
+        attn_implementation: str = "auto",
+        local_files_only: bool | None = None,
+    ) -> "HookedAudioLM":
+        """Load a Qwen2-Audio checkpoint from a local directory or a Hub id.
+
+        Weights are read from safetensors tensor by tensor and converted on
+        the fly into a model allocated without memory, so loading peaks near
+        the size of the weights. Hub ids resolve through the local Hugging
+        Face cache (downloading only when online and allowed).
+        """
+        from lens_audio.model.loading import load_pretrained
+
+        return load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
+
+    @classmethod
+    def from_hf_model(cls, hf_model: nn.Module, processor: Any = None) -> "HookedAudioLM":
+        """Wrap a `Qwen2AudioForConditionalGeneration` already in memory.
+
+        The port shares the Hugging Face model's weight tensors (no copy), so
+        editing weights in one edits the other; `copy.deepcopy` first if you
+        need them apart.
+        """
+        from lens_audio.model.loading import load_from_hf_model
+
+        return load_from_hf_model(cls, hf_model, processor)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        input_ids: "Int[Tensor, 'batch pos'] | AudioBatch",
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        input_features: Float[Tensor, "clips mels frames"] | None = None,
+        feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
+        *,
+        position_ids: Int[Tensor, "batch pos"] | None = None,
+        return_type: ReturnType = "logits",
+        stop_at_layer: int | None = None,
+        past_kv_cache: KVCache | None = None,
+    ) -> Float[Tensor, "batch pos d_vocab"] | Float[Tensor, "batch pos d_model"] | None:
+        """Run the model; returns logits, or the residual stream before block `stop_at_layer`."""
+        input_ids, attention_mask, input_features, feature_attention_mask = self._unpack_inputs(
+            input_ids, attention_mask, input_features, feature_attention_mask
+        )
+        if stop_at_layer is not None and past_kv_cache is not None:
+            raise ValueError("stop_at_layer cannot be combined with past_kv_cache: later layers would miss their keys.")
+        resid = self.hook_embed(self._embed_with_audio(input_ids, input_features, feature_attention_mask, past_kv_cache))
+        mask = attention_mask.to(device=resid.device, dtype=torch.bool)
+        if position_ids is None:
+            position_ids = self._position_ids(mask, past_kv_cache)
+        allowed = self._attention_mask(mask, past_kv_cache)
+        cos_sin = self.rotary.cos_sin(position_ids.to(resid.device), resid.dtype)
+        for i, block in enumerate(self.blocks[:stop_at_layer]):
+            resid = block(resid, cos_sin, allowed, None if past_kv_cache is None else past_kv_cache[i])
+        if stop_at_layer is not None:
+            return resid
+        normalized = self.ln_final(resid)
+        return None if return_type is None else self.unembed(normalized)
+
+    def _unpack_inputs(self, input_ids, attention_mask, input_features, feature_attention_mask):
+        from lens_audio.inputs.batch import AudioBatch
+
+        if isinstance(input_ids, AudioBatch):
+            b = input_ids
+            return b.input_ids, b.attention_mask, b.input_features, b.feature_attention_mask
+        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
+            raise ValueError(
+                "input_ids must be a [batch, pos] tensor of token ids (or pass an AudioBatch from model.to_batch); "
+                f"got {type(input_ids).__name__} with shape {getattr(input_ids, 'shape', None)}."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if (input_features is None) != (feature_attention_mask is None):
+            raise ValueError("input_features and feature_attention_mask go together: pass both or neither.")
+        return input_ids, attention_mask, input_features, feature_attention_mask
+
+    def _embed_with_audio(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        input_features: Tensor | None,
+        feature_attention_mask: Tensor | None,
+        past_kv_cache: KVCache | None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Token embeddings with each clip's audio embeddings written over its `<|AUDIO|>` tokens."""
+        input_ids = input_ids.to(self.embed.weight.device)
+        embeds = self.embed(input_ids)
+        audio_slots = input_ids == self.cfg.audio_token_id
+        n_slots = int(audio_slots.sum())
+        if input_features is None:
+            if n_slots and (past_kv_cache is None or past_kv_cache.length == 0):
+                raise ValueError(
+                    f"The prompt holds {n_slots} <|AUDIO|> tokens but no input_features were given: "
+                    "pass the clips' features (model.to_batch builds both)."
+                )
+            return embeds
+        audio_embeds, n_tokens = self.audio(
+            input_features.to(embeds.device), feature_attention_mask.to(embeds.device)
+        )
+        if n_slots != int(n_tokens.sum()):
+            raise ValueError(
+                f"The prompt holds {n_slots} <|AUDIO|> tokens but the {len(n_tokens)} clip(s) give "
+                f"{int(n_tokens.sum())} audio embeddings ({n_tokens.tolist()} per clip). Build inputs with the "
+                "model's processor, which expands each <|AUDIO|> placeholder into one token per audio frame, "
+                "and give exactly one clip per placeholder."
+            )
+        keep = torch.arange(audio_embeds.shape[1], device=embeds.device)[None, :] < n_tokens[:, None]
+        return embeds.masked_scatter(audio_slots[..., None], audio_embeds[keep].to(embeds.dtype))
+
+    @staticmethod
+    def _position_ids(mask: torch.Tensor, past_kv_cache: KVCache | None) -> Int[Tensor, "batch pos"]:
+        """Rotary positions: the count of real tokens before each one (padding gets position 1, unused)."""
+        positions = mask.long().cumsum(-1) - 1
+        if past_kv_cache is not None and past_kv_cache.length:
+            positions = positions + past_kv_cache.n_valid()[:, None]
+        return positions.masked_fill(~mask, 1)
+
+    @staticmethod
+    def _attention_mask(mask: torch.Tensor, past_kv_cache: KVCache | None) -> torch.Tensor | None:
+        """Which keys each query sees: causal and not padding. None means plain causal (the fast case)."""
+        past = 0 if past_kv_cache is None else past_kv_cache.length
+        key_valid = mask if past_kv_cache is None else past_kv_cache.extend_mask(mask)
+        if past == 0 and bool(key_valid.all()):
+            return None
+        allowed = causal_mask(mask.shape[1], key_valid.shape[1], mask.device)
+        return allowed[None, None] & key_valid[:, None, None, :]
+
+    # ------------------------------------------------------------------ TransformerLens surface
+
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any
+    ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
+        """Run and cache activations; returns `(logits, ActivationCache)` as TransformerLens does.
+
+        Per-head `attn.hook_result` ([batch, pos, head, d_model] per layer) is
+        cached only when `cfg.use_attn_result` is set or `names_filter` asks
+        for it by name, since it is `n_heads` times larger than the residual
+        stream; `cache.stack_head_results()` recomputes it from `hook_z` otherwise.
+        """
+        if kwargs.get("names_filter") is None and not self.cfg.use_attn_result:
+            kwargs["names_filter"] = lambda name: not name.endswith("attn.hook_result")
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        return out, ActivationCache(cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Always compute (and cache) per-head outputs `blocks.{L}.attn.hook_result`."""
+        self.cfg.use_attn_result = use_attn_result
+
+    def set_attn_implementation(self, implementation: Literal["auto", "sdpa", "eager"]) -> None:
+        """"auto": SDPA unless a hook needs the pattern; "eager": always explicit; "sdpa": never explicit (pattern hooks don't fire)."""
+        if implementation not in ("auto", "sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'auto', 'sdpa' or 'eager', not {implementation!r}.")
+        self.cfg.attn_implementation = implementation
+        for block in self.audio.blocks:
+            block.attn.implementation = implementation
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.embed.weight
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.unembed.weight.T
+
+    @property
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        return torch.zeros(self.cfg.d_vocab, dtype=self.unembed.weight.dtype, device=self.unembed.weight.device)
+
+    def tokens_to_residual_directions(self, tokens: "int | str | Int[Tensor, '...']") -> Float[Tensor, "... d_model"]:
+        """Residual directions whose dot product with the normalised stream gives each token's logit.
+
+        The final RMSNorm weight is folded in (TransformerLens folds it into
+        `W_U`), so `ActivationCache.logit_attrs` on an unfolded model is exact.
+        """
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
+        tokens = torch.as_tensor(tokens, device=self.unembed.weight.device)
+        return self.unembed.weight[tokens] * self.ln_final.w
+
+    # ------------------------------------------------------------------ tokens and text
+
+    @property
+    def tokenizer(self) -> Any:
+        if self.processor is None:
+            raise ValueError(
+                "This model has no processor (tokenizer and feature extractor). Load it from a checkpoint folder that "
+                "holds the processor files, or set model.processor = Qwen2AudioProcessor.from_pretrained(path)."
+            )
+        return self.processor.tokenizer
+
+    def to_single_token(self, string: str) -> int:
+        ids = self.tokenizer.encode(string, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"{string!r} is {len(ids)} tokens, not one: {ids}.")
+        return ids[0]
+
+    def to_str_tokens(self, tokens: "Int[Tensor, 'pos'] | Sequence[int]") -> list[str]:
+        """One string per token, e.g. for axis labels."""
+        return [self.tokenizer.decode([int(t)]) for t in tokens]
+
+    def to_batch(self, audio: Any, question: Any = None, **kwargs: Any) -> "AudioBatch":
+        """Build an `AudioBatch` with this model's processor; see `lens_audio.make_batch`."""
+        from lens_audio.inputs.batch import make_batch
+
+        return make_batch(self.processor, audio, question, **kwargs)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, *args: Any, **kwargs: Any) -> Int[Tensor, "batch total"]:
+        """Greedy or sampled decoding with a KV cache; see `lens_audio.model.generation.generate`."""
+        from lens_audio.model.generation import generate
+
+        return generate(self, *args, **kwargs)
+
+    def hook_names(self, filter_fn: Callable[[str], bool] | None = None) -> list[str]:
+        """Names of all hook points, in forward order."""
+        return [n for n in self.hook_dict if filter_fn is None or filter_fn(n)]
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype

@@ -1,0 +1,199 @@
+"""Loading Qwen2-Audio checkpoints into `HookedAudioLM`: Hub ids, local folders, models in memory.
+
+Safety: weights are read from safetensors only (no pickle) and no remote
+code is ever run. Memory: the model is first built on the `meta` device
+(no storage), then each tensor is read from its shard, converted to the
+target dtype and device, and put in place, so the peak stays near the size
+of the converted weights rather than twice it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import torch
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from lens_audio.model.config import AudioLMConfig
+from lens_audio.model.weights import hf_key_to_lens
+
+if TYPE_CHECKING:
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+KNOWN_HUB_IDS = ("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2-Audio-7B", "mispeech/r1-aqa")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
+
+
+def load_pretrained(
+    cls: type["HookedAudioLM"],
+    name_or_path: str | Path,
+    dtype: torch.dtype | str,
+    device: str | torch.device,
+    attn_implementation: str,
+    local_files_only: bool | None,
+) -> "HookedAudioLM":
+    folder = resolve_checkpoint(name_or_path, local_files_only)
+    cfg = read_config(folder, str(name_or_path)).replace(
+        dtype=parse_dtype(dtype), device=str(device), attn_implementation=attn_implementation
+    )
+    with torch.device("meta"):
+        model = cls(cfg, processor=load_processor(folder))
+    assign_weights(model, iter_safetensors(weight_files(folder)), cfg.dtype, device, str(name_or_path))
+    return model.eval()
+
+
+def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processor: Any) -> "HookedAudioLM":
+    config = getattr(hf_model, "config", None)
+    cfg = AudioLMConfig.from_hf_config(config, model_name=getattr(config, "name_or_path", "") or "hf-model")
+    first = next(hf_model.parameters())
+    cfg = cfg.replace(dtype=first.dtype, device=str(first.device))
+    with torch.device("meta"):
+        model = cls(cfg, processor=processor)
+    assign_weights(model, hf_model.state_dict().items(), None, None, "the Hugging Face model")
+    return model.train(hf_model.training)
+
+
+def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None = None) -> Path:
+    """A local folder holding the checkpoint: the path itself, or the Hub id's snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{name_or_path!r} is a file; give the checkpoint's folder (with config.json and *.safetensors).")
+    name = str(name_or_path)
+    if not _HUB_ID.match(name):
+        raise FileNotFoundError(
+            f"{name!r} is neither a local folder nor a Hugging Face Hub id (owner/name). "
+            f"Known checkpoints: {', '.join(KNOWN_HUB_IDS)}."
+        )
+    return _download(name, local_files_only)
+
+
+def _download(repo_id: str, local_files_only: bool | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    attempts = [True] if (local_files_only or offline) else ([True, False] if local_files_only is None else [False])
+    error: Exception | None = None
+    for cached_only in attempts:
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=cached_only))
+        except Exception as exc:  # huggingface_hub raises several types for "not found" and "offline"
+            error = exc
+    raise FileNotFoundError(
+        f"Could not find {repo_id!r} in the local Hugging Face cache"
+        + ("" if attempts == [True] else " nor download it")
+        + f" ({type(error).__name__}: {error}). Download it where there is internet "
+        f"(`huggingface-cli download {repo_id}`) and copy the cache, or pass the checkpoint's local folder."
+    ) from error
+
+
+def read_config(folder: Path, name: str) -> AudioLMConfig:
+    """Parse config.json, refusing other architectures before anything is allocated."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{name!r}: no config.json in {folder}; is this a Hugging Face checkpoint folder?")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type != "qwen2_audio":
+        raise ValueError(
+            f"{name!r} is a {model_type!r} checkpoint; HookedAudioLM loads Qwen2-Audio "
+            f"(model_type 'qwen2_audio') checkpoints such as {', '.join(KNOWN_HUB_IDS)}."
+        )
+    from transformers import Qwen2AudioConfig
+
+    return AudioLMConfig.from_hf_config(Qwen2AudioConfig.from_pretrained(folder), model_name=name)
+
+
+def load_processor(folder: Path) -> Any:
+    """The checkpoint's `Qwen2AudioProcessor`, or None (with a warning) when its files are absent."""
+    has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
+    has_features = any((folder / f).exists() for f in ("preprocessor_config.json", "processor_config.json"))
+    if not (has_tokenizer and has_features):
+        warnings.warn(f"{folder} has no processor files; model.to_batch will need model.processor set by hand.")
+        return None
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(folder)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors shards of a checkpoint, refusing pickle-only checkpoints."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: the shard index lists {missing}, which are missing; re-download the checkpoint.")
+        return [folder / s for s in shards]
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        return files
+    if list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
+        raise ValueError(
+            f"{folder} holds only pickle weights (*.bin/*.pt), which lens_audio refuses to load (pickle can run code). "
+            "Convert them once with transformers: Qwen2AudioForConditionalGeneration.from_pretrained(path)"
+            ".save_pretrained(new_path)."
+        )
+    raise FileNotFoundError(f"{folder} has no *.safetensors weights.")
+
+
+def iter_safetensors(files: Iterable[Path]) -> Iterator[tuple[str, Tensor]]:
+    """Yield (key, tensor) one tensor at a time, so only one unconverted tensor is alive at once."""
+    for file in files:
+        with safe_open(str(file), framework="pt") as shard:
+            for key in shard.keys():
+                yield key, shard.get_tensor(key)
+
+
+def assign_weights(
+    model: "HookedAudioLM",
+    tensors: Iterable[tuple[str, Tensor]],
+    dtype: torch.dtype | None,
+    device: str | torch.device | None,
+    source: str,
+) -> None:
+    """Put each (Hugging Face key, tensor) into the meta-initialised `model`, converting on the way."""
+    expected = {name: p.shape for name, p in model.named_parameters()}
+    seen: set[str] = set()
+    for key, tensor in tensors:
+        try:
+            name = hf_key_to_lens(key)
+        except KeyError:
+            raise ValueError(f"{source} has a weight {key!r} that is not part of a Qwen2-Audio model.") from None
+        if name not in expected:
+            continue  # e.g. lm_head.weight of a tied checkpoint: already the embedding
+        if tensor.shape != expected[name]:
+            raise ValueError(
+                f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but config.json implies "
+                f"{tuple(expected[name])}; the config and the weights disagree."
+            )
+        if tensor.is_floating_point() and dtype is not None:
+            tensor = tensor.to(dtype=dtype)
+        if device is not None:
+            tensor = tensor.to(device=device)
+        module_name, attr = name.rsplit(".", 1)
+        setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor, requires_grad=tensor.requires_grad))
+        seen.add(name)
+        del tensor
+    if model.cfg.tie_word_embeddings:
+        model.unembed.weight = model.embed.weight
+        seen.add("unembed.weight")
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise ValueError(f"{source} is missing {len(missing)} weights, e.g. {missing[:5]}; the checkpoint is incomplete.")
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"dtype {dtype!r} is not a torch floating-point dtype; use e.g. 'float32' or 'bfloat16'.")
+    return resolved

@@ -1,0 +1,106 @@
+"""Random Qwen2-Audio checkpoints for tests, benchmarks and demos, built and saved offline.
+
+`tiny_hf_model` makes a `transformers.Qwen2AudioForConditionalGeneration`
+from a small config with every weight random, including norm weights and
+biases (which default to 1 and 0 and would otherwise hide conversion bugs).
+`save_checkpoint` writes it in Hugging Face format with an offline
+processor, so `HookedAudioLM.from_pretrained(folder)` exercises the real
+loading path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lens_audio.inputs.offline_processor import build_offline_processor
+
+
+def tiny_hf_config(
+    vocab_size: int,
+    audio_token_id: int,
+    *,
+    d_model: int = 64,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    d_mlp: int = 128,
+    audio_d_model: int = 48,
+    audio_layers: int = 2,
+    audio_heads: int = 4,
+    n_mels: int = 16,
+    chunk_seconds: int = 2,
+    pad_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    tie_word_embeddings: bool = False,
+) -> Any:
+    from transformers import Qwen2AudioConfig
+
+    return Qwen2AudioConfig(
+        audio_config={
+            "model_type": "qwen2_audio_encoder",
+            "d_model": audio_d_model,
+            "encoder_layers": audio_layers,
+            "encoder_attention_heads": audio_heads,
+            "encoder_ffn_dim": 2 * audio_d_model,
+            "num_mel_bins": n_mels,
+            "max_source_positions": chunk_seconds * 50,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": vocab_size,
+            "hidden_size": d_model,
+            "intermediate_size": d_mlp,
+            "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv_heads,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "pad_token_id": pad_token_id,
+            "eos_token_id": eos_token_id,
+            "tie_word_embeddings": tie_word_embeddings,
+        },
+        audio_token_index=audio_token_id,
+    )
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Move norm weights away from 1 and biases away from 0, so a dropped or misplaced one shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * scale)
+    return model
+
+
+def tiny_hf_model(processor: Any = None, seed: int = 0, attn_implementation: str = "eager", **config: Any) -> tuple[Any, Any]:
+    """A random tiny `Qwen2AudioForConditionalGeneration` (float32, eval mode) and its offline processor."""
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    chunk_seconds = config.get("chunk_seconds", 2)
+    if processor is None:
+        processor = build_offline_processor(n_mels=config.get("n_mels", 16), chunk_seconds=chunk_seconds)
+    tok = processor.tokenizer
+    hf_config = tiny_hf_config(
+        vocab_size=len(tok),
+        audio_token_id=processor.audio_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        **config,
+    )
+    hf_config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration(hf_config).eval()
+    return perturb_(model, seed), processor
+
+
+def save_checkpoint(model: Any, processor: Any, folder: str | Path, max_shard_size: str | None = None) -> Path:
+    """Save model and processor in Hugging Face format (safetensors; sharded if `max_shard_size`)."""
+    folder = Path(folder)
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(folder, **kwargs)
+    processor.save_pretrained(folder)
+    return folder

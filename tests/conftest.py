@@ -1,0 +1,62 @@
+"""Shared fixtures: an offline processor, random tiny Qwen2-Audio models, and reference runs of transformers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lens_audio import HookedAudioLM, make_batch
+from lens_audio.inputs.offline_processor import build_offline_processor
+from lens_audio.testing import tiny_hf_model
+
+N_MELS, CHUNK_SECONDS = 16, 2
+
+
+@pytest.fixture(scope="session")
+def processor():
+    return build_offline_processor(n_mels=N_MELS, chunk_seconds=CHUNK_SECONDS)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(processor):
+    """Factory: (transformers model, HookedAudioLM sharing its weights) for a tiny random config."""
+    made = {}
+
+    def make(attn_implementation: str = "eager", seed: int = 0, **config):
+        key = (attn_implementation, seed, tuple(sorted(config.items())))
+        if key not in made:
+            hf, _ = tiny_hf_model(processor, seed=seed, attn_implementation=attn_implementation, n_mels=N_MELS, chunk_seconds=CHUNK_SECONDS, **config)
+            made[key] = (hf, HookedAudioLM.from_hf_model(hf, processor))
+        return made[key]
+
+    return make
+
+
+def waveform(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * (200 + 300 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture
+def two_example_batch(processor):
+    """Two examples with different audio lengths, so the shorter prompt is padded."""
+    return make_batch(processor, [waveform(1.5, 1), waveform(0.4, 2)], ["What is the sound?", "Is this music?"], sampling_rate=16000)
+
+
+def reference_run(hf, batch, **kwargs):
+    """transformers' logits and per-layer residuals (decoder layer outputs), with padding-aware positions."""
+    layers = hf.model.language_model.layers
+    captured: dict[str, torch.Tensor] = {}
+    handles = [layer.register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o[0] if isinstance(o, tuple) else o)) for n, layer in enumerate(layers)]
+    handles.append(hf.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("audio", o)))
+    mask = batch.attention_mask
+    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    try:
+        with torch.no_grad():
+            logits = hf(**batch.model_inputs(), position_ids=position_ids, **kwargs).logits
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, captured
