@@ -40,10 +40,7 @@ def load_audio(
         path = Path(source)
         if not path.is_file():
             raise AudioError(f"{label}: no such audio file.")
-        try:
-            waveform, rate = librosa.load(path, sr=None, mono=False)
-        except Exception as exc:
-            raise AudioError(f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3.") from exc
+        waveform, rate = _read_file(path, label)
     elif isinstance(source, np.ndarray):
         if sampling_rate is None:
             raise AudioError(f"{label}: an array needs its sampling_rate (e.g. sampling_rate=44100).")
@@ -59,6 +56,25 @@ def load_audio(
     if rate != TARGET_SAMPLE_RATE:
         waveform = librosa.resample(waveform, orig_sr=rate, target_sr=TARGET_SAMPLE_RATE)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def _read_file(path: Path, label: str) -> tuple[np.ndarray, int]:
+    """soundfile for what libsndfile reads (wav, flac, ogg, mp3); librosa's other backends for the rest."""
+    import librosa
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        return data.T, int(rate)
+    except Exception:
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            waveform, rate = librosa.load(path, sr=None, mono=False)
+        return waveform, int(rate)
+    except Exception as exc:
+        raise AudioError(f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3.") from exc
 
 
 def _to_mono(waveform: np.ndarray, label: str) -> np.ndarray:

@@ -71,7 +71,7 @@ class AudioBatch:
     def silence_twin(self) -> "AudioBatch":
         """The same prompts with all-zero audio of the same durations: same tokens, same audio positions."""
         silent = [[np.zeros_like(w) for w in clips] for clips in self.waveforms]
-        twin = make_batch(self.processor, silent, prompt=self.texts, padding_side=self.padding_side)
+        twin = make_batch(self.processor, silent, prompt=self.texts, sampling_rate=TARGET_SAMPLE_RATE, padding_side=self.padding_side)
         if not torch.equal(twin.input_ids, self.input_ids):
             raise RuntimeError("The silence twin's token layout differs from the batch's; please report this as a bug.")
         return twin.to(self.input_ids.device)

@@ -65,7 +65,6 @@ class AudioLMConfig:
     rotary_base: float = 10000.0
     n_ctx: int = 32768
     act_fn: str = "silu"
-    tie_word_embeddings: bool = False
     pad_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     normalization_type: str = "RMS"
@@ -139,7 +138,6 @@ class AudioLMConfig:
             eps=text.rms_norm_eps,
             rotary_base=float(rope.get("rope_theta", 10000.0)),
             n_ctx=text.max_position_embeddings,
-            tie_word_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
             pad_token_id=text.pad_token_id,
             eos_token_id=text.eos_token_id,
             model_name=model_name,

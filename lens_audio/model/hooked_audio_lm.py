@@ -55,9 +55,9 @@ class HookedAudioLM(HookedRootModule):
         self.hook_embed = HookPoint()  # token embeddings with the audio embeddings spliced in
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.ln_final = RMSNorm(cfg.d_model, cfg.eps)
+        # Never tied to the embedding: Qwen2AudioForConditionalGeneration keeps its own lm_head,
+        # whatever text_config.tie_word_embeddings says.
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
-        if cfg.tie_word_embeddings:
-            self.unembed.weight = self.embed.weight
         self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
         self.setup()
 

@@ -43,9 +43,10 @@ def load_pretrained(
     cfg = read_config(folder, str(name_or_path)).replace(
         dtype=parse_dtype(dtype), device=str(device), attn_implementation=attn_implementation
     )
+    files = weight_files(folder)
     with torch.device("meta"):
         model = cls(cfg, processor=load_processor(folder))
-    assign_weights(model, iter_safetensors(weight_files(folder)), cfg.dtype, device, str(name_or_path))
+    assign_weights(model, iter_safetensors(files), cfg.dtype, device, str(name_or_path))
     return model.eval()
 
 
@@ -167,8 +168,6 @@ def assign_weights(
             name = hf_key_to_lens(key)
         except KeyError:
             raise ValueError(f"{source} has a weight {key!r} that is not part of a Qwen2-Audio model.") from None
-        if name not in expected:
-            continue  # e.g. lm_head.weight of a tied checkpoint: already the embedding
         if tensor.shape != expected[name]:
             raise ValueError(
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but config.json implies "
@@ -182,9 +181,6 @@ def assign_weights(
         setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor, requires_grad=tensor.requires_grad))
         seen.add(name)
         del tensor
-    if model.cfg.tie_word_embeddings:
-        model.unembed.weight = model.embed.weight
-        seen.add("unembed.weight")
     missing = sorted(set(expected) - seen)
     if missing:
         raise ValueError(f"{source} is missing {len(missing)} weights, e.g. {missing[:5]}; the checkpoint is incomplete.")
