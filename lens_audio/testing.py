@@ -77,7 +77,11 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch
 
 
 def tiny_hf_model(processor: Any = None, seed: int = 0, attn_implementation: str = "eager", **config: Any) -> tuple[Any, Any]:
-    """A random tiny `Qwen2AudioForConditionalGeneration` (float32, eval mode) and its offline processor."""
+    """A random tiny `Qwen2AudioForConditionalGeneration` (float32, eval mode) and its offline processor.
+
+    `config` overrides `tiny_hf_config`'s keywords; `vocab_size` defaults to the tokenizer's (a larger
+    one only adds rows no token reaches, useful for realistic unembedding cost in benchmarks).
+    """
     from transformers import Qwen2AudioForConditionalGeneration
 
     chunk_seconds = config.get("chunk_seconds", 2)
@@ -85,7 +89,7 @@ def tiny_hf_model(processor: Any = None, seed: int = 0, attn_implementation: str
         processor = build_offline_processor(n_mels=config.get("n_mels", 16), chunk_seconds=chunk_seconds)
     tok = processor.tokenizer
     hf_config = tiny_hf_config(
-        vocab_size=len(tok),
+        vocab_size=config.pop("vocab_size", len(tok)),
         audio_token_id=processor.audio_token_id,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,

@@ -285,7 +285,7 @@ class HookedAudioLM(HookedRootModule):
         return generate(self, *args, **kwargs)
 
     def hook_names(self, filter_fn: Callable[[str], bool] | None = None) -> list[str]:
-        """Names of all hook points, in forward order."""
+        """Names of all hook points (decoder hooks follow TransformerLens naming; audio ones start with `audio.`)."""
         return [n for n in self.hook_dict if filter_fn is None or filter_fn(n)]
 
     @property

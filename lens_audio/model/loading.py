@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
-from safetensors import safe_open
 from torch import Tensor, nn
 
 from lens_audio.model.config import AudioLMConfig
@@ -145,12 +144,42 @@ def weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no *.safetensors weights.")
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
 def iter_safetensors(files: Iterable[Path]) -> Iterator[tuple[str, Tensor]]:
-    """Yield (key, tensor) one tensor at a time, so only one unconverted tensor is alive at once."""
+    """Yield (key, tensor) one tensor at a time, each read into its own buffer.
+
+    Reading with plain file reads instead of a memory map keeps the shard's
+    pages out of the process: only the tensor being converted exists twice,
+    so loading peaks at the converted weights plus one source tensor. The
+    format (an 8-byte header length, a JSON header of dtype/shape/offsets,
+    then raw little-endian data) is safetensors' documented layout.
+    """
     for file in files:
-        with safe_open(str(file), framework="pt") as shard:
-            for key in shard.keys():
-                yield key, shard.get_tensor(key)
+        with open(file, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            try:
+                header = json.loads(handle.read(header_size))
+            except ValueError as exc:
+                raise ValueError(f"{file} is not a valid safetensors file (unreadable header).") from exc
+            data_start = 8 + header_size
+            for key, info in header.items():
+                if key == "__metadata__":
+                    continue
+                begin, end = info["data_offsets"]
+                buffer = bytearray(end - begin)
+                handle.seek(data_start + begin)
+                if handle.readinto(buffer) != len(buffer):
+                    raise ValueError(f"{file} is truncated: tensor {key!r} ends past the end of the file.")
+                dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+                if dtype is None:
+                    raise ValueError(f"{file}: tensor {key!r} has dtype {info['dtype']}, which lens_audio cannot read.")
+                tensor = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
+                yield key, tensor.reshape(info["shape"])
 
 
 def assign_weights(

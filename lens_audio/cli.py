@@ -1,0 +1,124 @@
+"""The `lens-audio` command line.
+
+Subcommands:
+  demo   load a checkpoint (default: a small random one it builds and saves), run one
+         clip through it with a full activation cache, check it against transformers,
+         and greedily decode a few tokens
+  hooks  print the hook table, or with --model every hook of that model with its shape
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+DEMO_CHECKPOINT = Path.home() / ".cache" / "lens_audio" / "random-tiny-qwen2-audio"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the hooked port end to end on one clip")
+    demo.add_argument("--model", help="checkpoint folder or Hub id (default: a small random checkpoint built here)")
+    demo.add_argument("--audio", help="audio file to use (default: a synthetic 1.5 s chirp)")
+    demo.add_argument("--question", default="What is the sound?")
+    demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
+    hooks = sub.add_parser("hooks", help="list hook points")
+    hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
+    args = parser.parse_args(argv)
+    return {"demo": run_demo, "hooks": run_hooks}[args.command](args)
+
+
+def run_hooks(args: argparse.Namespace) -> int:
+    from lens_audio.model.hook_table import markdown_table
+
+    if not args.model:
+        print(markdown_table())
+        return 0
+    import torch
+
+    model = _load(args.model)
+    batch = model.to_batch(_chirp(1.0), "What is the sound?", sampling_rate=16000)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch, names_filter=lambda name: True)
+    for name, value in cache.items():
+        print(f"{name:50s} {list(value.shape)}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    started = time.perf_counter()
+    model = _load(args.model)
+    audio = args.audio if args.audio else _chirp(1.5)
+    batch = model.to_batch(audio, args.question, sampling_rate=None if args.audio else 16000)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(batch)
+    (start, end), = batch.audio_spans[0]
+    summary = {
+        "model": model.cfg.model_name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "decoder": f"{model.cfg.n_layers} layers, {model.cfg.n_heads} heads ({model.cfg.n_key_value_heads} key/value), d_model {model.cfg.d_model}",
+        "audio_encoder": f"{model.cfg.audio.n_layers} layers, {model.cfg.audio.n_ctx} positions",
+        "prompt_tokens": int(batch.input_ids.shape[1]),
+        "audio_tokens": [start, end],
+        "hook_points": len(model.hook_dict),
+        "cached_activations": len(cache),
+        "cache_megabytes": round(sum(v.numel() * v.element_size() for v in cache.values()) / 2**20, 2),
+    }
+    reference = _transformers_reference(model, batch)
+    if reference is not None:
+        valid = batch.attention_mask.bool()
+        summary["max_abs_logit_diff_vs_transformers"] = float((logits - reference)[valid].abs().max())
+    tokens = model.generate(batch, max_new_tokens=10)
+    summary["generated"] = model.tokenizer.decode(tokens[0, batch.input_ids.shape[1]:])
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    for key, value in summary.items():
+        print(f"{key:36s} {value}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def _load(name: str | None):
+    from lens_audio import HookedAudioLM
+
+    if name:
+        return HookedAudioLM.from_pretrained(name)
+    if not (DEMO_CHECKPOINT / "config.json").is_file():
+        from lens_audio.testing import save_checkpoint, tiny_hf_model
+
+        print(f"building a small random Qwen2-Audio checkpoint in {DEMO_CHECKPOINT} (random weights: outputs are noise)")
+        hf, processor = tiny_hf_model(d_model=128, n_layers=4, n_heads=8, n_kv_heads=2, d_mlp=256, n_mels=128, chunk_seconds=4)
+        save_checkpoint(hf, processor, DEMO_CHECKPOINT)
+    return HookedAudioLM.from_pretrained(DEMO_CHECKPOINT)
+
+
+def _transformers_reference(model, batch):
+    """transformers' logits for the same checkpoint when it is a local folder (the default demo one is)."""
+    import torch
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    folder = Path(model.cfg.model_name)
+    if not folder.is_dir():
+        return None
+    hf = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    mask = batch.attention_mask
+    with torch.no_grad():
+        return hf(**batch.model_inputs(), position_ids=(mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)).logits
+
+
+def _chirp(seconds: float):
+    import numpy as np
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.5 * np.sin(2 * np.pi * (300 + 900 * t / seconds) * t)).astype(np.float32)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The documented hook table covers every hook exactly once, and the command line runs."""
+
+from __future__ import annotations
+
+import json
+
+from lens_audio import cli
+from lens_audio.model.hook_table import markdown_table, rows_matching
+
+
+def test_every_hook_is_documented_exactly_once(tiny_pair):
+    _, model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)
+    for name in model.hook_dict:
+        assert len(rows_matching(name)) == 1, (name, rows_matching(name))
+
+
+def test_readme_lists_the_hook_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "README's hook table is stale: paste `lens-audio hooks` output"
+
+
+def test_demo_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "DEMO_CHECKPOINT", tmp_path / "ckpt")
+    assert cli.main(["demo", "--json", str(tmp_path / "summary.json")]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["max_abs_logit_diff_vs_transformers"] < 1e-4
+    start, end = summary["audio_tokens"]
+    assert end - start == 37  # 1.5 s -> 150 mel frames -> 37 audio tokens
+    assert cli.main(["hooks", "--model", str(tmp_path / "ckpt")]) == 0
+    assert "audio.hook_audio_embeds" in capsys.readouterr().out
