@@ -1,10 +1,12 @@
 """The `lens-audio` command line.
 
 Subcommands:
-  demo   load a checkpoint (default: a small random one it builds and saves), run one
-         clip through it with a full activation cache, check it against transformers,
-         and greedily decode a few tokens
-  hooks  print the hook table, or with --model every hook of that model with its shape
+  demo                 load a checkpoint (default: a small random one it builds and saves), run
+                       one clip through it with a full activation cache, check it against
+                       transformers, and greedily decode a few tokens
+  hooks                print the hook table, or with --model every hook of that model with its shape
+  workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
+  workshop train       train the workshop model on CPU and evaluate it
 """
 
 from __future__ import annotations
@@ -29,8 +31,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
     hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
+    workshop = sub.add_parser("workshop", help="the workshop model and its synthetic benchmark")
+    workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
+    bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
+    bench.add_argument("--out", required=True, help="folder to write (workshop.json and audios/)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--clips", type=int, default=180, help="clips; each gives three items (hint conditions)")
+    bench.add_argument("--overwrite", action="store_true")
+    train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
+    train.add_argument("--out", required=True, help="checkpoint folder to write")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps-audio", type=int, help="stage 1 steps (no hints)")
+    train.add_argument("--steps-mixed", type=int, help="stage 2 steps (hints)")
+    train.add_argument("--pool-clips", type=int, help="training clips synthesised up front")
+    train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
     args = parser.parse_args(argv)
+    if args.command == "workshop":
+        return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
     return {"demo": run_demo, "hooks": run_hooks}[args.command](args)
+
+
+def run_workshop_benchmark(args: argparse.Namespace) -> int:
+    from lens_audio.workshop.benchmark import write_benchmark
+
+    folder = write_benchmark(args.out, seed=args.seed, n_clips=args.clips, overwrite=args.overwrite)
+    print(f"wrote {3 * args.clips} items to {folder / 'workshop.json'}")
+    return 0
+
+
+def run_workshop_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lens_audio.workshop import BENCHMARK
+    from lens_audio.workshop.train import TrainSettings, train
+
+    overrides = {"steps_audio": args.steps_audio, "steps_mixed": args.steps_mixed, "pool_clips": args.pool_clips}
+    settings = dataclasses.replace(TrainSettings(seed=args.seed), **{k: v for k, v in overrides.items() if v is not None})
+    benchmark = None if args.benchmark == "none" else (args.benchmark or BENCHMARK)
+    metrics = train(args.out, settings, eval_benchmark=benchmark)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "loss_history"}, indent=1))
+    return 0
 
 
 def run_hooks(args: argparse.Namespace) -> int:

@@ -119,7 +119,7 @@ def make_batch(
         for i, clips in enumerate(clips_per_example)
     ]
     if question is not None:
-        rendered = [_render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))]
+        rendered = [render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))]
     else:
         rendered = texts
         for i, (p, w) in enumerate(zip(texts, waveforms)):
@@ -150,7 +150,8 @@ def make_batch(
     )
 
 
-def _render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None, index: int) -> str:
+def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None = None, index: int = 0) -> str:
+    """The chat-template text of one user turn: one `Audio i:` placeholder line per clip, then `question`."""
     if AUDIO_PLACEHOLDER in question:
         raise ValueError(
             f"question {index} contains {AUDIO_PLACEHOLDER}; the chat template adds one per clip itself. "

@@ -61,7 +61,13 @@ def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processo
 
 
 def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None = None) -> Path:
-    """A local folder holding the checkpoint: the path itself, or the Hub id's snapshot."""
+    """A local folder holding the checkpoint: the shipped workshop model, the path itself, or the Hub id's snapshot."""
+    if str(name_or_path) == "workshop":
+        from lens_audio.workshop import CHECKPOINT
+
+        if not (CHECKPOINT / "config.json").is_file():
+            raise FileNotFoundError(f"The workshop checkpoint is missing from {CHECKPOINT}; rebuild it with `lens-audio workshop train --out {CHECKPOINT}`.")
+        return CHECKPOINT
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -71,7 +77,7 @@ def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None =
     if not _HUB_ID.match(name):
         raise FileNotFoundError(
             f"{name!r} is neither a local folder nor a Hugging Face Hub id (owner/name). "
-            f"Known checkpoints: {', '.join(KNOWN_HUB_IDS)}."
+            f"Known checkpoints: 'workshop' (shipped), {', '.join(KNOWN_HUB_IDS)}."
         )
     return _download(name, local_files_only)
 

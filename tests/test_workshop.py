@@ -1,0 +1,108 @@
+"""The workshop task generator, the training script, and the shipped workshop model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lens_audio import HookedAudioLM, cli, load_audio
+from lens_audio.evaluation import load_mmau
+from lens_audio.workshop import BENCHMARK, CHECKPOINT
+from lens_audio.workshop.benchmark import write_benchmark
+from lens_audio.workshop.sounds import CLASS_DOMAIN, DOMAINS, mix_noise, synthesize
+from lens_audio.workshop.task import HINT_CONDITIONS
+
+
+def test_twelve_classes_in_three_domains_and_exact_snr():
+    assert set(DOMAINS) == {"sound", "music", "speech"} and len(CLASS_DOMAIN) == 12
+    rng = np.random.default_rng(0)
+    for name in CLASS_DOMAIN:
+        a, b = synthesize(name, np.random.default_rng(5), 1.2), synthesize(name, np.random.default_rng(5), 1.2)
+        assert np.array_equal(a, b) and a.shape == (19200,) and np.isfinite(a).all() and 0.4 < np.abs(a).max() <= 0.9
+    clean = synthesize("chord", rng, 1.0)
+    noisy = mix_noise(clean, 6.0, np.random.default_rng(1)).astype(np.float64)
+    scale = np.abs(clean + 0).max()  # mix_noise rescales only when clipping would occur
+    noise = noisy - clean if np.abs(noisy).max() < 0.9 else noisy / (np.abs(noisy).max() / 0.9) - clean
+    snr = 10 * np.log10(np.mean(clean**2) / np.mean(noise**2))
+    assert scale > 0 and abs(snr - 6.0) < 0.5
+
+
+def test_benchmark_is_deterministic_valid_mmau(tmp_path):
+    a = write_benchmark(tmp_path / "a", seed=3, n_clips=12, progress=False)
+    b = write_benchmark(tmp_path / "b", seed=3, n_clips=12, progress=False)
+    c = write_benchmark(tmp_path / "c", seed=4, n_clips=12, progress=False)
+    assert (a / "workshop.json").read_text() == (b / "workshop.json").read_text()
+    assert (a / "workshop.json").read_text() != (c / "workshop.json").read_text()
+    wavs = sorted((a / "audios").glob("*.wav"))
+    assert len(wavs) == 12 and all(w.read_bytes() == (b / "audios" / w.name).read_bytes() for w in wavs)
+    items = load_mmau(a / "workshop.json")
+    assert len(items) == 36 and {i["split"] for i in items} == {"calibration", "dev", "test"}
+    for item in items:
+        assert set(item) >= {"id", "audio_id", "question", "choices", "answer", "dataset", "task", "split", "category", "sub-category", "difficulty"}
+        assert item["answer"] in item["choices"] and len(item["choices"]) == 4
+        assert all(CLASS_DOMAIN[c] == item["task"] for c in item["choices"])
+        hinted = item["hinted_choice"]
+        if item["hint"] == "congruent":
+            assert hinted == item["answer"] and hinted in item["question"]
+        elif item["hint"] == "conflicting":
+            assert hinted != item["answer"] and hinted in item["choices"] and hinted in item["question"]
+        else:
+            assert hinted is None and not any(c in item["question"] for c in item["choices"])
+        audio = load_audio(item["audio_path"])
+        assert 16000 <= audio.shape[0] <= 1.6 * 16000 + 1
+    by_clip = {}
+    for item in items:
+        by_clip.setdefault(item["audio_id"], set()).add(item["hint"])
+    assert all(hints == set(HINT_CONDITIONS) for hints in by_clip.values())
+    with pytest.raises(FileExistsError, match="overwrite"):
+        write_benchmark(tmp_path / "a", seed=3, n_clips=12, progress=False)
+
+
+def test_benchmark_command(tmp_path):
+    assert cli.main(["workshop", "benchmark", "--out", str(tmp_path / "w"), "--clips", "6", "--seed", "1"]) == 0
+    assert len(json.loads((tmp_path / "w" / "workshop.json").read_text())) == 18
+
+
+def test_training_script_writes_a_loadable_checkpoint(tmp_path):
+    from lens_audio.workshop.train import TrainSettings, train
+
+    settings = TrainSettings(pool_clips=48, steps_audio=2, steps_mixed=2, batch_size=4, warmup_steps=1)
+    metrics = train(tmp_path / "ckpt", settings, eval_benchmark=None, progress=False)
+    assert np.isfinite(metrics["loss_history"][-1]["loss"])
+    files = {f.name for f in (tmp_path / "ckpt").iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.json", "tokenizer.json", "processor_config.json"} <= files
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")], "no staging folder left behind"
+    model = HookedAudioLM.from_pretrained(tmp_path / "ckpt")
+    assert model.cfg.n_layers == 6
+
+
+def test_shipped_checkpoint_loads_offline_and_matches_transformers():
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    model = HookedAudioLM.from_pretrained("workshop")
+    hf = Qwen2AudioForConditionalGeneration.from_pretrained(CHECKPOINT, attn_implementation="eager").eval()
+    item = load_mmau(BENCHMARK, split="test")[0]
+    batch = model.to_batch(item["audio_path"], item["question"])
+    with torch.no_grad():
+        ours = model(batch)
+        theirs = hf(**batch.model_inputs()).logits
+    assert (ours - theirs).abs().max() < 1e-4
+    assert sum(p.numel() * p.element_size() for p in model.parameters()) < 16 * 2**20
+
+
+def test_shipped_model_listens_and_shows_text_dominance():
+    """The targets of the workshop model, re-measured on the bundled test split."""
+    from lens_audio.workshop.evaluate import score_items, summarize
+
+    model = HookedAudioLM.from_pretrained("workshop")
+    items = load_mmau(BENCHMARK, split="test")
+    summary = summarize(score_items(model, items, progress=False))
+    silent = summarize(score_items(model, [i for i in items if i["hint"] == "none"], silence=True, progress=False))
+    assert summary["accuracy"]["none"]["all"] >= 85
+    assert summary["text_dominance_gap"] >= 20
+    assert silent["accuracy"]["none"]["all"] <= 45  # chance is 25
+    recorded = json.loads((CHECKPOINT / "metrics.json").read_text())["test"]
+    assert abs(recorded["accuracy"]["none"]["all"] - summary["accuracy"]["none"]["all"]) < 1e-6
