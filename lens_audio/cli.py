@@ -1,9 +1,9 @@
 """The `lens-audio` command line.
 
 Subcommands:
-  demo                 load a checkpoint (default: a small random one it builds and saves), run
-                       one clip through it with a full activation cache, check it against
-                       transformers, and greedily decode a few tokens
+  demo                 load a model (default: the shipped workshop model), ask about one clip with
+                       no hint, a right hint and a wrong hint, cache every activation, check the
+                       logits against transformers, and greedily decode the answers
   hooks                print the hook table, or with --model every hook of that model with its shape
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
   workshop train       train the workshop model on CPU and evaluate it
@@ -18,15 +18,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-DEMO_CHECKPOINT = Path.home() / ".cache" / "lens_audio" / "random-tiny-qwen2-audio"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the hooked port end to end on one clip")
-    demo.add_argument("--model", help="checkpoint folder or Hub id (default: a small random checkpoint built here)")
-    demo.add_argument("--audio", help="audio file to use (default: a synthetic 1.5 s chirp)")
+    demo.add_argument("--model", help="checkpoint folder or Hub id (default: the shipped workshop model)")
+    demo.add_argument("--audio", help="audio file to ask about (default: a bundled clip, asked with no, right and wrong hints)")
     demo.add_argument("--question", default="What is the sound?")
     demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
@@ -93,33 +90,46 @@ def run_hooks(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     import torch
 
+    from lens_audio import HookedAudioLM
+    from lens_audio.model.loading import resolve_checkpoint
+
     started = time.perf_counter()
-    model = _load(args.model)
-    audio = args.audio if args.audio else _chirp(1.5)
-    batch = model.to_batch(audio, args.question, sampling_rate=None if args.audio else 16000)
+    model = HookedAudioLM.from_pretrained(args.model or "workshop")
+    if args.audio:
+        audio, questions, answer = [args.audio], [args.question], None
+    else:  # one bundled test clip, asked with no hint, a right hint and a wrong hint
+        from lens_audio.evaluation import load_mmau
+        from lens_audio.workshop import BENCHMARK
+        from lens_audio.workshop.task import format_question
+
+        items = load_mmau(BENCHMARK, split="test")
+        clip = [i for i in items if i["audio_id"] == items[0]["audio_id"]]
+        audio, questions, answer = [i["audio_path"] for i in clip], [format_question(i) for i in clip], clip[0]["answer"]
+    batch = model.to_batch(audio, questions)
     with torch.no_grad():
         logits, cache = model.run_with_cache(batch)
-    (start, end), = batch.audio_spans[0]
+    tokens = model.generate(batch, max_new_tokens=8)
+    prompt_length = batch.input_ids.shape[1]
     summary = {
         "model": model.cfg.model_name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "decoder": f"{model.cfg.n_layers} layers, {model.cfg.n_heads} heads ({model.cfg.n_key_value_heads} key/value), d_model {model.cfg.d_model}",
         "audio_encoder": f"{model.cfg.audio.n_layers} layers, {model.cfg.audio.n_ctx} positions",
-        "prompt_tokens": int(batch.input_ids.shape[1]),
-        "audio_tokens": [start, end],
+        "audio_tokens_per_example": [sum(e - s for s, e in spans) for spans in batch.audio_spans],
         "hook_points": len(model.hook_dict),
-        "cached_activations": len(cache),
         "cache_megabytes": round(sum(v.numel() * v.element_size() for v in cache.values()) / 2**20, 2),
+        "right_answer": answer,
+        "answers": [
+            {"question": q, "answer": model.tokenizer.decode(tokens[row, prompt_length:], skip_special_tokens=True).strip()}
+            for row, q in enumerate(questions)
+        ],
     }
-    reference = _transformers_reference(model, batch)
-    if reference is not None:
-        valid = batch.attention_mask.bool()
-        summary["max_abs_logit_diff_vs_transformers"] = float((logits - reference)[valid].abs().max())
-    tokens = model.generate(batch, max_new_tokens=10)
-    summary["generated"] = model.tokenizer.decode(tokens[0, batch.input_ids.shape[1]:])
+    folder = resolve_checkpoint(args.model or "workshop")
+    if folder.is_dir():
+        reference = _transformers_logits(folder, batch)
+        summary["max_abs_logit_diff_vs_transformers"] = float((logits - reference)[batch.attention_mask.bool()].abs().max())
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    for key, value in summary.items():
-        print(f"{key:36s} {value}")
+    print(json.dumps(summary, indent=1))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(summary, indent=2))
     return 0
@@ -128,25 +138,14 @@ def run_demo(args: argparse.Namespace) -> int:
 def _load(name: str | None):
     from lens_audio import HookedAudioLM
 
-    if name:
-        return HookedAudioLM.from_pretrained(name)
-    if not (DEMO_CHECKPOINT / "config.json").is_file():
-        from lens_audio.testing import save_checkpoint, tiny_hf_model
-
-        print(f"building a small random Qwen2-Audio checkpoint in {DEMO_CHECKPOINT} (random weights: outputs are noise)")
-        hf, processor = tiny_hf_model(d_model=128, n_layers=4, n_heads=8, n_kv_heads=2, d_mlp=256, n_mels=128, chunk_seconds=4)
-        save_checkpoint(hf, processor, DEMO_CHECKPOINT)
-    return HookedAudioLM.from_pretrained(DEMO_CHECKPOINT)
+    return HookedAudioLM.from_pretrained(name or "workshop")
 
 
-def _transformers_reference(model, batch):
-    """transformers' logits for the same checkpoint when it is a local folder (the default demo one is)."""
+def _transformers_logits(folder: Path, batch):
+    """transformers' logits for the same checkpoint folder and batch (padding-aware positions)."""
     import torch
     from transformers import Qwen2AudioForConditionalGeneration
 
-    folder = Path(model.cfg.model_name)
-    if not folder.is_dir():
-        return None
     hf = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
     mask = batch.attention_mask
     with torch.no_grad():

@@ -1,0 +1,101 @@
+"""Audio-specialist heads: which heads' audio attention predicts that the model answers correctly.
+
+Pearson r between each head's audio attention mass and correctness (0/1)
+over a calibration set, with a two-sided p-value (t distribution, n - 2
+degrees of freedom) and a percentile bootstrap confidence interval over
+examples. `top_k` picks the specialists; `random_heads` draws the paper's
+control with a seed. The result saves to and loads from JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from scipy import stats
+from torch import Tensor
+
+
+@dataclass
+class HeadCorrelation:
+    """Per-head correlation of audio attention with correctness; arrays are `[layer, head]`."""
+
+    r: np.ndarray
+    p_value: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    n_examples: int
+    confidence: float
+    model_name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.r.shape
+
+    def top_k(self, k: int) -> list[tuple[int, int]]:
+        """The `k` heads with the highest r (heads with undefined r are never chosen)."""
+        order = np.argsort(np.where(np.isnan(self.r), -np.inf, self.r), axis=None)[::-1]
+        return [tuple(int(i) for i in np.unravel_index(flat, self.shape)) for flat in order[:k]]
+
+    def random_heads(self, k: int, seed: int = 0, exclude: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+        """`k` heads drawn uniformly without replacement (excluding `exclude`), for the random-head control."""
+        pool = [(l, h) for l in range(self.shape[0]) for h in range(self.shape[1]) if (l, h) not in set(exclude or [])]
+        if k > len(pool):
+            raise ValueError(f"cannot draw {k} random heads from {len(pool)} candidates.")
+        picks = np.random.default_rng(seed).choice(len(pool), size=k, replace=False)
+        return sorted(pool[int(i)] for i in picks)
+
+    def save(self, path: str | Path) -> None:
+        data = {key: getattr(self, key).tolist() for key in ("r", "p_value", "ci_low", "ci_high")}
+        data.update(n_examples=self.n_examples, confidence=self.confidence, model_name=self.model_name)
+        Path(path).write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HeadCorrelation":
+        data = json.loads(Path(path).read_text())
+        arrays = {key: np.array(data[key], dtype=float) for key in ("r", "p_value", "ci_low", "ci_high")}
+        return cls(**arrays, n_examples=data["n_examples"], confidence=data["confidence"], model_name=data.get("model_name", ""))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of every column of `x` ([n, m]) with `y` ([n]); NaN where either is constant."""
+    xc, yc = x - x.mean(0), y - y.mean()
+    denominator = np.sqrt((xc**2).sum(0) * (yc**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (xc * yc[:, None]).sum(0) / denominator, np.nan)
+
+
+def correlate_heads(
+    audio_mass: Float[Tensor, "example layer head"] | np.ndarray,
+    correct: Bool[Tensor, "example"] | np.ndarray,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    model_name: str = "",
+) -> HeadCorrelation:
+    """Correlate every head's audio attention mass with correctness across examples."""
+    mass = np.asarray(audio_mass.cpu() if isinstance(audio_mass, torch.Tensor) else audio_mass, dtype=float)
+    y = np.asarray(correct.cpu() if isinstance(correct, torch.Tensor) else correct, dtype=float)
+    if mass.ndim != 3 or mass.shape[0] != y.shape[0]:
+        raise ValueError(f"audio_mass must be [example, layer, head] with one row per correctness label; got {mass.shape} and {y.shape}.")
+    n, layers, heads = mass.shape
+    if n < 3:
+        raise ValueError(f"need at least 3 examples to correlate, got {n}.")
+    flat = mass.reshape(n, -1)
+    r = _pearson(flat, y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = r * np.sqrt((n - 2) / np.clip(1 - r**2, 1e-12, None))
+    p = 2 * stats.t.sf(np.abs(t), df=n - 2)
+    rng = np.random.default_rng(seed)
+    boot = np.stack([_pearson(flat[idx], y[idx]) for idx in rng.integers(0, n, size=(n_bootstrap, n))])
+    alpha = (1 - confidence) / 2
+    with warnings.catch_warnings():  # constant heads have no r in any resample: their interval is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(boot, alpha, axis=0), np.nanquantile(boot, 1 - alpha, axis=0)
+    shape = (layers, heads)
+    return HeadCorrelation(r.reshape(shape), p.reshape(shape), low.reshape(shape), high.reshape(shape), n, confidence, model_name)
