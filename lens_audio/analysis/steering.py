@@ -63,8 +63,15 @@ def steering_hooks(
     direction: Float[Tensor, "batch d_model"] | Float[Tensor, "d_model"],
     beta: float,
     hook_name: str | None = None,
+    start: int = -1,
 ) -> list[tuple[str, Callable]]:
-    """Forward hooks adding `beta * direction` at the last position of `hook_name` (default: the final representation)."""
+    """Forward hooks adding `beta * direction` at `hook_name` (default: the final representation).
+
+    The push goes to positions `start:` of every forward: the last position by
+    default (the final prompt token of a left-padded batch, then each new token
+    during generation); choice scoring passes the final prompt position so the
+    appended answer tokens are steered too.
+    """
     hook_name = hook_name or f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     if hook_name not in model.hook_dict:
         raise ValueError(f"no hook point {hook_name!r}; see model.hook_names() or the README's hook table.")
@@ -79,7 +86,7 @@ def steering_hooks(
         if push.ndim == 2 and push.shape[0] != resid.shape[0]:
             raise ValueError(f"steering direction is for {push.shape[0]} examples but the batch has {resid.shape[0]}.")
         resid = resid.clone()
-        resid[:, -1] += push
+        resid[:, start:] += push[:, None] if push.ndim == 2 else push
         return resid
 
     return [(hook_name, add)]

@@ -1,74 +1,45 @@
-"""Scoring the workshop model on workshop-format items: which option does it prefer, and does it follow the hint?
+"""Workshop results: accuracy per hint condition and domain, the text-dominance gap, and hint following.
 
-Each option of a workshop item is one token, so the model's answer is the
-option whose token has the highest logit at the final prompt position
-(choice scoring); `top_is_choice` records whether the unrestricted argmax is
-an option at all.
+Scoring goes through the general runner (`lens_audio.evaluation.runner`) in
+choice mode with the workshop prompt; this module only adds the
+hint-specific summary.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm.auto import tqdm
-
-from lens_audio.workshop.task import HINT_CONDITIONS, format_question
+from lens_audio.evaluation.report import accuracy_with_ci, grouped_accuracy
+from lens_audio.evaluation.runner import SteeringFn, run_benchmark
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
-def choice_token_ids(tokenizer: Any, choices: Iterable[str]) -> list[int]:
-    """The single token of each option (as it starts the answer); refuses multi-token options."""
-    ids = []
-    for choice in choices:
-        tokens = tokenizer.encode(choice, add_special_tokens=False)
-        if len(tokens) != 1:
-            raise ValueError(f"option {choice!r} is {len(tokens)} tokens; choice scoring needs one token per option.")
-        ids.append(tokens[0])
-    return ids
-
-
-@torch.no_grad()
 def score_items(
-    model: "HookedAudioLM", items: list[dict[str, Any]], batch_size: int = 16, silence: bool = False, progress: bool = True
+    model: "HookedAudioLM", items: list[dict[str, Any]], silence: bool = False, steering: SteeringFn | None = None,
+    batch_size: int = 16, progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One record per item: prediction, correctness, whether it followed the hint."""
-    records = []
-    for start in tqdm(range(0, len(items), batch_size), desc="scoring" + (" (silence)" if silence else ""), disable=not progress):
-        chunk = items[start : start + batch_size]
-        batch = model.to_batch([item["audio_path"] for item in chunk], [format_question(item) for item in chunk])
-        if silence:
-            batch = batch.silence_twin()
-        final_logits = model(batch)[:, -1]
-        for row, item in enumerate(chunk):
-            ids = choice_token_ids(model.tokenizer, item["choices"])
-            prediction = item["choices"][int(final_logits[row, ids].argmax())]
-            records.append({
-                "id": item["id"],
-                "task": item["task"],
-                "hint": item.get("hint", "none"),
-                "prediction": prediction,
-                "correct": prediction == item["answer"],
-                "followed_hint": item.get("hinted_choice") is not None and prediction == item["hinted_choice"],
-                "top_is_choice": int(final_logits[row].argmax()) in ids,
-            })
+    """Choice-scored records of workshop items (with `silence`, each clip replaced by its silence twin)."""
+    records = run_benchmark(model, items, None, template="workshop", mode="choice", steering=steering, batch_size=batch_size,
+                            listening=False, progress=progress, description="scoring" + (" (silence)" if silence else ""), silence=silence)
+    for record in records:
+        record["followed_hint"] = record.get("hinted_choice") is not None and record["extracted"] == record["hinted_choice"]
     return records
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy (percent) per hint condition and domain, the text-dominance gap and the hint-following rate."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[(r["hint"], r["task"])].append(r)
-        groups[(r["hint"], "all")].append(r)
-    percent = lambda rs, key: round(100 * sum(r[key] for r in rs) / len(rs), 2) if rs else None
-    accuracy = {hint: {task: percent(rs, "correct") for (h, task), rs in sorted(groups.items()) if h == hint} for hint in HINT_CONDITIONS}
-    accuracy = {hint: by_task for hint, by_task in accuracy.items() if by_task}
-    summary: dict[str, Any] = {"accuracy": accuracy, "n_items": len(records), "top_token_is_a_choice": percent(records, "top_is_choice")}
+    """Accuracy (percent, with bootstrap CI) per hint condition and domain, plus the text-dominance measures."""
+    by_hint_task = grouped_accuracy(records, lambda r: (r["hint"], r["task"]))
+    by_hint = grouped_accuracy(records, lambda r: r["hint"])
+    accuracy: dict[str, dict[str, Any]] = {}
+    for (hint, task), result in by_hint_task.items():
+        accuracy.setdefault(hint, {})[task] = result["accuracy"]
+    for hint, result in by_hint.items():
+        accuracy[hint]["all"] = result["accuracy"]
+    summary: dict[str, Any] = {"accuracy": accuracy, "ci": {h: r["ci"] for h, r in by_hint.items()}, "n_items": len(records)}
     if "none" in accuracy and "conflicting" in accuracy:
         summary["text_dominance_gap"] = round(accuracy["none"]["all"] - accuracy["conflicting"]["all"], 2)
-        summary["follows_conflicting_hint"] = percent(groups[("conflicting", "all")], "followed_hint")
+        conflicting = [r for r in records if r["hint"] == "conflicting"]
+        summary["follows_conflicting_hint"] = accuracy_with_ci([r["followed_hint"] for r in conflicting])["accuracy"]
     return summary

@@ -1,0 +1,163 @@
+"""Running a model over MMAU-format items: resumable, with progress, baseline or steered.
+
+Two modes:
+- `generate`: greedy decoding (`do_sample=False`), answer extraction, and the
+  official `string_match`;
+- `choice`: the log-likelihood of each choice's tokens after the prompt; the
+  best choice is the prediction (one forward when every choice is one token).
+
+Each finished item is appended to a JSON-lines file at once (flushed and
+synced), and a rerun skips the ids already there, so an interrupted run loses
+nothing and resumes where it stopped; a line cut off by the interruption is
+dropped and redone. Each record also holds the item's listening signal
+(audio attention mass per layer and head at the final prompt position).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from lens_audio.analysis.listening import listening_signal
+from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.evaluation.scoring import score_output
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+# Given the model, a batch and the first position to push (final prompt position), return forward hooks.
+SteeringFn = Callable[["HookedAudioLM", "AudioBatch", int], list]
+RECORD_KEYS = ("task", "difficulty", "category", "sub-category", "hint", "hinted_choice", "split")
+
+
+def run_benchmark(
+    model: "HookedAudioLM",
+    items: Sequence[dict[str, Any]],
+    out_path: str | Path | None,
+    template: str = "instruct",
+    mode: Literal["generate", "choice"] = "generate",
+    steering: SteeringFn | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 32,
+    listening: bool = True,
+    progress: bool = True,
+    description: str = "evaluating",
+    silence: bool = False,
+) -> list[dict[str, Any]]:
+    """Score `items`; with `out_path`, append records as they finish and resume from what is there.
+
+    With `silence`, every clip is replaced by its silence twin (same length, all zeros): the
+    control that shows how much the answers depend on the audio at all.
+    """
+    if mode not in ("generate", "choice"):
+        raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
+    done = read_records(out_path) if out_path is not None else {}
+    pending = [item for item in items if item["id"] not in done]
+    sink = open(out_path, "a") if out_path is not None else None
+    try:
+        with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                for record in _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence):
+                    done[record["id"]] = record
+                    if sink is not None:
+                        sink.write(json.dumps(record) + "\n")
+                        sink.flush()
+                        os.fsync(sink.fileno())
+                bar.update(len(chunk))
+    finally:
+        if sink is not None:
+            sink.close()
+    return [done[item["id"]] for item in items]
+
+
+def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Records already written to `path` by id; a cut-off last line is removed from the file."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    records, good_bytes = {}, 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                break
+            if not line.endswith(b"\n"):
+                break
+            records[record["id"]] = record
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with open(path, "r+b") as handle:
+            handle.truncate(good_bytes)
+    return records
+
+
+@torch.no_grad()
+def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence) -> list[dict[str, Any]]:
+    batch = model.to_batch([item["audio_path"] for item in chunk], [render_prompt(item, template) for item in chunk])
+    if silence:
+        batch = batch.silence_twin()
+    prompt_length = batch.input_ids.shape[1]
+    # Generation steers the newest position of every step; multi-token choice scoring steers the
+    # final prompt position and the answer tokens appended after it.
+    hooks = steering(model, batch, -1 if mode == "generate" else prompt_length - 1) if steering is not None else []
+    signal = listening_signal(model, batch).audio_mass if listening else None
+    if mode == "generate":
+        tokens = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, fwd_hooks=hooks)
+        outputs = [model.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in tokens]
+    else:
+        scores = choice_log_likelihoods(model, batch, [item["choices"] for item in chunk], hooks)
+        outputs = [item["choices"][int(scores[row, : len(item["choices"])].argmax())] for row, item in enumerate(chunk)]
+    records = []
+    for row, (item, output) in enumerate(zip(chunk, outputs)):
+        extracted, correct = score_output(output, item["answer"], item["choices"])
+        record = {"id": item["id"], **{k: item[k] for k in RECORD_KEYS if k in item}, "answer": item["answer"],
+                  "output": output, "extracted": extracted, "correct": correct}
+        if signal is not None:
+            record["listening"] = [[round(float(v), 5) for v in layer] for layer in signal[row]]
+        records.append(record)
+    return records
+
+
+@torch.no_grad()
+def choice_log_likelihoods(model: "HookedAudioLM", batch: "AudioBatch", choices: Sequence[Sequence[str]], hooks: list = ()) -> torch.Tensor:
+    """`[batch, max_choices]` summed log-probabilities of each choice's tokens after the prompt (-inf where absent).
+
+    The batch must be left-padded (each prompt ends at the last position).
+    """
+    if not bool(batch.attention_mask[:, -1].all()):
+        raise ValueError("choice scoring needs a left-padded batch (model.to_batch's default).")
+    tok = model.tokenizer
+    encoded = [[tok.encode(c, add_special_tokens=False) for c in row] for row in choices]
+    width = max(len(row) for row in encoded)
+    scores = torch.full((batch.batch_size, width), float("-inf"))
+    if all(len(ids) == 1 for row in encoded for ids in row):
+        with model.hooks(fwd_hooks=list(hooks)):
+            logprobs = model(batch)[:, -1].log_softmax(-1).cpu()
+        for i, row in enumerate(encoded):
+            scores[i, : len(row)] = logprobs[i, [ids[0] for ids in row]]
+        return scores
+    for j in range(width):  # one forward per choice slot, all examples at once
+        suffixes = [row[j] if j < len(row) else [] for row in encoded]
+        length = max(1, max(len(s) for s in suffixes))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        extra = torch.tensor([s + [pad] * (length - len(s)) for s in suffixes])
+        extra_mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in suffixes])
+        ids = torch.cat([batch.input_ids, extra.to(batch.input_ids.device)], dim=1)
+        mask = torch.cat([batch.attention_mask, extra_mask.to(batch.attention_mask.device)], dim=1)
+        with model.hooks(fwd_hooks=list(hooks)):
+            logits = model(ids, mask, batch.input_features, batch.feature_attention_mask)
+        prompt = batch.input_ids.shape[1]
+        logprobs = logits[:, prompt - 1 : -1].log_softmax(-1).cpu()
+        gathered = logprobs.gather(-1, extra[..., None]).squeeze(-1) * extra_mask
+        for i, s in enumerate(suffixes):
+            if s:
+                scores[i, j] = gathered[i].sum()
+    return scores

@@ -1,0 +1,56 @@
+"""MMAU's official scoring rule, and the answer extraction an evaluator must do before it.
+
+`string_match` re-implements the official `string_match(answer, prediction,
+choices)`: the prediction's word set must contain every word of the answer
+and no word that only a competing choice has. Because of that rule, bare
+option letters and sentences like "The answer is X." rarely score as they
+stand, so `extract_answer` first takes the text inside `<answer>` tags (R1-AQA),
+strips answer preambles, and maps an option letter to its choice text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+_WORD = re.compile(r"\b\w+\b")
+_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_PREAMBLE = re.compile(r"^\s*(?:the\s+(?:correct\s+)?answer\s+is|answer)\s*[:\-]?\s*", re.IGNORECASE)
+_LONE_LETTER = re.compile(r"^\(?([A-Ha-h])\)?[.:)]?$")
+_LETTER_THEN_TEXT = re.compile(r"^\(?([A-H])[.:)]\s+\S")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
+    """The official MMAU rule: all answer words present, no word unique to a wrong choice present."""
+    predicted, wanted = _words(prediction), _words(answer)
+    if not predicted:
+        return False
+    competing: set[str] = set()
+    for choice in choices:
+        words = _words(choice)
+        if words != wanted:
+            competing |= words - wanted
+    return wanted <= predicted and not (predicted & competing)
+
+
+def extract_answer(output: str, choices: Sequence[str]) -> str:
+    """The answer span of a model's output, with option letters mapped to their choice text."""
+    tagged = _TAG.search(output)
+    text = (tagged.group(1) if tagged else output).strip()
+    text = _PREAMBLE.sub("", text).strip()
+    letter = _LONE_LETTER.match(text) or _LETTER_THEN_TEXT.match(text)
+    if letter:
+        index = ord(letter.group(1).upper()) - ord("A")
+        if index < len(choices):
+            return choices[index]
+    return text.rstrip(".").strip()
+
+
+def score_output(output: str, answer: str, choices: Sequence[str]) -> tuple[str, bool]:
+    """(extracted answer, correct under the official rule)."""
+    extracted = extract_answer(output, choices)
+    return extracted, string_match(answer, extracted, choices)
