@@ -28,6 +28,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
     hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
+    experiment = sub.add_parser("experiment", help="the paper's experiment: specialist heads, beta sweep, steered test")
+    experiment.add_argument("--model", default="workshop", help="checkpoint folder or Hub id (default: workshop)")
+    experiment.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
+    experiment.add_argument("--template", help="prompt template (default: workshop for the workshop model, else instruct)")
+    experiment.add_argument("--mode", choices=["generate", "choice"], help="default: choice for the workshop model, else generate")
+    experiment.add_argument("--k-heads", type=int, default=4)
+    experiment.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--batch-size", type=int, default=16)
+    experiment.add_argument("--dtype", default="float32")
+    experiment.add_argument("--device", default="cpu")
+    experiment.add_argument("--out", default="runs/experiment", help="folder for the resumable run files and results.json")
+    experiment.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     workshop = sub.add_parser("workshop", help="the workshop model and its synthetic benchmark")
     workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
@@ -45,7 +58,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "workshop":
         return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
-    return {"demo": run_demo, "hooks": run_hooks}[args.command](args)
+    return {"demo": run_demo, "hooks": run_hooks, "experiment": run_experiment_command}[args.command](args)
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    from lens_audio import HookedAudioLM
+    from lens_audio.evaluation import load_mmau
+    from lens_audio.evaluation.experiment import ExperimentSettings, format_table, run_experiment
+    from lens_audio.workshop import BENCHMARK
+
+    workshop = args.model == "workshop"
+    settings = ExperimentSettings(
+        template=args.template or ("workshop" if workshop else "instruct"),
+        mode=args.mode or ("choice" if workshop else "generate"),
+        k_heads=args.k_heads, betas=tuple(args.betas), seed=args.seed, batch_size=args.batch_size,
+    )
+    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    result = run_experiment(model, load_mmau(args.benchmark or BENCHMARK), settings, args.out)
+    print(format_table(result))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=1))
+    return 0
 
 
 def run_workshop_benchmark(args: argparse.Namespace) -> int:

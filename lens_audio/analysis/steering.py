@@ -136,3 +136,12 @@ class FixedDirection:
                 f"residual stream is {model.cfg.d_model} wide; recompute the direction on this model."
             )
         return loaded
+
+
+def adaptive_steering(layers: Sequence[int], beta: float, hook_name: str | None = None, site: str = "hook_resid_post"):
+    """A steering function for the evaluation runner: per batch, compute the adaptive direction and push it."""
+
+    def make_hooks(model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> list[tuple[str, Callable]]:
+        return steering_hooks(model, adaptive_direction(model, batch, layers, site), beta, hook_name, start)
+
+    return make_hooks
