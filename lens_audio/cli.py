@@ -160,7 +160,9 @@ def run_demo(args: argparse.Namespace) -> int:
     folder = resolve_checkpoint(args.model or "workshop")
     if folder.is_dir():
         reference = _transformers_logits(folder, batch)
-        summary["max_abs_logit_diff_vs_transformers"] = float((logits - reference)[batch.attention_mask.bool()].abs().max())
+        valid = batch.attention_mask.bool()
+        summary["max_abs_logit_diff_vs_transformers"] = float((logits - reference)[valid].abs().max())
+        summary["max_abs_logit"] = float(reference[valid].abs().max())
     summary["seconds"] = round(time.perf_counter() - started, 2)
     print(json.dumps(summary, indent=1))
     if args.json_path:

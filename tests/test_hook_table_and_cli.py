@@ -24,7 +24,8 @@ def test_readme_lists_the_hook_table():
 def test_demo_command(tmp_path, capsys):
     assert cli.main(["demo", "--json", str(tmp_path / "summary.json")]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["max_abs_logit_diff_vs_transformers"] < 1e-4
+    # float32 rounding grows with the trained model's residual norm (~275): compare relative to the logit scale
+    assert summary["max_abs_logit_diff_vs_transformers"] < 2e-5 * summary["max_abs_logit"]
     assert len(summary["answers"]) == 3 and all(a["answer"] for a in summary["answers"])
     assert summary["right_answer"] in summary["answers"][0]["question"]  # it is one of the options
     assert cli.main(["hooks", "--model", "workshop"]) == 0

@@ -89,7 +89,7 @@ def test_shipped_checkpoint_loads_offline_and_matches_transformers():
     with torch.no_grad():
         ours = model(batch)
         theirs = hf(**batch.model_inputs()).logits
-    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours - theirs).abs().max() < 2e-5 * theirs.abs().max()  # float32 rounding, relative to the logit scale
     assert sum(p.numel() * p.element_size() for p in model.parameters()) < 16 * 2**20
 
 

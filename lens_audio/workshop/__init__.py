@@ -13,4 +13,13 @@ BENCHMARK = Path(__file__).parent / "data" / "workshop.json"
 BENCHMARK_SEED = 0
 BENCHMARK_CLIPS = 180
 
-__all__ = ["BENCHMARK", "BENCHMARK_CLIPS", "BENCHMARK_SEED", "CHECKPOINT"]
+
+
+def make_readable(folder: Path) -> None:
+    """Give a finished staging folder (mkdtemp makes it private) the usual permissions before it is renamed into place."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+__all__ = ["BENCHMARK", "BENCHMARK_CLIPS", "BENCHMARK_SEED", "CHECKPOINT", "make_readable"]

@@ -20,6 +20,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from lens_audio.workshop.sounds import SAMPLE_RATE
+from lens_audio.workshop import make_readable
 from lens_audio.workshop.task import HINT_CONDITIONS, draw_clips, make_item
 
 JSON_NAME = "workshop.json"
@@ -47,6 +48,7 @@ def write_benchmark(folder: str | Path, seed: int = 0, n_clips: int = 180, overw
                 sf.write(staging / audio_id, clip.waveform(), SAMPLE_RATE, subtype="PCM_16")
                 items += [make_item(clip, hint, rng, audio_id, split) for hint in HINT_CONDITIONS]
         (staging / JSON_NAME).write_text(json.dumps(items, indent=1))
+        make_readable(staging)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.audio_encoder import n_audio_tokens
+from lens_audio.workshop import make_readable
 from lens_audio.workshop.task import Clip, draw_clips, format_question, make_item, tokenizer_corpus
 
 MODEL_CONFIG = dict(
@@ -192,6 +193,7 @@ def save_atomically(model: Any, processor: Any, metrics: dict[str, Any], out_dir
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        make_readable(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

@@ -1,0 +1,76 @@
+"""Where does the steering effect live? Sweeps over direction layers, injection sites and head-level directions.
+
+All on a given split (use dev: choices made here must not look at test):
+
+- `layer_grid`: for each source layer L the per-input direction
+  resid_post[L](audio) - resid_post[L](silence), injected either at the
+  final representation (the paper's site) or back at layer L, for each beta;
+- `head_directions`: the direction built from the specialist heads' own
+  outputs (sum over heads of hook_result(audio) - hook_result(silence) at the
+  final position) instead of whole-layer residuals.
+
+Each cell is the accuracy on the items given (e.g. the conflicting items).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+from lens_audio.analysis.steering import adaptive_direction, steering_hooks
+from lens_audio.evaluation.report import accuracy_with_ci
+from lens_audio.evaluation.runner import run_benchmark
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+
+def _accuracy(model, items, steering, template, mode, batch_size) -> float:
+    records = run_benchmark(model, items, None, template=template, mode=mode, steering=steering, batch_size=batch_size, listening=False, progress=False)
+    return accuracy_with_ci([r["correct"] for r in records])["accuracy"]
+
+
+def layer_grid(
+    model: "HookedAudioLM", items: Sequence[dict[str, Any]], betas: Sequence[float], template: str = "workshop", mode: str = "choice", batch_size: int = 16
+) -> list[dict[str, Any]]:
+    """Accuracy for every (source layer, injection site, beta)."""
+    final = model.cfg.n_layers - 1
+    rows = [{"source_layer": None, "site": None, "beta": 0.0, "accuracy": _accuracy(model, items, None, template, mode, batch_size)}]
+    for layer in range(model.cfg.n_layers):
+        for site_name, site_layer in (("final", final), ("same layer", layer)):
+            if site_name == "same layer" and layer == final:
+                continue
+            for beta in betas:
+                def steering(m, batch, start, layer=layer, beta=beta, site_layer=site_layer):
+                    return steering_hooks(m, adaptive_direction(m, batch, [layer]), beta, f"blocks.{site_layer}.hook_resid_post", start)
+                rows.append({"source_layer": layer, "site": site_name, "beta": beta, "accuracy": _accuracy(model, items, steering, template, mode, batch_size)})
+    return rows
+
+
+@torch.no_grad()
+def head_output_direction(model: "HookedAudioLM", batch: "AudioBatch", heads: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Per example: sum over `heads` of their output at the final position, audio minus silence. `[batch, d_model]`."""
+    names = sorted({f"blocks.{layer}.attn.hook_result" for layer, _ in heads})
+    rows = torch.arange(batch.batch_size)
+    final = batch.final_position
+
+    def summed(b: "AudioBatch") -> torch.Tensor:
+        _, cache = model.run_with_cache(b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False)
+        return sum(cache[f"blocks.{layer}.attn.hook_result"][rows, final, head] for layer, head in heads)
+
+    return summed(batch) - summed(batch.silence_twin())
+
+
+def head_directions(
+    model: "HookedAudioLM", items: Sequence[dict[str, Any]], heads: Sequence[tuple[int, int]], betas: Sequence[float],
+    template: str = "workshop", mode: str = "choice", batch_size: int = 16,
+) -> list[dict[str, Any]]:
+    """Accuracy when steering the final representation with the specialist heads' own output difference."""
+    rows = []
+    for beta in betas:
+        def steering(m, batch, start, beta=beta):
+            return steering_hooks(m, head_output_direction(m, batch, heads), beta, None, start)
+        rows.append({"heads": [list(h) for h in heads], "beta": beta, "accuracy": _accuracy(model, items, steering, template, mode, batch_size)})
+    return rows
