@@ -74,3 +74,35 @@ def head_directions(
             return steering_hooks(m, head_output_direction(m, batch, heads), beta, None, start)
         rows.append({"heads": [list(h) for h in heads], "beta": beta, "accuracy": _accuracy(model, items, steering, template, mode, batch_size)})
     return rows
+
+
+def main() -> None:
+    """`python -m lens_audio.evaluation.locate [experiment_dir]`: the sweeps on the workshop model's dev conflicting items."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from lens_audio import HookedAudioLM
+    from lens_audio.analysis.heads import HeadCorrelation
+    from lens_audio.evaluation import load_mmau
+    from lens_audio.workshop import BENCHMARK
+
+    run_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/workshop")
+    model = HookedAudioLM.from_pretrained("workshop")
+    items = [i for i in load_mmau(BENCHMARK, split="dev") if i["hint"] == "conflicting"]
+    heads = HeadCorrelation.load(run_dir / "head_correlation.json")
+    specialists = heads.top_k(4)
+    control = heads.random_heads(4, seed=0, exclude=specialists)
+    betas = (1.0, 2.0, 4.0)
+    result = {
+        "items": "dev split, conflicting hint",
+        "layer_grid": layer_grid(model, items, betas),
+        "specialist_head_outputs": head_directions(model, items, specialists, betas + (8.0,)),
+        "control_head_outputs": head_directions(model, items, control, betas + (8.0,)),
+    }
+    (run_dir / "locate.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
