@@ -10,7 +10,6 @@ from scipy import stats
 from lens_audio import make_batch
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
 from lens_audio.analysis.steering import FixedDirection, adaptive_direction, layers_of, steer, steering_hooks
-from tests.conftest import waveform
 
 
 def test_correlation_against_scipy_and_selection(tmp_path):

@@ -14,7 +14,7 @@ Each cell is the accuracy on the items given (e.g. the conflicting items).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
+from lens_audio.model.block import PreNormBlock
 from lens_audio.model.config import AudioEncoderConfig, AudioLMConfig
 
 
@@ -79,25 +80,18 @@ class EncoderMLP(nn.Module):
         return self.fc_out(self.hook_post(F.gelu(self.hook_pre(self.fc_in(x)))))
 
 
-class EncoderBlock(nn.Module):
+class EncoderBlock(PreNormBlock):
     def __init__(self, cfg: AudioEncoderConfig, implementation: str) -> None:
         super().__init__()
         self.ln1 = LayerNorm(cfg.d_model)
         self.attn = EncoderAttention(cfg, implementation)
         self.ln2 = LayerNorm(cfg.d_model)
         self.mlp = EncoderMLP(cfg)
-        self.hook_resid_pre = HookPoint()
-        self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
 
     def forward(
         self, resid: Float[Tensor, "clips pos d_audio"], allowed: Bool[Tensor, "clips 1 1 pos"] | None
     ) -> Float[Tensor, "clips pos d_audio"]:
-        resid = self.hook_resid_pre(resid)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), allowed)))
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+        return self.residual(resid, lambda x: self.attn(x, allowed))
 
 
 class AudioEncoder(nn.Module):

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
+from lens_audio.model.block import PreNormBlock
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.kv_cache import LayerKVCache
 
@@ -127,18 +128,13 @@ class GatedMLP(nn.Module):
         return self.down_proj.weight.T
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(PreNormBlock):
     def __init__(self, cfg: AudioLMConfig) -> None:
         super().__init__()
         self.ln1 = RMSNorm(cfg.d_model, cfg.eps)
         self.attn = DecoderAttention(cfg)
         self.ln2 = RMSNorm(cfg.d_model, cfg.eps)
         self.mlp = GatedMLP(cfg)
-        self.hook_resid_pre = HookPoint()
-        self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
 
     def forward(
         self,
@@ -147,8 +143,4 @@ class DecoderBlock(nn.Module):
         allowed: Bool[Tensor, "batch 1 query key"] | None,
         kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        resid = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), cos_sin, allowed, kv_cache))
-        resid = self.hook_resid_mid(resid + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
-        return self.hook_resid_post(resid + mlp_out)
+        return self.residual(resid, lambda x: self.attn(x, cos_sin, allowed, kv_cache))

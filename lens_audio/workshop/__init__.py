@@ -6,7 +6,12 @@ congruent, conflicting and no hint). Both are rebuilt by
 `lens-audio workshop benchmark` and `lens-audio workshop train`.
 """
 
+import contextlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 CHECKPOINT = Path(__file__).parent / "checkpoint"
 BENCHMARK = Path(__file__).parent / "data" / "workshop.json"
@@ -15,11 +20,25 @@ BENCHMARK_CLIPS = 180
 
 
 
-def make_readable(folder: Path) -> None:
-    """Give a finished staging folder (mkdtemp makes it private) the usual permissions before it is renamed into place."""
-    folder.chmod(0o755)
-    for path in folder.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+@contextlib.contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """Yield a staging folder beside `folder`; on success it replaces `folder`, on any failure it is removed.
+
+    So an interrupted benchmark or training run never leaves a half-written folder behind.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp makes it private
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
-__all__ = ["BENCHMARK", "BENCHMARK_CLIPS", "BENCHMARK_SEED", "CHECKPOINT", "make_readable"]
+__all__ = ["BENCHMARK", "BENCHMARK_CLIPS", "BENCHMARK_SEED", "CHECKPOINT", "atomic_folder"]

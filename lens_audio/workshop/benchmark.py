@@ -10,9 +10,6 @@ interrupted run leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from lens_audio.workshop.sounds import SAMPLE_RATE
-from lens_audio.workshop import make_readable
+from lens_audio.workshop import atomic_folder
 from lens_audio.workshop.task import HINT_CONDITIONS, draw_clips, make_item
 
 JSON_NAME = "workshop.json"
@@ -37,9 +34,7 @@ def write_benchmark(folder: str | Path, seed: int = 0, n_clips: int = 180, overw
     clips = draw_clips(rng, n_clips, prefix=f"ws{seed}", snr_range=TEST_SNR_DB)
     bounds = np.cumsum([0] + [int(round(share * n_clips)) for _, share in PARTITIONS])
     bounds[-1] = n_clips
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         (staging / "audios").mkdir()
         items = []
         for (split, _), start, end in zip(PARTITIONS, bounds[:-1], bounds[1:]):
@@ -48,11 +43,4 @@ def write_benchmark(folder: str | Path, seed: int = 0, n_clips: int = 180, overw
                 sf.write(staging / audio_id, clip.waveform(), SAMPLE_RATE, subtype="PCM_16")
                 items += [make_item(clip, hint, rng, audio_id, split) for hint in HINT_CONDITIONS]
         (staging / JSON_NAME).write_text(json.dumps(items, indent=1))
-        make_readable(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder

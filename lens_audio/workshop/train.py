@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +38,7 @@ from tqdm.auto import tqdm
 from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.audio_encoder import n_audio_tokens
-from lens_audio.workshop import make_readable
+from lens_audio.workshop import atomic_folder
 from lens_audio.workshop.task import Clip, draw_clips, format_question, make_item, tokenizer_corpus
 
 MODEL_CONFIG = dict(
@@ -187,16 +184,7 @@ def evaluate_checkpoint(hf_model: Any, processor: Any, benchmark: str | Path, pr
 
 
 def save_atomically(model: Any, processor: Any, metrics: dict[str, Any], out_dir: Path) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        make_readable(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

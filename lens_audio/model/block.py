@@ -1,0 +1,36 @@
+"""The pre-norm residual block shared by the audio encoder and the decoder, with TransformerLens's block hooks."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+
+class PreNormBlock(nn.Module):
+    """`resid_pre -> ln1 -> attn -> + -> resid_mid -> ln2 -> mlp -> + -> resid_post`, each step hooked.
+
+    Subclasses create `ln1`, `attn`, `ln2` and `mlp`, and call `residual` with
+    the attention call (which may need masks, positions or a cache).
+    """
+
+    ln1: nn.Module
+    ln2: nn.Module
+    mlp: nn.Module
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def residual(
+        self, resid: Float[Tensor, "batch pos d"], attend: Callable[[Tensor], Tensor]
+    ) -> Float[Tensor, "batch pos d"]:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(attend(self.ln1(resid))))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
