@@ -74,6 +74,12 @@ def test_mismatched_vectors_are_refused(model, two_example_batch, tmp_path):
     fixed.save(tmp_path / "direction.safetensors")
     loaded = FixedDirection.load(tmp_path / "direction.safetensors", model)
     assert torch.equal(loaded.vector, fixed.vector) and loaded.layers == [1, 2] and loaded.beta == 1.5
+    assert torch.allclose(fixed.vector, adaptive_direction(model, two_example_batch, [1, 2]).mean(0))
+    with torch.no_grad(), model.hooks(fwd_hooks=loaded.steering()(model, two_example_batch)):
+        pushed = model(two_example_batch)
+    with torch.no_grad():
+        plain = model(two_example_batch)
+    assert not torch.allclose(pushed[:, -1], plain[:, -1]) and torch.equal(pushed[:, :-1], plain[:, :-1])
     FixedDirection(torch.zeros(32), "other", [0], 1.0).save(tmp_path / "narrow.safetensors")
     with pytest.raises(ValueError, match="width 32 from 'other'.*64 wide"):
         FixedDirection.load(tmp_path / "narrow.safetensors", model)

@@ -114,8 +114,12 @@ class FixedDirection:
         directions = torch.cat([adaptive_direction(model, b, layers, site) for b in batches])
         return cls(directions.mean(0).cpu(), model.cfg.model_name, list(layers), float(beta), site)
 
-    def hooks(self, model: "HookedAudioLM", hook_name: str | None = None) -> list[tuple[str, Callable]]:
-        return steering_hooks(model, self.vector, self.beta, hook_name)
+    def hooks(self, model: "HookedAudioLM", hook_name: str | None = None, start: int = -1) -> list[tuple[str, Callable]]:
+        return steering_hooks(model, self.vector, self.beta, hook_name, start)
+
+    def steering(self, hook_name: str | None = None):
+        """A steering function for the evaluation runner (the same push for every input; no silence pass)."""
+        return lambda model, batch, start=-1: self.hooks(model, hook_name, start)
 
     def save(self, path: str | Path) -> None:
         metadata = {"model_name": self.model_name, "layers": json.dumps(self.layers), "beta": str(self.beta), "site": self.site, "d_model": str(self.vector.shape[0])}
