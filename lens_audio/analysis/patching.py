@@ -1,0 +1,146 @@
+"""Activation patching with audio: clean and corrupted runs that differ in their audio (or text).
+
+Two ways in:
+
+- `BoundAudioModel(model, corrupted_batch)` binds one batch's audio features
+  and masks to the model, so TransformerLens 4's `transformer_lens.patching`
+  helpers — which call `model.run_with_hooks(tokens, fwd_hooks=...)` with
+  tokens only — run unchanged on audio inputs::
+
+      from transformer_lens import patching
+      clean = model.to_batch(clip, question); corrupted = clean.silence_twin()
+      _, clean_cache = model.run_with_cache(clean)
+      metric = normalized_logit_diff(model, clean, corrupted, correct_id, wrong_id)
+      result = patching.get_act_patch_resid_pre(BoundAudioModel(model, corrupted), corrupted.input_ids, clean_cache, metric)
+
+- `patch_residual_by_position` and `patch_heads` here, which also group the
+  audio positions into one "audio" column, as audio-token positions are many
+  and individually uninformative.
+
+Clean and corrupted batches must share their token layout (a silence twin, a
+clip of the same length, or text of the same token length).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor]
+
+
+class BoundAudioModel:
+    """A `HookedAudioLM` with one batch's audio bound in: `run_with_hooks(tokens, fwd_hooks=...)` feeds that audio."""
+
+    def __init__(self, model: "HookedAudioLM", batch: "AudioBatch") -> None:
+        self.model, self.batch = model, batch
+
+    def run_with_hooks(self, tokens: Tensor, fwd_hooks: Sequence = (), **kwargs: Any) -> Tensor:
+        if tokens.shape != self.batch.input_ids.shape:
+            raise ValueError(
+                f"tokens have shape {tuple(tokens.shape)} but the bound batch has {tuple(self.batch.input_ids.shape)}: "
+                "clean and corrupted inputs must share their token layout (use a silence twin or same-length inputs)."
+            )
+        b = self.batch
+        return self.model.run_with_hooks(tokens, b.attention_mask, b.input_features, b.feature_attention_mask, fwd_hooks=list(fwd_hooks), **kwargs)
+
+    def __call__(self, tokens: Tensor, **kwargs: Any) -> Tensor:
+        return self.run_with_hooks(tokens, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def check_same_layout(clean: "AudioBatch", corrupted: "AudioBatch") -> None:
+    if clean.input_ids.shape != corrupted.input_ids.shape or clean.audio_spans != corrupted.audio_spans:
+        raise ValueError(
+            "clean and corrupted batches differ in token layout "
+            f"({tuple(clean.input_ids.shape)} vs {tuple(corrupted.input_ids.shape)}); patching needs position-aligned runs: "
+            "use batch.silence_twin(), clips of equal length, or texts of equal token length."
+        )
+
+
+@torch.no_grad()
+def normalized_logit_diff(
+    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", correct: Sequence[int] | Tensor, wrong: Sequence[int] | Tensor
+) -> Metric:
+    """A metric over logits: (patched - corrupted) / (clean - corrupted) of the correct-minus-wrong logit at the final position.
+
+    1 means the patch fully restores the clean behaviour, 0 means no effect. Averaged over the batch.
+    """
+    check_same_layout(clean, corrupted)
+    correct, wrong = torch.as_tensor(correct), torch.as_tensor(wrong)
+    rows = torch.arange(clean.batch_size)
+    final = clean.final_position
+
+    def logit_diff(logits: Tensor) -> Tensor:
+        last = logits[rows, final]
+        return last[rows, correct] - last[rows, wrong]
+
+    clean_diff, corrupted_diff = logit_diff(model(clean)), logit_diff(model(corrupted))
+    span = clean_diff - corrupted_diff
+    if bool((span.abs() < 1e-6).any()):
+        raise ValueError("clean and corrupted runs give the same logit difference for some example; the metric would divide by zero.")
+    return lambda logits: ((logit_diff(logits) - corrupted_diff) / span).mean()
+
+
+@torch.no_grad()
+def patch_residual_by_position(
+    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric, site: str = "hook_resid_pre", group_audio: bool = True
+) -> tuple[Float[Tensor, "layer column"], list[str]]:
+    """Metric after patching the clean residual into the corrupted run, per (layer, position).
+
+    With `group_audio`, all audio positions of example 0's layout are patched together as one
+    column labelled "audio"; other columns are single text positions, labelled by token.
+    Returns the `[layer, column]` table and the column labels.
+    """
+    check_same_layout(clean, corrupted)
+    names = [f"blocks.{layer}.{site}" for layer in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
+    audio = clean.audio_mask[0].cpu()
+    columns: list[Tensor] = []
+    labels: list[str] = []
+    tokens = model.to_str_tokens(clean.input_ids[0]) if model.processor is not None else [str(t) for t in clean.input_ids[0].tolist()]
+    if group_audio and audio.any():
+        columns.append(audio)
+        labels.append("audio")
+    for pos in range(clean.input_ids.shape[1]):
+        if group_audio and audio[pos]:
+            continue
+        mask = torch.zeros_like(audio)
+        mask[pos] = True
+        columns.append(mask)
+        labels.append(tokens[pos])
+    table = torch.zeros(model.cfg.n_layers, len(columns))
+    for layer, name in enumerate(names):
+        for c, mask in enumerate(columns):
+            def put(resid, hook, mask=mask, clean_resid=cache[name]):
+                resid = resid.clone()
+                resid[:, mask] = clean_resid[:, mask]
+                return resid
+            table[layer, c] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)]))
+    return table, labels
+
+
+@torch.no_grad()
+def patch_heads(model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric) -> Float[Tensor, "layer head"]:
+    """Metric after patching each head's clean output (`hook_z`, all positions) into the corrupted run."""
+    check_same_layout(clean, corrupted)
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
+    table = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for layer, name in enumerate(names):
+        for head in range(model.cfg.n_heads):
+            def put(z, hook, head=head, clean_z=cache[name]):
+                z = z.clone()
+                z[:, :, head] = clean_z[:, :, head]
+                return z
+            table[layer, head] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)]))
+    return table

@@ -1,0 +1,58 @@
+"""Audio-aware activation patching: exact restoration, no-op patches, dead heads, and TransformerLens's helpers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformer_lens import patching as tl_patching
+
+from lens_audio.analysis.patching import BoundAudioModel, normalized_logit_diff, patch_heads, patch_residual_by_position
+
+
+@pytest.fixture
+def setup(tiny_pair, two_example_batch):
+    _, model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2, seed=7)
+    clean, corrupted = two_example_batch, two_example_batch.silence_twin()
+    with torch.no_grad():
+        logits = model(clean)[torch.arange(2), clean.final_position]
+    top2 = logits.topk(2, dim=-1).indices
+    return model, clean, corrupted, top2[:, 0], top2[:, 1]
+
+
+def test_patching_everything_restores_exactly_and_nothing_does_nothing(setup):
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    with torch.no_grad():
+        assert metric(model(clean)).item() == pytest.approx(1.0, abs=1e-6)
+        assert metric(model(corrupted)).item() == pytest.approx(0.0, abs=1e-6)
+    table, labels = patch_residual_by_position(model, clean, corrupted, metric)
+    assert labels[0] == "audio" and table.shape == (model.cfg.n_layers, len(labels))
+    # At layer 0 the clean and corrupted residuals differ only at audio positions: patching them restores fully.
+    assert table[0, 0].item() == pytest.approx(1.0, abs=1e-5)
+    assert table[0, 1:].abs().max().item() < 1e-6
+
+
+def test_transformer_lens_helpers_run_on_audio(setup):
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    _, clean_cache = model.run_with_cache(clean)
+    bound = BoundAudioModel(model, corrupted)
+    result = tl_patching.get_act_patch_resid_pre(bound, corrupted.input_ids, clean_cache, metric)
+    assert result.shape == (model.cfg.n_layers, corrupted.input_ids.shape[1])
+    audio = clean.audio_mask[0]
+    assert result[0, ~audio].abs().max().item() < 1e-6  # text positions are identical at layer 0
+    with pytest.raises(ValueError, match="share their token layout"):
+        bound.run_with_hooks(corrupted.input_ids[:, 1:])
+
+
+def test_a_head_with_zero_output_weights_has_no_effect(setup, two_example_batch):
+    model, clean, corrupted, correct, wrong = setup
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.blocks[1].attn.W_O[3] = 0.0
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    table = patch_heads(model, clean, corrupted, metric)
+    assert table[1, 3].abs().item() < 1e-6
+    assert table.abs().max().item() > 1e-3  # other heads do matter
