@@ -28,19 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
     hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
-    experiment = sub.add_parser("experiment", help="the paper's experiment: specialist heads, beta sweep, steered test")
-    experiment.add_argument("--model", default="workshop", help="checkpoint folder or Hub id (default: workshop)")
-    experiment.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
-    experiment.add_argument("--template", help="prompt template (default: workshop for the workshop model, else instruct)")
-    experiment.add_argument("--mode", choices=["generate", "choice"], help="default: choice for the workshop model, else generate")
-    experiment.add_argument("--k-heads", type=int, default=4)
-    experiment.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
-    experiment.add_argument("--seed", type=int, default=0)
-    experiment.add_argument("--batch-size", type=int, default=16)
-    experiment.add_argument("--dtype", default="float32")
-    experiment.add_argument("--device", default="cpu")
-    experiment.add_argument("--out", default="runs/experiment", help="folder for the resumable run files and results.json")
-    experiment.add_argument("--json", dest="json_path", help="also write the results as JSON here")
+    stages = {
+        "experiment": "the paper's experiment, all stages: specialist heads, beta sweep, steered test",
+        "listen": "baseline run of a split with every item's listening signal",
+        "select-heads": "correlate calibration listening signals with correctness; print the specialists",
+        "sweep-beta": "dev accuracy of adaptive steering for each beta",
+        "evaluate": "test: baseline, steered and random-head control",
+    }
+    for name, help_text in stages.items():
+        _add_experiment_arguments(sub.add_parser(name, help=help_text), name)
     workshop = sub.add_parser("workshop", help="the workshop model and its synthetic benchmark")
     workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
@@ -58,13 +54,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "workshop":
         return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
-    return {"demo": run_demo, "hooks": run_hooks, "experiment": run_experiment_command}[args.command](args)
+    if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
+        return run_stage(args)
+    return {"demo": run_demo, "hooks": run_hooks}[args.command](args)
 
 
-def run_experiment_command(args: argparse.Namespace) -> int:
+def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    parser.add_argument("--model", default="workshop", help="checkpoint folder or Hub id (default: workshop)")
+    parser.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
+    parser.add_argument("--template", help="prompt template (default: workshop for the workshop model, else instruct)")
+    parser.add_argument("--mode", choices=["generate", "choice"], help="default: choice for the workshop model, else generate")
+    parser.add_argument("--k-heads", type=int, default=4)
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
+    parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
+    if stage == "listen":
+        parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
+    if stage == "evaluate":
+        parser.add_argument("--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)")
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    """One stage of the experiment (or all); stages share --out, so each reuses what the others wrote."""
     from lens_audio import HookedAudioLM
     from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.experiment import ExperimentSettings, format_table, run_experiment
+    from lens_audio.evaluation.experiment import Experiment, ExperimentSettings, format_table
     from lens_audio.workshop import BENCHMARK
 
     workshop = args.model == "workshop"
@@ -74,8 +92,36 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         k_heads=args.k_heads, betas=tuple(args.betas), seed=args.seed, batch_size=args.batch_size,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-    result = run_experiment(model, load_mmau(args.benchmark or BENCHMARK), settings, args.out)
-    print(format_table(result))
+    experiment = Experiment(model, load_mmau(args.benchmark or BENCHMARK), settings, args.out)
+    if args.command == "experiment":
+        result = experiment.run_all()
+        print(format_table(result))
+    elif args.command == "listen":
+        records = experiment.listen(args.split)
+        mass = [[sum(r["listening"][l][h] for r in records) / len(records) for h in range(model.cfg.n_heads)] for l in range(model.cfg.n_layers)]
+        result = {"split": args.split, "accuracy": sum(r["correct"] for r in records) / len(records), "mean_audio_mass": mass}
+        print(f"{args.split}: {len(records)} items, accuracy {100 * result['accuracy']:.1f}%; mean audio attention mass (layer x head):")
+        for layer, row in enumerate(mass):
+            print(f"  L{layer}: " + " ".join(f"{v:.3f}" for v in row))
+    elif args.command == "select-heads":
+        heads = experiment.select_heads()
+        specialists = heads.top_k(settings.k_heads)
+        control = heads.random_heads(settings.k_heads, seed=settings.seed, exclude=specialists)
+        result = {"specialists": specialists, "random_control": control}
+        for layer, head in specialists:
+            print(f"L{layer}H{head}: r={heads.r[layer, head]:.3f} p={heads.p_value[layer, head]:.3g} CI=[{heads.ci_low[layer, head]:.3f}, {heads.ci_high[layer, head]:.3f}]")
+        print("random control:", ", ".join(f"L{l}H{h}" for l, h in control))
+    elif args.command == "sweep-beta":
+        result = experiment.sweep_beta()
+        print(f"dev baseline {result['baseline']['accuracy']}%; " + ", ".join(f"beta {b}: {v['accuracy']}%" for b, v in result["steered_by_beta"].items()))
+        print(f"best beta: {result['best_beta']}")
+    else:
+        beta = args.beta if args.beta is not None else experiment.sweep_beta()["best_beta"]
+        heads, specialists, control = experiment.heads()
+        result = {"test": experiment.evaluate(beta), "dev": {"best_beta": beta},
+                  "specialist_heads": [{"layer": l, "head": h, "r": float(heads.r[l, h])} for l, h in specialists],
+                  "control_heads": [{"layer": l, "head": h} for l, h in control]}
+        print(format_table(result))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1))
     return 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from lens_audio.analysis.heads import correlate_heads
+from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
 from lens_audio.analysis.steering import adaptive_steering, layers_of
 from lens_audio.evaluation.report import accuracy_with_ci, grouped_accuracy, mmau_report
 from lens_audio.evaluation.runner import run_benchmark
@@ -43,49 +43,89 @@ class ExperimentSettings:
     splits: dict[str, str] = field(default_factory=lambda: {"calibration": "calibration", "dev": "dev", "test": "test"})
 
 
+class Experiment:
+    """The experiment's stages over one model, benchmark and output folder; each stage resumes from its files.
+
+    Files in `out_dir`: `{split}-baseline.jsonl` (with listening signals), `head_correlation.json`,
+    `dev-steered-beta{b}.jsonl`, `test-steered-beta{b}.jsonl`, `test-random-beta{b}.jsonl`, `results.json`.
+    """
+
+    def __init__(self, model: "HookedAudioLM", items: Sequence[dict[str, Any]], settings: ExperimentSettings, out_dir: str | Path, progress: bool = True) -> None:
+        self.model, self.items, self.settings, self.progress = model, items, settings, progress
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def split(self, name: str) -> list[dict[str, Any]]:
+        rows = [i for i in self.items if i.get("split") == self.settings.splits[name]]
+        if not rows:
+            raise ValueError(f"the benchmark has no items with split {self.settings.splits[name]!r} (MMAU 'split' field) for the {name} stage.")
+        return rows
+
+    def run(self, rows: Sequence[dict[str, Any]], name: str, steering=None, listening: bool = False) -> list[dict[str, Any]]:
+        s = self.settings
+        return run_benchmark(self.model, rows, self.out / f"{name}.jsonl", template=s.template, mode=s.mode, steering=steering,
+                             batch_size=s.batch_size, max_new_tokens=s.max_new_tokens, listening=listening, progress=self.progress, description=name)
+
+    def listen(self, split: str = "calibration") -> list[dict[str, Any]]:
+        """Baseline run of a split with every item's listening signal."""
+        return self.run(self.split(split), f"{split}-baseline", listening=True)
+
+    def select_heads(self) -> HeadCorrelation:
+        """Correlate calibration listening signals with correctness; saved to head_correlation.json."""
+        records = self.listen("calibration")
+        heads = correlate_heads(np.array([r["listening"] for r in records]), np.array([r["correct"] for r in records]),
+                                seed=self.settings.seed, model_name=self.model.cfg.model_name)
+        heads.save(self.out / "head_correlation.json")
+        return heads
+
+    def heads(self) -> tuple[HeadCorrelation, list[tuple[int, int]], list[tuple[int, int]]]:
+        """The saved correlation (computed if missing), the top-k specialists and the seeded random control."""
+        path = self.out / "head_correlation.json"
+        heads = HeadCorrelation.load(path) if path.exists() else self.select_heads()
+        specialists = heads.top_k(self.settings.k_heads)
+        return heads, specialists, heads.random_heads(self.settings.k_heads, seed=self.settings.seed, exclude=specialists)
+
+    def sweep_beta(self) -> dict[str, Any]:
+        """Dev accuracy of adaptive steering from the specialists' layers for each beta; the best (ties: smaller) is kept."""
+        _, specialists, _ = self.heads()
+        sweep = {beta: accuracy_with_ci([r["correct"] for r in self.run(self.split("dev"), f"dev-steered-beta{beta}", adaptive_steering(layers_of(specialists), beta))])
+                 for beta in self.settings.betas}
+        baseline = accuracy_with_ci([r["correct"] for r in self.listen("dev")])
+        best = max(self.settings.betas, key=lambda b: (sweep[b]["accuracy"], -b))
+        return {"baseline": baseline, "steered_by_beta": {str(b): v for b, v in sweep.items()}, "best_beta": best}
+
+    def evaluate(self, beta: float) -> dict[str, Any]:
+        """Test tables for the baseline, the specialists' steering and the random-head control at `beta`."""
+        _, specialists, control = self.heads()
+        test = self.split("test")
+        runs = {
+            "baseline": self.listen("test"),
+            "steered": self.run(test, f"test-steered-beta{beta}", adaptive_steering(layers_of(specialists), beta)),
+            "random_control": self.run(test, f"test-random-beta{beta}", adaptive_steering(layers_of(control), beta)),
+        }
+        return {name: _tables(records) for name, records in runs.items()}
+
+    def run_all(self) -> dict[str, Any]:
+        heads = self.select_heads()
+        dev = self.sweep_beta()
+        _, specialists, control = self.heads()
+        result = {
+            "settings": {**asdict(self.settings), "betas": list(self.settings.betas)},
+            "model": self.model.cfg.model_name,
+            "specialist_heads": [_describe(heads, h) for h in specialists],
+            "specialist_layers": layers_of(specialists),
+            "control_heads": [_describe(heads, h) for h in control],
+            "control_layers": layers_of(control),
+            "dev": dev,
+            "test": self.evaluate(dev["best_beta"]),
+        }
+        (self.out / "results.json").write_text(json.dumps(result, indent=1))
+        return result
+
+
 def run_experiment(model: "HookedAudioLM", items: Sequence[dict[str, Any]], settings: ExperimentSettings, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    split = lambda name: [i for i in items if i.get("split") == settings.splits[name]]
-    calibration, dev, test = split("calibration"), split("dev"), split("test")
-    if not (calibration and dev and test):
-        raise ValueError(f"the benchmark needs items in splits {list(settings.splits.values())} (MMAU 'split' field); got "
-                         f"{len(calibration)} / {len(dev)} / {len(test)}.")
-    run = lambda rows, name, steering=None, listening=False: run_benchmark(
-        model, rows, out / f"{name}.jsonl", template=settings.template, mode=settings.mode, steering=steering,
-        batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens, listening=listening, progress=progress, description=name)
-
-    cal_records = run(calibration, "calibration-baseline", listening=True)
-    heads = correlate_heads(np.array([r["listening"] for r in cal_records]), np.array([r["correct"] for r in cal_records]),
-                            seed=settings.seed, model_name=model.cfg.model_name)
-    heads.save(out / "head_correlation.json")
-    specialists = heads.top_k(settings.k_heads)
-    control = heads.random_heads(settings.k_heads, seed=settings.seed, exclude=specialists)
-
-    sweep = {}
-    for beta in settings.betas:
-        records = run(dev, f"dev-steered-beta{beta}", adaptive_steering(layers_of(specialists), beta))
-        sweep[beta] = accuracy_with_ci([r["correct"] for r in records])
-    dev_baseline = accuracy_with_ci([r["correct"] for r in run(dev, "dev-baseline")])
-    best_beta = max(settings.betas, key=lambda b: (sweep[b]["accuracy"], -b))
-
-    test_runs = {
-        "baseline": run(test, "test-baseline", listening=True),
-        "steered": run(test, f"test-steered-beta{best_beta}", adaptive_steering(layers_of(specialists), best_beta)),
-        "random_control": run(test, f"test-random-beta{best_beta}", adaptive_steering(layers_of(control), best_beta)),
-    }
-    result = {
-        "settings": {**asdict(settings), "betas": list(settings.betas)},
-        "model": model.cfg.model_name,
-        "specialist_heads": [_describe(heads, h) for h in specialists],
-        "specialist_layers": layers_of(specialists),
-        "control_heads": [_describe(heads, h) for h in control],
-        "control_layers": layers_of(control),
-        "dev": {"baseline": dev_baseline, "steered_by_beta": {str(b): v for b, v in sweep.items()}, "best_beta": best_beta},
-        "test": {name: _tables(records) for name, records in test_runs.items()},
-    }
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    return result
+    """All stages: calibration heads, dev beta, test baseline / steered / random control."""
+    return Experiment(model, items, settings, out_dir, progress).run_all()
 
 
 def _describe(heads, head: tuple[int, int]) -> dict[str, Any]:
