@@ -56,3 +56,20 @@ def test_a_head_with_zero_output_weights_has_no_effect(setup, two_example_batch)
     table = patch_heads(model, clean, corrupted, metric)
     assert table[1, 3].abs().item() < 1e-6
     assert table.abs().max().item() > 1e-3  # other heads do matter
+
+
+def test_attribution_patching_ranks_heads_like_exact_patching(setup):
+    from scipy import stats
+
+    from lens_audio.analysis.patching import attribution_patching
+
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    attribution = attribution_patching(model, clean, corrupted, metric)
+    exact = patch_heads(model, clean, corrupted, metric)
+    assert attribution.heads.shape == exact.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert stats.spearmanr(attribution.heads.flatten(), exact.flatten()).statistic > 0.8
+    audio = clean.audio_mask[0]
+    assert attribution.resid[0, ~audio].abs().max() == 0  # clean and corrupted text positions are identical at layer 0
+    assert attribution.resid[0, audio].abs().sum() > 0
+    assert not any(p.grad is not None for p in model.parameters()), "weights must not collect gradients"

@@ -23,6 +23,7 @@ clip of the same length, or text of the same token length).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -144,3 +145,44 @@ def patch_heads(model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBa
                 return z
             table[layer, head] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)]))
     return table
+
+
+@dataclass
+class Attribution:
+    """Attribution-patching estimates of the metric change from patching clean into corrupted.
+
+    `heads[layer, head]`: each head's output (`hook_z`, all positions); `resid[layer, pos]`: the
+    residual stream entering each layer at each position (example 0's layout, summed over the batch).
+    """
+
+    heads: Float[Tensor, "layer head"]
+    resid: Float[Tensor, "layer pos"]
+
+
+def attribution_patching(model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric) -> Attribution:
+    """Linear (gradient) approximation of activation patching for every head and residual position.
+
+    One clean forward and one corrupted forward-backward for the whole batch:
+    effect ≈ (clean activation − corrupted activation) · d metric / d activation, at the corrupted run.
+    """
+    check_same_layout(clean, corrupted)
+    n_layers = model.cfg.n_layers
+    names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)] + [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
+    with torch.no_grad():
+        _, clean_cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
+    acts: dict[str, Tensor] = {}
+
+    def make_leaf(x, hook):  # weights need no gradient; the activations do
+        return x.detach().requires_grad_(True)
+
+    def keep(x, hook):
+        x.retain_grad()
+        acts[hook.name] = x
+        return x
+
+    with torch.enable_grad():
+        logits = model.run_with_hooks(corrupted, fwd_hooks=[("hook_embed", make_leaf)] + [(n, keep) for n in names])
+        metric(logits).backward()
+    heads = torch.stack([((clean_cache[n] - acts[n].detach()) * acts[n].grad).sum(dim=(0, 1, 3)) for n in names[:n_layers]])
+    resid = torch.stack([((clean_cache[n] - acts[n].detach()) * acts[n].grad).sum(dim=(0, 2)) for n in names[n_layers:]])
+    return Attribution(heads=heads.cpu(), resid=resid.cpu())
