@@ -1,0 +1,139 @@
+"""Head-ablation scans: the effect on the answer of removing each attention head, batched.
+
+Kinds of ablation (replacing a head's `hook_z` at every position):
+- `zero`: zeros;
+- `mean`: the head's mean output over the positions and examples of a reference batch;
+- `silence`: its output on the silence twin of the same input (resampling the head from a run that
+  heard nothing).
+
+Batched: the inputs are replicated `heads_per_pass` times along the batch and each replica has a
+different head ablated, so a scan of all heads takes `n_heads_total / heads_per_pass` forward passes;
+memory grows with `heads_per_pass` (1 = one head per forward). The numbers do not depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+AblationKind = Literal["zero", "mean", "silence"]
+
+
+@dataclass
+class AblationScan:
+    """Per (layer, head): mean change of the answer's logit margin and accuracy with that head ablated."""
+
+    logit_diff_change: Float[Tensor, "layer head"]
+    accuracy: Float[Tensor, "layer head"]
+    baseline_logit_diff: float
+    baseline_accuracy: float
+    kind: str
+
+
+def _margins(logits: Tensor, final: Tensor, choice_ids: Tensor, answer: Tensor) -> tuple[Tensor, Tensor]:
+    """Answer logit minus the best other choice's, and whether the answer wins, per example."""
+    rows = torch.arange(logits.shape[0])
+    scores = logits[rows, final][rows[:, None], choice_ids]
+    answer_score = scores[rows, answer]
+    others = scores.masked_fill(torch.nn.functional.one_hot(answer, scores.shape[1]).bool(), float("-inf")).max(-1).values
+    return answer_score - others, answer_score > others
+
+
+@torch.no_grad()
+def _replacements(model: "HookedAudioLM", batch: "AudioBatch", kind: AblationKind, reference: "AudioBatch | None") -> dict[int, Tensor] | None:
+    if kind == "zero":
+        return None
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    if kind == "silence":
+        _, cache = model.run_with_cache(batch.silence_twin(), names_filter=names, return_cache_object=False)
+        return {l: cache[n] for l, n in enumerate(names)}
+    if kind == "mean":
+        ref = reference or batch
+        _, cache = model.run_with_cache(ref, names_filter=names, return_cache_object=False)
+        valid = ref.attention_mask.bool().to(model.device)
+        return {l: cache[n][valid].mean(0) for l, n in enumerate(names)}  # [head, d_head]
+    raise ValueError(f"ablation kind must be 'zero', 'mean' or 'silence', not {kind!r}.")
+
+
+@torch.no_grad()
+def ablate_heads(
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    choice_ids: Sequence[Sequence[int]],
+    answer_index: Sequence[int],
+    kind: AblationKind = "zero",
+    heads: Sequence[Sequence[tuple[int, int]]] | None = None,
+    heads_per_pass: int = 8,
+    reference: "AudioBatch | None" = None,
+) -> tuple[Tensor, Tensor, float, float]:
+    """Ablate each group in `heads` (default: every single head) and measure the answer margin and accuracy.
+
+    Returns `(margin_change [group], accuracy [group], baseline_margin, baseline_accuracy)`, margins averaged
+    over examples. `choice_ids[i]` are example i's option tokens, `answer_index[i]` the right one.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    groups = [list(g) for g in heads] if heads is not None else [[(l, h)] for l in range(n_layers) for h in range(n_heads)]
+    for group in groups:
+        for layer, head in group:
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise ValueError(f"head ({layer}, {head}) does not exist: layers 0-{n_layers - 1}, heads 0-{n_heads - 1}.")
+    choice = torch.as_tensor(choice_ids)
+    answer = torch.as_tensor(answer_index)
+    final = batch.final_position.cpu()
+    base_margin, base_correct = _margins(model(batch).cpu(), final, choice, answer)
+    replacement = _replacements(model, batch, kind, reference)
+    b = batch.batch_size
+    margins, accuracies = [], []
+    for start in range(0, len(groups), heads_per_pass):
+        chunk = groups[start : start + heads_per_pass]
+        k = len(chunk)
+
+        def ablate(z, hook):
+            layer = hook.layer()
+            z = z.clone()
+            for r, group in enumerate(chunk):
+                for l, h in group:
+                    if l != layer:
+                        continue
+                    rows = slice(r * b, (r + 1) * b)
+                    if replacement is None:
+                        z[rows, :, h] = 0.0
+                    elif kind == "mean":
+                        z[rows, :, h] = replacement[l][h]
+                    else:
+                        z[rows, :, h] = replacement[l][:, :, h]
+            return z
+
+        layers = sorted({l for group in chunk for l, _ in group})
+        logits = model.run_with_hooks(
+            batch.input_ids.repeat(k, 1), batch.attention_mask.repeat(k, 1),
+            None if batch.input_features is None else batch.input_features.repeat(k, 1, 1),
+            None if batch.feature_attention_mask is None else batch.feature_attention_mask.repeat(k, 1),
+            fwd_hooks=[(f"blocks.{l}.attn.hook_z", ablate) for l in layers],
+        ).cpu()
+        margin, correct = _margins(logits, final.repeat(k), choice.repeat(k, 1), answer.repeat(k))
+        margins += list((margin.view(k, b) - base_margin).mean(1))
+        accuracies += list(correct.view(k, b).float().mean(1))
+    return torch.stack(margins), torch.stack(accuracies), float(base_margin.mean()), float(base_correct.float().mean())
+
+
+def scan_heads(model: "HookedAudioLM", batch: "AudioBatch", choice_ids, answer_index, kind: AblationKind = "zero", heads_per_pass: int = 8, reference=None) -> AblationScan:
+    """Every head ablated on its own, as a `[layer, head]` map."""
+    change, accuracy, base_margin, base_accuracy = ablate_heads(model, batch, choice_ids, answer_index, kind, None, heads_per_pass, reference)
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    return AblationScan(change.view(shape), accuracy.view(shape), base_margin, base_accuracy, kind)
+
+
+def cumulative_ablation(model: "HookedAudioLM", batch: "AudioBatch", choice_ids, answer_index, ranking: Sequence[tuple[int, int]], kind: AblationKind = "zero", heads_per_pass: int = 8, reference=None):
+    """Ablate the top-1, top-2, ... heads of `ranking` together: `(margin_change [k], accuracy [k])`."""
+    groups = [list(ranking[: k + 1]) for k in range(len(ranking))]
+    change, accuracy, _, _ = ablate_heads(model, batch, choice_ids, answer_index, kind, groups, heads_per_pass, reference)
+    return change, accuracy
