@@ -1,10 +1,22 @@
-"""Analyses over a model and a batch: listening signal, specialist heads, steering."""
+"""Analyses over a model and a batch: listening signal, specialist heads, steering, patching, ablation, logit lens."""
 
+from lens_audio.analysis.ablation import AblationScan, cumulative_ablation, scan_heads
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
+from lens_audio.analysis.lens import LogitLens, logit_lens
 from lens_audio.analysis.listening import ListeningSignal, listening_signal
-from lens_audio.analysis.steering import FixedDirection, adaptive_direction, layers_of, steer, steering_hooks
+from lens_audio.analysis.patching import (
+    Attribution,
+    BoundAudioModel,
+    attribution_patching,
+    normalized_logit_diff,
+    patch_heads,
+    patch_residual_by_position,
+)
+from lens_audio.analysis.steering import FixedDirection, adaptive_direction, adaptive_steering, layers_of, steer, steering_hooks
 
 __all__ = [
-    "FixedDirection", "HeadCorrelation", "ListeningSignal", "adaptive_direction", "correlate_heads",
-    "layers_of", "listening_signal", "steer", "steering_hooks",
+    "AblationScan", "Attribution", "BoundAudioModel", "FixedDirection", "HeadCorrelation", "ListeningSignal", "LogitLens",
+    "adaptive_direction", "adaptive_steering", "attribution_patching", "correlate_heads", "cumulative_ablation",
+    "layers_of", "listening_signal", "logit_lens", "normalized_logit_diff", "patch_heads", "patch_residual_by_position",
+    "scan_heads", "steer", "steering_hooks",
 ]

@@ -1,0 +1,23 @@
+"""The logit lens's last layer is the model's own prediction."""
+
+from __future__ import annotations
+
+import torch
+
+from lens_audio.analysis.lens import logit_lens
+
+
+def test_final_layer_equals_model_output(tiny_pair, two_example_batch):
+    _, model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)
+    options = [[3, 8, 40], [3, 8, 40]]
+    lens = logit_lens(model, two_example_batch, options)
+    assert lens.prob.shape == lens.rank.shape == (4, 2, 3) and lens.labels[-1] == "final_post"
+    with torch.no_grad():
+        logits = model(two_example_batch)[:, -1]
+    expected = logits.softmax(-1)[:, [3, 8, 40]]
+    assert torch.allclose(lens.prob[-1], expected, atol=1e-5)
+    top = logits.argmax(-1)
+    for example in range(2):
+        rank_of_top = (logits[example] > logits[example, top[example]]).sum()
+        assert rank_of_top == 0
+    assert (lens.rank[-1] == (logits[:, None, :] > logits[:, [3, 8, 40]][..., None]).sum(-1)).all()
