@@ -1,0 +1,133 @@
+"""Plotly figures for the analyses, in one style, and a helper that writes them as HTML and PNG.
+
+Each function takes an analysis result and returns a `plotly.graph_objects.Figure`; nothing here
+computes model quantities. `save_figure` writes `<name>.html` and `<name>.png` (kaleido drives a
+local Chromium; on Debian `apt-get install chromium`) into `figures/` or a folder you choose.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from lens_audio.analysis.lens import LogitLens
+    from lens_audio.analysis.listening import ListeningSignal
+    from lens_audio.inputs.batch import AudioBatch
+
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "Viridis"
+AUDIO_TOKEN_SECONDS = 0.04  # one audio token per 40 ms (25 per second)
+FRAME_SECONDS = 0.01  # one mel frame per 10 ms
+LAYOUT = dict(template="plotly_white", font=dict(size=14), title=dict(x=0.5, xanchor="center"), margin=dict(l=70, r=30, t=70, b=60))
+
+
+def _styled(fig: go.Figure, title: str, width: int = 760, height: int = 520) -> go.Figure:
+    fig.update_layout(title_text=title, width=width, height=height, **LAYOUT)
+    return fig
+
+
+def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hover: str = "value") -> go.Figure:
+    """A layer x head map (e.g. correlation r, ablation effect, patching); diverging colours centred on 0."""
+    z = np.asarray(values, dtype=float)
+    limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[f"H{h}" for h in range(z.shape[1])], y=[f"L{l}" for l in range(z.shape[0])],
+        colorscale=DIVERGING if diverging else SEQUENTIAL, zmid=0 if diverging else None,
+        zmin=-limit if diverging else None, zmax=limit if diverging else None,
+        colorbar=dict(title=colorbar), hovertemplate=f"layer %{{y}}, head %{{x}}<br>{hover} %{{z:.3f}}<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="head")
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    return _styled(fig, title)
+
+
+def audio_attention(signal: "ListeningSignal", batch: "AudioBatch", example: int = 0, title: str | None = None) -> go.Figure:
+    """The clip's log-mel spectrogram above the chosen heads' attention from the final token over audio time."""
+    if signal.rows is None or not signal.heads:
+        raise ValueError("compute the listening signal with heads=[(layer, head), ...] to plot attention over audio time.")
+    (start, end), *_ = batch.audio_spans[example]
+    clip = sum(len(spans) for spans in batch.audio_spans[:example])
+    frames = int(batch.feature_attention_mask[clip].sum())
+    mel = batch.input_features[clip, :, :frames].float().cpu().numpy()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.55, 0.45], vertical_spacing=0.06)
+    fig.add_trace(go.Heatmap(z=mel, x=np.arange(frames) * FRAME_SECONDS, colorscale=SEQUENTIAL, showscale=False,
+                             hovertemplate="%{x:.2f} s, mel bin %{y}<br>log-mel %{z:.2f}<extra></extra>"), row=1, col=1)
+    times = (np.arange(end - start) + 0.5) * AUDIO_TOKEN_SECONDS
+    for i, (layer, head) in enumerate(signal.heads):
+        weights = signal.rows[example, i, start:end].numpy()
+        fig.add_trace(go.Scatter(x=times, y=weights, mode="lines", name=f"L{layer}H{head}",
+                                 hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>"), row=2, col=1)
+    fig.update_yaxes(title_text="mel bin", row=1, col=1)
+    fig.update_yaxes(title_text="attention", row=2, col=1)
+    fig.update_xaxes(title_text="time in clip (s)", row=2, col=1)
+    fig.update_layout(legend=dict(orientation="h", y=-0.18))
+    return _styled(fig, title or "Final-token attention over the clip", height=600)
+
+
+def patching_map(table, labels: Sequence[str], title: str) -> go.Figure:
+    """Layer x position patching results, columns labelled by token (audio positions may be one 'audio' column)."""
+    z = np.asarray(table, dtype=float)
+    text = [repr(label)[1:-1] if label != "audio" else "[audio]" for label in labels]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(len(text))), y=[f"L{l}" for l in range(z.shape[0])], colorscale=DIVERGING, zmid=0,
+                               colorbar=dict(title="restored"), customdata=[text] * z.shape[0],
+                               hovertemplate="%{y}, %{customdata}<br>restored %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text="position", tickmode="array", tickvals=list(range(len(text))), ticktext=text, tickangle=-60)
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    return _styled(fig, title, width=max(760, 18 * len(text)))
+
+
+def curve_with_band(x, mean, low, high, title: str, x_title: str, y_title: str, name: str = "", fig: go.Figure | None = None) -> go.Figure:
+    """A line with a shaded confidence band (beta sweeps, cumulative ablations); call again with `fig` to overlay."""
+    fig = fig or go.Figure()
+    colour = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][len(fig.data) // 2 % 4]
+    x, low, high = list(x), list(low), list(high)
+    fig.add_trace(go.Scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=colour, opacity=0.2,
+                             line=dict(width=0), hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=x, y=list(mean), mode="lines+markers", name=name, line=dict(color=colour)))
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return _styled(fig, title)
+
+
+def logit_lens_plot(lens: "LogitLens", option_names: Sequence[str], example: int = 0, title: str | None = None) -> go.Figure:
+    """Probability of each answer option across layers at the final prompt position."""
+    fig = go.Figure()
+    for i, name in enumerate(option_names):
+        fig.add_trace(go.Scatter(x=lens.labels, y=lens.prob[:, example, i].numpy(), mode="lines+markers", name=name,
+                                 customdata=lens.rank[:, example, i].numpy(),
+                                 hovertemplate=f"{name}<br>%{{x}}: p=%{{y:.3f}}, rank %{{customdata}}<extra></extra>"))
+    fig.update_xaxes(title_text="residual stream (entering layer)")
+    fig.update_yaxes(title_text="probability", range=[0, 1])
+    return _styled(fig, title or "Logit lens at the final prompt position")
+
+
+def save_figure(fig: go.Figure, name: str, folder: str | Path = "figures", formats: Sequence[str] = ("html", "png")) -> list[Path]:
+    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg); each file appears complete or not at all."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = folder / f"{name}.{fmt}"
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=f".{fmt}", dir=folder)
+        os.close(handle)
+        try:
+            if fmt == "html":
+                fig.write_html(temporary, include_plotlyjs="cdn")
+            elif fmt in ("png", "svg"):
+                fig.write_image(temporary, format=fmt, scale=2 if fmt == "png" else 1)
+            else:
+                raise ValueError(f"unknown figure format {fmt!r}; use html, png or svg.")
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written

@@ -1,0 +1,47 @@
+"""Every figure renders to HTML and PNG (kaleido with the local Chromium) from real analysis results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lens_audio import plots
+from lens_audio.analysis import listening_signal, logit_lens, normalized_logit_diff, patch_residual_by_position
+
+
+@pytest.fixture(scope="module")
+def results(tiny_pair, processor):
+    from lens_audio import make_batch
+    from tests.conftest import waveform
+
+    _, model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)
+    batch = make_batch(processor, [waveform(1.2, 1)], ["What is it?"], sampling_rate=16000)
+    corrupted = batch.silence_twin()
+    import torch
+
+    with torch.no_grad():
+        top = model(batch)[0, -1].topk(3).indices.tolist()
+    metric = normalized_logit_diff(model, batch, corrupted, [top[0]], [top[1]])
+    return {
+        "heads": plots.head_heatmap(np.random.default_rng(0).normal(size=(3, 4)), "Correlation of audio attention with correctness", "r"),
+        "audio": plots.audio_attention(listening_signal(model, batch, heads=[(1, 0), (2, 3)]), batch),
+        "patching": plots.patching_map(*patch_residual_by_position(model, batch, corrupted, metric), title="Residual patching"),
+        "curve": plots.curve_with_band([0.5, 1, 2], [60, 70, 65], [55, 64, 58], [66, 76, 71], "Beta sweep", "beta", "accuracy (%)", name="steered"),
+        "lens": plots.logit_lens_plot(logit_lens(model, batch, [top]), ["a", "b", "c"]),
+    }
+
+
+def test_each_figure_renders(results, tmp_path):
+    for name, fig in results.items():
+        written = plots.save_figure(fig, name, tmp_path)
+        png = tmp_path / f"{name}.png"
+        assert png in written and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert "plotly" in (tmp_path / f"{name}.html").read_text()[:5000].lower()
+        assert fig.layout.title.text, f"{name} needs a title"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_unknown_format_leaves_nothing(results, tmp_path):
+    with pytest.raises(ValueError, match="unknown figure format 'gif'"):
+        plots.save_figure(results["curve"], "x", tmp_path, formats=("gif",))
+    assert list(tmp_path.iterdir()) == []
