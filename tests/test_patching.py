@@ -73,3 +73,14 @@ def test_attribution_patching_ranks_heads_like_exact_patching(setup):
     assert attribution.resid[0, ~audio].abs().max() == 0  # clean and corrupted text positions are identical at layer 0
     assert attribution.resid[0, audio].abs().sum() > 0
     assert not any(p.grad is not None for p in model.parameters()), "weights must not collect gradients"
+
+
+def test_head_patching_by_position(setup):
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    table, labels = patch_heads(model, clean, corrupted, metric, by_position=True)
+    assert labels[0] == "audio" and table.shape == (model.cfg.n_layers, model.cfg.n_heads, len(labels))
+    # Layer-0 heads at text positions before the audio see identical inputs in both runs (causal attention).
+    before_audio = clean.audio_spans[0][0][0]
+    assert table[0, :, 1 : 1 + before_audio].abs().max() < 1e-6
+    assert table[:, :, 1 + before_audio :].abs().max() > 1e-3  # after the audio, text positions carry its effect

@@ -98,53 +98,72 @@ def patch_residual_by_position(
 ) -> tuple[Float[Tensor, "layer column"], list[str]]:
     """Metric after patching the clean residual into the corrupted run, per (layer, position).
 
-    With `group_audio`, all audio positions of example 0's layout are patched together as one
-    column labelled "audio"; other columns are single text positions, labelled by token.
+    With `group_audio`, every example's audio positions are patched together as one column
+    labelled "audio"; other columns are single text positions, labelled by example 0's tokens.
     Returns the `[layer, column]` table and the column labels.
     """
     check_same_layout(clean, corrupted)
     names = [f"blocks.{layer}.{site}" for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
-    audio = clean.audio_mask[0].cpu()
-    columns: list[Tensor] = []
-    labels: list[str] = []
-    tokens = model.to_str_tokens(clean.input_ids[0]) if model.processor is not None else [str(t) for t in clean.input_ids[0].tolist()]
-    if group_audio and audio.any():
-        columns.append(audio)
-        labels.append("audio")
-    for pos in range(clean.input_ids.shape[1]):
-        if group_audio and audio[pos]:
-            continue
-        mask = torch.zeros_like(audio)
-        mask[pos] = True
-        columns.append(mask)
-        labels.append(tokens[pos])
+    columns, labels = _position_groups(model, clean, group_audio)
     table = torch.zeros(model.cfg.n_layers, len(columns))
     for layer, name in enumerate(names):
         for c, mask in enumerate(columns):
-            def put(resid, hook, mask=mask, clean_resid=cache[name]):
+            def put(resid, hook, mask=mask.to(model.device), clean_resid=cache[name]):
                 resid = resid.clone()
-                resid[:, mask] = clean_resid[:, mask]
+                resid[mask] = clean_resid[mask]
                 return resid
             table[layer, c] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)]))
     return table, labels
 
 
+def _position_groups(model: "HookedAudioLM", batch: "AudioBatch", group_audio: bool) -> tuple[list[Tensor], list[str]]:
+    """`[batch, pos]` masks: every example's audio tokens together (if grouped), then each other position.
+
+    Labels are example 0's tokens; with left padding, positions line up at the end of the prompt.
+    """
+    audio = batch.audio_mask.cpu()
+    tokens = model.to_str_tokens(batch.input_ids[0]) if model.processor is not None else [str(t) for t in batch.input_ids[0].tolist()]
+    columns, labels = [], []
+    if group_audio and audio.any():
+        columns.append(audio)
+        labels.append("audio")
+    for pos in range(batch.input_ids.shape[1]):
+        if group_audio and audio[0, pos]:
+            continue
+        mask = torch.zeros_like(audio)
+        mask[:, pos] = True
+        columns.append(mask & ~audio if group_audio else mask)
+        labels.append(tokens[pos])
+    return columns, labels
+
+
 @torch.no_grad()
-def patch_heads(model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric) -> Float[Tensor, "layer head"]:
-    """Metric after patching each head's clean output (`hook_z`, all positions) into the corrupted run."""
+def patch_heads(
+    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric, by_position: bool = False, group_audio: bool = True
+) -> Float[Tensor, "layer head"] | tuple[Float[Tensor, "layer head column"], list[str]]:
+    """Metric after patching each head's clean output (`hook_z`) into the corrupted run.
+
+    All positions at once by default (`[layer, head]`); with `by_position`, one position (or the
+    grouped audio positions) at a time, returning `[layer, head, column]` and the column labels.
+    """
     check_same_layout(clean, corrupted)
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
-    table = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    if by_position:
+        columns, labels = _position_groups(model, clean, group_audio)
+    else:
+        columns, labels = [torch.ones(clean.input_ids.shape, dtype=torch.bool)], ["all"]
+    table = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, len(columns))
     for layer, name in enumerate(names):
         for head in range(model.cfg.n_heads):
-            def put(z, hook, head=head, clean_z=cache[name]):
-                z = z.clone()
-                z[:, :, head] = clean_z[:, :, head]
-                return z
-            table[layer, head] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)]))
-    return table
+            for c, mask in enumerate(columns):
+                def put(z, hook, head=head, mask=mask.to(model.device), clean_z=cache[name]):
+                    z = z.clone()
+                    z[:, :, head][mask] = clean_z[:, :, head][mask]
+                    return z
+                table[layer, head, c] = metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)]))
+    return (table, labels) if by_position else table[..., 0]
 
 
 @dataclass
