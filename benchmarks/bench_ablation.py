@@ -1,0 +1,63 @@
+"""Memory and time of the batched head-ablation scan as a function of heads per forward pass.
+
+Workshop model, 16 test clips (no hint), zero ablation of all 24 heads. For each `heads_per_pass`
+(1 = one head per forward): median wall time of the whole scan and the peak memory it adds (Linux
+VmHWM, reset before each scan), plus a check that every setting gives the same numbers.
+
+Usage: python benchmarks/bench_ablation.py
+Writes benchmarks/results/ablation.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_listening_signal import peak_added_bytes  # noqa: E402
+
+
+def main() -> None:
+    from lens_audio import HookedAudioLM
+    from lens_audio.analysis import scan_heads
+    from lens_audio.evaluation import load_mmau
+    from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.workshop import BENCHMARK
+
+    model = HookedAudioLM.from_pretrained("workshop")
+    items = [i for i in load_mmau(BENCHMARK, split="test") if i["hint"] == "none"][:16]
+    batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, "workshop") for i in items])
+    tok = model.tokenizer
+    choices = [[tok.encode(c, add_special_tokens=False)[0] for c in i["choices"]] for i in items]
+    answers = [i["choices"].index(i["answer"]) for i in items]
+    report = {"examples": len(items), "heads": model.cfg.n_layers * model.cfg.n_heads, "by_heads_per_pass": {}}
+    reference = None
+    for per_pass in (1, 4, 8, 24):
+        run = lambda: scan_heads(model, batch, choices, answers, kind="zero", heads_per_pass=per_pass)
+        scan = run()
+        reference = scan if reference is None else reference
+        assert torch.allclose(scan.logit_diff_change, reference.logit_diff_change, atol=1e-4)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        report["by_heads_per_pass"][per_pass] = {
+            "forward_passes": -(-report["heads"] // per_pass),
+            "seconds": round(statistics.median(times), 3),
+            "peak_added_mib": round(peak_added_bytes(run) / 2**20, 1),
+        }
+    report["machine"] = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    (ROOT / "benchmarks" / "results" / "ablation.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
