@@ -28,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
     hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
+    figures = sub.add_parser("figures", help="run the experiment and write every figure and figures/report.html")
+    figures.add_argument("--model", default="workshop")
+    figures.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
+    figures.add_argument("--out", default="figures")
+    figures.add_argument("--runs", default="runs/figures", help="cached run files, reused unless --fresh")
+    figures.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing cached runs")
     stages = {
         "experiment": "the paper's experiment, all stages: specialist heads, beta sweep, steered test",
         "listen": "baseline run of a split with every item's listening signal",
@@ -56,7 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
     if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
         return run_stage(args)
-    return {"demo": run_demo, "hooks": run_hooks}[args.command](args)
+    return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures}[args.command](args)
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from lens_audio.figures import make_figures
+
+    started = time.perf_counter()
+    made = make_figures(args.model, args.benchmark, args.out, args.runs, args.fresh)
+    for name, paths in made["figures"].items():
+        print(f"{name:18s} {' '.join(paths)}")
+    print(f"report: {Path(args.out) / 'report.html'} ({time.perf_counter() - started:.0f} s)")
+    return 0
 
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> None:

@@ -26,3 +26,15 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert (tmp_path / "run" / "test-baseline.jsonl").read_text() == before  # reused, not recomputed
     assert json.loads((tmp_path / "eval.json").read_text())["test"] == result["test"]
     assert cli.main(["select-heads", *common]) == 0 and "random control:" in capsys.readouterr().out
+
+
+def test_figures_command_writes_every_figure_and_the_report(tmp_path):
+    from lens_audio.figures import FIGURES
+
+    bench = write_benchmark(tmp_path / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
+    assert cli.main(["figures", "--benchmark", str(bench), "--out", str(tmp_path / "figs"), "--runs", str(tmp_path / "runs")]) == 0
+    written = {p.name for p in (tmp_path / "figs").iterdir()}
+    expected = {f"{name}.png" for name in FIGURES} - {"patching.png"}  # patching needs audio and silence to differ
+    assert expected <= written and "report.html" in written
+    report = (tmp_path / "figs" / "report.html").read_text()
+    assert "baseline" in report and all(f"{name}.png" in report for name in FIGURES if f"{name}.png" in written)
