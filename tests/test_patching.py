@@ -84,3 +84,17 @@ def test_head_patching_by_position(setup):
     before_audio = clean.audio_spans[0][0][0]
     assert table[0, :, 1 : 1 + before_audio].abs().max() < 1e-6
     assert table[:, :, 1 + before_audio :].abs().max() > 1e-3  # after the audio, text positions carry its effect
+
+
+def test_transformer_lens_layer_and_head_helpers(setup):
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    _, clean_cache = model.run_with_cache(clean)
+    bound = BoundAudioModel(model, corrupted)
+    n_pos = corrupted.input_ids.shape[1]
+    attn = tl_patching.get_act_patch_attn_out(bound, corrupted.input_ids, clean_cache, metric)
+    mlp = tl_patching.get_act_patch_mlp_out(bound, corrupted.input_ids, clean_cache, metric)
+    heads = tl_patching.get_act_patch_attn_head_out_all_pos(bound, corrupted.input_ids, clean_cache, metric)
+    assert attn.shape == mlp.shape == (model.cfg.n_layers, n_pos) and heads.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    # same up to float rounding (the full cache runs the explicit attention path, patch_heads the SDPA one)
+    assert torch.allclose(heads, patch_heads(model, clean, corrupted, metric), atol=1e-3)

@@ -2,7 +2,7 @@
 
 from lens_audio.analysis.ablation import AblationScan, cumulative_ablation, scan_heads
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
-from lens_audio.analysis.lens import LogitLens, logit_lens
+from lens_audio.analysis.lens import LogitLens, logit_lens, logit_lens_over_audio
 from lens_audio.analysis.listening import ListeningSignal, listening_signal
 from lens_audio.analysis.patching import (
     Attribution,
@@ -17,6 +17,6 @@ from lens_audio.analysis.steering import FixedDirection, adaptive_direction, ada
 __all__ = [
     "AblationScan", "Attribution", "BoundAudioModel", "FixedDirection", "HeadCorrelation", "ListeningSignal", "LogitLens",
     "adaptive_direction", "adaptive_steering", "attribution_patching", "correlate_heads", "cumulative_ablation",
-    "layers_of", "listening_signal", "logit_lens", "normalized_logit_diff", "patch_heads", "patch_residual_by_position",
+    "layers_of", "listening_signal", "logit_lens", "logit_lens_over_audio", "normalized_logit_diff", "patch_heads", "patch_residual_by_position",
     "scan_heads", "steer", "steering_hooks",
 ]
