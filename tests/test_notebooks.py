@@ -1,4 +1,4 @@
-"""Every notebook runs top to bottom on the workshop model (stored without outputs)."""
+"""Every notebook runs top to bottom on the workshop model (stored without outputs); exercises have blanks."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").rglob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(p for p in ROOT.rglob("*.ipynb") if not p.name.endswith("_exercise.ipynb"))
+EXERCISES = sorted(ROOT.rglob("*_exercise.ipynb"))
 
 
-def test_there_are_notebooks():
-    assert NOTEBOOKS
+def test_there_are_notebooks_and_exercises():
+    assert NOTEBOOKS and EXERCISES
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -20,3 +22,12 @@ def test_notebook_runs(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "store notebooks without outputs"
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.name)
+def test_each_exercise_has_blanks_and_a_solution(path):
+    solution = path.with_name(path.name.replace("_exercise", "_solution"))
+    exercise, answer = nbformat.read(path, as_version=4), nbformat.read(solution, as_version=4)
+    assert len(exercise.cells) == len(answer.cells)
+    blanks = sum(cell.source.count("...  # TODO") for cell in exercise.cells if cell.cell_type == "code")
+    assert blanks >= 3 and all("# TODO" not in cell.source for cell in answer.cells)
