@@ -70,13 +70,14 @@ def forward_benchmark(folder: Path, processor, repeats: int, dtype: torch.dtype,
     from transformer_lens.model_bridge import TransformerBridge
 
     from lens_audio import HookedAudioLM, make_batch
+    from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal(16000 * s).astype(np.float32) * 0.1 for s in (10, 6)]
     batch = make_batch(processor, clips, ["Describe the sound in detail.", "What is it?"], sampling_rate=16000).to(device)
     inputs = batch.model_inputs()
     mask = batch.attention_mask
-    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    position_ids = position_ids_from_mask(mask)
 
     ours = HookedAudioLM.from_pretrained(folder, dtype=dtype, device=device)
     hf = {

@@ -186,11 +186,10 @@ def run_hooks(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from lens_audio import HookedAudioLM
     from lens_audio.model.loading import resolve_checkpoint
 
     started = time.perf_counter()
-    model = HookedAudioLM.from_pretrained(args.model or "workshop")
+    model = _load(args.model)
     if args.audio:
         audio, questions, answer = [args.audio], [args.question], None
     else:  # one bundled test clip, asked with no hint, a right hint and a wrong hint
@@ -244,10 +243,11 @@ def _transformers_logits(folder: Path, batch):
     import torch
     from transformers import Qwen2AudioForConditionalGeneration
 
+    from lens_audio.model.hooked_audio_lm import position_ids_from_mask
+
     hf = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
-    mask = batch.attention_mask
     with torch.no_grad():
-        return hf(**batch.model_inputs(), position_ids=(mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)).logits
+        return hf(**batch.model_inputs(), position_ids=position_ids_from_mask(batch.attention_mask)).logits
 
 
 def _chirp(seconds: float):

@@ -38,6 +38,7 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     from lens_audio.evaluation import load_mmau
     from lens_audio.evaluation.experiment import Experiment, ExperimentSettings, format_table
     from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.evaluation.runner import read_records
     from lens_audio.workshop import BENCHMARK
 
     out, runs = Path(out_dir), Path(runs_dir)
@@ -52,7 +53,7 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     specialists = heads.top_k(settings.k_heads)
     figures: dict[str, Any] = {}
     figures["head_correlation"] = plots.head_heatmap(heads.r, "Which heads' audio attention predicts a correct answer?", "Pearson r")
-    baseline = [json.loads(line) for line in (runs / "test-baseline.jsonl").read_text().splitlines()]
+    baseline = list(read_records(runs / "test-baseline.jsonl").values())
     mass = np.mean([r["listening"] for r in baseline if "listening" in r], axis=0)
     figures["audio_mass"] = plots.head_heatmap(mass, "Audio attention mass at the final prompt token", "mass", diverging=False)
     betas = [float(b) for b in result["dev"]["steered_by_beta"]]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lens_audio import HookedAudioLM, make_batch
+from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.testing import tiny_hf_model
 
@@ -51,8 +52,7 @@ def reference_run(hf, batch, **kwargs):
     captured: dict[str, torch.Tensor] = {}
     handles = [layer.register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o[0] if isinstance(o, tuple) else o)) for n, layer in enumerate(layers)]
     handles.append(hf.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("audio", o)))
-    mask = batch.attention_mask
-    position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    position_ids = position_ids_from_mask(batch.attention_mask)
     try:
         with torch.no_grad():
             logits = hf(**batch.model_inputs(), position_ids=position_ids, **kwargs).logits

@@ -38,6 +38,21 @@ if TYPE_CHECKING:
 ReturnType = Literal["logits"] | None
 
 
+def position_ids_from_mask(
+    attention_mask: Int[Tensor, "batch pos"], n_past: Int[Tensor, "batch"] | None = None
+) -> Int[Tensor, "batch pos"]:
+    """Rotary positions as Hugging Face's `generate` makes them: the count of real tokens before each one.
+
+    Padding gets position 1 (unused). Pass these to transformers' forward to compare it with the port on
+    padded batches; `n_past` adds the real tokens already in a KV cache.
+    """
+    mask = attention_mask.bool()
+    positions = mask.long().cumsum(-1) - 1
+    if n_past is not None:
+        positions = positions + n_past[:, None]
+    return positions.masked_fill(~mask, 1)
+
+
 class HookedAudioLM(HookedRootModule):
     """A hooked port of `Qwen2AudioForConditionalGeneration`; see the module docstring.
 
@@ -179,11 +194,8 @@ class HookedAudioLM(HookedRootModule):
 
     @staticmethod
     def _position_ids(mask: torch.Tensor, past_kv_cache: KVCache | None) -> Int[Tensor, "batch pos"]:
-        """Rotary positions: the count of real tokens before each one (padding gets position 1, unused)."""
-        positions = mask.long().cumsum(-1) - 1
-        if past_kv_cache is not None and past_kv_cache.length:
-            positions = positions + past_kv_cache.n_valid()[:, None]
-        return positions.masked_fill(~mask, 1)
+        n_past = past_kv_cache.n_valid() if past_kv_cache is not None and past_kv_cache.length else None
+        return position_ids_from_mask(mask, n_past)
 
     @staticmethod
     def _attention_mask(mask: torch.Tensor, past_kv_cache: KVCache | None) -> torch.Tensor | None:
