@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures.add_argument("--out", default="figures")
     figures.add_argument("--runs", default="runs/figures", help="cached run files, reused unless --fresh")
     figures.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing cached runs")
+    figures.add_argument("--formats", help="comma-separated figure formats (html, png, svg); default html,png, where PNGs "
+                         "are skipped with a warning if this machine cannot export them (naming png here makes that an error)")
     stages = {
         "experiment": "the paper's experiment, all stages: specialist heads, beta sweep, steered test",
         "listen": "baseline run of a split with every item's listening signal",
@@ -69,10 +71,14 @@ def run_figures(args: argparse.Namespace) -> int:
     from lens_audio.figures import make_figures
 
     started = time.perf_counter()
-    made = make_figures(args.model, args.benchmark, args.out, args.runs, args.fresh)
+    formats = tuple(f.strip() for f in (args.formats or "html,png").split(",") if f.strip())
+    made = make_figures(args.model, args.benchmark, args.out, args.runs, args.fresh, formats=formats,
+                        static_required=args.formats is not None)
     for name, paths in made["figures"].items():
         print(f"{name:18s} {' '.join(paths)}")
     print(f"report: {Path(args.out) / 'report.html'} ({time.perf_counter() - started:.0f} s)")
+    if made["static_problem"]:
+        print(f"warning: {made['static_problem']}; HTML figures and the report were written.", file=sys.stderr)
     return 0
 
 

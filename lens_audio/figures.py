@@ -32,7 +32,8 @@ FIGURES = {
 
 
 def make_figures(model_name: str = "workshop", benchmark: str | Path | None = None, out_dir: str | Path = "figures",
-                 runs_dir: str | Path = "runs/figures", fresh: bool = False, progress: bool = True) -> dict[str, Any]:
+                 runs_dir: str | Path = "runs/figures", fresh: bool = False, progress: bool = True,
+                 formats: tuple[str, ...] = ("html", "png"), static_required: bool = False) -> dict[str, Any]:
     from lens_audio import HookedAudioLM
     from lens_audio.analysis import HeadCorrelation, listening_signal, logit_lens, normalized_logit_diff, patch_residual_by_position, scan_heads
     from lens_audio.evaluation import load_mmau
@@ -95,16 +96,17 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
                       [i["choices"].index(i["answer"]) for i in no_hint], kind="zero", heads_per_pass=4)
     figures["ablation"] = plots.head_heatmap(scan.logit_diff_change, "Zero-ablating each head: change of the answer margin", "Δ margin")
 
-    written = {name: [str(p) for p in plots.save_figure(fig, name, out)] for name, fig in figures.items()}
-    (out / "report.html").write_text(_report(result, format_table(result), list(figures)))
+    saved, static_problem = plots.save_figures(figures, out, formats, static_required)
+    written = {name: [str(p) for p in paths] for name, paths in saved.items()}
+    (out / "report.html").write_text(_report(result, format_table(result), list(figures), static=static_problem is None))
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    return {"figures": written, "result": result}
+    return {"figures": written, "result": result, "static_problem": static_problem}
 
 
-def _report(result: dict[str, Any], table: str, names: list[str]) -> str:
+def _report(result: dict[str, Any], table: str, names: list[str], static: bool = True) -> str:
     settings = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in result["settings"].items())
     gallery = "".join(
-        f'<figure><img src="{name}.png" width="760"><figcaption>{html.escape(FIGURES[name])} '
+        f'<figure>{_embed(name, static)}<figcaption>{html.escape(FIGURES[name])} '
         f'(<a href="{name}.html">interactive</a>)</figcaption></figure>' for name in names
     )
     return (
@@ -114,3 +116,10 @@ def _report(result: dict[str, Any], table: str, names: list[str]) -> str:
         f"<h2>Results (test split)</h2><pre>{html.escape(table)}</pre><h2>Settings</h2><table>{settings}</table>"
         f"<h2>Figures</h2>{gallery}</body></html>"
     )
+
+
+def _embed(name: str, static: bool) -> str:
+    """The PNG when static export ran, else the interactive HTML figure in a frame."""
+    if static:
+        return f'<img src="{name}.png" width="760">'
+    return f'<iframe src="{name}.html" width="780" height="540" style="border:0"></iframe>'

@@ -108,11 +108,28 @@ def logit_lens_plot(lens: "LogitLens", option_names: Sequence[str], example: int
     return _styled(fig, title or "Logit lens at the final prompt position")
 
 
+STATIC_FORMATS = ("png", "svg")
+STATIC_EXPORT_HINT = (
+    "static export (PNG/SVG) needs kaleido>=1 and a Chromium-based browser: on Debian/Ubuntu `apt-get install chromium`, "
+    "elsewhere `plotly_get_chrome` or set BROWSER_PATH"
+)
+
+
+class StaticExportUnavailable(RuntimeError):
+    """PNG/SVG export cannot run on this machine (kaleido or a Chromium browser is missing)."""
+
+
 def save_figure(fig: go.Figure, name: str, folder: str | Path = "figures", formats: Sequence[str] = ("html", "png")) -> list[Path]:
-    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg); each file appears complete or not at all."""
+    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg); each file appears complete or not at all.
+
+    Raises `StaticExportUnavailable` (after writing the other formats) when PNG/SVG export cannot run here.
+    """
+    unknown = [fmt for fmt in formats if fmt not in ("html", *STATIC_FORMATS)]
+    if unknown:
+        raise ValueError(f"unknown figure format {unknown[0]!r}; use html, png or svg.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, missing = [], None
     for fmt in formats:
         target = folder / f"{name}.{fmt}"
         handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=f".{fmt}", dir=folder)
@@ -120,14 +137,46 @@ def save_figure(fig: go.Figure, name: str, folder: str | Path = "figures", forma
         try:
             if fmt == "html":
                 fig.write_html(temporary, include_plotlyjs="cdn")
-            elif fmt in ("png", "svg"):
-                fig.write_image(temporary, format=fmt, scale=2 if fmt == "png" else 1)
             else:
-                raise ValueError(f"unknown figure format {fmt!r}; use html, png or svg.")
+                _write_static(fig, temporary, fmt)
             os.chmod(temporary, 0o644)
             os.replace(temporary, target)
-        except BaseException:
+            written.append(target)
+        except StaticExportUnavailable as exc:
+            missing = exc
+        finally:
             Path(temporary).unlink(missing_ok=True)
-            raise
-        written.append(target)
+    if missing is not None:
+        raise missing
     return written
+
+
+def save_figures(figures: dict[str, go.Figure], folder: str | Path, formats: Sequence[str] = ("html", "png"),
+                 static_required: bool = False) -> tuple[dict[str, list[Path]], str | None]:
+    """Write every figure; returns the paths per figure and, when static export was skipped, one line saying why.
+
+    With `static_required=False` a machine without kaleido/Chromium still gets every HTML figure;
+    with `static_required=True` the `StaticExportUnavailable` error propagates.
+    """
+    written: dict[str, list[Path]] = {}
+    problem = None
+    for name, fig in figures.items():
+        wanted = [fmt for fmt in formats if problem is None or fmt not in STATIC_FORMATS]
+        try:
+            written[name] = save_figure(fig, name, folder, wanted)
+        except StaticExportUnavailable as exc:
+            if static_required:
+                raise
+            problem = str(exc)
+            written[name] = save_figure(fig, name, folder, [fmt for fmt in formats if fmt not in STATIC_FORMATS])
+    return written, problem
+
+
+def _write_static(fig: go.Figure, path: str, fmt: str) -> None:
+    try:
+        fig.write_image(path, format=fmt, scale=2 if fmt == "png" else 1)
+    except (ImportError, ValueError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if "kaleido" in text or "chrome" in text or "browser" in text:
+            raise StaticExportUnavailable(f"{fmt.upper()} not written: {STATIC_EXPORT_HINT}.") from exc
+        raise

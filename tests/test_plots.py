@@ -45,3 +45,14 @@ def test_unknown_format_leaves_nothing(results, tmp_path):
     with pytest.raises(ValueError, match="unknown figure format 'gif'"):
         plots.save_figure(results["curve"], "x", tmp_path, formats=("gif",))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_browser_still_writes_html_and_names_the_fix(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chromium"))  # as on a machine without Chromium
+    figures = {"curve": results["curve"], "lens": results["lens"]}
+    written, problem = plots.save_figures(figures, tmp_path)
+    assert problem is not None and "apt-get install chromium" in problem
+    assert {p.name for paths in written.values() for p in paths} == {"curve.html", "lens.html"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.html", "lens.html"], "no PNG and no temporary files"
+    with pytest.raises(plots.StaticExportUnavailable, match="PNG not written"):
+        plots.save_figures(figures, tmp_path / "strict", static_required=True)
