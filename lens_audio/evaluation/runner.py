@@ -6,17 +6,16 @@ Two modes:
 - `choice`: the log-likelihood of each choice's tokens after the prompt; the
   best choice is the prediction (one forward when every choice is one token).
 
-Each finished item is appended to a JSON-lines file at once (flushed and
-synced), and a rerun skips the ids already there, so an interrupted run loses
-nothing and resumes where it stopped; a line cut off by the interruption is
-dropped and redone. Each record also holds the item's listening signal
+Each finished item is appended to a JSON-lines run file at once (one write
+of a whole line, synced), and a rerun skips the ids already there, so an
+interrupted run loses nothing and resumes where it stopped; the file is owned
+by one writer at a time (see `lens_audio.evaluation.run_file`). Each record also holds the item's listening signal
 (audio attention mass per layer and head at the final prompt position).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 # Given the model, a batch and the first position to push (final prompt position), return forward hooks.
 SteeringFn = Callable[["HookedAudioLM", "AudioBatch", int], list]
+__all__ = ["choice_log_likelihoods", "read_records", "run_benchmark"]  # read_records: from run_file, for readers
 RECORD_KEYS = ("task", "difficulty", "category", "sub-category", "hint", "hinted_choice", "split")
 
 
@@ -57,46 +58,23 @@ def run_benchmark(
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
-    done = read_records(out_path) if out_path is not None else {}
-    pending = [item for item in items if item["id"] not in done]
-    sink = open(out_path, "a") if out_path is not None else None
-    try:
+    ids = [item["id"] for item in items]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
+        raise ValueError(f"item ids must be unique (records are kept by id), but {repeated[:5]} occur more than once; "
+                         "rename them.")
+    with RunFile(out_path) if out_path is not None else contextlib.nullcontext() as run:
+        done = dict(run.records) if run is not None else {}
+        pending = [item for item in items if item["id"] not in done]
         with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
                 for record in _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence):
                     done[record["id"]] = record
-                    if sink is not None:
-                        sink.write(json.dumps(record) + "\n")
-                        sink.flush()
-                        os.fsync(sink.fileno())
+                    if run is not None:
+                        run.append(record)
                 bar.update(len(chunk))
-    finally:
-        if sink is not None:
-            sink.close()
     return [done[item["id"]] for item in items]
-
-
-def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Records already written to `path` by id; a cut-off last line is removed from the file."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    records, good_bytes = {}, 0
-    with open(path, "rb") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                break
-            if not line.endswith(b"\n"):
-                break
-            records[record["id"]] = record
-            good_bytes += len(line)
-    if good_bytes != path.stat().st_size:
-        with open(path, "r+b") as handle:
-            handle.truncate(good_bytes)
-    return records
 
 
 @torch.no_grad()

@@ -1,0 +1,143 @@
+"""Run files: JSON lines of finished records, one writer at a time, safe against crashes.
+
+- **One writer.** `RunFile` holds an exclusive lock on `<file>.lock` (which names the owner's pid) for as
+  long as it is open. The lock is an `fcntl.flock`, which the kernel drops when its process dies, so a lock
+  file left by a killed run is taken over by the next writer without guessing whether its pid is alive;
+  a second live writer gets `RunLockedError` naming the file and the owner's pid.
+- **No torn lines.** Each record is one `os.write` of a whole line to a file opened in append mode,
+  then fsynced. If a crash still leaves a partial or corrupt line (a power cut, an old file), opening
+  the file for writing rewrites it atomically (temporary file, fsync, rename) with every complete
+  record and nothing else, so no later record is ever lost to it.
+- **Readers** (`read_records`) never change the file: they skip what does not parse and keep the first
+  record of each id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the lock file is still written for humans to see
+    fcntl = None
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing the same run file."""
+
+
+def _parse_lines(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Complete records by id (first of each id wins), and whether the file holds anything else."""
+    records: dict[str, dict[str, Any]] = {}
+    dirty = False
+    if not path.exists():
+        return records, dirty
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dirty = True
+                continue
+            usable = isinstance(record, dict) and "id" in record and record["id"] not in records
+            dirty = dirty or not usable or not line.endswith(b"\n")
+            if usable:
+                records[record["id"]] = record
+    return records, dirty
+
+
+def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Records written to `path` by id; unparseable lines (a crash mid-write) are skipped, the file is not changed."""
+    return _parse_lines(Path(path))[0]
+
+
+class RunFile:
+    """An append-only JSON-lines file of records owned by this process while open (a context manager).
+
+    `records` holds what was already there when it was opened; `append(record)` adds one durably.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.records: dict[str, dict[str, Any]] = {}
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunFile":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _acquire(self.lock_path, self.path)
+        try:
+            self.records, dirty = _parse_lines(self.path)
+            if dirty:
+                _rewrite(self.path, self.records.values())
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path}: append() needs the run file open (use `with RunFile(path) as run:`).")
+        data = (json.dumps(record) + "\n").encode()
+        written = os.write(self._fd, data)
+        while written < len(data):  # regular files take the whole line at once; this is only for safety
+            written += os.write(self._fd, data[written:])
+        os.fsync(self._fd)
+        self.records[record["id"]] = record
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            try:
+                os.unlink(self.lock_path)  # still ours: a newcomer that opened it re-checks the inode and retries
+            except FileNotFoundError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _acquire(lock_path: Path, run_path: Path) -> int:
+    """Open and lock `lock_path`, write our pid into it, and return its descriptor."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"{run_path} is being written by another process (pid {owner}, lock {lock_path}); wait for it to "
+                "finish, or give this run another output folder (--out)."
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not unlinked by a finishing owner between our open and our lock
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _rewrite(path: Path, records: Any) -> None:
+    """Replace `path` atomically by exactly `records`, one line each."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
