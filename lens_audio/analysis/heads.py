@@ -20,6 +20,8 @@ from jaxtyping import Bool, Float
 from scipy import stats
 from torch import Tensor
 
+from lens_audio.analysis.statistics import nan_list, fisher_ci, pearson_columns, random_head_draws
+
 
 @dataclass
 class HeadCorrelation:
@@ -43,31 +45,28 @@ class HeadCorrelation:
         return [tuple(int(i) for i in np.unravel_index(flat, self.shape)) for flat in order[:k]]
 
     def random_heads(self, k: int, seed: int = 0, exclude: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
-        """`k` heads drawn uniformly without replacement (excluding `exclude`), for the random-head control."""
-        pool = [(l, h) for l in range(self.shape[0]) for h in range(self.shape[1]) if (l, h) not in set(exclude or [])]
-        if k > len(pool):
-            raise ValueError(f"cannot draw {k} random heads from {len(pool)} candidates.")
-        picks = np.random.default_rng(seed).choice(len(pool), size=k, replace=False)
-        return sorted(pool[int(i)] for i in picks)
+        """`k` heads drawn uniformly without replacement (excluding `exclude`): the first of `random_head_draws`."""
+        return random_head_draws(*self.shape, k, 1, seed, exclude or [])[0]
 
-    def save(self, path: str | Path) -> None:
-        data = {key: getattr(self, key).tolist() for key in ("r", "p_value", "ci_low", "ci_high")}
-        data.update(n_examples=self.n_examples, confidence=self.confidence, model_name=self.model_name)
-        Path(path).write_text(json.dumps(data))
+    def fisher_ci(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fisher-z interval of each head's r (beside the bootstrap one, which runs narrow for small n)."""
+        return fisher_ci(self.r, self.n_examples, self.confidence)
+
+    def to_json(self) -> dict:
+        data = {key: nan_list(getattr(self, key)) for key in ("r", "p_value", "ci_low", "ci_high")}
+        return {**data, "n_examples": self.n_examples, "confidence": self.confidence, "model_name": self.model_name}
 
     @classmethod
-    def load(cls, path: str | Path) -> "HeadCorrelation":
-        data = json.loads(Path(path).read_text())
+    def from_json(cls, data: dict) -> "HeadCorrelation":
         arrays = {key: np.array(data[key], dtype=float) for key in ("r", "p_value", "ci_low", "ci_high")}
         return cls(**arrays, n_examples=data["n_examples"], confidence=data["confidence"], model_name=data.get("model_name", ""))
 
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()))
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of every column of `x` ([n, m]) with `y` ([n]); NaN where either is constant."""
-    xc, yc = x - x.mean(0), y - y.mean()
-    denominator = np.sqrt((xc**2).sum(0) * (yc**2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (xc * yc[:, None]).sum(0) / denominator, np.nan)
+    @classmethod
+    def load(cls, path: str | Path) -> "HeadCorrelation":
+        return cls.from_json(json.loads(Path(path).read_text()))
 
 
 def correlate_heads(
@@ -87,12 +86,12 @@ def correlate_heads(
     if n < 3:
         raise ValueError(f"need at least 3 examples to correlate, got {n}.")
     flat = mass.reshape(n, -1)
-    r = _pearson(flat, y)
+    r = pearson_columns(flat, y)
     with np.errstate(invalid="ignore", divide="ignore"):
         t = r * np.sqrt((n - 2) / np.clip(1 - r**2, 1e-12, None))
     p = 2 * stats.t.sf(np.abs(t), df=n - 2)
     rng = np.random.default_rng(seed)
-    boot = np.stack([_pearson(flat[idx], y[idx]) for idx in rng.integers(0, n, size=(n_bootstrap, n))])
+    boot = np.stack([pearson_columns(flat[idx], y[idx]) for idx in rng.integers(0, n, size=(n_bootstrap, n))])
     alpha = (1 - confidence) / 2
     with warnings.catch_warnings():  # constant heads have no r in any resample: their interval is NaN
         warnings.simplefilter("ignore", RuntimeWarning)
