@@ -10,6 +10,7 @@ all-zero audio of the same durations (identical token layout).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -18,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, AudioSource, fit_to_window, load_audio
+from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, AudioSource, fit_to_window, load_audio, refuse_too_short
 
 AUDIO_PLACEHOLDER = "<|AUDIO|>"
 
@@ -44,17 +45,26 @@ class AudioBatch:
     @property
     def audio_mask(self) -> Bool[Tensor, "batch pos"]:
         """True at every audio-token position."""
-        mask = torch.zeros(self.input_ids.shape, dtype=torch.bool)
+        mask = torch.zeros(self.input_ids.shape, dtype=torch.bool, device=self.input_ids.device)
         for row, spans in enumerate(self.audio_spans):
             for start, end in spans:
                 mask[row, start:end] = True
-        return mask.to(self.input_ids.device)
+        return mask
 
     @property
     def final_position(self) -> Int[Tensor, "batch"]:
         """Index of each row's last real token: the position that predicts the first answer token."""
         positions = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
         return (positions * self.attention_mask.bool()).max(dim=1).values
+
+    def require_audio(self, analysis: str) -> None:
+        """Refuse a batch with an example that holds no audio tokens: `analysis` would silently give zeros."""
+        empty = [row for row, spans in enumerate(self.audio_spans) if not spans]
+        if empty:
+            raise ValueError(
+                f"{analysis} needs audio, but example(s) {empty} of this batch hold no audio tokens; "
+                "build the batch with a clip for every example (model.to_batch(audio, question))."
+            )
 
     def model_inputs(self) -> dict[str, Tensor | None]:
         return {
@@ -69,12 +79,49 @@ class AudioBatch:
         return replace(self, **moved)
 
     def silence_twin(self) -> "AudioBatch":
-        """The same prompts with all-zero audio of the same durations: same tokens, same audio positions."""
+        """The same prompts with all-zero audio of the same durations: same tokens, same audio positions.
+
+        No feature extraction runs: every silent clip, zero-padded to the processor's window, is the same
+        all-zero waveform, so its log-mel features are one fixed `[mels, frames]` block (computed once per
+        feature extractor); the clips keep their own `feature_attention_mask`. Tensors stay on the batch's device.
+        """
         silent = [[np.zeros_like(w) for w in clips] for clips in self.waveforms]
-        twin = make_batch(self.processor, silent, prompt=self.texts, sampling_rate=TARGET_SAMPLE_RATE, padding_side=self.padding_side)
-        if not torch.equal(twin.input_ids, self.input_ids):
-            raise RuntimeError("The silence twin's token layout differs from the batch's; please report this as a bug.")
-        return twin.to(self.input_ids.device)
+        features = self.input_features
+        if features is not None:
+            block = silent_features(self.processor.feature_extractor).to(device=features.device, dtype=features.dtype)
+            features = block.expand_as(features).clone()
+        return replace(self, input_features=features, waveforms=silent)
+
+    @staticmethod
+    def concat(batches: Sequence["AudioBatch"]) -> "AudioBatch":
+        """Stack batches of one token width along the batch axis (e.g. a batch and its silence twin for one forward)."""
+        first = batches[0]
+        if any(b.input_ids.shape[1] != first.input_ids.shape[1] or b.padding_side != first.padding_side for b in batches):
+            raise ValueError("AudioBatch.concat needs batches of equal token width and padding side (e.g. a batch and its silence twin).")
+
+        def cat(name: str) -> Tensor | None:
+            parts = [getattr(b, name) for b in batches]
+            return None if any(p is None for p in parts) else torch.cat([p.to(parts[0].device) for p in parts])
+
+        return replace(
+            first,
+            **{name: cat(name) for name in first.model_inputs()},
+            audio_spans=[s for b in batches for s in b.audio_spans],
+            waveforms=[w for b in batches for w in b.waveforms],
+            texts=[t for b in batches for t in b.texts],
+        )
+
+
+_SILENT_FEATURES: "weakref.WeakKeyDictionary[Any, Tensor]" = weakref.WeakKeyDictionary()
+
+
+def silent_features(feature_extractor: Any) -> Float[Tensor, "mels frames"]:
+    """Log-mel features of an all-zero window, as `feature_extractor` computes them (cached per extractor)."""
+    if feature_extractor not in _SILENT_FEATURES:
+        zeros = np.zeros(int(feature_extractor.n_samples), dtype=np.float32)
+        out = feature_extractor(zeros, sampling_rate=TARGET_SAMPLE_RATE, return_tensors="pt", padding="max_length")
+        _SILENT_FEATURES[feature_extractor] = out["input_features"][0]
+    return _SILENT_FEATURES[feature_extractor]
 
 
 def make_batch(
@@ -110,12 +157,8 @@ def make_batch(
     single = isinstance(text, str)
     texts = [text] if single else list(text)
     clips_per_example = [_as_clip_list(audio)] if single else _per_example(audio, len(texts))
-    max_samples = int(processor.feature_extractor.n_samples)
     waveforms = [
-        [
-            fit_to_window(load_audio(clip, sampling_rate, name=_clip_name(clip, i, j)), max_samples, _clip_name(clip, i, j), on_long)
-            for j, clip in enumerate(clips)
-        ]
+        [_prepare_clip(processor, clip, sampling_rate, _clip_name(clip, i, j), on_long) for j, clip in enumerate(clips)]
         for i, clips in enumerate(clips_per_example)
     ]
     if question is not None:
@@ -161,6 +204,13 @@ def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str 
     content = [{"type": "audio", "audio_url": f"clip-{j}"} for j in range(n_clips)] + [{"type": "text", "text": question}]
     messages.append({"role": "user", "content": content})
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _prepare_clip(processor: Any, clip: AudioSource, sampling_rate: int | None, label: str, on_long: str) -> np.ndarray:
+    """One clip as the model will see it: 16 kHz mono, cut to the audio window, long enough for one audio token."""
+    extractor = processor.feature_extractor
+    waveform = fit_to_window(load_audio(clip, sampling_rate, name=label), int(extractor.n_samples), label, on_long)
+    return refuse_too_short(waveform, int(extractor.hop_length), label)
 
 
 def _as_clip_list(audio: Any) -> list[AudioSource]:

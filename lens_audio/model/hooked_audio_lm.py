@@ -17,11 +17,12 @@ same numbers as the same prompt unpadded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
@@ -29,13 +30,31 @@ from transformer_lens.hook_points import HookPoint
 from lens_audio.model.attention import causal_mask
 from lens_audio.model.audio_encoder import AudioEncoder
 from lens_audio.model.config import AudioLMConfig
-from lens_audio.model.decoder import DecoderBlock, RMSNorm, RotaryEmbedding
+from lens_audio.model.decoder import DecoderBlock, Embed, RMSNorm, RotaryEmbedding, Unembed
 from lens_audio.model.kv_cache import KVCache
+from lens_audio.model.tl_weights import TLWeightsMixin
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
 
 ReturnType = Literal["logits"] | None
+
+
+@dataclass
+class DecoderState:
+    """The decoder's running state between blocks: residual stream, rotary angles, key mask and KV cache."""
+
+    resid: Float[Tensor, "batch pos d_model"]
+    cos_sin: tuple[Tensor, Tensor]
+    allowed: Bool[Tensor, "batch 1 query key"] | None
+    past_kv_cache: KVCache | None
+
+    def select_rows(self, rows: slice) -> "DecoderState":
+        """The same state for a slice of the batch (the KV cache is sliced in place)."""
+        if self.past_kv_cache is not None:
+            self.past_kv_cache.select_rows(rows)
+        allowed = None if self.allowed is None else self.allowed[rows]
+        return DecoderState(self.resid[rows], (self.cos_sin[0][rows], self.cos_sin[1][rows]), allowed, self.past_kv_cache)
 
 
 def position_ids_from_mask(
@@ -53,7 +72,7 @@ def position_ids_from_mask(
     return positions.masked_fill(~mask, 1)
 
 
-class HookedAudioLM(HookedRootModule):
+class HookedAudioLM(TLWeightsMixin, HookedRootModule):
     """A hooked port of `Qwen2AudioForConditionalGeneration`; see the module docstring.
 
     Build one with `HookedAudioLM.from_pretrained(name_or_path)` or
@@ -66,13 +85,13 @@ class HookedAudioLM(HookedRootModule):
         self.cfg = cfg
         self.processor = processor
         self.audio = AudioEncoder(cfg)
-        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.embed = Embed(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()  # token embeddings with the audio embeddings spliced in
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.ln_final = RMSNorm(cfg.d_model, cfg.eps)
         # Never tied to the embedding: Qwen2AudioForConditionalGeneration keeps its own lm_head,
         # whatever text_config.tie_word_embeddings says.
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.unembed = Unembed(cfg.d_model, cfg.d_vocab, bias=False)
         self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
         self.setup()
 
@@ -86,29 +105,72 @@ class HookedAudioLM(HookedRootModule):
         device: str | torch.device = "cpu",
         attn_implementation: str = "auto",
         local_files_only: bool | None = None,
+        *,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = False,
+        fold_value_biases: bool = False,
     ) -> "HookedAudioLM":
         """Load a Qwen2-Audio checkpoint from a local directory or a Hub id.
 
         Weights are read from safetensors tensor by tensor and converted on
         the fly into a model allocated without memory, so loading peaks near
         the size of the weights. Hub ids resolve through the local Hugging
-        Face cache (downloading only when online and allowed).
+        Face cache (downloading only when online and allowed). Parameters
+        are trainable, as in TransformerLens (wrap inference in
+        `torch.no_grad()`). The weight-processing flags are TransformerLens's
+        (see `process_weights_`); by default the decoder's RMSNorm weights
+        are folded, so `W_U[:, t]` is token t's residual direction and the
+        logits still equal transformers'. `from_pretrained_no_processing`
+        keeps the weights as the checkpoint has them.
         """
         from lens_audio.model.loading import load_pretrained
 
-        return load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
+        model = load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
+        return model.process_weights_(fold_ln, center_writing_weights, center_unembed, fold_value_biases)
 
     @classmethod
-    def from_hf_model(cls, hf_model: nn.Module, processor: Any = None) -> "HookedAudioLM":
+    def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedAudioLM":
+        """`from_pretrained` with every weight as the checkpoint has it (norm weights unfolded)."""
+        flags = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
+        return cls.from_pretrained(name_or_path, **{**flags, **kwargs})
+
+    @classmethod
+    def from_hf_model(
+        cls,
+        hf_model: nn.Module,
+        processor: Any = None,
+        *,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = False,
+        fold_value_biases: bool = False,
+    ) -> "HookedAudioLM":
         """Wrap a `Qwen2AudioForConditionalGeneration` already in memory.
 
-        The port shares the Hugging Face model's weight tensors (no copy), so
-        editing weights in one edits the other; `copy.deepcopy` first if you
+        The port shares the Hugging Face model's weight tensors (no copy)
+        except those weight processing changes (with the default `fold_ln`,
+        the decoder's q/k/v, gate/up and lm_head weights, which become new
+        tensors): editing a shared weight in one edits the other. Pass
+        `fold_ln=False` to share every weight; `copy.deepcopy` first if you
         need them apart.
         """
         from lens_audio.model.loading import load_from_hf_model
 
-        return load_from_hf_model(cls, hf_model, processor)
+        model = load_from_hf_model(cls, hf_model, processor)
+        return model.process_weights_(fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+
+    def process_weights_(
+        self,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = False,
+        fold_value_biases: bool = False,
+    ) -> "HookedAudioLM":
+        """TransformerLens's weight processing of the decoder, in place; see `lens_audio.model.processing`."""
+        from lens_audio.model.processing import process_weights_
+
+        return process_weights_(self, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
 
     # ------------------------------------------------------------------ forward
 
@@ -130,18 +192,37 @@ class HookedAudioLM(HookedRootModule):
         )
         if stop_at_layer is not None and past_kv_cache is not None:
             raise ValueError("stop_at_layer cannot be combined with past_kv_cache: later layers would miss their keys.")
+        state = self.start_decoder(input_ids, attention_mask, input_features, feature_attention_mask, position_ids, past_kv_cache)
+        resid = self.run_blocks(state, 0, stop_at_layer)
+        if stop_at_layer is not None:
+            return resid
+        normalized = self.ln_final(resid)
+        return None if return_type is None else self.unembed(normalized)
+
+    def start_decoder(
+        self,
+        input_ids: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"],
+        input_features: Float[Tensor, "clips mels frames"] | None = None,
+        feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
+        position_ids: Int[Tensor, "batch pos"] | None = None,
+        past_kv_cache: KVCache | None = None,
+    ) -> DecoderState:
+        """The embeddings (audio spliced in, `hook_embed` fired) and what every block needs; see `run_blocks`."""
         resid = self.hook_embed(self._embed_with_audio(input_ids, input_features, feature_attention_mask, past_kv_cache))
         mask = attention_mask.to(device=resid.device, dtype=torch.bool)
         if position_ids is None:
             position_ids = self._position_ids(mask, past_kv_cache)
         allowed = self._attention_mask(mask, past_kv_cache)
         cos_sin = self.rotary.cos_sin(position_ids.to(resid.device), resid.dtype)
-        for i, block in enumerate(self.blocks[:stop_at_layer]):
-            resid = block(resid, cos_sin, allowed, None if past_kv_cache is None else past_kv_cache[i])
-        if stop_at_layer is not None:
-            return resid
-        normalized = self.ln_final(resid)
-        return None if return_type is None else self.unembed(normalized)
+        return DecoderState(resid, cos_sin, allowed, past_kv_cache)
+
+    def run_blocks(self, state: DecoderState, start: int = 0, stop: int | None = None) -> Float[Tensor, "batch pos d_model"]:
+        """Run blocks `start:stop` on `state.resid` (updated in place), e.g. to change the batch between two spans."""
+        cache = state.past_kv_cache
+        for i, block in enumerate(self.blocks[start:stop], start=start):
+            state.resid = block(state.resid, state.cos_sin, state.allowed, None if cache is None else cache[i])
+        return state.resid
 
     def _unpack_inputs(self, input_ids, attention_mask, input_features, feature_attention_mask):
         from lens_audio.inputs.batch import AudioBatch
@@ -240,26 +321,28 @@ class HookedAudioLM(HookedRootModule):
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.embed.weight
+        return self.embed.W_E
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.unembed.weight.T
+        return self.unembed.W_U
 
     @property
     def b_U(self) -> Float[Tensor, "d_vocab"]:
-        return torch.zeros(self.cfg.d_vocab, dtype=self.unembed.weight.dtype, device=self.unembed.weight.device)
+        return self.unembed.b_U
 
     def tokens_to_residual_directions(self, tokens: "int | str | Int[Tensor, '...']") -> Float[Tensor, "... d_model"]:
         """Residual directions whose dot product with the normalised stream gives each token's logit.
 
-        The final RMSNorm weight is folded in (TransformerLens folds it into
-        `W_U`), so `ActivationCache.logit_attrs` on an unfolded model is exact.
+        `W_U[:, tokens]` once `fold_ln` has folded the final RMSNorm weight into
+        `W_U` (the default); on an unfolded model that weight is multiplied in
+        here, so `ActivationCache.logit_attrs` is exact either way.
         """
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
         tokens = torch.as_tensor(tokens, device=self.unembed.weight.device)
-        return self.unembed.weight[tokens] * self.ln_final.w
+        directions = self.unembed.weight[tokens]
+        return directions if self.ln_final.w is None else directions * self.ln_final.w
 
     # ------------------------------------------------------------------ tokens and text
 

@@ -51,3 +51,11 @@ class KVCache:
 
     def __getitem__(self, layer: int) -> LayerKVCache:
         return self.layers[layer]
+
+    def select_rows(self, rows: slice) -> None:
+        """Keep only the cached rows `rows` (e.g. drop the silence half of a batched audio + silence prefill)."""
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[rows], layer.v[rows]
+        if self.key_valid is not None:
+            self.key_valid = self.key_valid[rows]
