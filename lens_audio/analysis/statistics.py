@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -40,7 +41,7 @@ class PairedComparison:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PairedComparison":
+    def from_json(cls, data: dict[str, Any]) -> PairedComparison:
         return cls(**data)
 
     def describe(self) -> str:
@@ -140,7 +141,7 @@ class MaxRNull:
         return {**asdict(self), "p_adjusted": nan_list(self.p_adjusted)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "MaxRNull":
+    def from_json(cls, data: dict[str, Any]) -> MaxRNull:
         return cls(**{**data, "p_adjusted": _array(data["p_adjusted"])})
 
 
@@ -217,7 +218,7 @@ class ControlDistribution:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ControlDistribution":
+    def from_json(cls, data: dict[str, Any]) -> ControlDistribution:
         return cls(**{**data, "accuracies": np.asarray(data["accuracies"], dtype=float),
                       "draws": [[tuple(h) for h in d] for d in data["draws"]],
                       "versus_median": PairedComparison.from_json(data["versus_median"])})
@@ -261,7 +262,7 @@ class Validity:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Validity":
+    def from_json(cls, data: dict[str, Any]) -> Validity:
         return cls(**data)
 
 

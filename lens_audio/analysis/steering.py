@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lens_audio.inputs.batch import AudioBatch
+
 if TYPE_CHECKING:
-    from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
@@ -50,12 +52,42 @@ def final_residuals(
 def adaptive_direction(
     model: "HookedAudioLM", batch: "AudioBatch", layers: Sequence[int], site: str = "hook_resid_post"
 ) -> Float[Tensor, "batch d_model"]:
-    """Per example: mean over `layers` of (residual with audio - residual with silence of the same length)."""
+    """Per example: mean over `layers` of (residual with audio - residual with silence of the same length).
+
+    The batch and its silence twin run as one batched forward that stops after the deepest layer in `layers`.
+    """
     if not layers:
         raise ValueError("adaptive_direction needs at least one layer (e.g. layers_of(specialist_heads)).")
-    audio = final_residuals(model, batch, layers, site)
-    silence = final_residuals(model, batch.silence_twin(), layers, site)
-    return (audio - silence).mean(dim=1)
+    batch.require_audio("adaptive_direction")
+    both = final_residuals(model, AudioBatch.concat([batch, batch.silence_twin()]), layers, site)  # one batched pass
+    return (both[: batch.batch_size] - both[batch.batch_size :]).mean(dim=1)
+
+
+@torch.no_grad()
+def head_output_direction(model: "HookedAudioLM", batch: "AudioBatch", heads: Sequence[tuple[int, int]]) -> Float[Tensor, "batch d_model"]:
+    """Per example: sum over `heads` of their output (`attn.hook_result`) at the final position, audio minus silence."""
+    if not heads:
+        raise ValueError("head_output_direction needs at least one (layer, head).")
+    names = sorted({f"blocks.{layer}.attn.hook_result" for layer, _ in heads})
+    rows = torch.arange(batch.batch_size, device=model.device)
+    final = batch.final_position.to(model.device)
+
+    def summed(b: "AudioBatch") -> Tensor:
+        _, cache = model.run_with_cache(b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False)
+        return sum(cache[f"blocks.{layer}.attn.hook_result"][rows, final, head] for layer, head in heads)
+
+    return summed(batch) - summed(batch.silence_twin())
+
+
+def gated_beta(beta: float, mass: Float[Tensor, "batch"], m0: float) -> Float[Tensor, "batch"]:
+    """Signal-gated strength: beta * clip((m0 - mass) / m0, 0, 1), full push when the specialists ignore the audio.
+
+    `mass` is the specialists' mean final-token audio mass per example; `m0` the same mean over
+    calibration items the model answered correctly (the level of a model that listens).
+    """
+    if not m0 > 0:
+        raise ValueError(f"the gate's reference mass m0 must be positive, got {m0}.")
+    return beta * ((m0 - mass) / m0).clip(0, 1)
 
 
 def steering_hooks(
@@ -80,6 +112,12 @@ def steering_hooks(
             f"steering vector has width {direction.shape[-1]} but the model's residual stream is {model.cfg.d_model} wide: "
             "compute the direction on this model (or load a fixed direction saved from a model of the same shape)."
         )
+    _check_beta(beta)
+    if not bool(torch.isfinite(direction).all()):
+        raise ValueError(
+            "the steering direction holds NaN or infinite values; recompute it (a NaN in the model's activations "
+            "or a saved direction that was corrupted)."
+        )
     push = (beta * direction).to(device=model.device, dtype=model.dtype)
 
     def add(resid: Tensor, hook) -> Tensor:
@@ -90,6 +128,11 @@ def steering_hooks(
         return resid
 
     return [(hook_name, add)]
+
+
+def _check_beta(beta: float) -> None:
+    if not math.isfinite(beta):
+        raise ValueError(f"steering beta is {beta}; give a finite number (e.g. 1.0).")
 
 
 @contextlib.contextmanager
@@ -142,10 +185,98 @@ class FixedDirection:
         return loaded
 
 
-def adaptive_steering(layers: Sequence[int], beta: float, hook_name: str | None = None, site: str = "hook_resid_post"):
+@dataclass
+class AdaptiveSteering:
+    """A steering function for the evaluation runner: per batch, compute the adaptive direction and push it.
+
+    Called as `steering(model, batch, start)` it returns the hooks (choice scoring); its `generate`
+    runs `steered_generate`, which shares the direction's audio pass with generation's prefill.
+    """
+
+    layers: Sequence[int]
+    beta: float
+    hook_name: str | None = None
+    site: str = "hook_resid_post"
+
+    def __post_init__(self) -> None:
+        _check_beta(self.beta)
+
+    def __call__(self, model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> list[tuple[str, Callable]]:
+        return steering_hooks(model, adaptive_direction(model, batch, self.layers, self.site), self.beta, self.hook_name, start)
+
+    def generate(self, model: "HookedAudioLM", batch: "AudioBatch", **generate_kwargs) -> Int[Tensor, "batch total"]:
+        return steered_generate(model, batch, self.layers, self.beta, hook_name=self.hook_name, site=self.site, **generate_kwargs)
+
+
+def adaptive_steering(layers: Sequence[int], beta: float, hook_name: str | None = None, site: str = "hook_resid_post") -> AdaptiveSteering:
     """A steering function for the evaluation runner: per batch, compute the adaptive direction and push it."""
+    return AdaptiveSteering(list(layers), beta, hook_name, site)
 
-    def make_hooks(model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> list[tuple[str, Callable]]:
-        return steering_hooks(model, adaptive_direction(model, batch, layers, site), beta, hook_name, start)
 
-    return make_hooks
+@torch.no_grad()
+def steered_generate(
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    layers: Sequence[int],
+    beta: float,
+    *,
+    hook_name: str | None = None,
+    site: str = "hook_resid_post",
+    fwd_hooks: Sequence[tuple[str, Callable]] = (),
+    **generate_kwargs,
+) -> Int[Tensor, "batch total"]:
+    """`model.generate(batch)` steered by each example's adaptive direction, for little more than plain generation.
+
+    The same tokens as `model.generate(batch, fwd_hooks=steering_hooks(model, adaptive_direction(model, batch,
+    layers, site), beta, hook_name))`, computed in one prefill: the batch and its silence twin run as one
+    batched forward up to the deepest layer in `layers`, where the direction is formed; the silence rows are
+    dropped and the audio rows go on through the remaining layers, steered, keeping their KV cache for
+    decoding. So only the silence rows up to that layer are extra. `generate_kwargs` are `generate`'s
+    (`max_new_tokens`, `do_sample`, `eos_token_id`, ...); `fwd_hooks` stay on for all of it (silence rows too).
+    If the steering hook fires before the deepest direction layer (e.g. `hook_name` in an early block),
+    the direction cannot be ready in time and this falls back to a separate direction pass.
+    """
+    from lens_audio.model.generation import Sampling, check_left_padded, decode
+    from lens_audio.model.kv_cache import KVCache
+
+    if not layers:
+        raise ValueError("steered_generate needs at least one layer (e.g. layers_of(specialist_heads)).")
+    batch.require_audio("steered_generate")
+    check_left_padded(batch.attention_mask)
+    sampling = Sampling(**generate_kwargs)
+    names = [f"blocks.{layer}.{site}" for layer in layers]
+    steering_hooks(model, torch.zeros(model.cfg.d_model), beta, hook_name)  # validates hook_name and beta
+    hook_name = hook_name or f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    both = AudioBatch.concat([batch, batch.silence_twin()])
+    b, final = batch.batch_size, both.final_position.to(model.device)
+    captured: dict[str, Tensor] = {}
+    state: dict[str, Tensor | bool] = {"early": False}  # "direction" once the deepest site has fired
+
+    def capture(resid: Tensor, hook) -> None:
+        captured[hook.name] = resid[torch.arange(resid.shape[0], device=resid.device), final]
+        if len(captured) == len(set(names)):
+            stacked = torch.stack([captured[n] for n in names], dim=1)
+            state["direction"] = (stacked[:b] - stacked[b:]).mean(dim=1)
+
+    def push(resid: Tensor, hook) -> Tensor:
+        if "direction" not in state:
+            state["early"] = True
+            return resid
+        vector = (beta * state["direction"]).to(model.dtype)
+        resid = resid.clone()
+        resid[:, -1:] += (vector if resid.shape[0] == b else torch.cat([vector, vector]))[:, None]
+        return resid
+
+    cache = KVCache(model.cfg.n_layers)
+    tokens, mask = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
+    hooks = [(n, capture) for n in sorted(set(names))] + [(hook_name, push)] + list(fwd_hooks)
+    with model.hooks(fwd_hooks=hooks):
+        prefill = model.start_decoder(both.input_ids, both.attention_mask, both.input_features, both.feature_attention_mask, past_kv_cache=cache)
+        model.run_blocks(prefill, 0, max(layers) + 1)
+        prefill = prefill.select_rows(slice(0, b))
+        resid = model.run_blocks(prefill, max(layers) + 1)
+        if state["early"]:
+            steer_hooks = steering_hooks(model, state["direction"], beta, hook_name)
+            return model.generate(batch, fwd_hooks=list(fwd_hooks) + steer_hooks, **generate_kwargs)
+        logits = model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
+        return decode(model, tokens, mask, logits, cache, sampling)

@@ -14,16 +14,14 @@ Each cell is the accuracy on the items given (e.g. the conflicting items).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from lens_audio.analysis.steering import adaptive_direction, steering_hooks
+from lens_audio.analysis.steering import adaptive_direction, head_output_direction, steering_hooks
 from lens_audio.evaluation.report import accuracy_with_ci
 from lens_audio.evaluation.runner import run_benchmark
 
 if TYPE_CHECKING:
-    from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
@@ -33,7 +31,7 @@ def _accuracy(model, items, steering, template, mode, batch_size) -> float:
 
 
 def layer_grid(
-    model: "HookedAudioLM", items: Sequence[dict[str, Any]], betas: Sequence[float], template: str = "workshop", mode: str = "choice", batch_size: int = 16
+    model: HookedAudioLM, items: Sequence[dict[str, Any]], betas: Sequence[float], template: str = "workshop", mode: str = "choice", batch_size: int = 16
 ) -> list[dict[str, Any]]:
     """Accuracy for every (source layer, injection site, beta)."""
     final = model.cfg.n_layers - 1
@@ -49,22 +47,8 @@ def layer_grid(
     return rows
 
 
-@torch.no_grad()
-def head_output_direction(model: "HookedAudioLM", batch: "AudioBatch", heads: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Per example: sum over `heads` of their output at the final position, audio minus silence. `[batch, d_model]`."""
-    names = sorted({f"blocks.{layer}.attn.hook_result" for layer, _ in heads})
-    rows = torch.arange(batch.batch_size)
-    final = batch.final_position
-
-    def summed(b: "AudioBatch") -> torch.Tensor:
-        _, cache = model.run_with_cache(b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False)
-        return sum(cache[f"blocks.{layer}.attn.hook_result"][rows, final, head] for layer, head in heads)
-
-    return summed(batch) - summed(batch.silence_twin())
-
-
 def head_directions(
-    model: "HookedAudioLM", items: Sequence[dict[str, Any]], heads: Sequence[tuple[int, int]], betas: Sequence[float],
+    model: HookedAudioLM, items: Sequence[dict[str, Any]], heads: Sequence[tuple[int, int]], betas: Sequence[float],
     template: str = "workshop", mode: str = "choice", batch_size: int = 16,
 ) -> list[dict[str, Any]]:
     """Accuracy when steering the final representation with the specialist heads' own output difference."""

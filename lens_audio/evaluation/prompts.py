@@ -3,14 +3,15 @@
 - `instruct`: the question, then the choices as a sentence, for Qwen2-Audio-7B-Instruct;
 - `r1-aqa`: R1-AQA's template, the choices as a Python list, answer in `<answer>` tags;
 - `letters`: lmms-eval style, lettered options and "Answer with the option's letter ...";
-- `workshop`: the format the shipped workshop model was trained on.
+
+`render_prompt` also takes any function item -> prompt (a model's `ExperimentProfile.prompt`), and the
+name of a registered model (e.g. "workshop"), which renders with that model's profile.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from lens_audio.workshop.task import format_question
+from collections.abc import Callable
+from typing import Any
 
 
 def _instruct(item: dict[str, Any]) -> str:
@@ -33,11 +34,21 @@ TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "instruct": _instruct,
     "r1-aqa": _r1_aqa,
     "letters": _letters,
-    "workshop": format_question,
 }
 
 
-def render_prompt(item: dict[str, Any], template: str) -> str:
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES)}.")
-    return TEMPLATES[template](item)
+def prompt_function(template: str | Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    """A template name, a registered model's name (its profile's prompt) or a function, as a function."""
+    from lens_audio.evaluation.profile import PROFILES, profile_for
+
+    if callable(template):
+        return template
+    if template in TEMPLATES:
+        return TEMPLATES[template]
+    if template in PROFILES:
+        return prompt_function(profile_for(template).prompt)
+    raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES) + sorted(PROFILES)} or pass a function.")
+
+
+def render_prompt(item: dict[str, Any], template: str | Callable[[dict[str, Any]], str]) -> str:
+    return prompt_function(template)(item)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import accuracy_with_ci, grouped_accuracy
 from lens_audio.evaluation.runner import SteeringFn, run_benchmark
+from lens_audio.workshop.task import format_question
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+# The workshop model's experiment: its own prompt, choice scoring (every option is one token).
+PROFILE = ExperimentProfile(prompt=format_question, mode="choice")
 
 
 def score_items(
@@ -21,7 +26,7 @@ def score_items(
     batch_size: int = 16, progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Choice-scored records of workshop items (with `silence`, each clip replaced by its silence twin)."""
-    records = run_benchmark(model, items, None, template="workshop", mode="choice", steering=steering, batch_size=batch_size,
+    records = run_benchmark(model, items, None, template=PROFILE.prompt, mode=PROFILE.mode, steering=steering, batch_size=batch_size,
                             listening=False, progress=progress, description="scoring" + (" (silence)" if silence else ""), silence=silence)
     for record in records:
         record["followed_hint"] = record.get("hinted_choice") is not None and record["extracted"] == record["hinted_choice"]

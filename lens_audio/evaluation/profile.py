@@ -1,0 +1,124 @@
+"""`ExperimentProfile`: every choice of the paper's experiment in one typed object, and the profiles of named models.
+
+A profile names the prompt (a template name from `evaluation.prompts` or any function
+item -> user turn), the scoring mode, how many heads, which betas, the seed, the splits, the
+random-head control and the method options the paper leaves open:
+
+- `layer_convention`: which residual stream "layer L" means for a head in layer L.
+  `"resid_post"` (default) is the output of block L (`blocks.{L}.hook_resid_post`);
+  `"hf_hidden_states"` is Hugging Face's `hidden_states[L]`, the *input* of block L
+  (`blocks.{L}.hook_resid_pre`, the embeddings for L = 0).
+- `steering_source`: `"residual"` (the paper: audio minus silence of the residual stream at the
+  specialists' layers, averaged) or `"head_outputs"` (the specialists' own outputs,
+  `attn.hook_result`, audio minus silence, summed over the heads).
+- `gate`: `None` (a fixed beta) or `"signal"`: each item's push is scaled by how little the model
+  listens, beta * clip((m0 - mass) / m0, 0, 1), with mass the specialists' mean final-token audio
+  mass on that item and m0 the same mean over the calibration items answered correctly.
+
+Named checkpoints bring their own profile through `profile_for(model_name)`: a small registry of
+`"module:attribute"` strings imported only when asked, so `evaluation` never imports the package
+that supplies a profile (the workshop package supplies the workshop model's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PromptFn = Callable[[dict[str, Any]], str]
+DEFAULT_SPLITS = {"calibration": "calibration", "dev": "dev", "test": "test"}
+# model name -> "module:attribute" of its ExperimentProfile; add yours with register_profile.
+PROFILES: dict[str, str] = {"workshop": "lens_audio.workshop.evaluate:PROFILE"}
+LAYER_CONVENTIONS = {"resid_post": "hook_resid_post", "hf_hidden_states": "hook_resid_pre"}
+
+
+@dataclass(frozen=True)
+class ExperimentProfile:
+    """The experiment's settings; `dataclasses.replace(profile, k_heads=2)` changes one."""
+
+    prompt: str | PromptFn = "instruct"
+    mode: Literal["generate", "choice"] = "generate"
+    k_heads: int = 4
+    betas: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+    seed: int = 0
+    batch_size: int = 16
+    max_new_tokens: int = 32
+    splits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
+    n_random_draws: int = 200
+    layer_matched_control: bool = True
+    n_permutations: int = 1000
+    n_bootstrap: int = 2000
+    layer_convention: Literal["resid_post", "hf_hidden_states"] = "resid_post"
+    steering_source: Literal["residual", "head_outputs"] = "residual"
+    gate: Literal["signal"] | None = None
+    focus_condition: str = "conflicting"  # the hint condition the control and spread are measured on (when items have hints)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("generate", "choice"):
+            raise ValueError(f"mode must be 'generate' or 'choice', not {self.mode!r}.")
+        if self.layer_convention not in LAYER_CONVENTIONS:
+            raise ValueError(f"layer_convention must be one of {sorted(LAYER_CONVENTIONS)}, not {self.layer_convention!r}.")
+        if self.steering_source not in ("residual", "head_outputs"):
+            raise ValueError(f"steering_source must be 'residual' or 'head_outputs', not {self.steering_source!r}.")
+        if self.gate not in (None, "signal"):
+            raise ValueError(f"gate must be None or 'signal', not {self.gate!r}.")
+        if not self.betas:
+            raise ValueError("betas must hold at least one steering strength.")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    @property
+    def site(self) -> str:
+        """The block hook that "layer L" names under this profile's layer convention."""
+        return LAYER_CONVENTIONS[self.layer_convention]
+
+    @property
+    def prompt_name(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else f"{self.prompt.__module__}.{self.prompt.__qualname__}"
+
+    def replace(self, **changes: Any) -> ExperimentProfile:
+        """A copy with `changes`; None values are ignored (so CLI flags left unset keep the profile's)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "prompt": self.prompt_name, "betas": list(self.betas), "splits": dict(self.splits)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExperimentProfile:
+        """The profile back; a prompt function is recorded by name and restored only if it is a template or importable."""
+        data = dict(data)
+        data["prompt"] = _prompt_from_name(data["prompt"])
+        data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+def register_profile(model_name: str, target: str) -> None:
+    """Make `profile_for(model_name)` import `target` ("package.module:ATTRIBUTE")."""
+    PROFILES[model_name] = target
+
+
+def profile_for(model_name: str) -> ExperimentProfile:
+    """The registered profile of a named model (imported lazily), else the default for Qwen2-Audio checkpoints."""
+    target = PROFILES.get(str(model_name))
+    if target is None:
+        return ExperimentProfile()
+    module, _, attribute = target.partition(":")
+    profile = getattr(importlib.import_module(module), attribute)
+    if not isinstance(profile, ExperimentProfile):
+        raise TypeError(f"{target} must be an ExperimentProfile, not {type(profile).__name__}.")
+    return profile
+
+
+def _prompt_from_name(name: str) -> str | PromptFn:
+    from lens_audio.evaluation.prompts import TEMPLATES
+
+    if name in TEMPLATES or "." not in name:
+        return name
+    module, _, attribute = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return name
