@@ -20,6 +20,7 @@ from typing import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models.")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (also after the subcommand)")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the hooked port end to end on one clip")
     demo.add_argument("--model", help="checkpoint folder or Hub id (default: the shipped workshop model)")
@@ -59,12 +60,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--steps-mixed", type=int, help="stage 2 steps (hints)")
     train.add_argument("--pool-clips", type=int, help="training clips synthesised up front")
     train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
-    args = parser.parse_args(argv)
-    if args.command == "workshop":
-        return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
-    if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
-        return run_stage(args)
-    return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures}[args.command](args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    try:
+        if args.command == "workshop":
+            return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
+        if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
+            return run_stage(args)
+        return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures}[args.command](args)
+    except (Exception, KeyboardInterrupt) as exc:  # one line on stderr and a non-zero exit; --debug re-raises
+        if debug:
+            raise
+        print(f"lens-audio {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line; errors that do not explain themselves are marked as such."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (runs with an --out folder resume where they stopped)."
+    text = " ".join(str(exc).split()) or "(no message)"
+    if isinstance(exc, (ValueError, OSError, RuntimeError)):
+        return f"error: {text}"
+    return f"unexpected {type(exc).__name__}: {text}; rerun with --debug for the traceback and please report it."
 
 
 def run_figures(args: argparse.Namespace) -> int:
@@ -85,12 +104,16 @@ def run_figures(args: argparse.Namespace) -> int:
 def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--model", default="workshop", help="checkpoint folder or Hub id (default: workshop)")
     parser.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
-    parser.add_argument("--template", help="prompt template (default: workshop for the workshop model, else instruct)")
-    parser.add_argument("--mode", choices=["generate", "choice"], help="default: choice for the workshop model, else generate")
-    parser.add_argument("--k-heads", type=int, default=4)
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--template", help="prompt template (instruct, r1-aqa, letters; default: the model's profile, see evaluation.profile)")
+    parser.add_argument("--mode", choices=["generate", "choice"], help="default: the model's profile (choice for workshop models, else generate)")
+    parser.add_argument("--k-heads", type=int, help="specialist heads (default 4)")
+    parser.add_argument("--betas", type=float, nargs="+", help="steering strengths swept on dev (default 0.5 1 1.5 2 3 4)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--draws", type=int, help="random-head draws for the control distribution (default 200)")
+    parser.add_argument("--layer-convention", choices=["resid_post", "hf_hidden_states"], help="layer L = output of block L (default) or HF hidden_states[L]")
+    parser.add_argument("--steering-source", choices=["residual", "head_outputs"], help="steer from the layers' residual stream (default) or the heads' own outputs")
+    parser.add_argument("--gate", choices=["signal"], help="scale beta per item by how little the specialists listen")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
@@ -105,46 +128,51 @@ def run_stage(args: argparse.Namespace) -> int:
     """One stage of the experiment (or all); stages share --out, so each reuses what the others wrote."""
     from lens_audio import HookedAudioLM
     from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.experiment import Experiment, ExperimentSettings, format_table
+    from lens_audio.evaluation.experiment import Experiment, format_table
+    from lens_audio.evaluation.profile import profile_for
+    from lens_audio.evaluation.results import head_label
     from lens_audio.workshop import BENCHMARK
 
-    workshop = args.model == "workshop"
-    settings = ExperimentSettings(
-        template=args.template or ("workshop" if workshop else "instruct"),
-        mode=args.mode or ("choice" if workshop else "generate"),
-        k_heads=args.k_heads, betas=tuple(args.betas), seed=args.seed, batch_size=args.batch_size,
+    profile = profile_for(args.model).replace(
+        prompt=args.template, mode=args.mode, k_heads=args.k_heads, betas=args.betas and tuple(args.betas), seed=args.seed,
+        batch_size=args.batch_size, n_random_draws=args.draws, layer_convention=args.layer_convention,
+        steering_source=args.steering_source, gate=args.gate,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-    experiment = Experiment(model, load_mmau(args.benchmark or BENCHMARK), settings, args.out)
+    experiment = Experiment(model, load_mmau(args.benchmark or BENCHMARK), profile, args.out)
     if args.command == "experiment":
-        result = experiment.run_all()
-        print(format_table(result))
+        full = experiment.run_all()
+        print(format_table(full))
+        result = full.to_json()
     elif args.command == "listen":
-        records = experiment.listen(args.split)
-        mass = [[sum(r["listening"][l][h] for r in records) / len(records) for h in range(model.cfg.n_heads)] for l in range(model.cfg.n_layers)]
-        result = {"split": args.split, "accuracy": sum(r["correct"] for r in records) / len(records), "mean_audio_mass": mass}
-        print(f"{args.split}: {len(records)} items, accuracy {100 * result['accuracy']:.1f}%; mean audio attention mass (layer x head):")
+        run = experiment.listen(args.split)
+        mass = run.listening.mean(0)
+        result = {"split": args.split, "accuracy": float(run.correct.mean()), "mean_audio_mass": mass.tolist()}
+        print(f"{args.split}: {len(run)} items, accuracy {100 * result['accuracy']:.1f}%; mean audio attention mass (layer x head):")
         for layer, row in enumerate(mass):
             print(f"  L{layer}: " + " ".join(f"{v:.3f}" for v in row))
     elif args.command == "select-heads":
-        heads = experiment.select_heads()
-        specialists = heads.top_k(settings.k_heads)
-        control = heads.random_heads(settings.k_heads, seed=settings.seed, exclude=specialists)
-        result = {"specialists": specialists, "random_control": control}
-        for layer, head in specialists:
-            print(f"L{layer}H{head}: r={heads.r[layer, head]:.3f} p={heads.p_value[layer, head]:.3g} CI=[{heads.ci_low[layer, head]:.3f}, {heads.ci_high[layer, head]:.3f}]")
-        print("random control:", ", ".join(f"L{l}H{h}" for l, h in control))
+        selection = experiment.select_heads()
+        result = selection.to_json()
+        for head in selection.specialists:
+            d = selection.describe(head)
+            print(f"{head_label(head)}: r={d['r']:.3f} p={d['p']:.3g} CI=[{d['ci'][0]:.3f}, {d['ci'][1]:.3f}] "
+                  f"Fisher=[{d['fisher_ci'][0]:.3f}, {d['fisher_ci'][1]:.3f}] max-|r| adjusted p={d['p_adjusted']:.3f}")
+        print(f"max |r| permutation p = {selection.null.p_max:.3f}; significant (family-wise 0.05): "
+              + (", ".join(map(head_label, selection.null.significant())) or "none"))
+        print("random control:", ", ".join(map(head_label, selection.control)))
     elif args.command == "sweep-beta":
-        result = experiment.sweep_beta()
-        print(f"dev baseline {result['baseline']['accuracy']}%; " + ", ".join(f"beta {b}: {v['accuracy']}%" for b, v in result["steered_by_beta"].items()))
-        print(f"best beta: {result['best_beta']}")
+        sweep = experiment.sweep_beta()
+        result = sweep.to_json()
+        print(f"dev baseline {sweep.baseline['accuracy']}%; " + ", ".join(f"beta {b}: {v['accuracy']}%" for b, v in sweep.steered_by_beta.items()))
+        print(f"best beta: {sweep.best_beta}")
     else:
-        beta = args.beta if args.beta is not None else experiment.sweep_beta()["best_beta"]
-        heads, specialists, control = experiment.heads()
-        result = {"test": experiment.evaluate(beta), "dev": {"best_beta": beta},
-                  "specialist_heads": [{"layer": l, "head": h, "r": float(heads.r[l, h])} for l, h in specialists],
-                  "control_heads": [{"layer": l, "head": h} for l, h in control]}
-        print(format_table(result))
+        beta = args.beta if args.beta is not None else experiment.sweep_beta().best_beta
+        runs, paired = experiment.evaluate(beta)
+        result = {"beta": beta, "test": {name: run.tables() for name, run in runs.items()}, "paired": {k: v.to_json() for k, v in paired.items()}}
+        for name, run in runs.items():
+            print(f"{name:16s} {100 * run.correct.mean():6.2f}%")
+        print("\n".join(v.describe() for v in paired.values()))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1))
     return 0

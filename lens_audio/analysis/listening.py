@@ -79,8 +79,12 @@ def listening_signal(
         layers: restrict to these layers (others get NaN); the forward stops after the last one needed.
     """
     cfg = model.cfg
+    batch.require_audio("listening_signal")
     for layer, head in heads:
         _check_head(model, layer, head)
+    bad = [layer for layer in (layers or []) if not (isinstance(layer, int) and 0 <= layer < cfg.n_layers)]
+    if bad or (layers is not None and not layers):
+        raise ValueError(f"listening_signal: layers {list(layers)} must be a non-empty list in 0-{cfg.n_layers - 1}.")
     wanted = sorted(set(range(cfg.n_layers) if layers is None else layers) | {layer for layer, _ in heads})
     final = batch.final_position.to(model.device)
     key_valid = batch.attention_mask.to(model.device).bool()

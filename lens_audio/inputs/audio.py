@@ -11,6 +11,7 @@ from jaxtyping import Float
 
 TARGET_SAMPLE_RATE = 16_000
 AudioSource = Union[str, Path, np.ndarray]
+FLOAT_PEAK_WARNING = 2.0  # float audio peaking above this is probably unscaled integer PCM
 
 
 class AudioError(ValueError):
@@ -38,13 +39,15 @@ def load_audio(
     label = name or (str(source) if isinstance(source, (str, Path)) else "audio array")
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir():
+            raise AudioError(f"{label} is a folder, not an audio file; give the path of a file inside it.")
         if not path.is_file():
             raise AudioError(f"{label}: no such audio file.")
         waveform, rate = _read_file(path, label)
     elif isinstance(source, np.ndarray):
         if sampling_rate is None:
             raise AudioError(f"{label}: an array needs its sampling_rate (e.g. sampling_rate=44100).")
-        waveform, rate = source, int(sampling_rate)
+        waveform, rate = pcm_to_float(source, label), int(sampling_rate)
     else:
         raise AudioError(f"{label}: expected a file path or a numpy array, got {type(source).__name__}.")
     waveform = _to_mono(np.asarray(waveform), label)
@@ -56,6 +59,27 @@ def load_audio(
     if rate != TARGET_SAMPLE_RATE:
         waveform = librosa.resample(waveform, orig_sr=rate, target_sr=TARGET_SAMPLE_RATE)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def pcm_to_float(waveform: np.ndarray, label: str) -> np.ndarray:
+    """Integer PCM scaled to [-1, 1) by its dtype's range (as soundfile and librosa do); floats pass through.
+
+    Float audio far outside [-1, 1] is kept but warned about: it is usually integer PCM cast without scaling.
+    """
+    if waveform.dtype.kind == "b" or waveform.dtype.kind not in "iuf":
+        raise AudioError(f"{label}: audio of dtype {waveform.dtype} is not a waveform; give float or integer PCM.")
+    if waveform.dtype.kind == "i":
+        return waveform.astype(np.float32) / float(2 ** (8 * waveform.dtype.itemsize - 1))
+    if waveform.dtype.kind == "u":
+        half = float(2 ** (8 * waveform.dtype.itemsize - 1))
+        return (waveform.astype(np.float32) - half) / half
+    peak = float(np.abs(waveform).max()) if waveform.size and np.all(np.isfinite(waveform)) else 0.0
+    if peak > FLOAT_PEAK_WARNING:
+        warnings.warn(
+            f"{label}: float samples reach {peak:.0f}, far outside [-1, 1]; if they are integer PCM cast to float, "
+            "pass the integer array itself (it is scaled by its dtype) or divide by 32768 (16-bit)."
+        )
+    return waveform
 
 
 def _read_file(path: Path, label: str) -> tuple[np.ndarray, int]:
@@ -108,3 +132,25 @@ def fit_to_window(
         raise ValueError(f"on_long must be 'truncate' or 'error', not {on_long!r}.")
     warnings.warn(f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s window; only the first {limit:.0f} s are used.")
     return waveform[:max_samples]
+
+
+def refuse_too_short(
+    waveform: Float[np.ndarray, "samples"], hop_length: int, label: str
+) -> Float[np.ndarray, "samples"]:
+    """Refuse a clip too short to give the model even one audio token (it would silently hold no audio)."""
+    if _audio_tokens(waveform.shape[0], hop_length) >= 1:
+        return waveform
+    minimum = next(n for n in range(1, 64 * hop_length) if _audio_tokens(n, hop_length) >= 1)
+    raise AudioError(
+        f"{label}: {1000 * waveform.shape[0] / TARGET_SAMPLE_RATE:.1f} ms is too short for one audio token; the model "
+        f"needs at least {1000 * minimum / TARGET_SAMPLE_RATE:.1f} ms ({minimum} samples at 16 kHz); pad or lengthen it."
+    )
+
+
+def _audio_tokens(n_samples: int, hop_length: int) -> int:
+    """Audio tokens for a clip of `n_samples` 16 kHz samples: one mel frame per started hop, then the encoder's rule."""
+    import torch
+
+    from lens_audio.model.audio_encoder import n_audio_tokens
+
+    return int(n_audio_tokens(torch.tensor([-(-n_samples // hop_length)]))[0])

@@ -18,6 +18,7 @@ same numbers as the same prompt unpadded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -79,6 +80,9 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
     `HookedAudioLM.from_hf_model(hf_model)`; the constructor makes a model
     with freshly initialised weights.
     """
+
+    # Prompts longer than cfg.n_ctx are refused; set True to run them anyway (with a warning).
+    allow_long_context: bool = False
 
     def __init__(self, cfg: AudioLMConfig, processor: Any = None) -> None:
         super().__init__()
@@ -209,6 +213,7 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
         past_kv_cache: KVCache | None = None,
     ) -> DecoderState:
         """The embeddings (audio spliced in, `hook_embed` fired) and what every block needs; see `run_blocks`."""
+        self._check_context(attention_mask, past_kv_cache)
         resid = self.hook_embed(self._embed_with_audio(input_ids, input_features, feature_attention_mask, past_kv_cache))
         mask = attention_mask.to(device=resid.device, dtype=torch.bool)
         if position_ids is None:
@@ -272,6 +277,21 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
             )
         keep = torch.arange(audio_embeds.shape[1], device=embeds.device)[None, :] < n_tokens[:, None]
         return embeds.masked_scatter(audio_slots[..., None], audio_embeds[keep].to(embeds.dtype))
+
+    def _check_context(self, attention_mask: Int[Tensor, "batch pos"], past_kv_cache: KVCache | None) -> None:
+        """Refuse (or, with `allow_long_context`, warn about) positions beyond the model's context `cfg.n_ctx`."""
+        n_past = past_kv_cache.n_valid() if past_kv_cache is not None and past_kv_cache.length else None
+        lengths = attention_mask.long().sum(-1).cpu() + (0 if n_past is None else n_past.cpu())
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if longest <= self.cfg.n_ctx:
+            return
+        message = (
+            f"the input reaches {longest} tokens but {self.cfg.model_name!r} was trained on at most cfg.n_ctx = "
+            f"{self.cfg.n_ctx} positions"
+        )
+        if not self.allow_long_context:
+            raise ValueError(f"{message}; shorten the prompt or audio (or set model.allow_long_context = True to run anyway).")
+        warnings.warn(f"{message}; positions beyond it are untrained, so treat the outputs with care.")
 
     @staticmethod
     def _position_ids(mask: torch.Tensor, past_kv_cache: KVCache | None) -> Int[Tensor, "batch pos"]:

@@ -38,6 +38,7 @@ def load_pretrained(
     attn_implementation: str,
     local_files_only: bool | None,
 ) -> "HookedAudioLM":
+    check_device(device)
     folder = resolve_checkpoint(name_or_path, local_files_only)
     cfg = read_config(folder, str(name_or_path)).replace(
         dtype=parse_dtype(dtype), device=str(device), attn_implementation=attn_implementation
@@ -105,6 +106,8 @@ def read_config(folder: Path, name: str) -> AudioLMConfig:
     """Parse config.json, refusing other architectures before anything is allocated."""
     config_file = folder / "config.json"
     if not config_file.is_file():
+        if not list(folder.glob("*.safetensors")):
+            _refuse_pickle_only(folder)
         raise FileNotFoundError(f"{name!r}: no config.json in {folder}; is this a Hugging Face checkpoint folder?")
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type != "qwen2_audio":
@@ -141,13 +144,18 @@ def weight_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if files:
         return files
+    _refuse_pickle_only(folder)
+    raise FileNotFoundError(f"{folder} has no *.safetensors weights; is this a Hugging Face checkpoint folder?")
+
+
+def _refuse_pickle_only(folder: Path) -> None:
+    """Name pickle weights (*.bin/*.pt/*.pth) as the reason a folder without safetensors cannot be loaded."""
     if list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
         raise ValueError(
             f"{folder} holds only pickle weights (*.bin/*.pt), which lens_audio refuses to load (pickle can run code). "
             "Convert them once with transformers: Qwen2AudioForConditionalGeneration.from_pretrained(path)"
             ".save_pretrained(new_path)."
         )
-    raise FileNotFoundError(f"{folder} has no *.safetensors weights.")
 
 
 _SAFETENSORS_DTYPES = {
@@ -203,6 +211,12 @@ def assign_weights(
             name = hf_key_to_lens(key)
         except KeyError:
             raise ValueError(f"{source} has a weight {key!r} that is not part of a Qwen2-Audio model.") from None
+        if name not in expected:
+            raise ValueError(
+                f"{source} has a weight {key!r} that the model built from config.json has no place for (it has "
+                f"{model.cfg.n_layers} decoder and {model.cfg.audio.n_layers} audio encoder layers); the config and "
+                "the weights disagree: fix num_hidden_layers / encoder_layers in config.json."
+            )
         if tensor.shape != expected[name]:
             raise ValueError(
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but config.json implies "
@@ -213,12 +227,25 @@ def assign_weights(
         if device is not None:
             tensor = tensor.to(device=device)
         module_name, attr = name.rsplit(".", 1)
-        setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor, requires_grad=tensor.requires_grad))
+        # Trainable, as in TransformerLens: gradients (bwd hooks, attribution) work; run under torch.no_grad() to skip them.
+        setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor, requires_grad=tensor.is_floating_point()))
         seen.add(name)
         del tensor
     missing = sorted(set(expected) - seen)
     if missing:
         raise ValueError(f"{source} is missing {len(missing)} weights, e.g. {missing[:5]}; the checkpoint is incomplete.")
+
+
+def check_device(device: str | torch.device) -> None:
+    """Refuse a device this machine does not have, before anything is read."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from exc
+    available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
+    if kind in available and not available[kind]():
+        raise ValueError(f"device {device!r} is not available on this machine (no {kind.upper()} support in this torch); "
+                         "use --device cpu / device='cpu'.")
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
