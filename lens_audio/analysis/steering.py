@@ -253,6 +253,8 @@ def steered_generate(
     state: dict[str, Tensor | bool] = {"early": False}  # "direction" once the deepest site has fired
 
     def capture(resid: Tensor, hook) -> None:
+        if "direction" in state:  # decoding steps
+            return
         captured[hook.name] = resid[torch.arange(resid.shape[0], device=resid.device), final]
         if len(captured) == len(set(names)):
             stacked = torch.stack([captured[n] for n in names], dim=1)
@@ -275,8 +277,8 @@ def steered_generate(
         model.run_blocks(prefill, 0, max(layers) + 1)
         prefill = prefill.select_rows(slice(0, b))
         resid = model.run_blocks(prefill, max(layers) + 1)
-        if state["early"]:
-            steer_hooks = steering_hooks(model, state["direction"], beta, hook_name)
-            return model.generate(batch, fwd_hooks=list(fwd_hooks) + steer_hooks, **generate_kwargs)
-        logits = model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
-        return decode(model, tokens, mask, logits, cache, sampling)
+        if not state["early"]:
+            logits = model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
+            return decode(model, tokens, mask, logits, cache, sampling)
+    steer_hooks = steering_hooks(model, state["direction"], beta, hook_name)
+    return model.generate(batch, fwd_hooks=list(fwd_hooks) + steer_hooks, **generate_kwargs)

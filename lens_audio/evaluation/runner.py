@@ -85,9 +85,13 @@ def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listeni
     prompt_length = batch.input_ids.shape[1]
     # Generation steers the newest position of every step; multi-token choice scoring steers the
     # final prompt position and the answer tokens appended after it.
-    hooks = steering(model, batch, -1 if mode == "generate" else prompt_length - 1) if steering is not None else []
+    # A steering object with its own `generate` (adaptive steering) shares its direction pass with the prefill.
+    fused = mode == "generate" and hasattr(steering, "generate")
+    hooks = steering(model, batch, -1 if mode == "generate" else prompt_length - 1) if steering is not None and not fused else []
     signal = listening_signal(model, batch).audio_mass if listening else None
-    if mode == "generate":
+    if fused:
+        tokens = steering.generate(model, batch, max_new_tokens=max_new_tokens, do_sample=False)
+    elif mode == "generate":
         tokens = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, fwd_hooks=hooks)
         outputs = [model.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in tokens]
     else:

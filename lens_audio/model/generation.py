@@ -9,6 +9,7 @@ audio encoder runs once, on the prefill step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -53,36 +54,76 @@ def generate(
     input_ids, attention_mask, input_features, feature_attention_mask = model._unpack_inputs(
         input_ids, attention_mask, input_features, feature_attention_mask
     )
+    check_left_padded(attention_mask)
+    device = model.device
+    tokens, mask = input_ids.to(device), attention_mask.to(device)
+    sampling = Sampling(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, generator)
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        if not use_past_kv_cache:
+            step = lambda toks, m: model(toks, m, input_features, feature_attention_mask)[:, -1]  # noqa: E731
+            return decode(model, tokens, mask, step(tokens, mask), None, sampling, step)
+        cache = KVCache(model.cfg.n_layers)
+        logits = model(tokens, mask, input_features, feature_attention_mask, past_kv_cache=cache)
+        return decode(model, tokens, mask, logits[:, -1], cache, sampling)
+
+
+def check_left_padded(attention_mask: Int[Tensor, "batch pos"]) -> None:
     if attention_mask.shape[0] > 1 and not bool(attention_mask[:, -1].all()):
         raise ValueError(
             "Batched generation needs left padding (every row's last token real); build the batch with "
             "padding_side='left' (the default of model.to_batch)."
         )
-    eos = _as_list(model.cfg.eos_token_id if eos_token_id is None else eos_token_id)
-    pad = pad_token_id if pad_token_id is not None else (model.cfg.pad_token_id if model.cfg.pad_token_id is not None else (eos[0] if eos else 0))
-    device = model.device
-    tokens, mask = input_ids.to(device), attention_mask.to(device)
-    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=device)
-    cache = KVCache(model.cfg.n_layers) if use_past_kv_cache else None
-    step_ids, step_mask = tokens, mask
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
-        for step in range(max_new_tokens):
-            logits = model(
-                step_ids if cache is not None else tokens,
-                step_mask if cache is not None else mask,
-                input_features if (step == 0 or cache is None) else None,
-                feature_attention_mask if (step == 0 or cache is None) else None,
-                past_kv_cache=cache,
-            )
-            next_tokens = _choose(logits[:, -1, :], do_sample, temperature, top_k, top_p, generator)
-            next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
-            tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            step_ids, step_mask = next_tokens[:, None], torch.ones_like(mask[:, :1])
-            if eos:
-                finished |= torch.isin(next_tokens, torch.tensor(eos, device=device))
-                if bool(finished.all()):
-                    break
+
+
+@dataclass
+class Sampling:
+    """How `decode` picks tokens and when it stops (the keyword arguments of `generate`)."""
+
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    eos_token_id: int | Sequence[int] | None = None
+    pad_token_id: int | None = None
+    generator: torch.Generator | None = None
+
+
+def decode(
+    model: "HookedAudioLM",
+    tokens: Int[Tensor, "batch pos"],
+    mask: Int[Tensor, "batch pos"],
+    next_logits: Float[Tensor, "batch d_vocab"],
+    cache: KVCache | None,
+    sampling: Sampling,
+    step: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> Int[Tensor, "batch prompt_plus_new"]:
+    """The decoding loop after the prefill: `next_logits` predict the first new token; `cache` holds the prompt.
+
+    Each later step feeds the newest token through the model with the cache (or calls `step(tokens, mask)`
+    for the next logits when there is no cache). Hooks active on the model act on every step.
+    """
+    s = sampling
+    eos = _as_list(model.cfg.eos_token_id if s.eos_token_id is None else s.eos_token_id)
+    pad = s.pad_token_id if s.pad_token_id is not None else (model.cfg.pad_token_id if model.cfg.pad_token_id is not None else (eos[0] if eos else 0))
+    eos_ids = torch.tensor(eos, device=tokens.device)
+    finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    one = torch.ones_like(mask[:, :1])
+    for i in range(s.max_new_tokens):
+        next_tokens = _choose(next_logits, s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
+        next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
+        tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
+        mask = torch.cat([mask, one], dim=1)
+        if eos:
+            finished |= torch.isin(next_tokens, eos_ids)
+            if bool(finished.all()):
+                break
+        if i + 1 == s.max_new_tokens:
+            break
+        if cache is not None:
+            next_logits = model(next_tokens[:, None], one, past_kv_cache=cache)[:, -1]
+        else:
+            next_logits = step(tokens, mask)
     return tokens
 
 
