@@ -195,13 +195,13 @@ def attribution_patching(model: "HookedAudioLM", clean: "AudioBatch", corrupted:
         return x.detach().requires_grad_(True)
 
     def keep(x, hook):
-        x.retain_grad()
         acts[hook.name] = x
         return x
 
     with torch.enable_grad():
         logits = model.run_with_hooks(corrupted, fwd_hooks=[("hook_embed", make_leaf)] + [(n, keep) for n in names])
-        metric(logits).backward()
-    heads = torch.stack([((clean_cache[n] - acts[n].detach()) * acts[n].grad).sum(dim=(0, 1, 3)) for n in names[:n_layers]])
-    resid = torch.stack([((clean_cache[n] - acts[n].detach()) * acts[n].grad).sum(dim=(0, 2)) for n in names[n_layers:]])
+        # autograd.grad, not backward: the (trainable) weights must not collect gradients.
+        grads = dict(zip(names, torch.autograd.grad(metric(logits), [acts[n] for n in names])))
+    heads = torch.stack([((clean_cache[n] - acts[n].detach()) * grads[n]).sum(dim=(0, 1, 3)) for n in names[:n_layers]])
+    resid = torch.stack([((clean_cache[n] - acts[n].detach()) * grads[n]).sum(dim=(0, 2)) for n in names[n_layers:]])
     return Attribution(heads=heads.cpu(), resid=resid.cpu())

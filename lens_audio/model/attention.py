@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
+from transformer_lens import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from lens_audio.model.config import AttentionImplementation
@@ -107,12 +108,16 @@ class AttentionHooks(nn.Module):
 
 
 class TLWeightViews:
-    """TransformerLens-layout views (`W_Q`, `W_K`, `W_V`, `W_O`, `b_*`) of packed projection weights.
+    """TransformerLens-layout views (`W_Q`, `W_K`, `W_V`, `W_O`, `b_*`, `QK`, `OV`) of packed projection weights.
 
     Weights are stored as Hugging Face packs them (`[n_heads * d_head,
-    d_model]`) so plain forwards use one matmul per projection; these
-    properties are views, so in-place edits (e.g. zeroing one head's `W_O`
-    under `torch.no_grad()`) change the model.
+    d_model]`) so plain forwards use one matmul per projection. `W_Q`, `W_O`,
+    `b_Q`, `b_O` and the raw key/value weights `_W_K`, `_W_V`, `_b_K`, `_b_V`
+    (`[n_kv_heads, ...]`) are views, so in-place edits (e.g. zeroing one
+    head's `W_O` under `torch.no_grad()`) change the model. As in
+    TransformerLens, `W_K`, `W_V`, `b_K`, `b_V` are per *query* head
+    (`[n_heads, ...]`, each key/value head repeated for the query heads that
+    share it): copies, so edit `_W_K`/`_W_V` instead.
     """
 
     q_proj: nn.Linear
@@ -130,17 +135,29 @@ class TLWeightViews:
             return torch.zeros(n, proj.out_features // n, dtype=proj.weight.dtype, device=proj.weight.device)
         return einops.rearrange(proj.bias, "(h d) -> h d", h=n)
 
+    def _per_query_head(self, kv: Tensor) -> Tensor:
+        """Key/value head `h // n_rep` serves query head `h` (Hugging Face's `repeat_kv`)."""
+        return kv.repeat_interleave(self.n_heads // self.n_kv_heads, dim=0)
+
     @property
     def W_Q(self) -> Float[Tensor, "head d_model d_head"]:
         return self._w_in(self.q_proj, self.n_heads)
 
     @property
-    def W_K(self) -> Float[Tensor, "kv_head d_model d_head"]:
+    def _W_K(self) -> Float[Tensor, "kv_head d_model d_head"]:
         return self._w_in(self.k_proj, self.n_kv_heads)
 
     @property
-    def W_V(self) -> Float[Tensor, "kv_head d_model d_head"]:
+    def _W_V(self) -> Float[Tensor, "kv_head d_model d_head"]:
         return self._w_in(self.v_proj, self.n_kv_heads)
+
+    @property
+    def W_K(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._per_query_head(self._W_K)
+
+    @property
+    def W_V(self) -> Float[Tensor, "head d_model d_head"]:
+        return self._per_query_head(self._W_V)
 
     @property
     def W_O(self) -> Float[Tensor, "head d_head d_model"]:
@@ -151,15 +168,33 @@ class TLWeightViews:
         return self._b_in(self.q_proj, self.n_heads)
 
     @property
-    def b_K(self) -> Float[Tensor, "kv_head d_head"]:
+    def _b_K(self) -> Float[Tensor, "kv_head d_head"]:
         return self._b_in(self.k_proj, self.n_kv_heads)
 
     @property
-    def b_V(self) -> Float[Tensor, "kv_head d_head"]:
+    def _b_V(self) -> Float[Tensor, "kv_head d_head"]:
         return self._b_in(self.v_proj, self.n_kv_heads)
+
+    @property
+    def b_K(self) -> Float[Tensor, "head d_head"]:
+        return self._per_query_head(self._b_K)
+
+    @property
+    def b_V(self) -> Float[Tensor, "head d_head"]:
+        return self._per_query_head(self._b_V)
 
     @property
     def b_O(self) -> Float[Tensor, "d_model"]:
         if self.o_proj.bias is None:
             return torch.zeros(self.o_proj.out_features, dtype=self.o_proj.weight.dtype, device=self.o_proj.weight.device)
         return self.o_proj.bias
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """`W_Q[h] @ W_K[h].T` per head, [head, d_model, d_model] as a FactoredMatrix (no rotary, no biases)."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """`W_V[h] @ W_O[h]` per head, [head, d_model, d_model] as a FactoredMatrix."""
+        return FactoredMatrix(self.W_V, self.W_O)

@@ -74,6 +74,9 @@ class AudioLMConfig:
     use_attn_result: bool = False
     attn_implementation: AttentionImplementation = "auto"
     model_name: str = "qwen2-audio"
+    tokenizer_name: str | None = None
+    original_architecture: str = "Qwen2AudioForConditionalGeneration"
+    gated_mlp: bool = True
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
 
@@ -141,6 +144,7 @@ class AudioLMConfig:
             pad_token_id=text.pad_token_id,
             eos_token_id=text.eos_token_id,
             model_name=model_name,
+            tokenizer_name=model_name,
         )
 
     def replace(self, **changes: Any) -> "AudioLMConfig":

@@ -24,7 +24,12 @@ from lens_audio.model.kv_cache import LayerKVCache
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with TransformerLens's `hook_scale` ([batch, pos, 1]) and `hook_normalized` (pre-weight)."""
+    """RMSNorm with TransformerLens's `hook_scale` ([batch, pos, 1]) and `hook_normalized` (pre-weight).
+
+    After `fold_ln` its weight is None (TransformerLens's `RMSNormPre`): it only normalises.
+    """
+
+    w: nn.Parameter | None
 
     def __init__(self, d_model: int, eps: float) -> None:
         super().__init__()
@@ -37,7 +42,7 @@ class RMSNorm(nn.Module):
         x32 = x.to(torch.float32)
         scale = self.hook_scale(torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps))
         normalized = self.hook_normalized((x32 / scale).to(x.dtype))
-        return self.w * normalized
+        return normalized if self.w is None else self.w * normalized  # w is None once folded (fold_ln)
 
 
 class RotaryEmbedding:
@@ -126,6 +131,44 @@ class GatedMLP(nn.Module):
     @property
     def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
         return self.down_proj.weight.T
+
+    def _zeros(self, n: int) -> Float[Tensor, "n"]:
+        return torch.zeros(n, dtype=self.down_proj.weight.dtype, device=self.down_proj.weight.device)
+
+    @property
+    def b_in(self) -> Float[Tensor, "d_mlp"]:
+        """Qwen2's MLP has no biases; zeros, as TransformerLens gives for bias-free models."""
+        return self._zeros(self.up_proj.out_features)
+
+    @property
+    def b_gate(self) -> Float[Tensor, "d_mlp"]:
+        return self._zeros(self.gate_proj.out_features)
+
+    @property
+    def b_out(self) -> Float[Tensor, "d_model"]:
+        return self._zeros(self.down_proj.out_features)
+
+
+class Embed(nn.Embedding):
+    """Token embedding; `W_E` [d_vocab, d_model] as in TransformerLens (the parameter stays `embed.weight`)."""
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.weight
+
+
+class Unembed(nn.Linear):
+    """Unembedding; `W_U` [d_model, d_vocab] and `b_U` (zeros: Qwen2's lm_head has no bias) as in TransformerLens."""
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.weight.T
+
+    @property
+    def b_U(self) -> Float[Tensor, "d_vocab"]:
+        if self.bias is not None:
+            return self.bias
+        return torch.zeros(self.out_features, dtype=self.weight.dtype, device=self.weight.device)
 
 
 class DecoderBlock(PreNormBlock):

@@ -1,0 +1,186 @@
+"""TransformerLens idioms give HookedTransformer's answers on HookedAudioLM, each checked against a second computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformer_lens import FactoredMatrix
+
+from lens_audio import HookedAudioLM
+from lens_audio.testing import save_checkpoint, tiny_hf_model
+from tests.conftest import reference_run
+
+GQA = dict(n_heads=4, n_kv_heads=2, n_layers=2)
+
+
+@pytest.fixture(scope="module")
+def hf(processor):
+    return tiny_hf_model(processor, seed=11, **GQA)[0]
+
+
+@pytest.fixture(scope="module")
+def model(hf, processor):
+    return HookedAudioLM.from_hf_model(hf, processor)
+
+
+@pytest.fixture(scope="module")
+def raw(hf, processor):
+    return HookedAudioLM.from_hf_model(hf, processor, fold_ln=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(hf, processor, tmp_path_factory):
+    return save_checkpoint(hf, processor, tmp_path_factory.mktemp("conformance"))
+
+
+# ------------------------------------------------------------------ 1. gradients
+
+
+def test_loaded_parameters_are_trainable(checkpoint, model):
+    loaded = HookedAudioLM.from_pretrained(checkpoint)
+    for m in (loaded, model):
+        assert all(p.requires_grad for p in m.parameters())
+
+
+def test_backward_hook_gradient_equals_autograd(model, two_example_batch):
+    name = "blocks.0.hook_resid_post"
+    captured, grads = {}, {}
+
+    def keep(resid, hook):
+        resid.retain_grad()
+        captured["resid"] = resid
+
+    def record(grad, hook):
+        grads["hook"] = grad.detach().clone()
+
+    with model.hooks(fwd_hooks=[(name, keep)], bwd_hooks=[(name, record)]):
+        model(two_example_batch)[:, -1, 5].sum().backward()
+    model.zero_grad(set_to_none=True)
+    assert grads["hook"].abs().max() > 0
+    assert torch.allclose(grads["hook"], captured["resid"].grad, atol=1e-6)
+    # The same gradient from torch.autograd.grad on a fresh graph.
+    resid = model(two_example_batch, stop_at_layer=1).detach().requires_grad_(True)
+    logits = model.unembed(model.ln_final(model.blocks[1](resid, *_block_args(model, two_example_batch))))
+    (expected,) = torch.autograd.grad(logits[:, -1, 5].sum(), resid)
+    assert torch.allclose(grads["hook"], expected, atol=1e-5)
+
+
+def _block_args(model, batch):
+    state = model.start_decoder(batch.input_ids, batch.attention_mask, batch.input_features, batch.feature_attention_mask)
+    return state.cos_sin, state.allowed
+
+
+# ------------------------------------------------------------------ 2. weight processing
+
+
+def test_folded_model_keeps_transformers_logits(model, raw, hf, two_example_batch):
+    ref, _ = reference_run(hf, two_example_batch)
+    valid = two_example_batch.attention_mask.bool()
+    with torch.no_grad():
+        folded, unfolded = model(two_example_batch), raw(two_example_batch)
+    assert (folded - ref)[valid].abs().max() < 1e-4
+    assert (folded - unfolded)[valid].abs().max() < 1e-4
+    assert model.cfg.normalization_type == "RMSPre" and raw.cfg.normalization_type == "RMS"
+    assert model.ln_final.w is None and raw.ln_final.w is not None
+    assert hf.model.language_model.norm.weight is not None, "folding must not touch the Hugging Face model"
+
+
+def test_normalized_final_stream_times_W_U_is_the_logits(model, raw, two_example_batch):
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(two_example_batch)
+        raw_logits, raw_cache = raw.run_with_cache(two_example_batch)
+    assert (cache["ln_final.hook_normalized"] @ model.W_U + model.b_U - logits).abs().max() < 1e-4
+    # W_U[:, t] is token t's residual direction: the unfolded model needs the norm weight for the same number.
+    assert torch.allclose(model.W_U, raw.W_U * raw.ln_final.w[:, None], atol=1e-6)
+    assert (raw_cache["ln_final.hook_normalized"] @ raw.W_U - raw_logits).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("which", ["model", "raw"])
+def test_logit_attrs_are_exact_folded_or_not(which, model, raw, two_example_batch):
+    m = {"model": model, "raw": raw}[which]
+    tokens = torch.tensor([5, 9])
+    with torch.no_grad():
+        logits, cache = m.run_with_cache(two_example_batch)
+        parts = cache.decompose_resid(pos_slice=-1)
+        attrs = cache.logit_attrs(parts, tokens=tokens, pos_slice=-1)
+    expected = logits[torch.arange(2), -1, tokens]
+    assert (attrs.sum(0) - expected).abs().max() < 1e-4
+
+
+def test_center_unembed_and_fold_value_biases_keep_log_probs(hf, processor, raw, two_example_batch):
+    processed = HookedAudioLM.from_hf_model(hf, processor, center_unembed=True, fold_value_biases=True)
+    valid = two_example_batch.attention_mask.bool()
+    with torch.no_grad():
+        got, want = processed(two_example_batch), raw(two_example_batch)
+    assert (got.log_softmax(-1) - want.log_softmax(-1))[valid].abs().max() < 1e-4
+    assert (got - want)[valid].abs().max() > 1e-3, "centering W_U shifts logits by a constant per position"
+    assert processed.W_U.mean(-1).abs().max() < 1e-5
+    assert processed.b_V.abs().max() == 0 and processed.b_O.abs().max() > 0
+    expected_b_O = torch.einsum("lhd,lhdm->lm", raw.b_V, raw.W_O)
+    assert torch.allclose(processed.b_O, expected_b_O, atol=1e-5)
+
+
+def test_from_pretrained_no_processing_keeps_checkpoint_weights(checkpoint, raw):
+    loaded = HookedAudioLM.from_pretrained_no_processing(checkpoint)
+    assert loaded.cfg.normalization_type == "RMS"
+    assert torch.equal(loaded.blocks[1].ln2.w, raw.blocks[1].ln2.w)
+    assert torch.equal(loaded.W_U, raw.W_U)
+
+
+# ------------------------------------------------------------------ 3. grouped-query layout
+
+
+def test_key_value_weights_are_per_query_head(model, two_example_batch):
+    attn = model.blocks[1].attn
+    n_rep = model.cfg.n_heads // model.cfg.n_key_value_heads
+    assert attn.W_K.shape[0] == attn.W_V.shape[0] == attn.b_K.shape[0] == model.cfg.n_heads
+    assert attn._W_K.shape[0] == model.cfg.n_key_value_heads
+    with torch.no_grad():
+        _, cache = model.run_with_cache(two_example_batch)
+    x = cache["blocks.1.ln1.hook_normalized"]
+    for h in range(model.cfg.n_heads):
+        k = x @ attn.W_K[h] + attn.b_K[h]
+        v = x @ attn.W_V[h] + attn.b_V[h]
+        assert (k - cache["k", 1][:, :, h // n_rep]).abs().max() < 1e-4
+        assert (v - cache["v", 1][:, :, h // n_rep]).abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------ 4. weight-analysis surface
+
+
+def test_factored_circuits_equal_their_products(model):
+    assert isinstance(model.OV, FactoredMatrix) and isinstance(model.blocks[0].attn.QK, FactoredMatrix)
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            ov = model.W_V[layer, head] @ model.W_O[layer, head]
+            qk = model.W_Q[layer, head] @ model.W_K[layer, head].T
+            assert torch.allclose(model.OV[layer, head].AB, ov, atol=1e-6)
+            assert torch.allclose(model.QK[layer, head].AB, qk, atol=1e-6)
+            assert torch.allclose(model.blocks[layer].attn.OV[head].AB, ov, atol=1e-6)
+
+
+def test_stacked_weights_match_the_blocks(model):
+    attn, mlp = model.blocks[1].attn, model.blocks[1].mlp
+    assert torch.equal(model.W_in[1], mlp.up_proj.weight.T) and torch.equal(model.W_gate[1], mlp.gate_proj.weight.T)
+    assert torch.equal(model.W_out[1], mlp.down_proj.weight.T) and torch.equal(model.b_Q[1], attn.b_Q)
+    assert model.b_in.shape == (2, model.cfg.d_mlp) and model.b_out.abs().max() == 0
+    assert model.embed.W_E is model.embed.weight and torch.equal(model.unembed.W_U, model.W_U)
+    assert model.cfg.gated_mlp and model.cfg.original_architecture == "Qwen2AudioForConditionalGeneration"
+    assert model.cfg.tokenizer_name
+
+
+@pytest.mark.parametrize("fold_value_biases", [False, True])
+def test_full_resid_decomposition_sums_to_the_final_residual(hf, processor, two_example_batch, fold_value_biases):
+    m = HookedAudioLM.from_hf_model(hf, processor, fold_value_biases=fold_value_biases)
+    with torch.no_grad():
+        _, cache = m.run_with_cache(two_example_batch)
+        parts, labels = cache.get_full_resid_decomposition(return_labels=True)
+    assert labels[-1] == "bias" and len(labels) == m.cfg.n_layers * (m.cfg.n_heads + m.cfg.d_mlp) + 2
+    assert (parts.sum(0) - cache["resid_post", m.cfg.n_layers - 1]).abs().max() < 1e-4
+    assert torch.allclose(m.accumulated_bias(m.cfg.n_layers), m.b_O.sum(0))
+
+
+def test_to_dtype_updates_cfg(hf, processor):
+    m = HookedAudioLM.from_hf_model(hf, processor, fold_ln=False)
+    m.to(torch.float64)
+    assert m.cfg.dtype == torch.float64 and m.W_U.dtype == torch.float64
