@@ -33,18 +33,70 @@ def _styled(fig: go.Figure, title: str, width: int = 760, height: int = 520) -> 
     return fig
 
 
-def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hover: str = "value") -> go.Figure:
-    """A layer x head map (e.g. correlation r, ablation effect, patching); diverging colours centred on 0."""
+def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hover: str = "value",
+                 blank_reason: str = "undefined (no variance across examples)") -> go.Figure:
+    """A layer x head map (e.g. correlation r, ablation effect, patching); diverging colours centred on 0.
+
+    NaN cells stay blank; their hover text and a note under the map give `blank_reason`.
+    """
     z = np.asarray(values, dtype=float)
     limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    text = np.where(np.isnan(z), blank_reason, np.vectorize(lambda v: f"{hover} {v:.3f}")(np.nan_to_num(z)))
     fig = go.Figure(go.Heatmap(
         z=z, x=[f"H{h}" for h in range(z.shape[1])], y=[f"L{l}" for l in range(z.shape[0])],
         colorscale=DIVERGING if diverging else SEQUENTIAL, zmid=0 if diverging else None,
-        zmin=-limit if diverging else None, zmax=limit if diverging else None,
-        colorbar=dict(title=colorbar), hovertemplate=f"layer %{{y}}, head %{{x}}<br>{hover} %{{z:.3f}}<extra></extra>",
+        zmin=-limit if diverging else None, zmax=limit if diverging else None, text=text,
+        colorbar=dict(title=colorbar), hovertemplate="layer %{y}, head %{x}<br>%{text}<extra></extra>",
     ))
     fig.update_xaxes(title_text="head")
     fig.update_yaxes(title_text="layer", autorange="reversed")
+    blanks = int(np.isnan(z).sum())
+    if blanks:
+        fig.add_annotation(text=f"{blanks} blank cell{'s' if blanks > 1 else ''}: {blank_reason}", xref="paper", yref="paper",
+                           x=0, y=-0.16, showarrow=False, xanchor="left", font=dict(size=12, color="#555"))
+    return _styled(fig, title)
+
+
+def grouped_points(groups: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+                   title: str, x_title: str, y_title: str) -> go.Figure:
+    """Categorical comparison: one dot per (group, series) with CI whiskers, series side by side so every one shows.
+
+    `series[name] = (values, lows, highs)`, one entry per group.
+    """
+    fig = go.Figure()
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    width = 0.6 / max(1, len(series))
+    for n, (name, (values, lows, highs)) in enumerate(series.items()):
+        x = [g + (n - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        values, lows, highs = np.asarray(values, float), np.asarray(lows, float), np.asarray(highs, float)
+        fig.add_trace(go.Scatter(
+            x=x, y=values, mode="markers", name=name, marker=dict(size=11, color=colours[n % len(colours)]),
+            error_y=dict(type="data", symmetric=False, array=highs - values, arrayminus=values - lows, thickness=1.5, width=4),
+            customdata=np.stack([lows, highs], 1), text=list(groups),
+            hovertemplate=f"{name}, %{{text}}<br>%{{y:.1f}} [%{{customdata[0]:.1f}}, %{{customdata[1]:.1f}}]<extra></extra>",
+        ))
+    fig.update_xaxes(title_text=x_title, tickmode="array", tickvals=list(range(len(groups))), ticktext=list(groups))
+    fig.update_yaxes(title_text=y_title)
+    fig.update_layout(legend=dict(orientation="h", y=-0.2))
+    return _styled(fig, title)
+
+
+def control_distribution_plot(accuracies: Sequence[float], specialists: float, percentile: float, title: str,
+                              label: str = "accuracy (%)", matched: Sequence[float] | None = None) -> go.Figure:
+    """Histogram of the random-head draws' accuracy with the specialists as a vertical line (and their percentile)."""
+    fig = go.Figure()
+    fig.add_trace(go.Histogram(x=list(accuracies), name=f"random heads ({len(accuracies)} draws)", marker_color="#7f7f7f", opacity=0.75,
+                               hovertemplate="%{x}: %{y} draws<extra></extra>"))
+    if matched is not None:
+        fig.add_trace(go.Histogram(x=list(matched), name=f"layer-matched ({len(matched)} draws)", marker_color="#1f77b4", opacity=0.5,
+                                   hovertemplate="%{x}: %{y} draws<extra></extra>"))
+    low, high = np.quantile(accuracies, [0.05, 0.95])
+    fig.add_vrect(x0=low, x1=high, fillcolor="#7f7f7f", opacity=0.12, line_width=0, annotation_text="5-95%", annotation_position="top left")
+    fig.add_vline(x=specialists, line=dict(color="#d62728", width=3),
+                  annotation_text=f"specialists {specialists:.1f}% (percentile {percentile:.0f})", annotation_position="top right")
+    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title_text=label)
+    fig.update_yaxes(title_text="draws")
     return _styled(fig, title)
 
 

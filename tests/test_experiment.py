@@ -4,28 +4,69 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from lens_audio import cli
+from lens_audio.evaluation.results import ExperimentResult
 from lens_audio.workshop.benchmark import write_benchmark
 
 
 def test_stages_run_and_share_their_files(tmp_path, capsys):
     bench = write_benchmark(tmp_path / "bench", seed=5, n_clips=12, progress=False) / "workshop.json"
-    common = ["--benchmark", str(bench), "--out", str(tmp_path / "run"), "--betas", "0.5", "1.0", "--k-heads", "2"]
+    common = ["--benchmark", str(bench), "--out", str(tmp_path / "run"), "--betas", "0.5", "1.0", "--k-heads", "2", "--draws", "30"]
     assert cli.main(["experiment", *common, "--json", str(tmp_path / "all.json")]) == 0
-    result = json.loads((tmp_path / "all.json").read_text())
-    assert set(result["test"]) == {"baseline", "steered", "random_control"}
-    assert result["dev"]["best_beta"] in (0.5, 1.0) and len(result["specialist_heads"]) == 2
-    assert {(h["layer"], h["head"]) for h in result["specialist_heads"]}.isdisjoint({(h["layer"], h["head"]) for h in result["control_heads"]})
+    result = ExperimentResult.from_json(json.loads((tmp_path / "all.json").read_text()))
+    assert set(result.test) == {"baseline", "steered", "random_control"}
+    assert result.beta in (0.5, 1.0) and len(result.heads.specialists) == 2 and result.profile.n_random_draws == 30
+    assert set(result.heads.specialists).isdisjoint(result.heads.control)
     test_items = 3 * 6  # half the clips are test, three hint conditions each
-    assert result["test"]["baseline"]["total"]["n"] == test_items
+    assert result.test["baseline"]["total"]["n"] == test_items
+    # the paired comparison agrees with the two runs' tables
+    paired = result.paired["steered vs baseline (all)"]
+    assert paired.accuracy_a == pytest.approx(result.test["steered"]["total"]["accuracy"], abs=0.01)
+    assert paired.accuracy_b == pytest.approx(result.test["baseline"]["total"]["accuracy"], abs=0.01)
+    control = result.control
+    assert len(control.draws) == 30 and all(not set(d) & set(result.heads.specialists) for d in control.draws)
+    assert control.specialists_accuracy == pytest.approx(result.test["steered"]["hint"]["conflicting"]["accuracy"], abs=0.01)
+    assert not result.notes  # the fast path agreed with the steered run on every test item
+    assert set(result.layer_spread.accuracy_by_layer) == set(range(6))
+    assert "gate=signal" in result.options and "steering_source=head_outputs" in result.options
+    assert json.dumps(result.to_json()) == json.dumps(ExperimentResult.from_json(result.to_json()).to_json())
     files = {f.name for f in (tmp_path / "run").iterdir()}
-    assert {"calibration-baseline.jsonl", "head_correlation.json", "dev-steered-beta0.5.jsonl", "test-baseline.jsonl", "results.json"} <= files
+    assert {"calibration-baseline.jsonl", "dev-steered-beta0.5.jsonl", "test-baseline.jsonl"} <= files
     before = (tmp_path / "run" / "test-baseline.jsonl").read_text()
     capsys.readouterr()
-    assert cli.main(["evaluate", *common, "--beta", str(result["dev"]["best_beta"]), "--json", str(tmp_path / "eval.json")]) == 0
+    assert cli.main(["evaluate", *common, "--beta", str(result.beta), "--json", str(tmp_path / "eval.json")]) == 0
     assert (tmp_path / "run" / "test-baseline.jsonl").read_text() == before  # reused, not recomputed
-    assert json.loads((tmp_path / "eval.json").read_text())["test"] == result["test"]
+    assert json.loads((tmp_path / "eval.json").read_text())["test"] == result.test
     assert cli.main(["select-heads", *common]) == 0 and "random control:" in capsys.readouterr().out
+
+
+def test_experiment_result_round_trips_through_json(tmp_path):
+    from lens_audio.analysis.heads import correlate_heads
+    from lens_audio.analysis.statistics import control_distribution, max_r_permutation, mcnemar, signal_validity
+    from lens_audio.evaluation.profile import profile_for
+    from lens_audio.evaluation.results import BetaSweep, HeadSelection, LayerSpread
+
+    rng = np.random.default_rng(0)
+    mass, correct = rng.random((40, 3, 2)), rng.random(40) < 0.7
+    mass[:, 0, 0] = 0.2  # a constant head: NaN r must survive the round trip
+    selection = HeadSelection(correlate_heads(mass, correct, n_bootstrap=20), max_r_permutation(mass, correct, 50), [(1, 0), (2, 1)],
+                              [(0, 1), (1, 1)], 0.3, int((~correct).sum()))
+    draws = [[(0, 1), (1, 1)]] * 5
+    result = ExperimentResult(
+        "m", profile_for("workshop"), selection, BetaSweep({"accuracy": 50.0, "n": 4, "ci": [0.0, 100.0]}, {0.5: {"accuracy": 75.0, "n": 4, "ci": [25.0, 100.0]}}, 0.5),
+        {"baseline": {"total": {"accuracy": 50.0, "n": 4, "ci": [0.0, 100.0]}}}, {"s vs b": mcnemar(correct, ~correct)},
+        control_distribution(correct[:10], rng.random((5, 10)) < 0.5, draws), None, {"dev": {"all": signal_validity(mass[:, 1, 0], correct)}},
+        LayerSpread("conflicting", 0.5, {0: 50.0, 1: 70.0}), {"gate=signal": {"0.5": 60.0}}, mass.mean(0), ["a note"],
+    )
+    result.save(tmp_path / "r.json")
+    back = ExperimentResult.load(tmp_path / "r.json")
+    assert back.to_json() == result.to_json()
+    assert back.profile.prompt is result.profile.prompt  # the workshop's prompt function, restored by name
+    assert np.isnan(back.heads.correlation.r[0, 0]) and back.layer_spread.spread == 20.0
+    assert back.control.draws == result.control.draws and back.heads.specialists == [(1, 0), (2, 1)]
 
 
 def test_figures_command_writes_every_figure_and_the_report(tmp_path):

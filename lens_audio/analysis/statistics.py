@@ -118,7 +118,7 @@ def pearson_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         numerator, y_ss = xc.T @ yc, (yc**2).sum()
     else:  # several label vectors at once: `[n, p]` -> `[p, m]`
         numerator, y_ss = yc.T @ xc, (yc**2).sum(0)[:, None]
-    denominator = np.sqrt((xc**2).sum(0) * y_ss)
+    denominator = np.sqrt((xc**2).sum(0) * y_ss) * (np.ptp(x, axis=0) > 0)  # exactly constant columns: no r (not rounding noise)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
 
@@ -155,6 +155,8 @@ def max_r_permutation(audio_mass: np.ndarray, correct: np.ndarray, n_permutation
     y = np.asarray(correct, dtype=float)
     flat = mass.reshape(mass.shape[0], -1)
     observed = np.abs(pearson_columns(flat, y))
+    if not np.isfinite(observed).any():  # constant correctness (or heads): no r, nothing to test
+        return MaxRNull(float("nan"), 1.0, np.full(mass.shape[1:], np.nan), 0, float("nan"))
     rng = np.random.default_rng(seed)
     maxima = []
     for start in range(0, n_permutations, 250):  # label permutations in chunks: one matrix product each

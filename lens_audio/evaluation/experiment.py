@@ -1,160 +1,321 @@
-"""The paper's experiment end to end: listening signals, specialist heads, beta sweep, steered test.
+"""The paper's experiment end to end, as one typed object: `Experiment(model, items, profile, out).run_all()` -> `ExperimentResult`.
 
-1. **Calibration**: baseline run with listening signals; Pearson r of each
-   head's audio attention with correctness; the top-k heads are the audio
-   specialists, and k random heads (seeded, specialists excluded) the control.
-2. **Dev**: adaptive audio-minus-silence steering from the specialists' layers
-   for each beta; the beta with the best pooled dev accuracy is kept (ties go
-   to the smaller beta).
-3. **Test**: baseline, steered and random-control with that beta.
+1. **Calibration**: baseline run with listening signals; Pearson r of each head's audio attention
+   with correctness (bootstrap and Fisher-z CIs, a permutation null for the maximum |r| over all
+   heads); the top-k heads are the audio specialists, k seeded random heads the paper's control.
+2. **Dev**: steering from the specialists for each beta; the best pooled dev accuracy is kept
+   (ties go to the smaller beta). Also on dev: the single-layer spread (each layer's direction
+   alone) and the method options the paper leaves open (layer convention, head-output steering,
+   signal-gated beta), on the focus items (conflicting hints, where items have hints).
+3. **Test**: baseline, steered and the seeded control at that beta, with paired statistics
+   (exact McNemar, bootstrap CI of the difference clustered by clip); the random-head control as a
+   distribution of `n_random_draws` seeded draws (and a layer-matched one); the held-out validity of
+   the listening signal (r of the specialists' mass with correctness, dev and test, per condition).
 
-Heads and beta are chosen on calibration and dev only, never on test. Every
-run is a resumable JSON-lines file under `out_dir`, so an interrupted
-experiment picks up where it stopped.
+Heads and beta are chosen on calibration and dev only. Runs of the benchmark are resumable
+JSON-lines files under `out_dir` (for resuming only: results travel as objects). The control
+distribution, the layer spread and the options use `FastSteering` in choice mode with
+single-token options (seconds); otherwise real steered runs, one per distinct layer set.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import torch
 
-from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
-from lens_audio.analysis.steering import adaptive_steering, layers_of
-from lens_audio.evaluation.report import accuracy_with_ci, grouped_accuracy, mmau_report
+from lens_audio.analysis.heads import correlate_heads
+from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.statistics import (
+    ControlDistribution,
+    control_distribution,
+    max_r_permutation,
+    mcnemar,
+    random_head_draws,
+    signal_validity,
+)
+from lens_audio.analysis.steering import adaptive_direction, gated_beta, head_output_direction, layers_of, steering_hooks
+from lens_audio.evaluation.fast_steering import FastSteering
+from lens_audio.evaluation.profile import ExperimentProfile
+from lens_audio.evaluation.report import accuracy_with_ci
+from lens_audio.evaluation.results import BetaSweep, ExperimentResult, HeadSelection, LayerSpread, RunResult, head_label
 from lens_audio.evaluation.runner import run_benchmark
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
+Heads = Sequence[tuple[int, int]]
 
-@dataclass
-class ExperimentSettings:
-    template: str = "workshop"
-    mode: str = "choice"
-    k_heads: int = 4
-    betas: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
-    seed: int = 0
-    batch_size: int = 16
-    max_new_tokens: int = 32
-    splits: dict[str, str] = field(default_factory=lambda: {"calibration": "calibration", "dev": "dev", "test": "test"})
+
+def cluster_of(item: dict[str, Any]) -> str:
+    """The clip group of an item (`clip_id`, else its audio, else its id): bootstrap resamples whole groups."""
+    if item.get("clip_id") is not None:
+        return str(item["clip_id"])
+    return json.dumps(item.get("audio_id", item["id"]))
 
 
 class Experiment:
-    """The experiment's stages over one model, benchmark and output folder; each stage resumes from its files.
+    """The experiment's stages over one model, benchmark and output folder; each stage resumes from its run files."""
 
-    Files in `out_dir`: `{split}-baseline.jsonl` (with listening signals), `head_correlation.json`,
-    `dev-steered-beta{b}.jsonl`, `test-steered-beta{b}.jsonl`, `test-random-beta{b}.jsonl`, `results.json`.
-    """
-
-    def __init__(self, model: "HookedAudioLM", items: Sequence[dict[str, Any]], settings: ExperimentSettings, out_dir: str | Path, progress: bool = True) -> None:
-        self.model, self.items, self.settings, self.progress = model, items, settings, progress
+    def __init__(self, model: "HookedAudioLM", items: Sequence[dict[str, Any]], profile: ExperimentProfile,
+                 out_dir: str | Path, progress: bool = True) -> None:
+        self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self._heads: HeadSelection | None = None
+        self._fast: dict[str, FastSteering] = {}
 
+    # --- runs ---------------------------------------------------------------------------------------------
     def split(self, name: str) -> list[dict[str, Any]]:
-        rows = [i for i in self.items if i.get("split") == self.settings.splits[name]]
+        rows = [i for i in self.items if i.get("split") == self.profile.splits[name]]
         if not rows:
-            raise ValueError(f"the benchmark has no items with split {self.settings.splits[name]!r} (MMAU 'split' field) for the {name} stage.")
+            raise ValueError(f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the {name} stage.")
         return rows
 
-    def run(self, rows: Sequence[dict[str, Any]], name: str, steering=None, listening: bool = False) -> list[dict[str, Any]]:
-        s = self.settings
-        return run_benchmark(self.model, rows, self.out / f"{name}.jsonl", template=s.template, mode=s.mode, steering=steering,
-                             batch_size=s.batch_size, max_new_tokens=s.max_new_tokens, listening=listening, progress=self.progress, description=name)
+    def run(self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False) -> RunResult:
+        p = self.profile
+        return run_benchmark(self.model, rows, None if name is None else self.out / f"{name}.jsonl", template=p.prompt, mode=p.mode,
+                             steering=steering, batch_size=p.batch_size, max_new_tokens=p.max_new_tokens, listening=listening,
+                             progress=self.progress, description=name or "steering")
 
-    def listen(self, split: str = "calibration") -> list[dict[str, Any]]:
+    def listen(self, split: str = "calibration") -> RunResult:
         """Baseline run of a split with every item's listening signal."""
         return self.run(self.split(split), f"{split}-baseline", listening=True)
 
-    def select_heads(self) -> HeadCorrelation:
-        """Correlate calibration listening signals with correctness; saved to head_correlation.json."""
-        records = self.listen("calibration")
-        heads = correlate_heads(np.array([r["listening"] for r in records]), np.array([r["correct"] for r in records]),
-                                seed=self.settings.seed, model_name=self.model.cfg.model_name)
-        heads.save(self.out / "head_correlation.json")
-        return heads
+    # --- calibration --------------------------------------------------------------------------------------
+    def select_heads(self) -> HeadSelection:
+        """Correlate calibration listening signals with correctness; pick the specialists and the seeded control."""
+        if self._heads is not None:
+            return self._heads
+        p = self.profile
+        run = self.listen("calibration")
+        correlation = correlate_heads(run.listening, run.correct, n_bootstrap=p.n_bootstrap // 2, seed=p.seed, model_name=self.model.cfg.model_name)
+        specialists = correlation.top_k(p.k_heads)
+        control = correlation.random_heads(p.k_heads, seed=p.seed, exclude=specialists)
+        mass = self.specialist_mass(run, specialists)
+        reference = float(mass[run.correct].mean()) if run.correct.any() else float(mass.mean())
+        null = max_r_permutation(run.listening, run.correct, p.n_permutations, seed=p.seed)
+        self._heads = HeadSelection(correlation, null, specialists, control, reference, int((~run.correct).sum()))
+        return self._heads
 
-    def heads(self) -> tuple[HeadCorrelation, list[tuple[int, int]], list[tuple[int, int]]]:
-        """The saved correlation (computed if missing), the top-k specialists and the seeded random control."""
-        path = self.out / "head_correlation.json"
-        heads = HeadCorrelation.load(path) if path.exists() else self.select_heads()
-        specialists = heads.top_k(self.settings.k_heads)
-        return heads, specialists, heads.random_heads(self.settings.k_heads, seed=self.settings.seed, exclude=specialists)
+    @staticmethod
+    def specialist_mass(run: RunResult, heads: Heads) -> np.ndarray:
+        """`[item]` mean final-token audio mass of `heads` (the listening signal the method reads)."""
+        return np.mean([run.listening[:, layer, head] for layer, head in heads], axis=0)
 
-    def sweep_beta(self) -> dict[str, Any]:
-        """Dev accuracy of adaptive steering from the specialists' layers for each beta; the best (ties: smaller) is kept."""
-        _, specialists, _ = self.heads()
-        sweep = {beta: accuracy_with_ci([r["correct"] for r in self.run(self.split("dev"), f"dev-steered-beta{beta}", adaptive_steering(layers_of(specialists), beta))])
-                 for beta in self.settings.betas}
-        baseline = accuracy_with_ci([r["correct"] for r in self.listen("dev")])
-        best = max(self.settings.betas, key=lambda b: (sweep[b]["accuracy"], -b))
-        return {"baseline": baseline, "steered_by_beta": {str(b): v for b, v in sweep.items()}, "best_beta": best}
+    # --- steering -----------------------------------------------------------------------------------------
+    def steering(self, heads: Heads, beta: float, **option):
+        """The runner's steering function for `heads` under the profile's options (source, layer convention, gate)."""
+        p, selection = self.profile.replace(**option), self.select_heads()
 
-    def evaluate(self, beta: float) -> dict[str, Any]:
-        """Test tables for the baseline, the specialists' steering and the random-head control at `beta`."""
-        _, specialists, control = self.heads()
+        def make_hooks(model, batch, start=-1):
+            if p.steering_source == "head_outputs":
+                direction = head_output_direction(model, batch, heads)
+            else:
+                direction = adaptive_direction(model, batch, layers_of(heads), p.site)
+            if p.gate == "signal":
+                mass = listening_signal(model, batch).audio_mass
+                mass = torch.stack([mass[:, l, h] for l, h in selection.specialists]).mean(0).to(direction)
+                direction = direction * gated_beta(1.0, mass, selection.reference_mass)[:, None]
+            return steering_hooks(model, direction, beta, None, start)
+
+        return make_hooks
+
+    def fast(self, split: str) -> FastSteering | None:
+        """The split's fast steering states, or None where the fast path does not apply (generation, multi-token options)."""
+        rows = self.split(split)
+        if not FastSteering.applies(self.model, rows, self.profile.mode):
+            return None
+        if split not in self._fast:
+            heads = split == "dev" or self.profile.steering_source == "head_outputs"
+            self._fast[split] = FastSteering.collect(self.model, rows, self.profile.prompt, self.profile.batch_size, heads=heads)
+        return self._fast[split]
+
+    def fast_correct(self, fast: FastSteering, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
+        """`[item]` correctness of steering from `heads` at `beta` on `split` by the fast path; `option` overrides the profile's."""
+        p = self.profile.replace(**option)
+        direction = fast.head_direction(heads) if p.steering_source == "head_outputs" else fast.layer_direction(layers_of(heads), p.site)
+        scale: float | torch.Tensor = beta
+        if p.gate == "signal":
+            selection = self.select_heads()
+            mass = torch.as_tensor(self.specialist_mass(self.listen(split), selection.specialists)).to(direction)
+            scale = gated_beta(beta, mass, selection.reference_mass)
+        return fast.correct(direction, scale)
+
+    def steered_correct(self, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
+        """Correctness of steering from `heads`: fast path where it applies, else a real (resumable) run per layer set."""
+        fast = self.fast(split)
+        if fast is not None:
+            return self.fast_correct(fast, split, heads, beta, **option)
+        p = self.profile.replace(**option)
+        key = "-".join(map(head_label, sorted(heads))) if p.steering_source == "head_outputs" else "L" + "-".join(map(str, layers_of(heads)))
+        name = f"{split}-steered-{key}-{p.steering_source}-{p.layer_convention}-{p.gate or 'fixed'}-beta{beta}"
+        return self.run(self.split(split), name, self.steering(heads, beta, **option)).correct
+
+    # --- dev ----------------------------------------------------------------------------------------------
+    def sweep_beta(self) -> BetaSweep:
+        """Dev accuracy of steering from the specialists for each beta; the best (ties: smaller) is kept."""
+        specialists = self.select_heads().specialists
+        sweep = {beta: accuracy_with_ci(self.run(self.split("dev"), f"dev-steered-beta{beta}", self.steering(specialists, beta)).correct)
+                 for beta in self.profile.betas}
+        best = max(self.profile.betas, key=lambda b: (sweep[b]["accuracy"], -b))
+        return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best)
+
+    def focus(self, run: RunResult) -> tuple[np.ndarray, str]:
+        """Index of the items the controls are measured on (the profile's focus condition where items have hints) and its name."""
+        conditions = np.array(run.conditions)
+        chosen = conditions == self.profile.focus_condition
+        return (np.nonzero(chosen)[0], self.profile.focus_condition) if chosen.any() else (np.arange(len(run)), "all")
+
+    def layer_spread(self, beta: float) -> LayerSpread:
+        """Dev focus accuracy of steering from each single layer (the check that head selection *can* matter)."""
+        index, name = self.focus(self.listen("dev"))
+        by_layer = {layer: float(100 * self.steered_correct("dev", [(layer, 0)], beta, steering_source="residual")[index].mean()) for layer in range(self.model.cfg.n_layers)}
+        return LayerSpread(name, beta, by_layer)
+
+    def options(self) -> dict[str, dict[str, float]]:
+        """Dev focus accuracy (percent) by beta of the specialists' steering under each method option (fast path only)."""
+        fast = self.fast("dev")
+        if fast is None:
+            return {}
+        index, _ = self.focus(self.listen("dev"))
+        specialists = self.select_heads().specialists
+        variants = {"profile": {}, "layer_convention=resid_post": {"layer_convention": "resid_post"},
+                    "layer_convention=hf_hidden_states": {"layer_convention": "hf_hidden_states"},
+                    "steering_source=head_outputs": {"steering_source": "head_outputs"}, "gate=signal": {"gate": "signal"}}
+        table = {name: {str(b): float(100 * self.fast_correct(fast, "dev", specialists, b, **o)[index].mean()) for b in self.profile.betas}
+                 for name, o in variants.items()}
+        table["baseline"] = {"0": float(100 * self.listen("dev").correct[index].mean())}
+        return table
+
+    # --- test ---------------------------------------------------------------------------------------------
+    def evaluate(self, beta: float) -> tuple[dict[str, RunResult], dict[str, Any]]:
+        """Test runs (baseline, steered, seeded random control) at `beta` and their paired comparisons."""
+        selection = self.select_heads()
         test = self.split("test")
         runs = {
             "baseline": self.listen("test"),
-            "steered": self.run(test, f"test-steered-beta{beta}", adaptive_steering(layers_of(specialists), beta)),
-            "random_control": self.run(test, f"test-random-beta{beta}", adaptive_steering(layers_of(control), beta)),
+            "steered": self.run(test, f"test-steered-beta{beta}", self.steering(selection.specialists, beta)),
+            "random_control": self.run(test, f"test-random-beta{beta}", self.steering(selection.control, beta)),
         }
-        return {name: _tables(records) for name, records in runs.items()}
+        clusters = np.array([cluster_of(i) for i in test], dtype=object)
+        index, name = self.focus(runs["baseline"])
+        paired = {}
+        for a, b in (("steered", "baseline"), ("steered", "random_control")):
+            for subset, rows in (("all", np.arange(len(test))), (name, index)):
+                paired[f"{a} vs {b} ({subset})"] = mcnemar(runs[a].correct[rows], runs[b].correct[rows], list(clusters[rows]), (a, b),
+                                                          self.profile.n_bootstrap, seed=self.profile.seed)
+        return runs, paired
 
-    def run_all(self) -> dict[str, Any]:
-        heads = self.select_heads()
+    def control_distributions(self, beta: float) -> tuple[ControlDistribution, ControlDistribution | None]:
+        """The specialists against `n_random_draws` seeded random draws (and layer-matched draws) on the test focus items."""
+        p, selection = self.profile, self.select_heads()
+        baseline = self.listen("test")
+        index, name = self.focus(baseline)
+        clusters = [cluster_of(i) for i in np.array(self.split("test"), dtype=object)[index]]
+        conditions = np.array(baseline.conditions)
+        ours = self.steered_correct("test", selection.specialists, beta)
+        memo: dict[tuple, np.ndarray] = {}
+
+        def distribution(draws, matched: bool) -> ControlDistribution:
+            rows = []
+            for draw in draws:
+                key = tuple(sorted(draw)) if p.steering_source == "head_outputs" else tuple(layers_of(draw))
+                if key not in memo:
+                    memo[key] = self.steered_correct("test", draw, beta)
+                rows.append(memo[key])
+            matrix = np.stack(rows)
+            result = control_distribution(ours[index], matrix[:, index], draws, clusters, name, matched, p.seed)
+            result.by_condition = {c: {"specialists": float(100 * ours[conditions == c].mean()),
+                                       "median": float(np.median(100 * matrix[:, conditions == c].mean(1))),
+                                       "q05": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.05)),
+                                       "q95": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.95))}
+                                   for c in sorted(set(conditions))}
+            return result
+
+        shape = selection.correlation.shape
+        draws = random_head_draws(*shape, p.k_heads, p.n_random_draws, p.seed, exclude=selection.specialists)
+        plain = distribution(draws, False)
+        matched = None
+        if p.layer_matched_control:
+            try:
+                matched_draws = random_head_draws(*shape, p.k_heads, p.n_random_draws, p.seed, selection.specialists, selection.specialists)
+                matched = distribution(matched_draws, True)
+            except ValueError:  # a specialists' layer has no other head to swap in
+                matched = None
+        return plain, matched
+
+    def validity(self) -> dict[str, dict[str, Any]]:
+        """r of the specialists' mean final-token audio mass with correctness on dev and test, per hint condition and pooled."""
+        specialists = self.select_heads().specialists
+        table = {}
+        for split in ("dev", "test"):
+            run = self.listen(split)
+            mass, correct, conditions = self.specialist_mass(run, specialists), run.correct, np.array(run.conditions)
+            table[split] = {"all": signal_validity(mass, correct)}
+            if len(set(conditions)) > 1:
+                table[split].update({c: signal_validity(mass[conditions == c], correct[conditions == c]) for c in sorted(set(conditions))})
+        return table
+
+    def run_all(self) -> ExperimentResult:
+        selection = self.select_heads()
         dev = self.sweep_beta()
-        _, specialists, control = self.heads()
-        result = {
-            "settings": {**asdict(self.settings), "betas": list(self.settings.betas)},
-            "model": self.model.cfg.model_name,
-            "specialist_heads": [_describe(heads, h) for h in specialists],
-            "specialist_layers": layers_of(specialists),
-            "control_heads": [_describe(heads, h) for h in control],
-            "control_layers": layers_of(control),
-            "dev": dev,
-            "test": self.evaluate(dev["best_beta"]),
-        }
-        (self.out / "results.json").write_text(json.dumps(result, indent=1))
-        return result
+        runs, paired = self.evaluate(dev.best_beta)
+        control, matched = self.control_distributions(dev.best_beta)
+        notes = []
+        if self.fast("test") is not None:
+            real = runs["steered"].correct
+            fast = self.steered_correct("test", selection.specialists, dev.best_beta)
+            if (real != fast).any():
+                notes.append(f"fast path and steered run disagree on {int((real != fast).sum())} test items (float ties)")
+        else:
+            notes.append("control distribution, layer spread: real steered runs (no fast path in this mode); options not measured")
+        return ExperimentResult(
+            model=self.model.cfg.model_name, profile=self.profile, heads=selection, dev=dev,
+            test={name: run.tables() for name, run in runs.items()}, paired=paired, control=control, layer_matched_control=matched,
+            validity=self.validity(), layer_spread=self.layer_spread(dev.best_beta), options=self.options(),
+            audio_mass=runs["baseline"].listening.mean(0), notes=notes,
+        )
 
 
-def run_experiment(model: "HookedAudioLM", items: Sequence[dict[str, Any]], settings: ExperimentSettings, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """All stages: calibration heads, dev beta, test baseline / steered / random control."""
-    return Experiment(model, items, settings, out_dir, progress).run_all()
-
-
-def _describe(heads, head: tuple[int, int]) -> dict[str, Any]:
-    layer, index = head
-    return {"layer": layer, "head": index, "r": round(float(heads.r[layer, index]), 4), "p": float(heads.p_value[layer, index]),
-            "ci": [round(float(heads.ci_low[layer, index]), 4), round(float(heads.ci_high[layer, index]), 4)]}
-
-
-def _tables(records: list[dict[str, Any]]) -> dict[str, Any]:
-    tables = mmau_report(records)
-    if any("hint" in r for r in records):
-        tables["hint"] = grouped_accuracy(records, lambda r: r.get("hint"))
-        tables["hint_by_task"] = {f"{h}/{t}": v for (h, t), v in grouped_accuracy(records, lambda r: (r.get("hint"), r["task"])).items()}
-    return tables
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """A plain-text results table: rows are conditions, columns the runs (accuracy % [95% CI])."""
-    runs = list(result["test"])
-    first = result["test"][runs[0]]
+def format_table(result: ExperimentResult) -> str:
+    """The results as text: test accuracy by condition for each run, the heads, the paired statistics and the controls."""
+    runs = list(result.test)
+    first = result.test[runs[0]]
     rows = [("total", "total")] + [("task", k) for k in first.get("task", {})]
     if "hint" in first:
         rows += [("hint", k) for k in first["hint"]] + [("hint_by_task", k) for k in first["hint_by_task"]]
     cell = lambda v: f"{v['accuracy']:6.2f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]"
     lines = [f"{'test split':24s}" + "".join(f"{name:>26s}" for name in runs)]
     for table, key in rows:
-        values = [result["test"][name][table] if table == "total" else result["test"][name][table][key] for name in runs]
+        values = [result.test[name][table] if table == "total" else result.test[name][table][key] for name in runs]
         lines.append(f"{key:24s}" + "".join(f"{cell(v):>26s}" for v in values))
-    heads = ", ".join(f"L{h['layer']}H{h['head']} (r={h['r']:.2f})" for h in result["specialist_heads"])
-    control = ", ".join(f"L{h['layer']}H{h['head']}" for h in result["control_heads"])
-    lines += ["", f"specialist heads: {heads}", f"random control heads: {control}", f"beta (chosen on dev): {result['dev']['best_beta']}"]
+    heads = result.heads
+    detail = lambda h: heads.describe(h)
+    lines += ["", "specialist heads (calibration; r, bootstrap CI, Fisher-z CI, max-|r| permutation-adjusted p):"]
+    lines += [f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}] "
+              f"p_adj={d['p_adjusted']:.3f}" for h, d in ((h, detail(h)) for h in heads.specialists)]
+    significant = heads.null.significant()
+    lines.append(f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} ({heads.null.n_permutations} shuffles, "
+                 f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05: "
+                 + (", ".join(map(head_label, significant)) if significant else "none"))
+    lines += [f"random control heads (seeded draw): {', '.join(map(head_label, heads.control))}", f"beta (chosen on dev): {result.beta}", "",
+              "paired comparisons (test; exact McNemar, bootstrap CI clustered by clip):"]
+    lines += [f"  {v.describe()}" for v in result.paired.values()]
+    for control in (result.control, result.layer_matched_control):
+        if control is not None:
+            lines.append("  " + control.describe())
+    if result.validity:
+        lines.append("listening signal (specialists' mean mass) vs correctness, held out: " + "; ".join(
+            f"{split}/{c} r={v.r:.2f} [{v.ci[0]:.2f}, {v.ci[1]:.2f}] n={v.n}" for split, d in result.validity.items() for c, v in d.items()))
+    if result.layer_spread is not None:
+        s = result.layer_spread
+        lines.append(f"single-layer steering on dev {s.items} items (beta {s.beta}): "
+                     + ", ".join(f"L{k} {v:.1f}" for k, v in s.accuracy_by_layer.items()) + f"; spread {s.spread:.1f} points")
+    for name, by_beta in result.options.items():
+        lines.append(f"dev option {name}: " + ", ".join(f"beta {b}: {v:.1f}" for b, v in by_beta.items()))
+    lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)

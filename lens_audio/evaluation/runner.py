@@ -19,11 +19,13 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
 
@@ -41,7 +43,7 @@ def run_benchmark(
     model: "HookedAudioLM",
     items: Sequence[dict[str, Any]],
     out_path: str | Path | None,
-    template: str = "instruct",
+    template: str | Callable[[dict[str, Any]], str] = "instruct",
     mode: Literal["generate", "choice"] = "generate",
     steering: SteeringFn | None = None,
     batch_size: int = 8,
@@ -50,8 +52,12 @@ def run_benchmark(
     progress: bool = True,
     description: str = "evaluating",
     silence: bool = False,
-) -> list[dict[str, Any]]:
+) -> RunResult:
     """Score `items`; with `out_path`, append records as they finish and resume from what is there.
+
+    Returns a `RunResult`: the records in item order (iterate it like a list of dicts) with
+    `correct` and, with `listening`, the `[item, layer, head]` listening signal as numpy arrays.
+    `template` is a template name or a function item -> prompt (a profile's `prompt`).
 
     With `silence`, every clip is replaced by its silence twin (same length, all zeros): the
     control that shows how much the answers depend on the audio at all.
@@ -74,7 +80,9 @@ def run_benchmark(
                     if run is not None:
                         run.append(record)
                 bar.update(len(chunk))
-    return [done[item["id"]] for item in items]
+    records = [done[item["id"]] for item in items]
+    signal = np.array([r["listening"] for r in records], dtype=np.float32) if listening and records else None
+    return RunResult(records, signal)
 
 
 @torch.no_grad()
@@ -103,7 +111,7 @@ def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listeni
         record = {"id": item["id"], **{k: item[k] for k in RECORD_KEYS if k in item}, "answer": item["answer"],
                   "output": output, "extracted": extracted, "correct": correct}
         if signal is not None:
-            record["listening"] = [[round(float(v), 5) for v in layer] for layer in signal[row]]
+            record["listening"] = signal[row].float().tolist()  # float32 values, exact: resuming reads back the same array
         records.append(record)
     return records
 
