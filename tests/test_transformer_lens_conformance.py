@@ -10,7 +10,7 @@ from lens_audio import HookedAudioLM
 from lens_audio.testing import save_checkpoint, tiny_hf_model
 from tests.conftest import reference_run
 
-GQA = dict(n_heads=4, n_kv_heads=2, n_layers=2)
+GQA = {"n_heads": 4, "n_kv_heads": 2, "n_layers": 2}
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,115 @@ def test_to_dtype_updates_cfg(hf, processor):
     m = HookedAudioLM.from_hf_model(hf, processor, fold_ln=False)
     m.to(torch.float64)
     assert m.cfg.dtype == torch.float64 and m.W_U.dtype == torch.float64
+
+
+# ------------------------------------------------------------------ 5. loss
+
+
+def test_loss_skips_padding_and_audio_targets(model, two_example_batch):
+    b = two_example_batch
+    with torch.no_grad():
+        logits, loss = model(b, return_type="both")
+        per_token = model(b, return_type="loss", loss_per_token=True)
+        plain = model(b)
+    assert torch.equal(logits, plain)
+    scored = b.attention_mask.bool() & ~b.audio_mask  # targets: real text tokens
+    rows, cols = scored[:, 1:].nonzero(as_tuple=True)
+    expected = torch.nn.functional.cross_entropy(logits[rows, cols], b.input_ids[rows, cols + 1])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert per_token.shape == (2, b.input_ids.shape[1] - 1) and (per_token[~scored[:, 1:]] == 0).all()
+    assert torch.allclose(model.loss_fn(logits, b.input_ids, b.attention_mask), loss)
+
+
+def test_answer_loss_scores_only_the_answer(model, processor, two_example_batch):
+    answers = [" a dog", " yes"]
+    with torch.no_grad():
+        losses = model.answer_loss(two_example_batch, answers)
+        for row, answer in enumerate(answers):
+            keep = two_example_batch.attention_mask[row].bool()
+            prompt = two_example_batch.input_ids[row, keep]
+            answer_ids = torch.tensor(processor.tokenizer.encode(answer, add_special_tokens=False))
+            clips = [i for i, spans in enumerate(two_example_batch.audio_spans) for _ in spans if i == row]
+            tokens = torch.cat([prompt, answer_ids])[None]
+            features = two_example_batch.input_features[clips]
+            logits = model(tokens, None, features, two_example_batch.feature_attention_mask[clips])
+            log_probs = logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+            expected = -log_probs.gather(-1, answer_ids[:, None]).mean()
+            assert torch.allclose(losses[row], expected, atol=1e-4), row
+
+
+# ------------------------------------------------------------------ 6. decoder and encoder hooks
+
+
+def test_layer_works_on_encoder_hooks_and_filters_pick_a_stack(model, two_example_batch):
+    from lens_audio import audio_only, decoder_only
+
+    seen = []
+    pattern = lambda name: name.endswith("pattern")  # the ARENA idiom
+    with torch.no_grad():
+        model.run_with_hooks(two_example_batch, fwd_hooks=[(pattern, lambda x, hook: seen.append((hook.is_audio, hook.layer())))])
+        _, cache = model.run_with_cache(two_example_batch, names_filter=decoder_only(pattern))
+        text_only = []
+        model.run_with_hooks("hello world", fwd_hooks=[(pattern, lambda x, hook: text_only.append(hook.name))])
+    n_audio = model.cfg.audio.n_layers
+    assert sorted(seen) == [(False, l) for l in range(model.cfg.n_layers)] + [(True, l) for l in range(n_audio)]
+    assert sorted(cache.keys()) == [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
+    assert text_only == [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)], "no audio, no encoder"
+    assert model.hook_names(audio_only(pattern)) == [f"audio.blocks.{l}.attn.hook_pattern" for l in range(n_audio)]
+
+
+def test_get_act_name_is_reexported():
+    from lens_audio import get_act_name
+
+    assert get_act_name("pattern", 1) == "blocks.1.attn.hook_pattern"
+    assert get_act_name("resid_post", 0) == "blocks.0.hook_resid_post"
+
+
+# ------------------------------------------------------------------ 7. text helpers
+
+
+def test_text_helpers_round_trip(model, processor):
+    text = "hello world, what is this?"
+    ids = processor.tokenizer.encode(text, add_special_tokens=False)
+    tokens = model.to_tokens(text)
+    assert tokens.tolist() == [ids] and model.to_string(tokens[0]) == text and model.to_string(tokens) == [text]
+    strs = model.to_str_tokens(text)
+    assert strs == model.to_str_tokens(tokens) == model.to_str_tokens(tokens[0]) and "".join(strs) == text
+    position = model.get_token_position(strs[1], text)
+    assert tokens[0, position] == ids[1]
+    assert model.get_token_position(ids[1], tokens, mode="last") == max(i for i, t in enumerate(ids) if t == ids[1])
+    with torch.no_grad():
+        assert torch.equal(model(text), model(tokens))
+        batch_logits = model([text, "hi"])  # left-padded; the padded row equals the row alone
+        assert (batch_logits[1, -1] - model("hi")[0, -1]).abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------ 8. partial forwards
+
+
+def test_start_at_layer_continues_from_a_residual(model, two_example_batch):
+    b = two_example_batch
+    with torch.no_grad():
+        full = model(b)
+        resid = model(b, stop_at_layer=1)
+        rest = model(resid, b.attention_mask, start_at_layer=1)
+        loss = model(resid, b.attention_mask, start_at_layer=1, tokens=b.input_ids, return_type="loss")
+    valid = b.attention_mask.bool()
+    assert (rest - full)[valid].abs().max() < 1e-5
+    assert torch.allclose(loss, model(b, return_type="loss"), atol=1e-6)
+
+
+# ------------------------------------------------------------------ 9. generate
+
+
+def test_generate_takes_transformer_lens_arguments(model, processor, two_example_batch):
+    import inspect
+
+    params = inspect.signature(model.generate).parameters
+    assert {"verbose", "stop_at_eos", "return_type", "max_new_tokens"} <= set(params)
+    tokens = model.generate(two_example_batch, max_new_tokens=4, stop_at_eos=False, verbose=True)
+    assert tokens.shape[1] == two_example_batch.input_ids.shape[1] + 4
+    texts = model.generate(two_example_batch, max_new_tokens=4, stop_at_eos=False, return_type="str")
+    assert texts == processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    text = model.generate("hello", max_new_tokens=3, stop_at_eos=False)
+    assert isinstance(text, str) and text.startswith("hello")

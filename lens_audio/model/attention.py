@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
-from transformer_lens.hook_points import HookPoint
+from lens_audio.model.hook_point import HookPoint
 
 from lens_audio.model.config import AttentionImplementation
 

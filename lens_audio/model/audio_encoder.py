@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
+from lens_audio.model.hook_point import HookPoint
 
 from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
 from lens_audio.model.block import PreNormBlock

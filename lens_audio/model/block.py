@@ -6,7 +6,7 @@ from typing import Callable
 
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
+from lens_audio.model.hook_point import HookPoint
 
 
 class PreNormBlock(nn.Module):

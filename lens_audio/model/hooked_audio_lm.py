@@ -26,19 +26,20 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
-from transformer_lens.hook_points import HookPoint
+from lens_audio.model.hook_point import HookPoint
 
 from lens_audio.model.attention import causal_mask
 from lens_audio.model.audio_encoder import AudioEncoder
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.decoder import DecoderBlock, Embed, RMSNorm, RotaryEmbedding, Unembed
 from lens_audio.model.kv_cache import KVCache
+from lens_audio.model.tl_text import TLTextMixin
 from lens_audio.model.tl_weights import TLWeightsMixin
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
 
-ReturnType = Literal["logits"] | None
+ReturnType = Literal["logits", "loss", "both"] | None
 
 
 @dataclass
@@ -73,7 +74,7 @@ def position_ids_from_mask(
     return positions.masked_fill(~mask, 1)
 
 
-class HookedAudioLM(TLWeightsMixin, HookedRootModule):
+class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
     """A hooked port of `Qwen2AudioForConditionalGeneration`; see the module docstring.
 
     Build one with `HookedAudioLM.from_pretrained(name_or_path)` or
@@ -187,21 +188,62 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
         *,
         position_ids: Int[Tensor, "batch pos"] | None = None,
         return_type: ReturnType = "logits",
+        loss_per_token: bool = False,
+        tokens: Int[Tensor, "batch pos"] | None = None,
+        start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
         past_kv_cache: KVCache | None = None,
-    ) -> Float[Tensor, "batch pos d_vocab"] | Float[Tensor, "batch pos d_model"] | None:
-        """Run the model; returns logits, or the residual stream before block `stop_at_layer`."""
-        input_ids, attention_mask, input_features, feature_attention_mask = self._unpack_inputs(
-            input_ids, attention_mask, input_features, feature_attention_mask
-        )
+    ) -> Any:
+        """Run the model; returns logits, the loss, both, or the residual stream before block `stop_at_layer`.
+
+        `input_ids` may also be a string or a list of strings (a text-only prompt, tokenised and left-padded).
+        `return_type="loss"` is the mean next-token loss over text targets (padding and audio positions skipped;
+        see `lens_audio.model.loss`), `"both"` returns `(logits, loss)`. With `start_at_layer`, `input_ids` is the
+        residual stream `[batch, pos, d_model]` entering that block (`tokens` are then needed for the loss).
+        """
         if stop_at_layer is not None and past_kv_cache is not None:
             raise ValueError("stop_at_layer cannot be combined with past_kv_cache: later layers would miss their keys.")
-        state = self.start_decoder(input_ids, attention_mask, input_features, feature_attention_mask, position_ids, past_kv_cache)
-        resid = self.run_blocks(state, 0, stop_at_layer)
-        if stop_at_layer is not None:
-            return resid
-        normalized = self.ln_final(resid)
-        return None if return_type is None else self.unembed(normalized)
+        if start_at_layer is None:
+            input_ids, attention_mask, input_features, feature_attention_mask = self._unpack_inputs(
+                input_ids, attention_mask, input_features, feature_attention_mask
+            )
+            state = self.start_decoder(input_ids, attention_mask, input_features, feature_attention_mask, position_ids, past_kv_cache)
+        else:
+            state = self.decoder_state(input_ids, attention_mask, position_ids, past_kv_cache)
+            input_ids = tokens
+        resid = self.run_blocks(state, start_at_layer or 0, stop_at_layer)
+        if stop_at_layer is not None or return_type is None:
+            return resid if stop_at_layer is not None else None
+        logits = self.unembed(self.ln_final(resid))
+        if return_type == "logits":
+            return logits
+        if input_ids is None:
+            raise ValueError(f"return_type={return_type!r} with start_at_layer needs the prompt's token ids: pass tokens=.")
+        loss = self._loss(logits, input_ids, attention_mask, loss_per_token)
+        return loss if return_type == "loss" else (logits, loss)
+
+    def _loss(self, logits, input_ids, attention_mask, per_token: bool) -> Tensor:
+        from lens_audio.model.loss import lm_cross_entropy_loss, text_targets
+
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        targets = text_targets(input_ids.to(logits.device), mask.to(logits.device), self.cfg.audio_token_id)
+        return lm_cross_entropy_loss(logits, input_ids, targets, per_token)
+
+    def loss_fn(
+        self,
+        logits: Float[Tensor, "batch pos d_vocab"],
+        tokens: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        per_token: bool = False,
+    ) -> Tensor:
+        """TransformerLens's `loss_fn`: next-token cross-entropy, skipping padding and audio targets."""
+        return self._loss(logits, tokens, attention_mask, per_token)
+
+    def answer_loss(self, batch: "AudioBatch", answers: str | Sequence[str], per_token: bool = False) -> Tensor:
+        """Loss of each row's answer after its prompt only (MMAU-style items); see `lens_audio.model.loss.answer_loss`."""
+        from lens_audio.model.loss import answer_loss
+
+        return answer_loss(self, batch, answers, per_token)
 
     def start_decoder(
         self,
@@ -215,6 +257,18 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
         """The embeddings (audio spliced in, `hook_embed` fired) and what every block needs; see `run_blocks`."""
         self._check_context(attention_mask, past_kv_cache)
         resid = self.hook_embed(self._embed_with_audio(input_ids, input_features, feature_attention_mask, past_kv_cache))
+        return self.decoder_state(resid, attention_mask, position_ids, past_kv_cache)
+
+    def decoder_state(
+        self,
+        resid: Float[Tensor, "batch pos d_model"],
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        position_ids: Int[Tensor, "batch pos"] | None = None,
+        past_kv_cache: KVCache | None = None,
+    ) -> DecoderState:
+        """What every block needs besides the residual stream: rotary angles and the key mask (all real if no mask)."""
+        if attention_mask is None:
+            attention_mask = torch.ones(resid.shape[:2], dtype=torch.long, device=resid.device)
         mask = attention_mask.to(device=resid.device, dtype=torch.bool)
         if position_ids is None:
             position_ids = self._position_ids(mask, past_kv_cache)
@@ -235,6 +289,8 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
         if isinstance(input_ids, AudioBatch):
             b = input_ids
             return b.input_ids, b.attention_mask, b.input_features, b.feature_attention_mask
+        if isinstance(input_ids, str) or (isinstance(input_ids, list) and input_ids and isinstance(input_ids[0], str)):
+            return *self._tokenize(input_ids), None, None
         if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
             raise ValueError(
                 "input_ids must be a [batch, pos] tensor of token ids (or pass an AudioBatch from model.to_batch); "
@@ -381,10 +437,6 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
             raise ValueError(f"{string!r} is {len(ids)} tokens, not one: {ids}.")
         return ids[0]
 
-    def to_str_tokens(self, tokens: "Int[Tensor, 'pos'] | Sequence[int]") -> list[str]:
-        """One string per token, e.g. for axis labels."""
-        return [self.tokenizer.decode([int(t)]) for t in tokens]
-
     def to_batch(self, audio: Any, question: Any = None, **kwargs: Any) -> "AudioBatch":
         """Build an `AudioBatch` with this model's processor; see `lens_audio.make_batch`."""
         from lens_audio.inputs.batch import make_batch
@@ -393,11 +445,55 @@ class HookedAudioLM(TLWeightsMixin, HookedRootModule):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, *args: Any, **kwargs: Any) -> Int[Tensor, "batch total"]:
-        """Greedy or sampled decoding with a KV cache; see `lens_audio.model.generation.generate`."""
+    def generate(
+        self,
+        input: "str | list[str] | Int[Tensor, 'batch pos'] | AudioBatch",
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        input_features: Float[Tensor, "clips mels frames"] | None = None,
+        feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
+        *,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_at_eos: bool = True,
+        eos_token_id: int | Sequence[int] | None = None,
+        pad_token_id: int | None = None,
+        fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
+        generator: torch.Generator | None = None,
+        use_past_kv_cache: bool = True,
+        verbose: bool = False,
+        return_type: Literal["input", "tokens", "str"] = "input",
+    ) -> "Int[Tensor, 'batch total'] | str | list[str]":
+        """Greedy or sampled decoding with a KV cache; see `lens_audio.model.generation.generate`.
+
+        As in TransformerLens: `stop_at_eos=False` generates exactly `max_new_tokens`; `verbose` shows a progress
+        bar; `return_type="str"` decodes prompt plus continuation (special tokens such as the audio placeholders
+        dropped), `"tokens"` returns ids, and `"input"` (the default) returns a string for a string prompt.
+        """
         from lens_audio.model.generation import generate
 
-        return generate(self, *args, **kwargs)
+        if return_type not in ("input", "tokens", "str"):
+            raise ValueError(f"return_type must be 'input', 'tokens' or 'str', not {return_type!r}.")
+        hooks = list(fwd_hooks)
+        if verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=max_new_tokens)
+            hooks.append(("ln_final.hook_scale", lambda x, hook: bar.update(1)))  # one final norm per step
+        tokens = generate(
+            self, input, attention_mask, input_features, feature_attention_mask,
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_token_id=eos_token_id if stop_at_eos else [], pad_token_id=pad_token_id, fwd_hooks=hooks,
+            generator=generator, use_past_kv_cache=use_past_kv_cache,
+        )
+        if verbose:
+            bar.close()
+        if return_type == "str" or (return_type == "input" and isinstance(input, str)):
+            texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            return texts[0] if isinstance(input, str) else texts
+        return tokens
 
     def hook_names(self, filter_fn: Callable[[str], bool] | None = None) -> list[str]:
         """Names of all hook points (decoder hooks follow TransformerLens naming; audio ones start with `audio.`)."""

@@ -1,0 +1,54 @@
+"""TransformerLens's `HookPoint`, with a `layer()` that also works on the audio encoder's hooks, and name filters.
+
+`HookedAudioLM` has two stacks of blocks: the decoder's `blocks.{L}.*` (TransformerLens's names) and the audio
+encoder's `audio.blocks.{L}.*`. A TransformerLens filter such as `lambda name: name.endswith("pattern")` matches
+both; on a text-only prompt the encoder does not run, so its hooks never fire, but on an audio prompt they do.
+`hook.layer()` gives the block index in either stack and `hook.is_audio` says which; wrap a filter in
+`decoder_only` (or `audio_only`) to keep one stack.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+from transformer_lens.hook_points import HookPoint as _TLHookPoint
+
+_LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+
+
+class HookPoint(_TLHookPoint):
+    def layer(self) -> int:
+        """The block index: 3 for `blocks.3.attn.hook_pattern` and for `audio.blocks.3.attn.hook_pattern`."""
+        match = _LAYER.search(self.name or "")
+        if match is None:
+            raise ValueError(f"Hook {self.name!r} is not inside a block, so it has no layer.")
+        return int(match.group(1))
+
+    @property
+    def is_audio(self) -> bool:
+        """True for the audio encoder's hooks (names starting with `audio.`)."""
+        return (self.name or "").startswith("audio.")
+
+
+def _as_predicate(names_filter: "str | Sequence[str] | Callable[[str], bool] | None") -> Callable[[str], bool]:
+    if names_filter is None:
+        return lambda name: True
+    if isinstance(names_filter, str):
+        return lambda name: name == names_filter
+    if callable(names_filter):
+        return names_filter
+    names = set(names_filter)
+    return lambda name: name in names
+
+
+def decoder_only(names_filter: "str | Sequence[str] | Callable[[str], bool] | None" = None) -> Callable[[str], bool]:
+    """A names filter matching what `names_filter` matches among the decoder's hooks (not the audio encoder's)."""
+    keep = _as_predicate(names_filter)
+    return lambda name: not name.startswith("audio.") and keep(name)
+
+
+def audio_only(names_filter: "str | Sequence[str] | Callable[[str], bool] | None" = None) -> Callable[[str], bool]:
+    """A names filter matching what `names_filter` matches among the audio encoder's hooks."""
+    keep = _as_predicate(names_filter)
+    return lambda name: name.startswith("audio.") and keep(name)
