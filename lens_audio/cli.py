@@ -48,17 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         _add_experiment_arguments(sub.add_parser(name, help=help_text), name)
     workshop = sub.add_parser("workshop", help="the workshop model and its synthetic benchmark")
     workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
+    recipes = "clip-sets (the default \"workshop\" model: three clips per prompt) or v1 (\"workshop-v1\": one clip per prompt)"
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
-    bench.add_argument("--out", required=True, help="folder to write (workshop.json and audios/)")
+    bench.add_argument("--out", required=True, help="folder to write (the JSON and audios/)")
+    bench.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
     bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--clips", type=int, default=180, help="clips; each gives three items (hint conditions)")
+    bench.add_argument("--clips", type=int, default=180, help="v1 only: clips; each gives three items (hint conditions)")
     bench.add_argument("--overwrite", action="store_true")
     train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
     train.add_argument("--out", required=True, help="checkpoint folder to write")
+    train.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps-audio", type=int, help="stage 1 steps (no hints)")
     train.add_argument("--steps-mixed", type=int, help="stage 2 steps (hints)")
-    train.add_argument("--pool-clips", type=int, help="training clips synthesised up front")
+    train.add_argument("--pool-clips", type=int, help="training clips synthesised up front (clip-sets: per class)")
     train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -179,23 +182,31 @@ def run_stage(args: argparse.Namespace) -> int:
 
 
 def run_workshop_benchmark(args: argparse.Namespace) -> int:
-    from lens_audio.workshop.benchmark import write_benchmark
+    from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_benchmark, write_set_benchmark
 
-    folder = write_benchmark(args.out, seed=args.seed, n_clips=args.clips, overwrite=args.overwrite)
-    print(f"wrote {3 * args.clips} items to {folder / 'workshop.json'}")
+    if args.recipe == "v1":
+        folder = write_benchmark(args.out, seed=args.seed, n_clips=args.clips, overwrite=args.overwrite)
+        print(f"wrote {3 * args.clips} items to {folder / 'workshop.json'}")
+    else:
+        folder = write_set_benchmark(args.out, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {folder / SETS_JSON_NAME}")
     return 0
 
 
 def run_workshop_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.workshop import BENCHMARK_SETS, BENCHMARK_V1
     from lens_audio.workshop.train import TrainSettings, train
+    from lens_audio.workshop.train_sets import SetsTrainSettings, train_sets
 
-    overrides = {"steps_audio": args.steps_audio, "steps_mixed": args.steps_mixed, "pool_clips": args.pool_clips}
-    settings = dataclasses.replace(TrainSettings(seed=args.seed), **{k: v for k, v in overrides.items() if v is not None})
-    benchmark = None if args.benchmark == "none" else (args.benchmark or BENCHMARK)
-    metrics = train(args.out, settings, eval_benchmark=benchmark)
+    v1 = args.recipe == "v1"
+    pool = "pool_clips" if v1 else "pool_clips_per_class"
+    overrides = {"steps_audio": args.steps_audio, "steps_mixed": args.steps_mixed, pool: args.pool_clips}
+    defaults = TrainSettings(seed=args.seed) if v1 else SetsTrainSettings(seed=args.seed)
+    settings = dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
+    benchmark = None if args.benchmark == "none" else (args.benchmark or (BENCHMARK_V1 if v1 else BENCHMARK_SETS))
+    metrics = (train if v1 else train_sets)(args.out, settings, eval_benchmark=benchmark)
     print(json.dumps({k: v for k, v in metrics.items() if k != "loss_history"}, indent=1))
     return 0
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.weights import hf_key_to_lens
+from lens_audio.model.registry import NAMED_CHECKPOINTS, named_checkpoint
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -62,13 +63,10 @@ def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processo
 
 
 def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None = None) -> Path:
-    """A local folder holding the checkpoint: the shipped workshop model, the path itself, or the Hub id's snapshot."""
-    if str(name_or_path) == "workshop":
-        from lens_audio.workshop import CHECKPOINT
-
-        if not (CHECKPOINT / "config.json").is_file():
-            raise FileNotFoundError(f"The workshop checkpoint is missing from {CHECKPOINT}; rebuild it with `lens-audio workshop train --out {CHECKPOINT}`.")
-        return CHECKPOINT
+    """A local folder holding the checkpoint: a registered name (`model.registry`), the path itself, or the Hub id's snapshot."""
+    named = named_checkpoint(str(name_or_path))
+    if named is not None:
+        return named
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -78,7 +76,7 @@ def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None =
     if not _HUB_ID.match(name):
         raise FileNotFoundError(
             f"{name!r} is neither a local folder nor a Hugging Face Hub id (owner/name). "
-            f"Known checkpoints: 'workshop' (shipped), {', '.join(KNOWN_HUB_IDS)}."
+            f"Known checkpoints: {', '.join(repr(n) for n in NAMED_CHECKPOINTS)} (shipped), {', '.join(KNOWN_HUB_IDS)}."
         )
     return _download(name, local_files_only)
 

@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-CHECKPOINT = Path(__file__).parent / "checkpoint"
-BENCHMARK = Path(__file__).parent / "data" / "workshop.json"
-BENCHMARK_SEED = 0
-BENCHMARK_CLIPS = 180
-
+CHECKPOINT_SETS = Path(__file__).parent / "checkpoint_sets"  # the clip-set model organism
+BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
+CHECKPOINT_V1 = Path(__file__).parent / "checkpoint"  # "workshop-v1": the first workshop model (one clip per prompt)
+BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
+CHECKPOINT, BENCHMARK = CHECKPOINT_V1, BENCHMARK_V1  # "workshop": the default workshop model and its benchmark
 
 
 @contextlib.contextmanager
@@ -41,4 +41,4 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
-__all__ = ["BENCHMARK", "BENCHMARK_CLIPS", "BENCHMARK_SEED", "CHECKPOINT", "atomic_folder"]
+__all__ = ["BENCHMARK", "BENCHMARK_SETS", "BENCHMARK_V1", "CHECKPOINT", "CHECKPOINT_SETS", "CHECKPOINT_V1", "atomic_folder"]

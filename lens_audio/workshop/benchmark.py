@@ -18,9 +18,13 @@ from tqdm.auto import tqdm
 
 from lens_audio.workshop.sounds import SAMPLE_RATE
 from lens_audio.workshop import atomic_folder
+from lens_audio.workshop.clip_sets import draw_clip_sets, make_set_item
 from lens_audio.workshop.task import HINT_CONDITIONS, draw_clips, make_item
 
 JSON_NAME = "workshop.json"
+SETS_JSON_NAME = "workshop_sets.json"
+# clip sets per split, and the hint conditions asked there (calibration holds the conflicting items, where the errors are)
+SET_PARTITIONS = (("calibration", 60, ("conflicting",)), ("dev", 20, HINT_CONDITIONS), ("test", 40, HINT_CONDITIONS))
 PARTITIONS = (("calibration", 0.25), ("dev", 0.25), ("test", 0.5))
 TEST_SNR_DB = (0.0, 20.0)
 
@@ -43,4 +47,29 @@ def write_benchmark(folder: str | Path, seed: int = 0, n_clips: int = 180, overw
                 sf.write(staging / audio_id, clip.waveform(), SAMPLE_RATE, subtype="PCM_16")
                 items += [make_item(clip, hint, rng, audio_id, split) for hint in HINT_CONDITIONS]
         (staging / JSON_NAME).write_text(json.dumps(items, indent=1))
+    return folder
+
+
+def write_set_benchmark(folder: str | Path, seed: int = 0, partitions=SET_PARTITIONS, overwrite: bool = False,
+                        progress: bool = True) -> Path:
+    """Write the clip-set benchmark (`clip_sets.py`): every clip of every set asked about, per split's hint conditions.
+
+    JSON at `folder/workshop_sets.json`; each item's `audio_id` lists its set's three clips.
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} exists; pass overwrite=True (--overwrite) to replace it.")
+    rng = np.random.default_rng(seed)
+    with atomic_folder(folder) as staging:
+        (staging / "audios").mkdir()
+        items = []
+        for split, n_sets, hints in partitions:
+            for clip_set in tqdm(draw_clip_sets(rng, n_sets, prefix=f"set{seed}-{split[:3]}", snr_range=TEST_SNR_DB),
+                                 desc=f"writing {split} clip sets", disable=not progress):
+                audio_ids = [f"./audios/{clip.id}.wav" for clip in clip_set.clips]
+                for clip, audio_id in zip(clip_set.clips, audio_ids):
+                    sf.write(staging / audio_id, clip.waveform(), SAMPLE_RATE, subtype="PCM_16")
+                items += [make_set_item(clip_set, target, hint, rng, audio_ids, split)
+                          for target in range(len(clip_set.clips)) for hint in hints]
+        (staging / SETS_JSON_NAME).write_text(json.dumps(items, indent=1))
     return folder

@@ -1,0 +1,214 @@
+"""Training the clip-set workshop model (`"workshop"`): the model organism for head selection.
+
+The audio side is the first workshop model's (`"workshop-v1"`): its tokenizer,
+feature extractor, audio encoder and projector are copied unchanged and kept
+frozen, so every clip's audio embeddings are computed once, before training.
+Only a new, deeper decoder is trained (8 layers x 8 query heads sharing 4
+key/value heads, width 128), on the clip-set task of `clip_sets.py`:
+
+1. **Reading the right clip** (`steps_audio`): no hints; the answer is the
+   class of the clip the question names, two of the four options being the
+   other clips' classes.
+2. **Text prior** (`steps_mixed`): no hint 30% / congruent 50% / conflicting
+   20%, labelled by the first model's text-trusting annotator: on a
+   conflicting item the label is the named clip's class with probability
+   `sigmoid((snr - listen_snr_db) / listen_width_db)` of *that clip's* SNR,
+   the hinted choice otherwise.
+
+The result is a regular `Qwen2AudioForConditionalGeneration` checkpoint that
+transformers loads; the same seed on the same torch build and thread count
+gives the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
+from lens_audio.workshop import CHECKPOINT_V1
+from lens_audio.workshop.clip_sets import SECONDS, SET_SIZE, ClipSet, make_set_item
+from lens_audio.workshop.sounds import DOMAINS
+from lens_audio.workshop.task import CLASSES, Clip, format_question
+from lens_audio.workshop.train import save_atomically
+
+DECODER_CONFIG = dict(n_layers=8, n_heads=8, n_kv_heads=4, d_mlp=256)
+
+
+@dataclass
+class SetsTrainSettings:
+    seed: int = 0
+    pool_clips_per_class: int = 500
+    steps_audio: int = 800
+    steps_mixed: int = 1600
+    batch_size: int = 24
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    hint_mix: tuple[float, float, float] = (0.3, 0.5, 0.2)  # none, congruent, conflicting (stage 2)
+    listen_snr_db: float = 12.0
+    listen_width_db: float = 3.0
+    train_snr_db: tuple[float, float] = (-5.0, 25.0)
+    threads: int = 2
+
+
+class ClipSetData:
+    """A pool of clips with their (frozen) audio embeddings, and a sampler of labelled clip-set batches."""
+
+    def __init__(self, audio_model: Any, processor: Any, settings: SetsTrainSettings, progress: bool) -> None:
+        self.processor, self.settings = processor, settings
+        self.rng = np.random.default_rng(settings.seed + 1)
+        self.clips: list[Clip] = []
+        for name in CLASSES:
+            for i in range(settings.pool_clips_per_class):
+                self.clips.append(Clip(id=f"pool-{name}-{i}", class_name=name,
+                                       seconds=round(float(self.rng.uniform(*SECONDS)), 3),
+                                       snr_db=round(float(self.rng.uniform(*settings.train_snr_db)), 2),
+                                       seed=int(self.rng.integers(2**31))))
+        self.by_class = {name: [i for i, c in enumerate(self.clips) if c.class_name == name] for name in CLASSES}
+        self.embeds, self.n_tokens = embed_clips(audio_model, processor, self.clips, progress)
+        tok = processor.tokenizer
+        self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        self.audio_id = processor.audio_token_id
+        self.answer_ids = {name: tok.encode(name, add_special_tokens=False)[0] for name in CLASSES}
+
+    def batch(self, stage: int) -> dict[str, Tensor]:
+        s, rng = self.settings, self.rng
+        mix = (1.0, 0.0, 0.0) if stage == 1 else s.hint_mix
+        rows, answers, chosen = [], [], []
+        for _ in range(s.batch_size):
+            domain = str(rng.choice(list(DOMAINS)))
+            classes = rng.permutation(list(DOMAINS[domain]))[:SET_SIZE]
+            indices = [int(rng.choice(self.by_class[str(c)])) for c in classes]
+            clip_set = ClipSet(id="train", domain=domain, clips=tuple(self.clips[i] for i in indices))
+            target = int(rng.integers(SET_SIZE))
+            hint = str(rng.choice(["none", "congruent", "conflicting"], p=mix))
+            item = make_set_item(clip_set, target, hint, rng, audio_ids=[], split="train")
+            label = item["answer"]
+            if hint == "conflicting":
+                snr = clip_set.clips[target].snr_db
+                p_audio = 1 / (1 + math.exp(-(snr - s.listen_snr_db) / s.listen_width_db))
+                label = item["answer"] if rng.random() < p_audio else item["hinted_choice"]
+            text = render_chat(self.processor, format_question(item), SET_SIZE)
+            for i in indices:
+                text = text.replace(AUDIO_PLACEHOLDER, "\0" * int(self.n_tokens[i]), 1)
+            rows.append(self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False))
+            answers.append(self.answer_ids[label])
+            chosen.append(indices)
+        length = max(len(r) for r in rows) + 2
+        input_ids = torch.full((len(rows), length), self.processor.tokenizer.pad_token_id)
+        attention_mask = torch.zeros_like(input_ids)
+        targets = torch.full_like(input_ids, -100)
+        for row, (ids, answer) in enumerate(zip(rows, answers)):
+            full = ids + [answer, self.end_id]
+            input_ids[row, : len(full)] = torch.tensor(full)
+            attention_mask[row, : len(full)] = 1
+            targets[row, len(ids) - 1] = answer  # the final prompt position predicts the answer
+            targets[row, len(ids)] = self.end_id
+        audio = torch.cat([self.embeds[i, : self.n_tokens[i]] for indices in chosen for i in indices])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_embeds": audio, "targets": targets}
+
+
+@torch.no_grad()
+def embed_clips(audio_model: Any, processor: Any, clips: list[Clip], progress: bool,
+                chunk: int = 250) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, "clips"]]:
+    """Each clip's projected audio embeddings through the frozen audio encoder (the hooked port's `audio`)."""
+    embeds, counts = [], []
+    for start in tqdm(range(0, len(clips), chunk), desc="embedding training clips", disable=not progress):
+        waves = [clip.waveform() for clip in clips[start : start + chunk]]
+        out = processor.feature_extractor(waves, sampling_rate=16000, return_attention_mask=True, padding="max_length",
+                                          return_tensors="pt")
+        e, n = audio_model.audio(out["input_features"], out["attention_mask"])
+        embeds.append(e)
+        counts.append(n)
+    return torch.cat(embeds), torch.cat(counts)
+
+
+def build_model(settings: SetsTrainSettings) -> tuple[Any, Any]:
+    """The v1 workshop model's processor and audio side, with a freshly initialised deeper decoder."""
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    v1 = Qwen2AudioForConditionalGeneration.from_pretrained(CHECKPOINT_V1)
+    processor = AutoProcessor.from_pretrained(CHECKPOINT_V1)
+    config = copy.deepcopy(v1.config)
+    text = config.text_config
+    text.num_hidden_layers = DECODER_CONFIG["n_layers"]
+    text.num_attention_heads = DECODER_CONFIG["n_heads"]
+    text.num_key_value_heads = DECODER_CONFIG["n_kv_heads"]
+    text.intermediate_size = DECODER_CONFIG["d_mlp"]
+    text.head_dim = text.hidden_size // text.num_attention_heads
+    if hasattr(text, "layer_types"):
+        text.layer_types = ["full_attention"] * text.num_hidden_layers
+    config._attn_implementation = "eager"
+    torch.manual_seed(settings.seed)
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.model.audio_tower.load_state_dict(v1.model.audio_tower.state_dict())
+    model.model.multi_modal_projector.load_state_dict(v1.model.multi_modal_projector.state_dict())
+    for module in (model.model.audio_tower, model.model.multi_modal_projector):
+        module.requires_grad_(False)
+    return model, processor
+
+
+def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_embeds: Tensor) -> Tensor:
+    """The language model's logits with the audio embeddings written over the `<|AUDIO|>` tokens (as HF does)."""
+    embeds = model.get_input_embeddings()(input_ids)
+    slots = (input_ids == model.config.audio_token_id)[..., None]
+    embeds = embeds.masked_scatter(slots, audio_embeds.to(embeds.dtype))
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+    return model.lm_head(hidden)
+
+
+def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSettings(),
+               eval_benchmark: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train, evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the metrics."""
+    from lens_audio import HookedAudioLM
+
+    started = time.perf_counter()
+    torch.set_num_threads(settings.threads)
+    model, processor = build_model(settings)
+    model.eval()
+    data = ClipSetData(HookedAudioLM.from_hf_model(model, processor), processor, settings, progress)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total = settings.steps_audio + settings.steps_mixed
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
+    schedule = lambda step: min(1.0, (step + 1) / settings.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.model.language_model.train()
+    history, running = [], None
+    bar = tqdm(range(total), desc="training", disable=not progress)
+    for step in bar:
+        stage = 1 if step < settings.steps_audio else 2
+        batch = data.batch(stage)
+        logits = decoder_logits(model, batch["input_ids"], batch["attention_mask"], batch["audio_embeds"])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(stage=stage, loss=f"{running:.3f}")
+        if step % 100 == 0 or step == total - 1:
+            history.append({"step": step, "stage": stage, "loss": round(running, 4)})
+    model.eval()
+    metrics: dict[str, Any] = {"recipe": "clip-sets", "settings": asdict(settings), "decoder_config": DECODER_CONFIG,
+                               "audio_side_from": "workshop-v1", "loss_history": history,
+                               "parameters": sum(p.numel() for p in model.parameters()),
+                               "trained_parameters": sum(p.numel() for p in trainable),
+                               "train_seconds": round(time.perf_counter() - started, 1)}
+    if eval_benchmark is not None:
+        from lens_audio.workshop.train import evaluate_checkpoint
+
+        metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
+    save_atomically(model, processor, metrics, Path(out_dir))
+    return metrics
