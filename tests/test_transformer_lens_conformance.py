@@ -296,3 +296,32 @@ def test_generate_takes_transformer_lens_arguments(model, processor, two_example
     assert texts == processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
     text = model.generate("hello", max_new_tokens=3, stop_at_eos=False)
     assert isinstance(text, str) and text.startswith("hello")
+
+
+def test_switches_add_hooks_without_changing_the_output(hf, processor, two_example_batch):
+    m = HookedAudioLM.from_hf_model(hf, processor)
+    with torch.no_grad():
+        plain = m(two_example_batch)
+        m.set_use_split_qkv_input(True)
+        m.set_use_hook_mlp_in(True)
+        m.set_ungroup_grouped_query_attention(True)
+        logits, cache = m.run_with_cache(two_example_batch)
+    n = m.cfg.n_heads
+    assert cache["blocks.1.hook_q_input"].shape[2] == cache["blocks.1.hook_k_input"].shape[2] == n
+    assert cache["k", 1].shape[2] == cache["v", 1].shape[2] == n
+    assert torch.equal(cache["blocks.1.hook_mlp_in"], cache["resid_mid", 1])
+    assert torch.equal(cache["blocks.1.hook_q_input"][:, :, 2], cache["resid_pre", 1])
+    valid = two_example_batch.attention_mask.bool()
+    assert (logits - plain)[valid].abs().max() < 1e-4
+    # Patching one head's query input changes only what that head reads.
+    def zero_head_0(x, hook):
+        x[:, :, 0] = 0
+        return x
+
+    with torch.no_grad():
+        seen = {}
+        m.run_with_hooks(two_example_batch, fwd_hooks=[("blocks.0.hook_q_input", zero_head_0),
+                                                       ("blocks.0.attn.hook_q", lambda q, hook: seen.setdefault("q", q))])
+    expected_q0 = m.blocks[0].attn.b_Q[0]  # zero input: RMSNorm of zeros is zero, so only the bias remains
+    assert torch.allclose(seen["q"][:, :, 0], expected_q0.expand_as(seen["q"][:, :, 0]), atol=1e-5)
+    assert torch.allclose(seen["q"][:, :, 1], cache["q", 0][:, :, 1], atol=1e-5)

@@ -72,6 +72,9 @@ class AudioLMConfig:
     attn_only: bool = False
     final_rms: bool = True
     use_attn_result: bool = False
+    use_split_qkv_input: bool = False  # TransformerLens switches; see HookedAudioLM.set_use_split_qkv_input etc.
+    use_hook_mlp_in: bool = False
+    ungroup_grouped_query_attention: bool = False
     attn_implementation: AttentionImplementation = "auto"
     model_name: str = "qwen2-audio"
     tokenizer_name: str | None = None

@@ -11,6 +11,7 @@ position ids, so left-padded rows see the same positions as unpadded ones.
 
 from __future__ import annotations
 
+import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
@@ -86,21 +87,36 @@ class DecoderAttention(TLWeightViews, AttentionHooks):
 
     def forward(
         self,
-        x: Float[Tensor, "batch pos d_model"],
+        x: Float[Tensor, "batch pos d_model"] | tuple[Tensor, Tensor, Tensor],
         cos_sin: tuple[Tensor, Tensor],
         allowed: Bool[Tensor, "batch 1 query key"] | None,
         kv_cache: LayerKVCache | None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        b, p, _ = x.shape
-        q = self.hook_q(self.q_proj(x).view(b, p, self.n_heads, -1))
-        k = self.hook_k(self.k_proj(x).view(b, p, self.n_kv_heads, -1))
-        v = self.hook_v(self.v_proj(x).view(b, p, self.n_kv_heads, -1))
+        """`x` is the normalised stream, or (with `use_split_qkv_input`) one normalised copy per head for q, k, v."""
+        q, k, v = self._project(x)
+        if self.cfg.ungroup_grouped_query_attention and k.shape[2] != self.n_heads:
+            k, v = (t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2) for t in (k, v))
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q = self.hook_rot_q(apply_rotary(q, *cos_sin))
         k = self.hook_rot_k(apply_rotary(k, *cos_sin))
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         z = attend(self, q, k, v, allowed, True, self.cfg.attn_implementation)
         return self.output(z, self.o_proj, self.cfg.use_attn_result)
+
+    def _project(self, x: Tensor | tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values `[batch, pos, head or kv_head, d_head]`."""
+        if isinstance(x, tuple):
+            xq, xk, xv = x
+            per_query_head = xk.shape[2] == self.n_heads
+            w_k, b_k = (self.W_K, self.b_K) if per_query_head else (self._W_K, self._b_K)
+            w_v, b_v = (self.W_V, self.b_V) if per_query_head else (self._W_V, self._b_V)
+            split = "b p h m, h m d -> b p h d"
+            return (einops.einsum(xq, self.W_Q, split) + self.b_Q, einops.einsum(xk, w_k, split) + b_k,
+                    einops.einsum(xv, w_v, split) + b_v)
+        b, p, _ = x.shape
+        return (self.q_proj(x).view(b, p, self.n_heads, -1), self.k_proj(x).view(b, p, self.n_kv_heads, -1),
+                self.v_proj(x).view(b, p, self.n_kv_heads, -1))
 
 
 class GatedMLP(nn.Module):
@@ -172,12 +188,20 @@ class Unembed(nn.Linear):
 
 
 class DecoderBlock(PreNormBlock):
+    """A decoder block; with TransformerLens's switches on it also fires `hook_q_input`/`hook_k_input`/`hook_v_input`
+    (the residual stream repeated per head, before `ln1`) and `hook_mlp_in` (the MLP's input, before `ln2`)."""
+
     def __init__(self, cfg: AudioLMConfig) -> None:
         super().__init__()
+        self.cfg = cfg
         self.ln1 = RMSNorm(cfg.d_model, cfg.eps)
         self.attn = DecoderAttention(cfg)
         self.ln2 = RMSNorm(cfg.d_model, cfg.eps)
         self.mlp = GatedMLP(cfg)
+        self.hook_q_input = HookPoint()  # [batch, pos, head, d_model]
+        self.hook_k_input = HookPoint()  # [batch, pos, kv_head, d_model]
+        self.hook_v_input = HookPoint()  # [batch, pos, kv_head, d_model]
+        self.hook_mlp_in = HookPoint()  # [batch, pos, d_model]
 
     def forward(
         self,
@@ -186,4 +210,17 @@ class DecoderBlock(PreNormBlock):
         allowed: Bool[Tensor, "batch 1 query key"] | None,
         kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        return self.residual(resid, lambda x: self.attn(x, cos_sin, allowed, kv_cache))
+        cfg = self.cfg
+        if not (cfg.use_split_qkv_input or cfg.use_hook_mlp_in):
+            return self.residual(resid, lambda x: self.attn(x, cos_sin, allowed, kv_cache))
+        resid = self.hook_resid_pre(resid)
+        x: Tensor | tuple[Tensor, Tensor, Tensor]
+        if cfg.use_split_qkv_input:
+            n_kv = cfg.n_heads if cfg.ungroup_grouped_query_attention else cfg.n_key_value_heads
+            inputs = ((self.hook_q_input, cfg.n_heads), (self.hook_k_input, n_kv), (self.hook_v_input, n_kv))
+            x = tuple(self.ln1(hook(resid[:, :, None].repeat(1, 1, n, 1))) for hook, n in inputs)
+        else:
+            x = self.ln1(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(x, cos_sin, allowed, kv_cache)))
+        mlp_in = self.hook_mlp_in(resid.clone()) if cfg.use_hook_mlp_in else resid
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))

@@ -387,6 +387,18 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         """Always compute (and cache) per-head outputs `blocks.{L}.attn.hook_result`."""
         self.cfg.use_attn_result = use_attn_result
 
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        """Fire `blocks.{L}.hook_q_input/hook_k_input/hook_v_input`: one copy of the residual stream per head."""
+        self.cfg.use_split_qkv_input = use_split_qkv_input
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        """Fire `blocks.{L}.hook_mlp_in`: the MLP's input (resid_mid, before ln2), patchable per MLP."""
+        self.cfg.use_hook_mlp_in = use_hook_mlp_in
+
+    def set_ungroup_grouped_query_attention(self, ungroup: bool) -> None:
+        """Repeat key/value heads per query head before `hook_k`/`hook_v` (then `[batch, pos, head, d_head]`)."""
+        self.cfg.ungroup_grouped_query_attention = ungroup
+
     def set_attn_implementation(self, implementation: Literal["auto", "sdpa", "eager"]) -> None:
         """"auto": SDPA unless a hook needs the pattern; "eager": always explicit; "sdpa": never explicit (pattern hooks don't fire)."""
         if implementation not in ("auto", "sdpa", "eager"):
