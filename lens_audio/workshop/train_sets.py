@@ -1,9 +1,12 @@
 """Training the clip-set workshop model (`"workshop"`): the model organism for head selection.
 
 The audio side is the first workshop model's (`"workshop-v1"`): its tokenizer,
-feature extractor, audio encoder and projector are copied unchanged and kept
-frozen, so every clip's audio embeddings are computed once, before training.
-Only a new, deeper decoder is trained (8 layers x 8 query heads sharing 4
+feature extractor and audio encoder are copied unchanged and kept frozen, so
+every clip's encoder output is computed once, before training. Its projector
+is copied scaled by `projector_scale` and trained: v1's audio embeddings have
+norm ~80 against ~0.2 for a fresh decoder's token embeddings, and at that
+scale nothing the decoder writes at an audio position (such as which clip it
+belongs to) survives the next RMSNorm. A new, deeper decoder is trained (8 layers x 8 query heads sharing 4
 key/value heads, width 128), on the clip-set task of `clip_sets.py`:
 
 1. **Reading the right clip** (`steps_audio`): no hints; the answer is the
@@ -59,6 +62,7 @@ class SetsTrainSettings:
     listen_snr_db: float = 12.0
     listen_width_db: float = 3.0
     train_snr_db: tuple[float, float] = (-5.0, 25.0)
+    projector_scale: float = 0.02  # v1's audio embeddings (norm ~80) rescaled to the fresh decoder's token scale
     threads: int = 2
 
 
@@ -76,7 +80,7 @@ class ClipSetData:
                                        snr_db=round(float(self.rng.uniform(*settings.train_snr_db)), 2),
                                        seed=int(self.rng.integers(2**31))))
         self.by_class = {name: [i for i, c in enumerate(self.clips) if c.class_name == name] for name in CLASSES}
-        self.embeds, self.n_tokens = embed_clips(audio_model, processor, self.clips, progress)
+        self.encoded, self.n_tokens = encode_clips(audio_model, processor, self.clips, progress)
         tok = processor.tokenizer
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.audio_id = processor.audio_token_id
@@ -115,23 +119,28 @@ class ClipSetData:
             attention_mask[row, : len(full)] = 1
             targets[row, len(ids) - 1] = answer  # the final prompt position predicts the answer
             targets[row, len(ids)] = self.end_id
-        audio = torch.cat([self.embeds[i, : self.n_tokens[i]] for indices in chosen for i in indices])
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_embeds": audio, "targets": targets}
+        audio = torch.cat([self.encoded[i, : self.n_tokens[i]] for indices in chosen for i in indices])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_encoded": audio, "targets": targets}
 
 
 @torch.no_grad()
-def embed_clips(audio_model: Any, processor: Any, clips: list[Clip], progress: bool,
-                chunk: int = 250) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, "clips"]]:
-    """Each clip's projected audio embeddings through the frozen audio encoder (the hooked port's `audio`)."""
-    embeds, counts = [], []
-    for start in tqdm(range(0, len(clips), chunk), desc="embedding training clips", disable=not progress):
-        waves = [clip.waveform() for clip in clips[start : start + chunk]]
-        out = processor.feature_extractor(waves, sampling_rate=16000, return_attention_mask=True, padding="max_length",
-                                          return_tensors="pt")
-        e, n = audio_model.audio(out["input_features"], out["attention_mask"])
-        embeds.append(e)
-        counts.append(n)
-    return torch.cat(embeds), torch.cat(counts)
+def encode_clips(audio_model: Any, processor: Any, clips: list[Clip], progress: bool,
+                 chunk: int = 250) -> tuple[Float[Tensor, "clips audio_pos d_audio"], Int[Tensor, "clips"]]:
+    """Each clip's frozen encoder output (after `ln_post`, before the projector) through the hooked port's `audio`."""
+    outputs, counts = [], []
+    captured: list[Tensor] = []
+    handle = audio_model.audio.ln_post.register_forward_hook(lambda module, args, out: captured.append(out))
+    try:
+        for start in tqdm(range(0, len(clips), chunk), desc="encoding training clips", disable=not progress):
+            waves = [clip.waveform() for clip in clips[start : start + chunk]]
+            out = processor.feature_extractor(waves, sampling_rate=16000, return_attention_mask=True,
+                                              padding="max_length", return_tensors="pt")
+            _, n = audio_model.audio(out["input_features"], out["attention_mask"])
+            outputs.append(captured.pop())
+            counts.append(n)
+    finally:
+        handle.remove()
+    return torch.cat(outputs), torch.cat(counts)
 
 
 def build_model(settings: SetsTrainSettings) -> tuple[Any, Any]:
@@ -153,14 +162,15 @@ def build_model(settings: SetsTrainSettings) -> tuple[Any, Any]:
     torch.manual_seed(settings.seed)
     model = Qwen2AudioForConditionalGeneration(config)
     model.model.audio_tower.load_state_dict(v1.model.audio_tower.state_dict())
-    model.model.multi_modal_projector.load_state_dict(v1.model.multi_modal_projector.state_dict())
-    for module in (model.model.audio_tower, model.model.multi_modal_projector):
-        module.requires_grad_(False)
+    projector = v1.model.multi_modal_projector.state_dict()
+    model.model.multi_modal_projector.load_state_dict({k: v * settings.projector_scale for k, v in projector.items()})
+    model.model.audio_tower.requires_grad_(False)
     return model, processor
 
 
-def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_embeds: Tensor) -> Tensor:
-    """The language model's logits with the audio embeddings written over the `<|AUDIO|>` tokens (as HF does)."""
+def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_encoded: Tensor) -> Tensor:
+    """The logits with the projected audio written over the `<|AUDIO|>` tokens (as HF does), from the encoder output."""
+    audio_embeds = model.model.multi_modal_projector(audio_encoded)
     embeds = model.get_input_embeddings()(input_ids)
     slots = (input_ids == model.config.audio_token_id)[..., None]
     embeds = embeds.masked_scatter(slots, audio_embeds.to(embeds.dtype))
@@ -189,7 +199,7 @@ def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSetti
     for step in bar:
         stage = 1 if step < settings.steps_audio else 2
         batch = data.batch(stage)
-        logits = decoder_logits(model, batch["input_ids"], batch["attention_mask"], batch["audio_embeds"])
+        logits = decoder_logits(model, batch["input_ids"], batch["attention_mask"], batch["audio_encoded"])
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
