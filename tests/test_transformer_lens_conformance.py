@@ -325,3 +325,21 @@ def test_switches_add_hooks_without_changing_the_output(hf, processor, two_examp
     expected_q0 = m.blocks[0].attn.b_Q[0]  # zero input: RMSNorm of zeros is zero, so only the bias remains
     assert torch.allclose(seen["q"][:, :, 0], expected_q0.expand_as(seen["q"][:, :, 0]), atol=1e-5)
     assert torch.allclose(seen["q"][:, :, 1], cache["q", 0][:, :, 1], atol=1e-5)
+
+
+# ------------------------------------------------------------------ README
+
+
+def test_readme_main_demo_steps_run_on_the_workshop_model(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Coming from TransformerLens") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    try:
+        exec(compile(code, "README TransformerLens demo", "exec"), {})  # asserts logit lens and DLA inside
+    finally:
+        torch.set_grad_enabled(True)
+    out = capsys.readouterr().out
+    assert "answer loss" in out and "top components:" in out
