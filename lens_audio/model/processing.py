@@ -28,16 +28,28 @@ if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
+_ROWS = 4096  # rows converted to float32 at a time: a 152k-token W_U in bf16 never exists in float32 whole
+
+
 def _replace(module: nn.Module, name: str, value: Tensor) -> None:
     old = getattr(module, name)
     setattr(module, name, nn.Parameter(value.to(old.dtype), requires_grad=old.requires_grad))
+
+
+def _map_rows(module: nn.Module, name: str, fn) -> None:
+    """Replace `module.<name>` by `fn(rows in float32)`, computed a block of rows at a time in a new tensor."""
+    old = getattr(module, name).detach()
+    new = torch.empty_like(old)
+    for start in range(0, old.shape[0], _ROWS):
+        new[start : start + _ROWS] = fn(old[start : start + _ROWS].float()).to(old.dtype)
+    _replace(module, name, new)
 
 
 def _fold_norm(norm: nn.Module, readers: list[nn.Linear]) -> None:
     """Multiply `norm.w` into the input columns of each reader and drop the norm's weight."""
     w = norm.w.detach().float()
     for linear in readers:
-        _replace(linear, "weight", linear.weight.detach().float() * w)
+        _map_rows(linear, "weight", lambda rows: rows * w)
     norm.register_parameter("w", None)
 
 
@@ -59,9 +71,10 @@ def process_weights_(
         model.cfg.normalization_type = "RMSPre"
     # center_writing_weights applies to LayerNorm models only (TransformerLens's rule); the decoder uses RMSNorm.
     del center_writing_weights
-    if center_unembed:
-        weight = model.unembed.weight.detach().float()
-        _replace(model.unembed, "weight", weight - weight.mean(0, keepdim=True))
+    if center_unembed:  # the unembedding is stored [d_vocab, d_model]: centre each residual direction over tokens
+        weight = model.unembed.weight.detach()
+        mean = sum(weight[i : i + _ROWS].float().sum(0) for i in range(0, weight.shape[0], _ROWS)) / weight.shape[0]
+        _map_rows(model.unembed, "weight", lambda rows: rows - mean)
     if fold_value_biases:
         for block in model.blocks:
             _fold_value_biases(block.attn)
