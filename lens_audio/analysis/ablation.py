@@ -7,8 +7,10 @@ Kinds of ablation (replacing a head's `hook_z` at every position):
   heard nothing).
 
 Batched: the inputs are replicated `heads_per_pass` times along the batch and each replica has a
-different head ablated, so a scan of all heads takes `n_heads_total / heads_per_pass` forward passes;
-memory grows with `heads_per_pass` (1 = one head per forward). The numbers do not depend on it.
+different head ablated, so a scan of all heads takes `n_heads_total / heads_per_pass` decoder passes;
+memory grows with `heads_per_pass` (1 = one head per forward). The numbers do not depend on it. The
+audio encoder runs once per batch: every replica reuses the baseline run's `hook_embed` (token
+embeddings with the audio spliced in), since ablating decoder heads cannot change them.
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ def ablate_heads(
     choice = torch.as_tensor(choice_ids)
     answer = torch.as_tensor(answer_index)
     final = batch.final_position.cpu()
-    base_margin, base_correct = _margins(model(batch).cpu(), final, choice, answer)
+    logits, cache = model.run_with_cache(batch, names_filter=["hook_embed"], return_cache_object=False)
+    base_margin, base_correct = _margins(logits.cpu(), final, choice, answer)
+    embeds = cache["hook_embed"]  # the audio encoder runs once; every replica reuses its spliced embeddings
+    text_ids = batch.input_ids.masked_fill(batch.input_ids == model.cfg.audio_token_id, 0)  # embeddings come from the hook
     replacement = _replacements(model, batch, kind, reference)
     b = batch.batch_size
     margins, accuracies = [], []
@@ -113,11 +118,10 @@ def ablate_heads(
             return z
 
         layers = sorted({l for group in chunk for l, _ in group})
+        splice = lambda _, hook, k=k: embeds.repeat(k, 1, 1)  # noqa: E731
         logits = model.run_with_hooks(
-            batch.input_ids.repeat(k, 1), batch.attention_mask.repeat(k, 1),
-            None if batch.input_features is None else batch.input_features.repeat(k, 1, 1),
-            None if batch.feature_attention_mask is None else batch.feature_attention_mask.repeat(k, 1),
-            fwd_hooks=[(f"blocks.{l}.attn.hook_z", ablate) for l in layers],
+            text_ids.repeat(k, 1), batch.attention_mask.repeat(k, 1),
+            fwd_hooks=[("hook_embed", splice)] + [(f"blocks.{l}.attn.hook_z", ablate) for l in layers],
         ).cpu()
         margin, correct = _margins(logits, final.repeat(k), choice.repeat(k, 1), answer.repeat(k))
         margins += list((margin.view(k, b) - base_margin).mean(1))

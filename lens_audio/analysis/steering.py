@@ -236,7 +236,7 @@ def steered_generate(
     If the steering hook fires before the deepest direction layer (e.g. `hook_name` in an early block),
     the direction cannot be ready in time and this falls back to a separate direction pass.
     """
-    from lens_audio.model.generation import Sampling, check_left_padded, decode
+    from lens_audio.model.generation import Sampling, check_left_padded, decode, last_logits
     from lens_audio.model.kv_cache import KVCache
 
     if not layers:
@@ -278,7 +278,6 @@ def steered_generate(
         prefill = prefill.select_rows(slice(0, b))
         resid = model.run_blocks(prefill, max(layers) + 1)
         if not state["early"]:
-            logits = model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
-            return decode(model, tokens, mask, logits, cache, sampling)
+            return decode(model, tokens, mask, last_logits(model, resid), cache, sampling)
     steer_hooks = steering_hooks(model, state["direction"], beta, hook_name)
     return model.generate(batch, fwd_hooks=list(fwd_hooks) + steer_hooks, **generate_kwargs)

@@ -63,8 +63,13 @@ def generate(
             step = lambda toks, m: model(toks, m, input_features, feature_attention_mask)[:, -1]  # noqa: E731
             return decode(model, tokens, mask, step(tokens, mask), None, sampling, step)
         cache = KVCache(model.cfg.n_layers)
-        logits = model(tokens, mask, input_features, feature_attention_mask, past_kv_cache=cache)
-        return decode(model, tokens, mask, logits[:, -1], cache, sampling)
+        state = model.start_decoder(tokens, mask, input_features, feature_attention_mask, past_kv_cache=cache)
+        return decode(model, tokens, mask, last_logits(model, model.run_blocks(state)), cache, sampling)
+
+
+def last_logits(model: "HookedAudioLM", resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_vocab"]:
+    """Logits of the last position only (a prefill needs no others; `ln_final` hooks see that position)."""
+    return model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
 
 
 def check_left_padded(attention_mask: Int[Tensor, "batch pos"]) -> None:

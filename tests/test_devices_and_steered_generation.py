@@ -1,0 +1,118 @@
+"""Silence twins without feature extraction, steered generation in one prefill, and every analysis on any device/dtype.
+
+On a CUDA machine the device test runs on the GPU; on the CPU it runs in float32 and bfloat16.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lens_audio import make_batch
+from lens_audio.analysis.ablation import scan_heads
+from lens_audio.analysis.lens import logit_lens
+from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.patching import normalized_logit_diff, patch_heads
+from lens_audio.analysis.steering import adaptive_direction, steer, steered_generate, steering_hooks
+from tests.conftest import waveform
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_silence_twin_features_equal_the_extractors(processor):
+    rng = np.random.default_rng(0)
+    clips = [[0.1 * rng.standard_normal(24000).astype(np.float32), waveform(0.3, 4)], waveform(0.9, 5)]
+    batch = make_batch(processor, clips, ["a?", "b?"], sampling_rate=16000)
+    twin = batch.silence_twin()
+    silent = [[np.zeros_like(w) for w in row] for row in batch.waveforms]
+    expected = make_batch(processor, silent, prompt=batch.texts, sampling_rate=16000)  # the extractor on zeros
+    assert torch.equal(twin.input_features, expected.input_features)
+    assert torch.equal(twin.feature_attention_mask, expected.feature_attention_mask)
+    assert torch.equal(twin.input_ids, expected.input_ids) and twin.audio_spans == expected.audio_spans
+    assert all(not w.any() for row in twin.waveforms for w in row)
+
+
+@pytest.fixture
+def model(tiny_pair):
+    return tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)[1]
+
+
+@pytest.mark.parametrize(
+    "layers, hook_name",
+    [([1], None), ([0, 2], None), ([2], "blocks.1.hook_resid_post"), ([0], "blocks.1.hook_resid_mid")],
+    ids=["shallow", "deepest-is-last", "hook-before-direction (fallback)", "mid-hook"],
+)
+def test_steered_generate_equals_direction_then_steered_generate(model, two_example_batch, layers, hook_name):
+    kwargs = dict(max_new_tokens=6, eos_token_id=[])
+    for beta in (4.0, 200.0):
+        direction = adaptive_direction(model, two_example_batch, layers)
+        expected = model.generate(two_example_batch, fwd_hooks=steering_hooks(model, direction, beta, hook_name), **kwargs)
+        got = steered_generate(model, two_example_batch, layers, beta, hook_name=hook_name, **kwargs)
+        assert torch.equal(got, expected)
+    assert not torch.equal(got, model.generate(two_example_batch, **kwargs))
+
+
+def test_adaptive_direction_batched_equals_two_separate_passes(model, two_example_batch):
+    from lens_audio.analysis.steering import final_residuals
+
+    separate = final_residuals(model, two_example_batch, [0, 2]) - final_residuals(model, two_example_batch.silence_twin(), [0, 2])
+    assert torch.allclose(adaptive_direction(model, two_example_batch, [0, 2]), separate.mean(1), atol=1e-5)
+
+
+def _analyses(model, batch):
+    """Every public analysis on `model` and `batch`, results moved to the CPU in float32."""
+    twin = batch.silence_twin()
+    with torch.no_grad():
+        logits = model(batch)[torch.arange(2, device=model.device), batch.final_position.to(model.device)]
+    top2 = logits.topk(2, dim=-1).indices
+    metric = normalized_logit_diff(model, batch, twin, top2[:, 0], top2[:, 1])
+    direction = adaptive_direction(model, batch, [0, 2])
+    with torch.no_grad(), steer(model, direction, 4.0):
+        steered_logits = model(batch)[:, -1]
+    out = {
+        "listening": listening_signal(model, batch, heads=[(1, 2)]).audio_mass,
+        "direction": direction,
+        "steered_logits": steered_logits,
+        "patching": patch_heads(model, batch, twin, metric),
+        "ablation": scan_heads(model, batch, [[5, 9, 13], [5, 9, 13]], [0, 2], kind="silence").logit_diff_change,
+        "lens": logit_lens(model, batch, [[5, 9], [5, 9]]).prob,
+    }
+    kwargs = dict(max_new_tokens=4, eos_token_id=[])
+    out["generate"] = model.generate(batch, fwd_hooks=steering_hooks(model, direction, 4.0), **kwargs)
+    out["steered_generate"] = steered_generate(model, batch, [0, 2], 4.0, **kwargs)
+    return {k: v.detach().cpu().float() if v.is_floating_point() else v.cpu() for k, v in out.items()}
+
+
+# CUDA: both dtypes, batch on the GPU or left on the CPU. CPU: the batch is on the model's device either way.
+PLACES = ("model", "cpu") if DEVICE == "cuda" else ("model",)
+CASES = [(DEVICE, dtype, where) for dtype in (torch.float32, torch.bfloat16) for where in PLACES]
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+@pytest.mark.parametrize("device, dtype, batch_on", CASES, ids=[f"{d}-{str(t)[6:]}-batch_on_{w}" for d, t, w in CASES])
+def test_every_analysis_runs_with_the_batch_moved(model, two_example_batch, device, dtype, batch_on):
+    reference = _analyses(model, two_example_batch)
+    moved_model = copy.deepcopy(model).to(device=device, dtype=dtype)  # deepcopy: from_hf_model shares weights
+    batch = two_example_batch.to(device) if batch_on == "model" else two_example_batch
+    got = _analyses(moved_model, batch)
+    exact = dtype == torch.float32
+    assert torch.equal(got["generate"], got["steered_generate"]) or not exact
+    for name, value in got.items():
+        assert value.shape == reference[name].shape, name
+        if name in ("generate", "steered_generate"):
+            assert torch.equal(value, reference[name]) or not exact, name
+            continue
+        finite = torch.isfinite(reference[name])
+        assert torch.equal(torch.isfinite(value), finite), name
+        value, expected = value[finite], reference[name][finite]  # (logit-difference ratios are too fine for bf16)
+        if exact:
+            error = (value - expected).abs().max() / expected.abs().max().clamp(min=1e-3)
+            assert error <= (1e-4 if device == "cpu" else 2e-3), f"{name}: relative error {error:.3g} on {device}"
+        elif name not in ("patching", "ablation"):  # bfloat16: the pattern must survive, not every digit
+            assert _cosine(value, expected) > 0.95, f"{name}: cosine {_cosine(value, expected):.3f} on {device} bfloat16"
