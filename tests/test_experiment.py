@@ -79,3 +79,21 @@ def test_figures_command_writes_every_figure_and_the_report(tmp_path):
     assert expected <= written and "report.html" in written
     report = (tmp_path / "figs" / "report.html").read_text()
     assert "baseline" in report and all(f"{name}.png" in report for name in FIGURES if f"{name}.png" in written)
+
+
+def test_locate_runs_on_the_experiments_heads_and_writes_its_file(tmp_path):
+    from lens_audio import HookedAudioLM
+    from lens_audio.evaluation import load_mmau
+    from lens_audio.evaluation.experiment import Experiment
+    from lens_audio.evaluation.locate import main
+    from lens_audio.evaluation.profile import profile_for
+
+    bench = write_benchmark(tmp_path / "bench", seed=7, n_clips=12, progress=False) / "workshop.json"
+    main(["--benchmark", str(bench), "--out", str(tmp_path / "run"), "--betas", "1.0"])
+    result = json.loads((tmp_path / "run" / "locate.json").read_text())
+    experiment = Experiment(HookedAudioLM.from_pretrained("workshop"), load_mmau(bench), profile_for("workshop"), tmp_path / "run", progress=False)
+    dev = experiment.listen("dev")
+    focus = dev.correct[[c == "conflicting" for c in dev.conditions]]
+    assert result["layer_grid"][0]["accuracy"] == pytest.approx(100 * focus.mean(), abs=0.01)  # unsteered row = the dev baseline
+    assert len(result["layer_grid"]) == 1 + 6 + 5  # final site for 6 source layers, same-layer site for 5
+    assert [tuple(h) for h in result["specialist_head_outputs"][0]["heads"]] == experiment.select_heads().specialists

@@ -67,6 +67,7 @@ class Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         self._heads: HeadSelection | None = None
         self._fast: dict[str, FastSteering] = {}
+        self._baselines: dict[str, RunResult] = {}
 
     # --- runs ---------------------------------------------------------------------------------------------
     def split(self, name: str) -> list[dict[str, Any]]:
@@ -82,8 +83,10 @@ class Experiment:
                              progress=self.progress, description=name or "steering")
 
     def listen(self, split: str = "calibration") -> RunResult:
-        """Baseline run of a split with every item's listening signal."""
-        return self.run(self.split(split), f"{split}-baseline", listening=True)
+        """Baseline run of a split with every item's listening signal (kept in memory once run or resumed)."""
+        if split not in self._baselines:
+            self._baselines[split] = self.run(self.split(split), f"{split}-baseline", listening=True)
+        return self._baselines[split]
 
     # --- calibration --------------------------------------------------------------------------------------
     def select_heads(self) -> HeadSelection:

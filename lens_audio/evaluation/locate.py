@@ -14,7 +14,7 @@ Each cell is the accuracy on the items given (e.g. the conflicting items).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lens_audio.analysis.steering import adaptive_direction, head_output_direction, steering_hooks
@@ -22,6 +22,7 @@ from lens_audio.evaluation.report import accuracy_with_ci
 from lens_audio.evaluation.runner import run_benchmark
 
 if TYPE_CHECKING:
+    from lens_audio.evaluation.experiment import Experiment
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
@@ -31,7 +32,7 @@ def _accuracy(model, items, steering, template, mode, batch_size) -> float:
 
 
 def layer_grid(
-    model: HookedAudioLM, items: Sequence[dict[str, Any]], betas: Sequence[float], template: str = "workshop", mode: str = "choice", batch_size: int = 16
+    model: HookedAudioLM, items: Sequence[dict[str, Any]], betas: Sequence[float], template: str | Callable = "instruct", mode: str = "choice", batch_size: int = 16
 ) -> list[dict[str, Any]]:
     """Accuracy for every (source layer, injection site, beta)."""
     final = model.cfg.n_layers - 1
@@ -49,7 +50,7 @@ def layer_grid(
 
 def head_directions(
     model: HookedAudioLM, items: Sequence[dict[str, Any]], heads: Sequence[tuple[int, int]], betas: Sequence[float],
-    template: str = "workshop", mode: str = "choice", batch_size: int = 16,
+    template: str | Callable = "instruct", mode: str = "choice", batch_size: int = 16,
 ) -> list[dict[str, Any]]:
     """Accuracy when steering the final representation with the specialist heads' own output difference."""
     rows = []
@@ -60,31 +61,45 @@ def head_directions(
     return rows
 
 
-def main() -> None:
-    """`python -m lens_audio.evaluation.locate [experiment_dir]`: the sweeps on the workshop model's dev conflicting items."""
+def locate(experiment: "Experiment", betas: Sequence[float] = (1.0, 2.0, 4.0)) -> dict[str, Any]:
+    """The sweeps on the experiment's dev focus items, with its own heads (k from its profile) and prompt."""
+    selection, p = experiment.select_heads(), experiment.profile
+    dev = experiment.split("dev")
+    focus = [i for i in dev if i.get("hint") == p.focus_condition] or dev
+    kwargs = dict(template=p.prompt, mode=p.mode, batch_size=p.batch_size)
+    return {
+        "items": f"dev split, {p.focus_condition if focus is not dev else 'all'} items",
+        "layer_grid": layer_grid(experiment.model, focus, betas, **kwargs),
+        "specialist_head_outputs": head_directions(experiment.model, focus, selection.specialists, tuple(betas) + (8.0,), **kwargs),
+        "control_head_outputs": head_directions(experiment.model, focus, selection.control, tuple(betas) + (8.0,), **kwargs),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lens_audio.evaluation.locate [--model M] [--benchmark B] [--out DIR]`: the sweeps, written to DIR/locate.json.
+
+    DIR is the experiment's run folder (default `runs/experiment`, as `lens-audio experiment`): the calibration
+    run there is reused, or computed if missing.
+    """
+    import argparse
     import json
-    import sys
     from pathlib import Path
 
     from lens_audio import HookedAudioLM
-    from lens_audio.analysis.heads import HeadCorrelation
     from lens_audio.evaluation import load_mmau
+    from lens_audio.evaluation.experiment import Experiment
+    from lens_audio.evaluation.profile import profile_for
     from lens_audio.workshop import BENCHMARK
 
-    run_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/workshop")
-    model = HookedAudioLM.from_pretrained("workshop")
-    items = [i for i in load_mmau(BENCHMARK, split="dev") if i["hint"] == "conflicting"]
-    heads = HeadCorrelation.load(run_dir / "head_correlation.json")
-    specialists = heads.top_k(4)
-    control = heads.random_heads(4, seed=0, exclude=specialists)
-    betas = (1.0, 2.0, 4.0)
-    result = {
-        "items": "dev split, conflicting hint",
-        "layer_grid": layer_grid(model, items, betas),
-        "specialist_head_outputs": head_directions(model, items, specialists, betas + (8.0,)),
-        "control_head_outputs": head_directions(model, items, control, betas + (8.0,)),
-    }
-    (run_dir / "locate.json").write_text(json.dumps(result, indent=1))
+    parser = argparse.ArgumentParser(prog="python -m lens_audio.evaluation.locate")
+    parser.add_argument("--model", default="workshop")
+    parser.add_argument("--benchmark")
+    parser.add_argument("--out", default="runs/experiment")
+    parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    args = parser.parse_args(argv)
+    experiment = Experiment(HookedAudioLM.from_pretrained(args.model), load_mmau(args.benchmark or BENCHMARK), profile_for(args.model), args.out)
+    result = locate(experiment, args.betas)
+    (Path(args.out) / "locate.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 
