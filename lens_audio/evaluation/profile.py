@@ -31,7 +31,10 @@ from typing import Any, Literal
 PromptFn = Callable[[dict[str, Any]], str]
 DEFAULT_SPLITS = {"calibration": "calibration", "dev": "dev", "test": "test"}
 # model name -> "module:attribute" of its ExperimentProfile; add yours with register_profile.
-PROFILES: dict[str, str] = {"workshop": "lens_audio.workshop.evaluate:PROFILE"}
+PROFILES: dict[str, str] = {
+    "workshop": "lens_audio.workshop.evaluate:PROFILE",
+    "workshop-v1": "lens_audio.workshop.evaluate:PROFILE",
+}
 LAYER_CONVENTIONS = {"resid_post": "hook_resid_post", "hf_hidden_states": "hook_resid_pre"}
 
 

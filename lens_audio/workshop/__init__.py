@@ -20,6 +20,17 @@ BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
 CHECKPOINT, BENCHMARK = CHECKPOINT_V1, BENCHMARK_V1  # "workshop": the default workshop model and its benchmark
 
 
+def benchmark_for(model_name: str) -> Path:
+    """The bundled benchmark of a shipped workshop model; other models need a benchmark named explicitly."""
+    bundled = {"workshop": BENCHMARK, "workshop-v1": BENCHMARK_V1}
+    if str(model_name) not in bundled:
+        raise ValueError(
+            f"no bundled benchmark for model {str(model_name)!r}: give --benchmark (an MMAU-format JSON such as "
+            "mmau-test-mini.json with calibration/dev/test splits); the bundled ones fit only 'workshop' and 'workshop-v1'."
+        )
+    return bundled[str(model_name)]
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: Path) -> Iterator[Path]:
     """Yield a staging folder beside `folder`; on success it replaces `folder`, on any failure it is removed.
@@ -41,4 +52,4 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
-__all__ = ["BENCHMARK", "BENCHMARK_SETS", "BENCHMARK_V1", "CHECKPOINT", "CHECKPOINT_SETS", "CHECKPOINT_V1", "atomic_folder"]
+__all__ = ["BENCHMARK", "BENCHMARK_SETS", "benchmark_for", "BENCHMARK_V1", "CHECKPOINT", "CHECKPOINT_SETS", "CHECKPOINT_V1", "atomic_folder"]
