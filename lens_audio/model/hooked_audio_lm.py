@@ -131,8 +131,10 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         """
         from lens_audio.model.loading import load_pretrained
 
+        from lens_audio.model.processing import process_weights_
+
         model = load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
-        return model.process_weights_(fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+        return process_weights_(model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True)
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedAudioLM":

@@ -12,8 +12,8 @@
   `hook_z` and `hook_result` then exclude the value bias.
 
 The audio encoder (LayerNorm, a different residual stream) is left as loaded. Each processed weight is replaced
-by a new tensor, one at a time: the peak stays near one extra tensor, and a Hugging Face model wrapped by
-`from_hf_model` keeps its own weights unchanged.
+in its own storage when the model owns it (`from_pretrained`: no extra memory), otherwise by a new tensor, one
+at a time (a Hugging Face model wrapped by `from_hf_model` keeps its own weights unchanged).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
-_ROWS = 4096  # rows converted to float32 at a time: a 152k-token W_U in bf16 never exists in float32 whole
+_ROWS = 1024  # rows converted to float32 at a time: a 152k-token W_U never exists in float32 whole
 
 
 def _replace(module: nn.Module, name: str, value: Tensor) -> None:
@@ -36,20 +36,22 @@ def _replace(module: nn.Module, name: str, value: Tensor) -> None:
     setattr(module, name, nn.Parameter(value.to(old.dtype), requires_grad=old.requires_grad))
 
 
-def _map_rows(module: nn.Module, name: str, fn) -> None:
-    """Replace `module.<name>` by `fn(rows in float32)`, computed a block of rows at a time in a new tensor."""
+def _map_rows(module: nn.Module, name: str, fn, overwrite: bool) -> None:
+    """Set `module.<name>` to `fn(rows in float32)`, a block of rows at a time: in its own storage if
+    `overwrite` (the model owns it), else in a new tensor (the storage may be shared, e.g. by `from_hf_model`)."""
     old = getattr(module, name).detach()
-    new = torch.empty_like(old)
+    new = old if overwrite else torch.empty_like(old)
     for start in range(0, old.shape[0], _ROWS):
         new[start : start + _ROWS] = fn(old[start : start + _ROWS].float()).to(old.dtype)
-    _replace(module, name, new)
+    if not overwrite:
+        _replace(module, name, new)
 
 
-def _fold_norm(norm: nn.Module, readers: list[nn.Linear]) -> None:
+def _fold_norm(norm: nn.Module, readers: list[nn.Linear], overwrite: bool) -> None:
     """Multiply `norm.w` into the input columns of each reader and drop the norm's weight."""
     w = norm.w.detach().float()
     for linear in readers:
-        _map_rows(linear, "weight", lambda rows: rows * w)
+        _map_rows(linear, "weight", lambda rows: rows * w, overwrite)
     norm.register_parameter("w", None)
 
 
@@ -60,21 +62,26 @@ def process_weights_(
     center_writing_weights: bool = True,
     center_unembed: bool = False,
     fold_value_biases: bool = False,
+    overwrite: bool = False,
 ) -> "HookedAudioLM":
-    """Process the decoder's weights in place, as `HookedTransformer.process_weights_` does; returns the model."""
+    """Process the decoder's weights in place, as `HookedTransformer.process_weights_` does; returns the model.
+
+    `overwrite=True` writes the processed weights into the existing storage (no extra memory; only for a
+    model whose weights nothing else shares, as `from_pretrained` makes them).
+    """
     if fold_ln and model.cfg.normalization_type == "RMS":
         for block in model.blocks:
             attn, mlp = block.attn, block.mlp
-            _fold_norm(block.ln1, [attn.q_proj, attn.k_proj, attn.v_proj])
-            _fold_norm(block.ln2, [mlp.gate_proj, mlp.up_proj])
-        _fold_norm(model.ln_final, [model.unembed])
+            _fold_norm(block.ln1, [attn.q_proj, attn.k_proj, attn.v_proj], overwrite)
+            _fold_norm(block.ln2, [mlp.gate_proj, mlp.up_proj], overwrite)
+        _fold_norm(model.ln_final, [model.unembed], overwrite)
         model.cfg.normalization_type = "RMSPre"
     # center_writing_weights applies to LayerNorm models only (TransformerLens's rule); the decoder uses RMSNorm.
     del center_writing_weights
     if center_unembed:  # the unembedding is stored [d_vocab, d_model]: centre each residual direction over tokens
         weight = model.unembed.weight.detach()
         mean = sum(weight[i : i + _ROWS].float().sum(0) for i in range(0, weight.shape[0], _ROWS)) / weight.shape[0]
-        _map_rows(model.unembed, "weight", lambda rows: rows - mean)
+        _map_rows(model.unembed, "weight", lambda rows: rows - mean, overwrite)
     if fold_value_biases:
         for block in model.blocks:
             _fold_value_biases(block.attn)
