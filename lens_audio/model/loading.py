@@ -115,7 +115,12 @@ def read_config(folder: Path, name: str) -> AudioLMConfig:
         )
     from transformers import Qwen2AudioConfig
 
-    return AudioLMConfig.from_hf_config(Qwen2AudioConfig.from_pretrained(folder), model_name=name)
+    try:
+        hf_config = Qwen2AudioConfig.from_pretrained(folder)
+    except Exception as exc:  # transformers raises several types for an inconsistent config
+        message = " ".join(str(exc).split())
+        raise ValueError(f"{config_file} is not a valid Qwen2-Audio config ({type(exc).__name__}: {message}); fix it.") from exc
+    return AudioLMConfig.from_hf_config(hf_config, model_name=name)
 
 
 def load_processor(folder: Path) -> Any:
