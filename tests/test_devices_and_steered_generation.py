@@ -116,3 +116,47 @@ def test_every_analysis_runs_with_the_batch_moved(model, two_example_batch, devi
             assert error <= (1e-4 if device == "cpu" else 2e-3), f"{name}: relative error {error:.3g} on {device}"
         elif name not in ("patching", "ablation"):  # bfloat16: the pattern must survive, not every digit
             assert _cosine(value, expected) > 0.95, f"{name}: cosine {_cosine(value, expected):.3f} on {device} bfloat16"
+
+
+def _set_attn(hf, implementation: str) -> None:
+    for config in (hf.config, hf.config.audio_config, hf.config.text_config):
+        config._attn_implementation = implementation
+
+
+def test_bfloat16_difference_from_transformers_is_within_its_own_eager_vs_sdpa(processor):
+    """Wide random config in bfloat16: |port - HF SDPA| <= 1.25 x |HF eager - HF SDPA| (mean absolute logit difference)."""
+    from lens_audio import HookedAudioLM
+    from lens_audio.model.hooked_audio_lm import position_ids_from_mask
+    from lens_audio.testing import tiny_hf_model
+
+    wide = dict(d_model=1024, n_layers=3, n_heads=16, n_kv_heads=2, d_mlp=2816, audio_d_model=640, audio_layers=2, audio_heads=10)
+    hf, _ = tiny_hf_model(processor, attn_implementation="sdpa", n_mels=16, chunk_seconds=2, **wide)
+    hf = hf.to(torch.bfloat16)
+    port = HookedAudioLM.from_hf_model(hf, processor)
+    batch = make_batch(processor, [waveform(1.5, 1), waveform(0.7, 2), waveform(1.9, 3)], ["What is it?", "Music?", "Which?"], sampling_rate=16000)
+    positions, valid = position_ids_from_mask(batch.attention_mask), batch.attention_mask.bool()
+    with torch.no_grad():
+        sdpa = hf(**batch.model_inputs(), position_ids=positions).logits.float()
+        _set_attn(hf, "eager")
+        eager = hf(**batch.model_inputs(), position_ids=positions).logits.float()
+        ours = port(batch).float()
+    floor = (eager - sdpa).abs()[valid].mean()
+    assert floor > 0  # the two reference paths really differ in bfloat16
+    assert (ours - sdpa).abs()[valid].mean() <= 1.25 * floor
+
+
+def test_gpu_check_runs_with_small_shapes(tmp_path):
+    """The prepared device check stays runnable: tiny shapes, on whatever device this machine has."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "check.json"
+    args = ["--small", "--out", str(out), "--repeats", "1", "--new-tokens", "2", "--batch-sizes", "2"]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=600)
+    report = json.loads(out.read_text())
+    assert report["equivalence"]["float32"]["port_vs_sdpa"]["mean_abs"] < 1e-4
+    assert all(row["steered_generate equals two-pass"] for row in report["steering_on_device"].values())
+    assert set(report["timing"]["by_batch"]["2"]["rows"]) >= {"port forward", "port steered_generate"}

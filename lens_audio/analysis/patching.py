@@ -82,8 +82,9 @@ def normalized_logit_diff(
     final = clean.final_position
 
     def logit_diff(logits: Tensor) -> Tensor:
-        last = logits[rows, final]
-        return last[rows, correct] - last[rows, wrong]
+        r, f, c, w = (t.to(logits.device) for t in (rows, final, correct, wrong))
+        last = logits[r, f]
+        return last[r, c] - last[r, w]
 
     clean_diff, corrupted_diff = logit_diff(model(clean)), logit_diff(model(corrupted))
     span = clean_diff - corrupted_diff

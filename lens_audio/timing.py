@@ -1,0 +1,47 @@
+"""Timing and memory helpers shared by the benchmarks (which import the package, not each other)."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def interleaved_medians(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per contender, timed round-robin so drifts in machine load hit all alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            synchronize()
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peak_added_bytes(fn: Callable[[], Any]) -> int:
+    """Peak resident memory `fn` adds on the CPU (Linux VmHWM, reset first)."""
+    import psutil
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = psutil.Process().memory_info().rss
+    result = fn()
+    peak = before
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    del result
+    return peak - before
