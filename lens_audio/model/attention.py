@@ -31,14 +31,15 @@ def attend(
     allowed: Bool[Tensor, "batch 1 query key"] | None,
     is_causal: bool,
     implementation: AttentionImplementation,
+    scale: float | None = None,
 ) -> Float[Tensor, "batch query head d_head"]:
     """Softmax attention of `q` over `k`/`v`; key/value heads are shared by groups of query heads.
 
     `allowed` says which keys each query may see (None: all, or causal when
-    `is_causal`). Returns the per-head mixed values `z`.
+    `is_causal`). `scale` multiplies the scores (default `d_head ** -0.5`). Returns the per-head mixed values `z`.
     """
     n_rep = q.shape[2] // k.shape[2]
-    scale = q.shape[-1] ** -0.5
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
     explicit = implementation == "eager" or (
         implementation == "auto" and (hooks.hook_attn_scores.has_hooks() or hooks.hook_pattern.has_hooks())
     )

@@ -42,6 +42,8 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()
 
     def forward(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+        if not self.hook_normalized.has_hooks():  # fused, as nn.LayerNorm: one rounding in low precision
+            return F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=self.eps)
         return self.hook_normalized(F.layer_norm(x, x.shape[-1:], eps=self.eps)) * self.w + self.b
 
 
@@ -64,7 +66,8 @@ class EncoderAttention(TLWeightViews, AttentionHooks):
         q = self.hook_q(self.q_proj(x).view(c, p, self.n_heads, -1))
         k = self.hook_k(self.k_proj(x).view(c, p, self.n_heads, -1))
         v = self.hook_v(self.v_proj(x).view(c, p, self.n_heads, -1))
-        z = attend(self, q, k, v, allowed, False, self.implementation)
+        # Whisper scales the queries before the product (Hugging Face's order, which matters in bfloat16).
+        z = attend(self, q * q.shape[-1] ** -0.5, k, v, allowed, False, self.implementation, scale=1.0)
         return self.output(z, self.o_proj, False)
 
 

@@ -41,8 +41,12 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         x32 = x.to(torch.float32)
-        scale = self.hook_scale(torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps))
-        normalized = self.hook_normalized((x32 / scale).to(x.dtype))
+        variance = x32.pow(2).mean(-1, keepdim=True)
+        if self.hook_scale.has_hooks():
+            x32 = x32 / self.hook_scale(torch.sqrt(variance + self.eps))
+        else:  # Hugging Face's Qwen2RMSNorm, to the bit (rsqrt, then cast before the weight)
+            x32 = x32 * torch.rsqrt(variance + self.eps)
+        normalized = self.hook_normalized(x32.to(x.dtype))
         return normalized if self.w is None else self.w * normalized  # w is None once folded (fold_ln)
 
 
