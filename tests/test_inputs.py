@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from lens_audio import AudioError, load_audio, make_batch
-from lens_audio.model.audio_encoder import n_audio_tokens
+from lens_audio.inputs.frames import n_audio_tokens
 from tests.conftest import waveform
 
 

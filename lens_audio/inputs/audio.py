@@ -9,6 +9,8 @@ from typing import Union
 import numpy as np
 from jaxtyping import Float
 
+from lens_audio.inputs.frames import mel_frames, n_audio_tokens
+
 TARGET_SAMPLE_RATE = 16_000
 AudioSource = Union[str, Path, np.ndarray]
 FLOAT_PEAK_WARNING = 2.0  # float audio peaking above this is probably unscaled integer PCM
@@ -149,8 +151,4 @@ def refuse_too_short(
 
 def _audio_tokens(n_samples: int, hop_length: int) -> int:
     """Audio tokens for a clip of `n_samples` 16 kHz samples: one mel frame per started hop, then the encoder's rule."""
-    import torch
-
-    from lens_audio.model.audio_encoder import n_audio_tokens
-
-    return int(n_audio_tokens(torch.tensor([-(-n_samples // hop_length)]))[0])
+    return n_audio_tokens(mel_frames(n_samples, hop_length))

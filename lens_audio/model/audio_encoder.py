@@ -8,7 +8,7 @@ Data flow for `n_clips` clips, each padded to `2 * n_ctx` mel frames::
       -> AvgPool1d(2) -> hook_pooled [clips, n_ctx // 2, d_audio]
       -> ln_post -> projector -> hook_audio_embeds [clips, n_ctx // 2, d_model]
 
-Only the first `n_audio_tokens(valid_frames)` rows of `hook_audio_embeds` per
+Only the first `n_audio_tokens(valid_frames)` (`lens_audio.inputs.frames`) rows of `hook_audio_embeds` per
 clip are spliced into the language model; the rest are padding.
 """
 
@@ -18,17 +18,12 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
-from lens_audio.model.hook_point import HookPoint
 
+from lens_audio.inputs.frames import conv_frames, n_audio_tokens
 from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
 from lens_audio.model.block import PreNormBlock
 from lens_audio.model.config import AudioEncoderConfig, AudioLMConfig
-
-
-def n_audio_tokens(valid_frames: Int[Tensor, "clips"]) -> Int[Tensor, "clips"]:
-    """Audio tokens produced from `valid_frames` mel frames (after the conv stride and the pooling)."""
-    after_conv = (valid_frames - 1) // 2 + 1
-    return (after_conv - 2) // 2 + 1
+from lens_audio.model.hook_point import HookPoint
 
 
 class LayerNorm(nn.Module):
@@ -132,9 +127,8 @@ class AudioEncoder(nn.Module):
         x = F.gelu(self.conv2(F.gelu(self.conv1(x))))
         x = self.hook_conv_out(x.transpose(1, 2))
         valid_frames = feature_attention_mask.sum(-1)
-        conv_lengths = (valid_frames - 1) // 2 + 1
         positions = torch.arange(self.cfg.n_ctx, device=x.device)
-        key_valid = positions[None, :] < conv_lengths[:, None]
+        key_valid = positions[None, :] < conv_frames(valid_frames)[:, None]
         allowed = None if bool(key_valid.all()) else key_valid[:, None, None, :]
         resid = x + self.W_pos
         for block in self.blocks:

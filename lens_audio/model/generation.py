@@ -27,10 +27,10 @@ Hook = tuple["str | Callable[[str], bool]", Callable[..., Any]]
 @torch.no_grad()
 def generate(
     model: "HookedAudioLM",
-    input_ids: Any,
-    attention_mask: Tensor | None = None,
-    input_features: Tensor | None = None,
-    feature_attention_mask: Tensor | None = None,
+    input_ids: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"],
+    input_features: Float[Tensor, "clips mels frames"] | None = None,
+    feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
     *,
     max_new_tokens: int = 32,
     do_sample: bool = False,
@@ -45,15 +45,13 @@ def generate(
 ) -> Int[Tensor, "batch prompt_plus_new"]:
     """Return the prompt followed by up to `max_new_tokens` generated tokens per row.
 
+    Takes the model's four input tensors (`HookedAudioLM.generate` unpacks an `AudioBatch` or text into them).
     Batched prompts must be left-padded (`model.to_batch` does so by
     default). `fwd_hooks` are added for the whole generation, so steering or
     ablation hooks act on the prefill and on every decoding step; hooks
     already on the model (e.g. inside `with model.hooks(...)`) stay active too.
     `eos_token_id` defaults to the model config's.
     """
-    input_ids, attention_mask, input_features, feature_attention_mask = model._unpack_inputs(
-        input_ids, attention_mask, input_features, feature_attention_mask
-    )
     check_left_padded(attention_mask)
     device = model.device
     tokens, mask = input_ids.to(device), attention_mask.to(device)

@@ -20,24 +20,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
-from lens_audio.model.hook_point import HookPoint
 
+from lens_audio.inputs.batch import AudioBatch, make_batch
+from lens_audio.model import generation, loading, processing
+from lens_audio.model import loss as lm_loss
 from lens_audio.model.attention import causal_mask
 from lens_audio.model.audio_encoder import AudioEncoder
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.decoder import DecoderBlock, Embed, RMSNorm, RotaryEmbedding, Unembed
+from lens_audio.model.hook_point import HookPoint
 from lens_audio.model.kv_cache import KVCache
 from lens_audio.model.tl_text import TLTextMixin
 from lens_audio.model.tl_weights import TLWeightsMixin
-
-if TYPE_CHECKING:
-    from lens_audio.inputs.batch import AudioBatch
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
@@ -129,12 +129,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         logits still equal transformers'. `from_pretrained_no_processing`
         keeps the weights as the checkpoint has them.
         """
-        from lens_audio.model.loading import load_pretrained
-
-        from lens_audio.model.processing import process_weights_
-
-        model = load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
-        return process_weights_(model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True)
+        model = loading.load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
+        return processing.process_weights_(model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True)
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedAudioLM":
@@ -162,9 +158,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         `fold_ln=False` to share every weight; `copy.deepcopy` first if you
         need them apart.
         """
-        from lens_audio.model.loading import load_from_hf_model
-
-        model = load_from_hf_model(cls, hf_model, processor)
+        model = loading.load_from_hf_model(cls, hf_model, processor)
         return model.process_weights_(fold_ln, center_writing_weights, center_unembed, fold_value_biases)
 
     def process_weights_(
@@ -175,9 +169,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         fold_value_biases: bool = False,
     ) -> "HookedAudioLM":
         """TransformerLens's weight processing of the decoder, in place; see `lens_audio.model.processing`."""
-        from lens_audio.model.processing import process_weights_
-
-        return process_weights_(self, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+        return processing.process_weights_(self, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
 
     # ------------------------------------------------------------------ forward
 
@@ -225,11 +217,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         return loss if return_type == "loss" else (logits, loss)
 
     def _loss(self, logits, input_ids, attention_mask, per_token: bool) -> Tensor:
-        from lens_audio.model.loss import lm_cross_entropy_loss, text_targets
-
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        targets = text_targets(input_ids.to(logits.device), mask.to(logits.device), self.cfg.audio_token_id)
-        return lm_cross_entropy_loss(logits, input_ids, targets, per_token)
+        targets = lm_loss.text_targets(input_ids.to(logits.device), mask.to(logits.device), self.cfg.audio_token_id)
+        return lm_loss.lm_cross_entropy_loss(logits, input_ids, targets, per_token)
 
     def loss_fn(
         self,
@@ -243,9 +233,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     def answer_loss(self, batch: "AudioBatch", answers: str | Sequence[str], per_token: bool = False) -> Tensor:
         """Loss of each row's answer after its prompt only (MMAU-style items); see `lens_audio.model.loss.answer_loss`."""
-        from lens_audio.model.loss import answer_loss
-
-        return answer_loss(self, batch, answers, per_token)
+        return lm_loss.answer_loss(self, batch, answers, per_token)
 
     def start_decoder(
         self,
@@ -286,8 +274,6 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         return state.resid
 
     def _unpack_inputs(self, input_ids, attention_mask, input_features, feature_attention_mask):
-        from lens_audio.inputs.batch import AudioBatch
-
         if isinstance(input_ids, AudioBatch):
             b = input_ids
             return b.input_ids, b.attention_mask, b.input_features, b.feature_attention_mask
@@ -453,8 +439,6 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     def to_batch(self, audio: Any, question: Any = None, **kwargs: Any) -> "AudioBatch":
         """Build an `AudioBatch` with this model's processor; see `lens_audio.make_batch`."""
-        from lens_audio.inputs.batch import make_batch
-
         return make_batch(self.processor, audio, question, **kwargs)
 
     # ------------------------------------------------------------------ generation
@@ -486,8 +470,6 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         bar; `return_type="str"` decodes prompt plus continuation (special tokens such as the audio placeholders
         dropped), `"tokens"` returns ids, and `"input"` (the default) returns a string for a string prompt.
         """
-        from lens_audio.model.generation import generate
-
         if return_type not in ("input", "tokens", "str"):
             raise ValueError(f"return_type must be 'input', 'tokens' or 'str', not {return_type!r}.")
         hooks = list(fwd_hooks)
@@ -496,8 +478,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
             bar = tqdm(total=max_new_tokens)
             hooks.append(("ln_final.hook_scale", lambda x, hook: bar.update(1)))  # one final norm per step
-        tokens = generate(
-            self, input, attention_mask, input_features, feature_attention_mask,
+        tokens = generation.generate(
+            self, *self._unpack_inputs(input, attention_mask, input_features, feature_attention_mask),
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             eos_token_id=eos_token_id if stop_at_eos else [], pad_token_id=pad_token_id, fwd_hooks=hooks,
             generator=generator, use_past_kv_cache=use_past_kv_cache,

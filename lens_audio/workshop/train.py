@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
 from lens_audio.inputs.offline_processor import build_offline_processor
-from lens_audio.model.audio_encoder import n_audio_tokens
+from lens_audio.inputs.frames import n_audio_tokens
 from lens_audio.workshop import atomic_folder
 from lens_audio.workshop.task import Clip, draw_clips, format_question, make_item, tokenizer_corpus
 
