@@ -4,6 +4,7 @@ Subcommands:
   demo                 load a model (default: the shipped workshop model), ask about one clip with
                        no hint, a right hint and a wrong hint, cache every activation, check the
                        logits against transformers, and greedily decode the answers
+  explore              write one item's interactive explorer (audio, spectrogram, attention, steering) as an HTML page
   hooks                print the hook table, or with --model every hook of that model with its shape
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
   workshop train       train the workshop model on CPU and evaluate it
@@ -37,6 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing cached runs")
     figures.add_argument("--formats", help="comma-separated figure formats (html, png, svg); default html,png, where PNGs "
                          "are skipped with a warning if this machine cannot export them (naming png here makes that an error)")
+    explore = sub.add_parser("explore", help="write one item's interactive explorer as a self-contained HTML page")
+    explore.add_argument("--item", required=True, help="the item's id in the benchmark")
+    explore.add_argument("--model", default="workshop")
+    explore.add_argument("--benchmark", help="MMAU-format JSON holding the item (default: the bundled workshop benchmark)")
+    explore.add_argument("--template", help="prompt template (default: the model's profile)")
+    explore.add_argument("--layers", type=int, nargs="+", help="starting source layers of the steering direction (default: all)")
+    explore.add_argument("--dtype", default="float32")
+    explore.add_argument("--device", default="cpu")
+    explore.add_argument("--out", required=True, help="HTML file to write")
     stages = {
         "experiment": "the paper's experiment, all stages: specialist heads, beta sweep, steered test",
         "listen": "baseline run of a split with every item's listening signal",
@@ -71,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
         if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
             return run_stage(args)
-        return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures}[args.command](args)
+        return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures, "explore": run_explore}[args.command](args)
     except (Exception, KeyboardInterrupt) as exc:  # one line on stderr and a non-zero exit; --debug re-raises
         if debug:
             raise
@@ -101,6 +111,22 @@ def run_figures(args: argparse.Namespace) -> int:
     print(f"report: {Path(args.out) / 'report.html'} ({time.perf_counter() - started:.0f} s)")
     if made["static_problem"]:
         print(f"warning: {made['static_problem']}; HTML figures and the report were written.", file=sys.stderr)
+    return 0
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    from lens_audio import HookedAudioLM
+    from lens_audio.evaluation import load_mmau
+    from lens_audio.explorer import explore_page
+    from lens_audio.workshop import benchmark_for
+
+    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model))}
+    if args.item not in items:
+        shown = ", ".join(list(items)[:5])
+        raise ValueError(f"no item {args.item!r} in the benchmark ({len(items)} items, e.g. {shown}); pass --item with one of its ids.")
+    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    path = explore_page(model, items[args.item], args.out, prompt=args.template, layers=args.layers)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
     return 0
 
 
@@ -134,7 +160,7 @@ def run_stage(args: argparse.Namespace) -> int:
     from lens_audio.evaluation.experiment import Experiment, format_table
     from lens_audio.evaluation.profile import profile_for
     from lens_audio.evaluation.results import head_label
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.workshop import benchmark_for
 
     profile = profile_for(args.model).replace(
         prompt=args.template, mode=args.mode, k_heads=args.k_heads, betas=args.betas and tuple(args.betas), seed=args.seed,
@@ -142,7 +168,7 @@ def run_stage(args: argparse.Namespace) -> int:
         steering_source=args.steering_source, gate=args.gate,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-    experiment = Experiment(model, load_mmau(args.benchmark or BENCHMARK), profile, args.out)
+    experiment = Experiment(model, load_mmau(args.benchmark or benchmark_for(args.model)), profile, args.out)
     if args.command == "experiment":
         full = experiment.run_all()
         print(format_table(full))
@@ -175,7 +201,7 @@ def run_stage(args: argparse.Namespace) -> int:
         result = {"beta": beta, "test": {name: run.tables() for name, run in runs.items()}, "paired": {k: v.to_json() for k, v in paired.items()}}
         for name, run in runs.items():
             print(f"{name:16s} {100 * run.correct.mean():6.2f}%")
-        print("\n".join(v.describe() for v in paired.values()))
+        print("\n".join(f"{name}: {v.describe()}" for name, v in paired.items()))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=1))
     return 0

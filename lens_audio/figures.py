@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 FIGURES = {
     "head_correlation": "Pearson r between each head's audio attention (final prompt token) and correctness, calibration split; "
-                        "blank cells: heads whose audio mass does not vary over the calibration items (r undefined).",
+                        "grey cells: heads whose audio mass does not vary over the calibration items (r undefined).",
     "audio_mass": "Mean audio attention mass of each head at the final prompt token, test split (baseline).",
     "beta_sweep": "Dev accuracy of adaptive audio-minus-silence steering from the specialists' layers, by beta (95% CI).",
     "steering_results": "Test accuracy by hint condition: baseline, steered, random-head control (dots, 95% bootstrap CI whiskers; series side by side).",
@@ -42,14 +42,14 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     from lens_audio.evaluation.experiment import Experiment, format_table
     from lens_audio.evaluation.profile import profile_for
     from lens_audio.evaluation.prompts import render_prompt
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.workshop import benchmark_for
 
     out, runs = Path(out_dir), Path(runs_dir)
     if fresh and runs.exists():
         shutil.rmtree(runs)
     profile = profile_for(model_name)
     model = HookedAudioLM.from_pretrained(model_name)
-    items = load_mmau(benchmark or BENCHMARK)
+    items = load_mmau(benchmark or benchmark_for(model_name))
     result = Experiment(model, items, profile, runs, progress).run_all()
     specialists = result.heads.specialists
     figures: dict[str, Any] = {}
@@ -111,7 +111,7 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
         matched = result.layer_matched_control
         figures["control_distribution"] = plots.control_distribution_plot(
             c.accuracies, c.specialists_accuracy, c.percentile,
-            f"Specialists vs {len(c.draws)} random-head draws ({c.items} test items, beta {result.beta})",
+            f"Specialists vs {len(c.draws)} random-head draws ({c.items} test items, beta {result.beta})", c.versus_median.n,
             matched=None if matched is None else matched.accuracies)
     return figures
 

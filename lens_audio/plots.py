@@ -51,10 +51,14 @@ def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hove
     fig.update_xaxes(title_text="head")
     fig.update_yaxes(title_text="layer", autorange="reversed")
     blanks = int(np.isnan(z).sum())
-    if blanks:
-        fig.add_annotation(text=f"{blanks} blank cell{'s' if blanks > 1 else ''}: {blank_reason}", xref="paper", yref="paper",
-                           x=0, y=-0.16, showarrow=False, xanchor="left", font=dict(size=12, color="#555"))
-    return _styled(fig, title)
+    fig = _styled(fig, title)
+    if blanks:  # grey behind the map, so a blank cell is not read as a value of 0 (white)
+        fig.update_xaxes(showgrid=False)
+        fig.update_yaxes(showgrid=False)
+        fig.add_annotation(text=f"{blanks} grey cell{'s' if blanks > 1 else ''}: {blank_reason}", xref="paper", yref="paper",
+                           x=0, y=-0.24, showarrow=False, xanchor="left", font=dict(size=12, color="#555"))
+        fig.update_layout(plot_bgcolor="#bdbdbd", margin=dict(b=100))
+    return fig
 
 
 def grouped_points(groups: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
@@ -81,15 +85,18 @@ def grouped_points(groups: Sequence[str], series: dict[str, tuple[Sequence[float
     return _styled(fig, title)
 
 
-def control_distribution_plot(accuracies: Sequence[float], specialists: float, percentile: float, title: str,
+def control_distribution_plot(accuracies: Sequence[float], specialists: float, percentile: float, title: str, n_items: int,
                               label: str = "accuracy (%)", matched: Sequence[float] | None = None) -> go.Figure:
-    """Histogram of the random-head draws' accuracy with the specialists as a vertical line (and their percentile)."""
+    """Histogram of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart) with the specialists' line."""
     fig = go.Figure()
-    fig.add_trace(go.Histogram(x=list(accuracies), name=f"random heads ({len(accuracies)} draws)", marker_color="#7f7f7f", opacity=0.75,
-                               hovertemplate="%{x}: %{y} draws<extra></extra>"))
+    step = 100 / n_items
+    values = list(accuracies) + list(matched if matched is not None else []) + [specialists]
+    bins = dict(start=min(values) - step / 2, end=max(values) + step / 2, size=step)
+    fig.add_trace(go.Histogram(x=list(accuracies), xbins=bins, name=f"random heads ({len(accuracies)} draws)", marker_color="#7f7f7f",
+                               opacity=0.75, hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
     if matched is not None:
-        fig.add_trace(go.Histogram(x=list(matched), name=f"layer-matched ({len(matched)} draws)", marker_color="#1f77b4", opacity=0.5,
-                                   hovertemplate="%{x}: %{y} draws<extra></extra>"))
+        fig.add_trace(go.Histogram(x=list(matched), xbins=bins, name=f"layer-matched ({len(matched)} draws)", marker_color="#1f77b4",
+                                   opacity=0.5, hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
     low, high = np.quantile(accuracies, [0.05, 0.95])
     fig.add_vrect(x0=low, x1=high, fillcolor="#7f7f7f", opacity=0.12, line_width=0, annotation_text="5-95%", annotation_position="top left")
     fig.add_vline(x=specialists, line=dict(color="#d62728", width=3),

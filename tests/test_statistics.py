@@ -110,3 +110,18 @@ def test_head_correlation_json_round_trip_keeps_nan_heads():
     assert np.isnan(back.r[0, 0]) and np.allclose(back.r[1:], heads.r[1:], equal_nan=True)
     low, high = heads.fisher_ci()
     assert np.all((low[0, 1:] < heads.r[0, 1:]) & (heads.r[0, 1:] < high[0, 1:]))
+
+
+def test_figures_dodge_series_show_whiskers_and_explain_blank_cells():
+    from lens_audio import plots
+
+    fig = plots.grouped_points(["conflicting", "none"], {"baseline": ([60, 98], [50, 95], [70, 100]), "steered": ([80, 98], [72, 95], [88, 100])},
+                               "t", "x", "y")
+    xs = [list(trace.x) for trace in fig.data]
+    assert all(a != b for a, b in zip(*xs))  # the same condition sits at different x per series: nothing hides
+    assert list(fig.data[1].error_y.array) == [8, 2] and list(fig.data[1].error_y.arrayminus) == [8, 3]
+    z = np.array([[np.nan, 0.1], [0.2, -0.3]])
+    heatmap = plots.head_heatmap(z, "t", "r", blank_reason="constant head")
+    assert heatmap.data[0].text[0][0] == "constant head" and "1 grey cell: constant head" in heatmap.layout.annotations[0].text
+    control = plots.control_distribution_plot([70.0, 75.0, 75.0, 80.0], 85.0, 100.0, "t", n_items=20)
+    assert control.layout.shapes[-1].x0 == 85.0 and control.data[0].xbins.size == 5.0

@@ -45,7 +45,7 @@ class PairedComparison:
         return cls(**data)
 
     def describe(self) -> str:
-        return (f"{self.a} vs {self.b}: {self.accuracy_a:.1f} vs {self.accuracy_b:.1f}%, {self.difference:+.1f} "
+        return (f"{self.accuracy_a:.1f} vs {self.accuracy_b:.1f}%, {self.difference:+.1f} "
                 f"[{self.ci[0]:+.1f}, {self.ci[1]:+.1f}], {self.a_only} gained / {self.b_only} lost, McNemar p = {self.p_value:.3g} (n = {self.n})")
 
 
@@ -229,7 +229,7 @@ class ControlDistribution:
         kind = "layer-matched " if self.layer_matched else ""
         return (f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random draws: "
                 f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile {self.percentile:.0f}; "
-                + self.versus_median.describe())
+                + "vs the median draw: " + self.versus_median.describe())
 
 
 def control_distribution(specialists_correct: np.ndarray, draws_correct: np.ndarray, draws: list[list[tuple[int, int]]],

@@ -307,7 +307,7 @@ def format_table(result: ExperimentResult) -> str:
                  + (", ".join(map(head_label, significant)) if significant else "none"))
     lines += [f"random control heads (seeded draw): {', '.join(map(head_label, heads.control))}", f"beta (chosen on dev): {result.beta}", "",
               "paired comparisons (test; exact McNemar, bootstrap CI clustered by clip):"]
-    lines += [f"  {v.describe()}" for v in result.paired.values()]
+    lines += [f"  {name}: {v.describe()}" for name, v in result.paired.items()]
     for control in (result.control, result.layer_matched_control):
         if control is not None:
             lines.append("  " + control.describe())
