@@ -16,54 +16,7 @@ from typing import Any
 import torch
 
 from lens_audio.inputs.offline_processor import build_offline_processor
-
-
-def tiny_hf_config(
-    vocab_size: int,
-    audio_token_id: int,
-    *,
-    d_model: int = 64,
-    n_layers: int = 2,
-    n_heads: int = 4,
-    n_kv_heads: int = 2,
-    d_mlp: int = 128,
-    audio_d_model: int = 48,
-    audio_layers: int = 2,
-    audio_heads: int = 4,
-    n_mels: int = 16,
-    chunk_seconds: int = 2,
-    pad_token_id: int | None = None,
-    eos_token_id: int | None = None,
-    tie_word_embeddings: bool = False,
-) -> Any:
-    from transformers import Qwen2AudioConfig
-
-    return Qwen2AudioConfig(
-        audio_config={
-            "model_type": "qwen2_audio_encoder",
-            "d_model": audio_d_model,
-            "encoder_layers": audio_layers,
-            "encoder_attention_heads": audio_heads,
-            "encoder_ffn_dim": 2 * audio_d_model,
-            "num_mel_bins": n_mels,
-            "max_source_positions": chunk_seconds * 50,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": vocab_size,
-            "hidden_size": d_model,
-            "intermediate_size": d_mlp,
-            "num_hidden_layers": n_layers,
-            "num_attention_heads": n_heads,
-            "num_key_value_heads": n_kv_heads,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-            "pad_token_id": pad_token_id,
-            "eos_token_id": eos_token_id,
-            "tie_word_embeddings": tie_word_embeddings,
-        },
-        audio_token_index=audio_token_id,
-    )
+from lens_audio.model.hf_config import qwen2_audio_config
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
@@ -79,8 +32,8 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch
 def tiny_hf_model(processor: Any = None, seed: int = 0, attn_implementation: str = "eager", **config: Any) -> tuple[Any, Any]:
     """A random tiny `Qwen2AudioForConditionalGeneration` (float32, eval mode) and its offline processor.
 
-    `config` overrides `tiny_hf_config`'s keywords; `vocab_size` defaults to the tokenizer's (a larger
-    one only adds rows no token reaches, useful for realistic unembedding cost in benchmarks).
+    `config` overrides `lens_audio.model.hf_config.qwen2_audio_config`'s keywords; `vocab_size` defaults to the
+    tokenizer's (a larger one only adds rows no token reaches, useful for realistic unembedding cost in benchmarks).
     """
     from transformers import Qwen2AudioForConditionalGeneration
 
@@ -88,7 +41,7 @@ def tiny_hf_model(processor: Any = None, seed: int = 0, attn_implementation: str
     if processor is None:
         processor = build_offline_processor(n_mels=config.get("n_mels", 16), chunk_seconds=chunk_seconds)
     tok = processor.tokenizer
-    hf_config = tiny_hf_config(
+    hf_config = qwen2_audio_config(
         vocab_size=config.pop("vocab_size", len(tok)),
         audio_token_id=processor.audio_token_id,
         pad_token_id=tok.pad_token_id,

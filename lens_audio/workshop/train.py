@@ -122,11 +122,11 @@ def build_model(settings: TrainSettings) -> tuple[Any, Any]:
     """A freshly initialised workshop-size `Qwen2AudioForConditionalGeneration` and its offline processor."""
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from lens_audio.testing import tiny_hf_config
+    from lens_audio.model.hf_config import qwen2_audio_config
 
     processor = build_offline_processor(tokenizer_corpus(), vocab_size=settings.vocab_size, n_mels=MODEL_CONFIG["n_mels"], chunk_seconds=MODEL_CONFIG["chunk_seconds"])
     tok = processor.tokenizer
-    config = tiny_hf_config(vocab_size=len(tok), audio_token_id=processor.audio_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **MODEL_CONFIG)
+    config = qwen2_audio_config(vocab_size=len(tok), audio_token_id=processor.audio_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **MODEL_CONFIG)
     config._attn_implementation = "eager"  # faster than SDPA at this size on CPU
     torch.manual_seed(settings.seed)
     return Qwen2AudioForConditionalGeneration(config), processor
