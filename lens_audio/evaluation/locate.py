@@ -85,11 +85,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     import json
     from pathlib import Path
 
-    from lens_audio import HookedAudioLM
-    from lens_audio.evaluation import load_mmau
     from lens_audio.evaluation.experiment import Experiment
+    from lens_audio.evaluation.mmau import load_mmau
     from lens_audio.evaluation.profile import profile_for
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+    from lens_audio.model.registry import bundled_benchmark
 
     parser = argparse.ArgumentParser(prog="python -m lens_audio.evaluation.locate")
     parser.add_argument("--model", default="workshop")
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/experiment")
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
-    experiment = Experiment(HookedAudioLM.from_pretrained(args.model), load_mmau(args.benchmark or BENCHMARK), profile_for(args.model), args.out)
+    experiment = Experiment(HookedAudioLM.from_pretrained(args.model), load_mmau(args.benchmark or bundled_benchmark(args.model)), profile_for(args.model), args.out)
     result = locate(experiment, args.betas)
     (Path(args.out) / "locate.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

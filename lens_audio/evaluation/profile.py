@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lens_audio.evaluation.templates import TEMPLATES
+
 PromptFn = Callable[[dict[str, Any]], str]
 DEFAULT_SPLITS = {"calibration": "calibration", "dev": "dev", "test": "test"}
 # model name -> "module:attribute" of its ExperimentProfile; add yours with register_profile.
@@ -116,8 +118,6 @@ def profile_for(model_name: str) -> ExperimentProfile:
 
 
 def _prompt_from_name(name: str) -> str | PromptFn:
-    from lens_audio.evaluation.prompts import TEMPLATES
-
     if name in TEMPLATES or "." not in name:
         return name
     module, _, attribute = name.rpartition(".")

@@ -1,11 +1,8 @@
-"""Prompt templates for multiple-choice audio questions (the user turn; the chat template wraps it).
+"""Prompts for multiple-choice audio questions: a template name, a registered model's name or a function.
 
-- `instruct`: the question, then the choices as a sentence, for Qwen2-Audio-7B-Instruct;
-- `r1-aqa`: R1-AQA's template, the choices as a Python list, answer in `<answer>` tags;
-- `letters`: lmms-eval style, lettered options and "Answer with the option's letter ...";
-
-`render_prompt` also takes any function item -> prompt (a model's `ExperimentProfile.prompt`), and the
-name of a registered model (e.g. "workshop"), which renders with that model's profile.
+The templates (`instruct`, `r1-aqa`, `letters`) live in `lens_audio.evaluation.templates`. `render_prompt`
+also takes any function item -> prompt (a model's `ExperimentProfile.prompt`), and the name of a
+registered model (e.g. "workshop"), which renders with that model's profile.
 """
 
 from __future__ import annotations
@@ -13,34 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lens_audio.evaluation.profile import PROFILES, profile_for
+from lens_audio.evaluation.templates import TEMPLATES
 
-def _instruct(item: dict[str, Any]) -> str:
-    return f"{item['question']} Choose the answer from the following options: {', '.join(item['choices'])}."
-
-
-def _r1_aqa(item: dict[str, Any]) -> str:
-    return (
-        f"{item['question']} Please choose the answer from the following options: {item['choices']!r}. "
-        "Output the final answer in <answer> </answer>."
-    )
-
-
-def _letters(item: dict[str, Any]) -> str:
-    options = "\n".join(f"{chr(ord('A') + i)}. {choice}" for i, choice in enumerate(item["choices"]))
-    return f"{item['question']}\n{options}\nAnswer with the option's letter from the given choices directly."
-
-
-TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "instruct": _instruct,
-    "r1-aqa": _r1_aqa,
-    "letters": _letters,
-}
+__all__ = ["TEMPLATES", "prompt_function", "render_prompt"]
 
 
 def prompt_function(template: str | Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
     """A template name, a registered model's name (its profile's prompt) or a function, as a function."""
-    from lens_audio.evaluation.profile import PROFILES, profile_for
-
     if callable(template):
         return template
     if template in TEMPLATES:

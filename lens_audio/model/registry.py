@@ -1,8 +1,9 @@
 """Named checkpoints: short names (`"workshop"`, `"workshop-v1"`) for folders that ship inside a package.
 
 Each name maps to a `"module:attribute"` string naming a `Path`, imported only when the name is
-loaded, so `lens_audio.model` never imports the package that ships the weights. Add your own
-with `register_checkpoint("my-model", "my_package.models:CHECKPOINT")`.
+loaded, so `lens_audio.model` (and `lens_audio.evaluation`) never import the package that ships the
+weights. A shipped model may also bundle its benchmark (`bundled_benchmark`). Add your own with
+`register_checkpoint("my-model", "my_package.models:CHECKPOINT", benchmark="my_package.models:BENCHMARK")`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,39 @@ NAMED_CHECKPOINTS: dict[str, str] = {
     "workshop-v1": "lens_audio.workshop:CHECKPOINT_V1",  # the first workshop model: one clip per prompt
 }
 
+NAMED_BENCHMARKS: dict[str, str] = {
+    "workshop": "lens_audio.workshop:BENCHMARK",
+    "workshop-v1": "lens_audio.workshop:BENCHMARK_V1",
+}
 
-def register_checkpoint(name: str, target: str) -> None:
-    """Make `HookedAudioLM.from_pretrained(name)` load the folder named by `target` ("module:attribute")."""
-    if ":" not in target:
-        raise ValueError(f"target must read 'module:attribute', not {target!r}.")
+
+def register_checkpoint(name: str, target: str, benchmark: str | None = None) -> None:
+    """Make `HookedAudioLM.from_pretrained(name)` load the folder named by `target` ("module:attribute").
+
+    `benchmark` ("module:attribute" naming an MMAU-format JSON) is the model's bundled benchmark, if any.
+    """
+    for value in (target, benchmark or ":"):
+        if ":" not in value:
+            raise ValueError(f"targets must read 'module:attribute', not {value!r}.")
     NAMED_CHECKPOINTS[name] = target
+    if benchmark is not None:
+        NAMED_BENCHMARKS[name] = benchmark
+
+
+def _resolve(target: str) -> Path:
+    module, attribute = target.split(":")
+    return Path(getattr(importlib.import_module(module), attribute))
+
+
+def bundled_benchmark(model_name: str) -> Path:
+    """The benchmark bundled with a named model; other models need a benchmark named explicitly."""
+    target = NAMED_BENCHMARKS.get(str(model_name))
+    if target is None:
+        raise ValueError(
+            f"no bundled benchmark for model {str(model_name)!r}: give --benchmark (an MMAU-format JSON such as "
+            f"mmau-test-mini.json with calibration/dev/test splits); the bundled ones fit only {sorted(NAMED_BENCHMARKS)}."
+        )
+    return _resolve(target)
 
 
 def named_checkpoint(name: str) -> Path | None:
@@ -28,8 +56,7 @@ def named_checkpoint(name: str) -> Path | None:
     target = NAMED_CHECKPOINTS.get(str(name))
     if target is None:
         return None
-    module, attribute = target.split(":")
-    folder = Path(getattr(importlib.import_module(module), attribute))
+    folder = _resolve(target)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"The {name!r} checkpoint is missing from {folder}; rebuild it with `lens-audio workshop train --out {folder}`."

@@ -21,14 +21,10 @@ CHECKPOINT, BENCHMARK = CHECKPOINT_V1, BENCHMARK_V1  # "workshop": the default w
 
 
 def benchmark_for(model_name: str) -> Path:
-    """The bundled benchmark of a shipped workshop model; other models need a benchmark named explicitly."""
-    bundled = {"workshop": BENCHMARK, "workshop-v1": BENCHMARK_V1}
-    if str(model_name) not in bundled:
-        raise ValueError(
-            f"no bundled benchmark for model {str(model_name)!r}: give --benchmark (an MMAU-format JSON such as "
-            "mmau-test-mini.json with calibration/dev/test splits); the bundled ones fit only 'workshop' and 'workshop-v1'."
-        )
-    return bundled[str(model_name)]
+    """The bundled benchmark of a shipped workshop model (`lens_audio.model.registry.bundled_benchmark`)."""
+    from lens_audio.model.registry import bundled_benchmark
+
+    return bundled_benchmark(model_name)
 
 
 @contextlib.contextmanager
