@@ -44,7 +44,7 @@ async def _drive(path: Path, script: list[str], screenshot: Path) -> tuple[list,
 
     errors, requests, results = [], [], []
     async with choreo.Browser(path=CHROMIUM, headless=True) as browser:
-        tab = await browser.create_tab("about:blank", width=1280, height=1400)
+        tab = await browser.create_tab("about:blank", width=1280, height=1400, window=True)
 
         async def error(event):
             errors.append(event["params"])

@@ -50,11 +50,11 @@ def timeline(data: "ExplorerData", layer: int, head: int) -> go.Figure:
     for k, (clip, start) in enumerate(zip(data.clips, offsets)):
         times = start + (np.arange(clip.mel.shape[1]) + 0.5) * clip.frame_seconds
         fig.add_trace(go.Heatmap(z=clip.mel, x=times, colorscale="Viridis", showscale=False, name=f"Audio {k + 1}",
-                                 hovertemplate=f"Audio {k + 1}, " + "%{customdata:.2f} s, mel bin %{y}<extra></extra>",
-                                 customdata=np.broadcast_to(times - start, clip.mel.shape)), row=1, col=1)
+                                 hovertemplate=f"Audio {k + 1}: " + "%{x:.2f} s on the timeline, mel bin %{y}<extra></extra>"),
+                      row=1, col=1)
     for k, (clip, start, weights) in enumerate(zip(data.clips, offsets, data.clip_attention(layer, head))):
         fig.add_trace(go.Scatter(x=start + clip.token_times, y=weights, mode="lines", name=f"Audio {k + 1}", showlegend=False,
-                                 customdata=clip.token_times, line=dict(width=2),
+                                 customdata=clip.token_times, line=dict(width=2, color="#d62728"),
                                  hovertemplate=f"Audio {k + 1}, " + "%{customdata:.2f} s: %{y:.4f}<extra></extra>"), row=2, col=1)
     for k, (clip, start) in enumerate(zip(data.clips, offsets)):
         asked = k == data.target_clip

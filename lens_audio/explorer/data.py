@@ -131,7 +131,7 @@ class ExplorerData:
         return [(text, float(row[start:end].sum())) for text, start, end in self.token_groups()]
 
     def check_layers(self, layers: Sequence[int]) -> list[int]:
-        layers = sorted(set(int(layer) for layer in layers))
+        layers = sorted({int(layer) for layer in layers})
         if not layers or not all(0 <= layer < self.n_layers for layer in layers):
             raise ValueError(f"source layers {layers} must be a non-empty selection of 0-{self.n_layers - 1}.")
         return layers

@@ -64,7 +64,7 @@
     const d = h.length;
     const x = Array.from(h, (v, i) => v + push[i]);
     const scale = Math.sqrt(x.reduce((s, v) => s + v * v, 0) / d + A.eps);
-    const logits = A.b_U.values.map((b, o) => {
+    const logits = Array.from(A.b_U.values, (b, o) => {  // Array.from: float64, not a Float32Array
       let sum = b;
       for (let i = 0; i < d; i++) sum += A.unembed.values[o * d + i] * (x[i] / scale) * A.ln_w.values[i];
       return sum;
@@ -100,9 +100,10 @@
 
   // ---- build the page
   const config = { displaylogo: false, responsive: false };
+  const small = { ...config, displayModeBar: false };  // no toolbar over the small charts' titles
   Plotly.newPlot("la-timeline", P.figures.timeline.data, P.figures.timeline.layout, config);
-  Plotly.newPlot("la-heads", P.figures.heads.data, P.figures.heads.layout, config);
-  Plotly.newPlot("la-options", P.figures.options.data, P.figures.options.layout, config);
+  Plotly.newPlot("la-heads", P.figures.heads.data, P.figures.heads.layout, small);
+  Plotly.newPlot("la-options", P.figures.options.data, P.figures.options.layout, small);
   document.getElementById("la-heads").on("plotly_click", (event) => {
     const point = event.points[0];
     if (point.curveNumber === 0) selectHead(point.y, point.x);
@@ -142,7 +143,7 @@
       attention: timeline.slice(P.n_clips).map((trace) => Array.from(trace.y)),
       marker: [document.getElementById("la-heads").data[1].y[0], document.getElementById("la-heads").data[1].x[0]],
       options: options.slice(0, 2).map((trace) => Array.from(trace.y)),
-      tokens: document.getElementById("la-tokens").textContent,
+      tokens: document.getElementById("la-tokens").innerHTML,
     };
   };
 })();
