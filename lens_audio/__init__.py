@@ -10,5 +10,14 @@ from transformer_lens.utilities import get_act_name
 __version__ = "0.1.0"
 __all__ = [
     "AudioBatch", "AudioError", "AudioLMConfig", "HookedAudioLM", "KVCache",
-    "audio_only", "decoder_only", "get_act_name", "load_audio", "make_batch",
+    "audio_only", "decoder_only", "explore", "get_act_name", "load_audio", "make_batch",
 ]
+
+
+def __getattr__(name: str):
+    """`lens_audio.explore` (the notebook explorer, `lens_audio.explorer.explore`), imported on first use."""
+    if name == "explore":
+        from lens_audio.explorer import explore
+
+        return explore
+    raise AttributeError(f"module 'lens_audio' has no attribute {name!r}")

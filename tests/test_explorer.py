@@ -15,7 +15,7 @@ from lens_audio.analysis import adaptive_direction, listening_signal, steer
 from lens_audio.cli import main
 from lens_audio.evaluation import load_mmau
 from lens_audio.explorer import explore, explorer_data
-from lens_audio.workshop import BENCHMARK
+from lens_audio.workshop import BENCHMARK_V1
 from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_set_benchmark
 
 # tolerances per dtype: the explorer runs the prompt and its silence twin as one batch of two, the references one at a time
@@ -29,7 +29,7 @@ def model(request):
 
 @pytest.fixture(scope="module")
 def one_clip_item():
-    return next(i for i in load_mmau(BENCHMARK, split="test") if i["hint"] == "conflicting")
+    return next(i for i in load_mmau(BENCHMARK_V1, split="test") if i["hint"] == "conflicting")  # one clip per prompt
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +122,12 @@ def test_explorer_takes_a_batch_and_refuses_what_it_cannot_show(model, one_clip_
 
 def test_cli_writes_a_self_contained_page(tmp_path, capsys, one_clip_item):
     out = tmp_path / "page.html"
-    assert main(["explore", "--item", one_clip_item["id"], "--out", str(out)]) == 0
+    assert main(["explore", "--item", one_clip_item["id"], "--benchmark", str(BENCHMARK_V1), "--out", str(out)]) == 0
     page = out.read_text()
     assert "wrote" in capsys.readouterr().out
     assert get_plotlyjs() in page  # plotly.js inlined; outside it nothing is loaded from elsewhere
     ours = page.replace(get_plotlyjs(), "")
     assert not re.search(r"<script[^>]*\bsrc=|https?://", ours) and "data:audio/wav;base64," in ours
     assert one_clip_item["question"] in page and "__lens_select_head" in page
-    assert main(["explore", "--item", "no-such-item", "--out", str(out)]) == 1
+    assert main(["explore", "--item", "no-such-item", "--benchmark", str(BENCHMARK_V1), "--out", str(out)]) == 1
     assert "no item 'no-such-item'" in capsys.readouterr().err
