@@ -21,39 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from lens_audio.timing import CPU_BENCHMARK_CONFIG as CONFIG
+from lens_audio.timing import interleaved_medians
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-CONFIG = dict(
-    d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, d_mlp=1536, vocab_size=16384,
-    audio_d_model=384, audio_layers=4, audio_heads=6, n_mels=128, chunk_seconds=30,
-)
-
-
-def interleaved_medians(contenders: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per contender, timed round-robin so drifts in machine load hit all alike."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build(folder: Path):

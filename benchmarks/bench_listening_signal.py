@@ -15,34 +15,16 @@ Writes benchmarks/results/listening_signal.json.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 
+from lens_audio.timing import CPU_BENCHMARK_CONFIG as CONFIG
+from lens_audio.timing import interleaved_medians, peak_added_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.bench_forward_and_loading import CONFIG  # noqa: E402  (same 50M-parameter random config)
-
-
-def peak_added_bytes(fn) -> int:
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = psutil.Process().memory_info().rss
-    result = fn()
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-    del result
-    return peak - before
 
 
 def main() -> None:
@@ -71,14 +53,8 @@ def main() -> None:
     contenders = {"listening_signal": lambda: listening_signal(model, batch).audio_mass, "run_with_cache_patterns": via_cache}
     with torch.no_grad():
         assert torch.allclose(contenders["listening_signal"](), contenders["run_with_cache_patterns"](), atol=1e-5)
-        times = {name: [] for name in contenders}
-        for _ in range(args.repeats):
-            for name, fn in contenders.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        seconds = interleaved_medians(contenders, args.repeats)
         memory = {name: peak_added_bytes(fn) for name, fn in contenders.items()}
-    seconds = {name: statistics.median(t) for name, t in times.items()}
     report = {
         "tokens": list(batch.input_ids.shape),
         "audio_tokens_per_example": int(batch.audio_mask[0].sum()),

@@ -36,7 +36,7 @@ from lens_audio.analysis.steering import adaptive_direction, steered_generate, s
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.testing import tiny_hf_model
-from lens_audio.timing import interleaved_medians
+from lens_audio.timing import CPU_BENCHMARK_CONFIG, interleaved_medians
 
 FULL = dict(
     d_model=4096, n_heads=32, n_kv_heads=32, d_mlp=11008, vocab_size=156032,
@@ -46,10 +46,7 @@ SMALL = dict(
     d_model=64, n_heads=4, n_kv_heads=2, d_mlp=128, audio_d_model=48, audio_layers=2, audio_heads=4,
     n_mels=16, chunk_seconds=2,
 )
-MID = dict(
-    d_model=512, n_heads=8, n_kv_heads=8, d_mlp=1536, vocab_size=16384,
-    audio_d_model=384, audio_layers=4, audio_heads=6, n_mels=128, chunk_seconds=30,
-)  # the CPU benchmarks' 50M-parameter config
+MID = {k: v for k, v in CPU_BENCHMARK_CONFIG.items() if k != "n_layers"}  # the CPU benchmarks' 50M-parameter config
 
 
 def make_pair(shape: dict, n_layers: int, processor, dtype: torch.dtype, device: str, attn: str = "sdpa"):

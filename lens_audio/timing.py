@@ -9,6 +9,12 @@ from typing import Any, Callable
 
 import torch
 
+# The CPU benchmarks' random ~50M-parameter Qwen2-Audio config (keywords of `lens_audio.testing.tiny_hf_model`).
+CPU_BENCHMARK_CONFIG = dict(
+    d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, d_mlp=1536, vocab_size=16384,
+    audio_d_model=384, audio_layers=4, audio_heads=6, n_mels=128, chunk_seconds=30,
+)
+
 
 def synchronize() -> None:
     if torch.cuda.is_available():
