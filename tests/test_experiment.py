@@ -30,7 +30,7 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert len(control.draws) == 30 and all(not set(d) & set(result.heads.specialists) for d in control.draws)
     assert control.specialists_accuracy == pytest.approx(result.test["steered"]["hint"]["conflicting"]["accuracy"], abs=0.01)
     assert not result.notes  # the fast path agreed with the steered run on every test item
-    assert set(result.layer_spread.accuracy_by_layer) == set(range(6))
+    assert set(result.layer_spread.accuracy_by_layer) == set(range(result.heads.correlation.shape[0]))  # every layer
     assert "gate=signal" in result.options and "steering_source=head_outputs" in result.options
     assert json.dumps(result.to_json()) == json.dumps(ExperimentResult.from_json(result.to_json()).to_json())
     files = {f.name for f in (tmp_path / "run").iterdir()}
@@ -95,5 +95,6 @@ def test_locate_runs_on_the_experiments_heads_and_writes_its_file(tmp_path):
     dev = experiment.listen("dev")
     focus = dev.correct[[c == "conflicting" for c in dev.conditions]]
     assert result["layer_grid"][0]["accuracy"] == pytest.approx(100 * focus.mean(), abs=0.01)  # unsteered row = the dev baseline
-    assert len(result["layer_grid"]) == 1 + 6 + 5  # final site for 6 source layers, same-layer site for 5
+    n = experiment.model.cfg.n_layers
+    assert len(result["layer_grid"]) == 1 + n + (n - 1)  # the final site for every source layer, the same layer for all but the last
     assert [tuple(h) for h in result["specialist_head_outputs"][0]["heads"]] == experiment.select_heads().specialists
