@@ -83,10 +83,7 @@ def ablate_heads(
     """
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     groups = [list(g) for g in heads] if heads is not None else [[(l, h)] for l in range(n_layers) for h in range(n_heads)]
-    for group in groups:
-        for layer, head in group:
-            if not (0 <= layer < n_layers and 0 <= head < n_heads):
-                raise ValueError(f"head ({layer}, {head}) does not exist: layers 0-{n_layers - 1}, heads 0-{n_heads - 1}.")
+    model.cfg.check_heads([lh for group in groups for lh in group], "ablate_heads")
     choice = torch.as_tensor(choice_ids)
     answer = torch.as_tensor(answer_index)
     final = batch.final_position.cpu()

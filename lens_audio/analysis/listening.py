@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+from lens_audio.model.attention import attention_scores
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -56,12 +57,10 @@ def final_row_attention(
 ) -> Float[Tensor, "batch head pos"]:
     """Softmax attention of each example's final query over its keys (causal, padding masked)."""
     rows = torch.arange(q.shape[0], device=q.device)
-    q_final = q[rows, final]  # [batch, head, d_head]
-    k = einops.repeat(k, "b p kh d -> b p (kh r) d", r=q.shape[2] // k.shape[2])
-    scores = einops.einsum(q_final, k, "b h d, b p h d -> b h p") * q.shape[-1] ** -0.5
+    q_final = q[rows, final][:, None]  # [batch, 1 query, head, d_head]
     positions = torch.arange(k.shape[1], device=q.device)
     allowed = key_valid & (positions[None, :] <= final[:, None])
-    scores = scores.masked_fill(~allowed[:, None, :], torch.finfo(scores.dtype).min)
+    scores = attention_scores(q_final, k, allowed[:, None, None, :], q.shape[-1] ** -0.5)[:, :, 0]
     return scores.softmax(dim=-1, dtype=torch.float32)
 
 
@@ -80,8 +79,7 @@ def listening_signal(
     """
     cfg = model.cfg
     batch.require_audio("listening_signal")
-    for layer, head in heads:
-        _check_head(model, layer, head)
+    cfg.check_heads(heads, "listening_signal")
     bad = [layer for layer in (layers or []) if not (isinstance(layer, int) and 0 <= layer < cfg.n_layers)]
     if bad or (layers is not None and not layers):
         raise ValueError(f"listening_signal: layers {list(layers)} must be a non-empty list in 0-{cfg.n_layers - 1}.")
@@ -109,10 +107,3 @@ def listening_signal(
     rows = torch.stack([kept[h] for h in heads], dim=1) if heads else None
     return ListeningSignal(audio_mass=mass, heads=list(heads), rows=rows, audio_mask=audio.cpu())
 
-
-def _check_head(model: "HookedAudioLM", layer: int, head: int) -> None:
-    if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
-        raise ValueError(
-            f"head ({layer}, {head}) does not exist: this model has layers 0-{model.cfg.n_layers - 1} "
-            f"and heads 0-{model.cfg.n_heads - 1} per layer."
-        )

@@ -44,17 +44,11 @@ def attend(
         implementation == "auto" and (hooks.hook_attn_scores.has_hooks() or hooks.hook_pattern.has_hooks())
     )
     if explicit:
-        if n_rep > 1:
-            k = einops.repeat(k, "b k h d -> b k (h r) d", r=n_rep)
-            v = einops.repeat(v, "b k h d -> b k (h r) d", r=n_rep)
-        scores = einops.einsum(q, k, "b q h d, b k h d -> b h q k") * scale
         if allowed is None and is_causal:
             allowed = causal_mask(q.shape[1], k.shape[1], q.device)[None, None]
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        scores = hooks.hook_attn_scores(scores)
+        scores = hooks.hook_attn_scores(attention_scores(q, k, allowed, scale))
         pattern = hooks.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
-        return einops.einsum(pattern, v, "b h q k, b k h d -> b q h d")
+        return einops.einsum(pattern, repeat_kv(v, n_rep), "b h q k, b k h d -> b q h d")
     mask = None
     if allowed is not None:
         # An additive mask (not a boolean one) keeps fully masked rows finite, as the explicit path does.
@@ -71,6 +65,22 @@ def attend(
         enable_gqa=n_rep > 1,
     )
     return z.transpose(1, 2)
+
+
+def repeat_kv(x: Float[Tensor, "batch key kv_head d_head"], n_rep: int) -> Float[Tensor, "batch key head d_head"]:
+    """Key/value head `h // n_rep` serves query head `h` (Hugging Face's `repeat_kv`, grouped-query attention)."""
+    return x if n_rep == 1 else einops.repeat(x, "b k h d -> b k (h r) d", r=n_rep)
+
+
+def attention_scores(
+    q: Float[Tensor, "batch query head d_head"],
+    k: Float[Tensor, "batch key kv_head d_head"],
+    allowed: Bool[Tensor, "batch 1 query key"] | None,
+    scale: float,
+) -> Float[Tensor, "batch head query key"]:
+    """`scale * q.k` per head, keys not `allowed` set to the dtype's most negative value (Hugging Face's eager way)."""
+    scores = einops.einsum(q, repeat_kv(k, q.shape[2] // k.shape[2]), "b q h d, b k h d -> b h q k") * scale
+    return scores if allowed is None else scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
 
 
 def causal_mask(n_query: int, n_key: int, device: torch.device) -> Bool[Tensor, "query key"]:

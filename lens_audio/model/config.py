@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import torch
 
@@ -91,6 +91,15 @@ class AudioLMConfig:
     @property
     def d_vocab_out(self) -> int:
         return self.d_vocab
+
+    def check_heads(self, heads: "Iterable[tuple[int, int]]", caller: str) -> None:
+        """Raise a ValueError naming the first (layer, head) pair that this decoder does not have."""
+        for layer, head in heads:
+            if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+                raise ValueError(
+                    f"{caller}: head ({layer}, {head}) does not exist: this model has layers 0-{self.n_layers - 1} "
+                    f"and heads 0-{self.n_heads - 1} per layer."
+                )
 
     @classmethod
     def from_hf_config(cls, hf_config: Any, model_name: str = "qwen2-audio") -> "AudioLMConfig":
