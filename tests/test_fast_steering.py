@@ -27,7 +27,9 @@ def test_fast_path_scores_equal_the_steered_forward(setup, layers, site, beta):
     model, items, profile = setup
     fast = FastSteering.collect(model, items, profile.prompt, batch_size=5)
     batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, profile.prompt) for i in items])
-    hooks = steering_hooks(model, adaptive_direction(model, batch, layers, site), beta, None, batch.input_ids.shape[1] - 1)
+    hooks = steering_hooks(
+        model, adaptive_direction(model, batch, layers, site), beta, None, batch.input_ids.shape[1] - 1
+    )
     reference = choice_log_likelihoods(model, batch, [i["choices"] for i in items], hooks)
     ours = fast.option_scores(fast.layer_direction(layers, site), beta)
     for row, scores in enumerate(ours):

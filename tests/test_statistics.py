@@ -28,7 +28,10 @@ def test_mcnemar_counts_discordant_pairs_and_the_difference():
     rng = np.random.default_rng(0)
     a, b = rng.random(90) < 0.8, rng.random(90) < 0.7
     result = mcnemar(a, b, names=("steered", "baseline"))
-    assert (result.a_only, result.b_only) == (sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b)))
+    assert (result.a_only, result.b_only) == (
+        sum(x and not y for x, y in zip(a, b)),
+        sum(y and not x for x, y in zip(a, b)),
+    )
     assert result.difference == pytest.approx(100 * (a.mean() - b.mean()))
     assert result.ci[0] <= result.difference <= result.ci[1]
     assert type(result).from_json(result.to_json()) == result
@@ -54,7 +57,9 @@ def test_fisher_interval_matches_the_formula_and_scipy():
     y = x + 2 * np.random.default_rng(3).standard_normal(n)
     scipy_ci = stats.pearsonr(x, y).confidence_interval(0.95)
     ours = signal_validity(x, y)
-    assert ours.r == pytest.approx(stats.pearsonr(x, y).statistic) and ours.p_value == pytest.approx(stats.pearsonr(x, y).pvalue)
+    assert ours.r == pytest.approx(stats.pearsonr(x, y).statistic) and ours.p_value == pytest.approx(
+        stats.pearsonr(x, y).pvalue
+    )
     assert ours.ci == pytest.approx([scipy_ci.low, scipy_ci.high])
 
 
@@ -67,7 +72,9 @@ def test_max_r_permutation_matches_a_loop_over_shuffles_and_finds_a_planted_head
     # the same null by hand, with the same shuffles
     rng2 = np.random.default_rng(7)
     shuffles = [rng2.permutation(correct.astype(float)) for _ in range(300)]
-    by_hand = [max(abs(stats.pearsonr(mass[:, l, h], y).statistic) for l in range(3) for h in range(2)) for y in shuffles]
+    by_hand = [
+        max(abs(stats.pearsonr(mass[:, l, h], y).statistic) for l in range(3) for h in range(2)) for y in shuffles
+    ]
     observed = abs(stats.pearsonr(mass[:, 2, 1], correct).statistic)
     assert null.p_adjusted[2, 1] == pytest.approx((1 + sum(m >= observed - 1e-12 for m in by_hand)) / 301)
     assert null.significant() == [(1, 0)] and null.p_max == pytest.approx(1 / 301)
@@ -93,9 +100,13 @@ def test_control_distribution_percentile_and_median_draw():
     control = control_distribution(specialists, draws_correct, draws, items="conflicting")
     accuracies = 100 * draws_correct.mean(1)
     ours = 100 * specialists.mean()
-    assert control.percentile == pytest.approx(100 * (np.sum(accuracies < ours) + 0.5 * np.sum(accuracies == ours)) / 201)
+    assert control.percentile == pytest.approx(
+        100 * (np.sum(accuracies < ours) + 0.5 * np.sum(accuracies == ours)) / 201
+    )
     assert control.median == pytest.approx(np.median(accuracies))
-    assert accuracies[control.median_draw] == pytest.approx(np.median(accuracies))  # odd count: a draw sits at the median
+    assert accuracies[control.median_draw] == pytest.approx(
+        np.median(accuracies)
+    )  # odd count: a draw sits at the median
     assert control.versus_median.accuracy_b == pytest.approx(accuracies[control.median_draw])
     back = type(control).from_json(control.to_json())
     assert back.accuracies.tolist() == control.accuracies.tolist() and back.draws == control.draws
@@ -115,13 +126,21 @@ def test_head_correlation_json_round_trip_keeps_nan_heads():
 def test_figures_dodge_series_show_whiskers_and_explain_blank_cells():
     from lens_audio import plots
 
-    fig = plots.grouped_points(["conflicting", "none"], {"baseline": ([60, 98], [50, 95], [70, 100]), "steered": ([80, 98], [72, 95], [88, 100])},
-                               "t", "x", "y")
+    fig = plots.grouped_points(
+        ["conflicting", "none"],
+        {"baseline": ([60, 98], [50, 95], [70, 100]), "steered": ([80, 98], [72, 95], [88, 100])},
+        "t",
+        "x",
+        "y",
+    )
     xs = [list(trace.x) for trace in fig.data]
     assert all(a != b for a, b in zip(*xs))  # the same condition sits at different x per series: nothing hides
     assert list(fig.data[1].error_y.array) == [8, 2] and list(fig.data[1].error_y.arrayminus) == [8, 3]
     z = np.array([[np.nan, 0.1], [0.2, -0.3]])
     heatmap = plots.head_heatmap(z, "t", "r", blank_reason="constant head")
-    assert heatmap.data[0].text[0][0] == "constant head" and "1 grey cell: constant head" in heatmap.layout.annotations[0].text
+    assert (
+        heatmap.data[0].text[0][0] == "constant head"
+        and "1 grey cell: constant head" in heatmap.layout.annotations[0].text
+    )
     control = plots.control_distribution_plot([70.0, 75.0, 75.0, 80.0], 85.0, 100.0, "t", n_items=20)
     assert control.layout.shapes[-1].x0 == 85.0 and control.data[0].xbins.size == 5.0

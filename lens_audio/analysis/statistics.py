@@ -45,8 +45,10 @@ class PairedComparison:
         return cls(**data)
 
     def describe(self) -> str:
-        return (f"{self.accuracy_a:.1f} vs {self.accuracy_b:.1f}%, {self.difference:+.1f} "
-                f"[{self.ci[0]:+.1f}, {self.ci[1]:+.1f}], {self.a_only} gained / {self.b_only} lost, McNemar p = {self.p_value:.3g} (n = {self.n})")
+        return (
+            f"{self.accuracy_a:.1f} vs {self.accuracy_b:.1f}%, {self.difference:+.1f} "
+            f"[{self.ci[0]:+.1f}, {self.ci[1]:+.1f}], {self.a_only} gained / {self.b_only} lost, McNemar p = {self.p_value:.3g} (n = {self.n})"
+        )
 
 
 def mcnemar_p(a_only: int, b_only: int) -> float:
@@ -73,18 +75,28 @@ def mcnemar(
     """
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired runs must score the same non-empty list of items; got shapes {a.shape} and {b.shape}.")
+        raise ValueError(
+            f"paired runs must score the same non-empty list of items; got shapes {a.shape} and {b.shape}."
+        )
     a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
     return PairedComparison(
-        a=names[0], b=names[1], n=int(a.size), accuracy_a=float(100 * a.mean()), accuracy_b=float(100 * b.mean()),
-        a_only=a_only, b_only=b_only, p_value=mcnemar_p(a_only, b_only), difference=float(100 * (a.mean() - b.mean())),
+        a=names[0],
+        b=names[1],
+        n=int(a.size),
+        accuracy_a=float(100 * a.mean()),
+        accuracy_b=float(100 * b.mean()),
+        a_only=a_only,
+        b_only=b_only,
+        p_value=mcnemar_p(a_only, b_only),
+        difference=float(100 * (a.mean() - b.mean())),
         ci=cluster_bootstrap_ci(a.astype(float) - b.astype(float), clusters, n_bootstrap, confidence, seed),
         n_clusters=len(set(clusters)) if clusters is not None else int(a.size),
     )
 
 
-def cluster_bootstrap_ci(values: np.ndarray, clusters: Sequence[Any] | None, n_bootstrap: int = 2000,
-                         confidence: float = 0.95, seed: int = 0) -> list[float]:
+def cluster_bootstrap_ci(
+    values: np.ndarray, clusters: Sequence[Any] | None, n_bootstrap: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> list[float]:
     """Percentile bootstrap interval (in percent) of the mean of `values`, resampling whole clusters."""
     values = np.asarray(values, dtype=float)
     if clusters is None:
@@ -118,7 +130,9 @@ def pearson_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         numerator, y_ss = xc.T @ yc, (yc**2).sum()
     else:  # several label vectors at once: `[n, p]` -> `[p, m]`
         numerator, y_ss = yc.T @ xc, (yc**2).sum(0)[:, None]
-    denominator = np.sqrt((xc**2).sum(0) * y_ss) * (np.ptp(x, axis=0) > 0)  # exactly constant columns: no r (not rounding noise)
+    denominator = np.sqrt((xc**2).sum(0) * y_ss) * (
+        np.ptp(x, axis=0) > 0
+    )  # exactly constant columns: no r (not rounding noise)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
 
@@ -145,7 +159,9 @@ class MaxRNull:
         return cls(**{**data, "p_adjusted": _array(data["p_adjusted"])})
 
 
-def max_r_permutation(audio_mass: np.ndarray, correct: np.ndarray, n_permutations: int = 1000, seed: int = 0) -> MaxRNull:
+def max_r_permutation(
+    audio_mass: np.ndarray, correct: np.ndarray, n_permutations: int = 1000, seed: int = 0
+) -> MaxRNull:
     """Shuffle correctness `n_permutations` times; each time record the largest |r| over all heads.
 
     A head's adjusted p is (1 + #{permutations with max |r| >= its |r|}) / (1 + n_permutations):
@@ -164,14 +180,28 @@ def max_r_permutation(audio_mass: np.ndarray, correct: np.ndarray, n_permutation
         maxima.append(np.nanmax(np.abs(pearson_columns(flat, labels)), axis=1))
     null = np.concatenate(maxima)
     with np.errstate(invalid="ignore"):
-        adjusted = np.where(np.isnan(observed), np.nan, (1 + (null[:, None] >= observed[None] - 1e-12).sum(0)) / (1 + null.size))
+        adjusted = np.where(
+            np.isnan(observed), np.nan, (1 + (null[:, None] >= observed[None] - 1e-12).sum(0)) / (1 + null.size)
+        )
     top = float(np.nanmax(observed)) if np.isfinite(observed).any() else float("nan")
-    return MaxRNull(top, float(np.nanmin(adjusted)) if np.isfinite(adjusted).any() else 1.0, adjusted.reshape(mass.shape[1:]),
-                    int(null.size), float(np.quantile(null, 0.95)))
+    return MaxRNull(
+        top,
+        float(np.nanmin(adjusted)) if np.isfinite(adjusted).any() else 1.0,
+        adjusted.reshape(mass.shape[1:]),
+        int(null.size),
+        float(np.quantile(null, 0.95)),
+    )
 
 
-def random_head_draws(n_layers: int, n_heads: int, k: int, n_draws: int, seed: int = 0,
-                      exclude: Sequence[tuple[int, int]] = (), layer_matched: Sequence[tuple[int, int]] | None = None) -> list[list[tuple[int, int]]]:
+def random_head_draws(
+    n_layers: int,
+    n_heads: int,
+    k: int,
+    n_draws: int,
+    seed: int = 0,
+    exclude: Sequence[tuple[int, int]] = (),
+    layer_matched: Sequence[tuple[int, int]] | None = None,
+) -> list[list[tuple[int, int]]]:
     """`n_draws` seeded draws of `k` distinct heads, none in `exclude`, from one generator seeded by `seed`.
 
     With `layer_matched` (the specialists), each draw replaces every specialist by another head of the same
@@ -182,7 +212,9 @@ def random_head_draws(n_layers: int, n_heads: int, k: int, n_draws: int, seed: i
     if layer_matched is None:
         pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
         if k > len(pool):
-            raise ValueError(f"cannot draw {k} random heads from {len(pool)} candidates (reduce k or the excluded heads).")
+            raise ValueError(
+                f"cannot draw {k} random heads from {len(pool)} candidates (reduce k or the excluded heads)."
+            )
         return [sorted(pool[int(i)] for i in rng.choice(len(pool), size=k, replace=False)) for _ in range(n_draws)]
     draws = []
     layers = sorted({l for l, _ in layer_matched})
@@ -190,9 +222,13 @@ def random_head_draws(n_layers: int, n_heads: int, k: int, n_draws: int, seed: i
     pools = {l: [(l, h) for h in range(n_heads) if (l, h) not in excluded] for l in layers}
     short = [l for l in layers if len(pools[l]) < need[l]]
     if short:
-        raise ValueError(f"layer {short[0]} has too few non-specialist heads for a layer-matched control; use layer_matched=None.")
+        raise ValueError(
+            f"layer {short[0]} has too few non-specialist heads for a layer-matched control; use layer_matched=None."
+        )
     for _ in range(n_draws):
-        draws.append(sorted(pools[l][int(i)] for l in layers for i in rng.choice(len(pools[l]), size=need[l], replace=False)))
+        draws.append(
+            sorted(pools[l][int(i)] for l in layers for i in rng.choice(len(pools[l]), size=need[l], replace=False))
+        )
     return draws
 
 
@@ -215,26 +251,43 @@ class ControlDistribution:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(accuracies=[float(v) for v in self.accuracies], draws=[[list(h) for h in d] for d in self.draws],
-                    versus_median=self.versus_median.to_json())
+        data.update(
+            accuracies=[float(v) for v in self.accuracies],
+            draws=[[list(h) for h in d] for d in self.draws],
+            versus_median=self.versus_median.to_json(),
+        )
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ControlDistribution:
-        return cls(**{**data, "accuracies": np.asarray(data["accuracies"], dtype=float),
-                      "draws": [[tuple(h) for h in d] for d in data["draws"]],
-                      "versus_median": PairedComparison.from_json(data["versus_median"])})
+        return cls(
+            **{
+                **data,
+                "accuracies": np.asarray(data["accuracies"], dtype=float),
+                "draws": [[tuple(h) for h in d] for d in data["draws"]],
+                "versus_median": PairedComparison.from_json(data["versus_median"]),
+            }
+        )
 
     def describe(self) -> str:
         kind = "layer-matched " if self.layer_matched else ""
-        return (f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random draws: "
-                f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile {self.percentile:.0f}; "
-                + "vs the median draw: " + self.versus_median.describe())
+        return (
+            f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random draws: "
+            f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile {self.percentile:.0f}; "
+            + "vs the median draw: "
+            + self.versus_median.describe()
+        )
 
 
-def control_distribution(specialists_correct: np.ndarray, draws_correct: np.ndarray, draws: list[list[tuple[int, int]]],
-                         clusters: Sequence[Any] | None = None, items: str = "all", layer_matched: bool = False,
-                         seed: int = 0) -> ControlDistribution:
+def control_distribution(
+    specialists_correct: np.ndarray,
+    draws_correct: np.ndarray,
+    draws: list[list[tuple[int, int]]],
+    clusters: Sequence[Any] | None = None,
+    items: str = "all",
+    layer_matched: bool = False,
+    seed: int = 0,
+) -> ControlDistribution:
     """Summarise `draws_correct` (`[draw, item]` bool) against `specialists_correct` (`[item]`)."""
     spec = np.asarray(specialists_correct, dtype=bool)
     matrix = np.asarray(draws_correct, dtype=bool)
@@ -245,10 +298,19 @@ def control_distribution(specialists_correct: np.ndarray, draws_correct: np.ndar
     median = float(np.median(accuracies))
     median_draw = int(np.argmin(np.abs(accuracies - median)))
     percentile = float(100 * ((accuracies < ours).sum() + 0.5 * (accuracies == ours).sum()) / accuracies.size)
-    return ControlDistribution(items, ours, accuracies, draws, percentile, median, float(np.quantile(accuracies, 0.05)),
-                               float(np.quantile(accuracies, 0.95)), median_draw,
-                               mcnemar(spec, matrix[median_draw], clusters, ("specialists", "median random draw"), seed=seed),
-                               layer_matched)
+    return ControlDistribution(
+        items,
+        ours,
+        accuracies,
+        draws,
+        percentile,
+        median,
+        float(np.quantile(accuracies, 0.05)),
+        float(np.quantile(accuracies, 0.95)),
+        median_draw,
+        mcnemar(spec, matrix[median_draw], clusters, ("specialists", "median random draw"), seed=seed),
+        layer_matched,
+    )
 
 
 @dataclass

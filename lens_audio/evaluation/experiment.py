@@ -37,7 +37,13 @@ from lens_audio.analysis.statistics import (
     random_head_draws,
     signal_validity,
 )
-from lens_audio.analysis.steering import adaptive_direction, gated_beta, head_output_direction, layers_of, steering_hooks
+from lens_audio.analysis.steering import (
+    adaptive_direction,
+    gated_beta,
+    head_output_direction,
+    layers_of,
+    steering_hooks,
+)
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import accuracy_with_ci
@@ -60,8 +66,14 @@ def cluster_of(item: dict[str, Any]) -> str:
 class Experiment:
     """The experiment's stages over one model, benchmark and output folder; each stage resumes from its run files."""
 
-    def __init__(self, model: "HookedAudioLM", items: Sequence[dict[str, Any]], profile: ExperimentProfile,
-                 out_dir: str | Path, progress: bool = True) -> None:
+    def __init__(
+        self,
+        model: "HookedAudioLM",
+        items: Sequence[dict[str, Any]],
+        profile: ExperimentProfile,
+        out_dir: str | Path,
+        progress: bool = True,
+    ) -> None:
         self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -73,14 +85,28 @@ class Experiment:
     def split(self, name: str) -> list[dict[str, Any]]:
         rows = [i for i in self.items if i.get("split") == self.profile.splits[name]]
         if not rows:
-            raise ValueError(f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the {name} stage.")
+            raise ValueError(
+                f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the {name} stage."
+            )
         return rows
 
-    def run(self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False) -> RunResult:
+    def run(
+        self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False
+    ) -> RunResult:
         p = self.profile
-        return run_benchmark(self.model, rows, None if name is None else self.out / f"{name}.jsonl", template=p.prompt, mode=p.mode,
-                             steering=steering, batch_size=p.batch_size, max_new_tokens=p.max_new_tokens, listening=listening,
-                             progress=self.progress, description=name or "steering")
+        return run_benchmark(
+            self.model,
+            rows,
+            None if name is None else self.out / f"{name}.jsonl",
+            template=p.prompt,
+            mode=p.mode,
+            steering=steering,
+            batch_size=p.batch_size,
+            max_new_tokens=p.max_new_tokens,
+            listening=listening,
+            progress=self.progress,
+            description=name or "steering",
+        )
 
     def listen(self, split: str = "calibration") -> RunResult:
         """Baseline run of a split with every item's listening signal (kept in memory once run or resumed)."""
@@ -95,7 +121,13 @@ class Experiment:
             return self._heads
         p = self.profile
         run = self.listen("calibration")
-        correlation = correlate_heads(run.listening, run.correct, n_bootstrap=p.n_bootstrap // 2, seed=p.seed, model_name=self.model.cfg.model_name)
+        correlation = correlate_heads(
+            run.listening,
+            run.correct,
+            n_bootstrap=p.n_bootstrap // 2,
+            seed=p.seed,
+            model_name=self.model.cfg.model_name,
+        )
         specialists = correlation.top_k(p.k_heads)
         control = correlation.random_heads(p.k_heads, seed=p.seed, exclude=specialists)
         mass = self.specialist_mass(run, specialists)
@@ -134,13 +166,19 @@ class Experiment:
             return None
         if split not in self._fast:
             heads = split == "dev" or self.profile.steering_source == "head_outputs"
-            self._fast[split] = FastSteering.collect(self.model, rows, self.profile.prompt, self.profile.batch_size, heads=heads)
+            self._fast[split] = FastSteering.collect(
+                self.model, rows, self.profile.prompt, self.profile.batch_size, heads=heads
+            )
         return self._fast[split]
 
     def fast_correct(self, fast: FastSteering, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
         """`[item]` correctness of steering from `heads` at `beta` on `split` by the fast path; `option` overrides the profile's."""
         p = self.profile.replace(**option)
-        direction = fast.head_direction(heads) if p.steering_source == "head_outputs" else fast.layer_direction(layers_of(heads), p.site)
+        direction = (
+            fast.head_direction(heads)
+            if p.steering_source == "head_outputs"
+            else fast.layer_direction(layers_of(heads), p.site)
+        )
         scale: float | torch.Tensor = beta
         if p.gate == "signal":
             selection = self.select_heads()
@@ -154,7 +192,11 @@ class Experiment:
         if fast is not None:
             return self.fast_correct(fast, split, heads, beta, **option)
         p = self.profile.replace(**option)
-        key = "-".join(map(head_label, sorted(heads))) if p.steering_source == "head_outputs" else "L" + "-".join(map(str, layers_of(heads)))
+        key = (
+            "-".join(map(head_label, sorted(heads)))
+            if p.steering_source == "head_outputs"
+            else "L" + "-".join(map(str, layers_of(heads)))
+        )
         name = f"{split}-steered-{key}-{p.steering_source}-{p.layer_convention}-{p.gate or 'fixed'}-beta{beta}"
         return self.run(self.split(split), name, self.steering(heads, beta, **option)).correct
 
@@ -162,8 +204,12 @@ class Experiment:
     def sweep_beta(self) -> BetaSweep:
         """Dev accuracy of steering from the specialists for each beta; the best (ties: smaller) is kept."""
         specialists = self.select_heads().specialists
-        sweep = {beta: accuracy_with_ci(self.run(self.split("dev"), f"dev-steered-beta{beta}", self.steering(specialists, beta)).correct)
-                 for beta in self.profile.betas}
+        sweep = {
+            beta: accuracy_with_ci(
+                self.run(self.split("dev"), f"dev-steered-beta{beta}", self.steering(specialists, beta)).correct
+            )
+            for beta in self.profile.betas
+        }
         best = max(self.profile.betas, key=lambda b: (sweep[b]["accuracy"], -b))
         return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best)
 
@@ -176,7 +222,12 @@ class Experiment:
     def layer_spread(self, beta: float) -> LayerSpread:
         """Dev focus accuracy of steering from each single layer (the check that head selection *can* matter)."""
         index, name = self.focus(self.listen("dev"))
-        by_layer = {layer: float(100 * self.steered_correct("dev", [(layer, 0)], beta, steering_source="residual")[index].mean()) for layer in range(self.model.cfg.n_layers)}
+        by_layer = {
+            layer: float(
+                100 * self.steered_correct("dev", [(layer, 0)], beta, steering_source="residual")[index].mean()
+            )
+            for layer in range(self.model.cfg.n_layers)
+        }
         return LayerSpread(name, beta, by_layer)
 
     def options(self) -> dict[str, dict[str, float]]:
@@ -186,11 +237,20 @@ class Experiment:
             return {}
         index, _ = self.focus(self.listen("dev"))
         specialists = self.select_heads().specialists
-        variants = {"profile": {}, "layer_convention=resid_post": {"layer_convention": "resid_post"},
-                    "layer_convention=hf_hidden_states": {"layer_convention": "hf_hidden_states"},
-                    "steering_source=head_outputs": {"steering_source": "head_outputs"}, "gate=signal": {"gate": "signal"}}
-        table = {name: {str(b): float(100 * self.fast_correct(fast, "dev", specialists, b, **o)[index].mean()) for b in self.profile.betas}
-                 for name, o in variants.items()}
+        variants = {
+            "profile": {},
+            "layer_convention=resid_post": {"layer_convention": "resid_post"},
+            "layer_convention=hf_hidden_states": {"layer_convention": "hf_hidden_states"},
+            "steering_source=head_outputs": {"steering_source": "head_outputs"},
+            "gate=signal": {"gate": "signal"},
+        }
+        table = {
+            name: {
+                str(b): float(100 * self.fast_correct(fast, "dev", specialists, b, **o)[index].mean())
+                for b in self.profile.betas
+            }
+            for name, o in variants.items()
+        }
         table["baseline"] = {"0": float(100 * self.listen("dev").correct[index].mean())}
         return table
 
@@ -209,8 +269,14 @@ class Experiment:
         paired = {}
         for a, b in (("steered", "baseline"), ("steered", "random_control")):
             for subset, rows in (("all", np.arange(len(test))), (name, index)):
-                paired[f"{a} vs {b} ({subset})"] = mcnemar(runs[a].correct[rows], runs[b].correct[rows], list(clusters[rows]), (a, b),
-                                                          self.profile.n_bootstrap, seed=self.profile.seed)
+                paired[f"{a} vs {b} ({subset})"] = mcnemar(
+                    runs[a].correct[rows],
+                    runs[b].correct[rows],
+                    list(clusters[rows]),
+                    (a, b),
+                    self.profile.n_bootstrap,
+                    seed=self.profile.seed,
+                )
         return runs, paired
 
     def control_distributions(self, beta: float) -> tuple[ControlDistribution, ControlDistribution | None]:
@@ -232,11 +298,15 @@ class Experiment:
                 rows.append(memo[key])
             matrix = np.stack(rows)
             result = control_distribution(ours[index], matrix[:, index], draws, clusters, name, matched, p.seed)
-            result.by_condition = {c: {"specialists": float(100 * ours[conditions == c].mean()),
-                                       "median": float(np.median(100 * matrix[:, conditions == c].mean(1))),
-                                       "q05": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.05)),
-                                       "q95": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.95))}
-                                   for c in sorted(set(conditions))}
+            result.by_condition = {
+                c: {
+                    "specialists": float(100 * ours[conditions == c].mean()),
+                    "median": float(np.median(100 * matrix[:, conditions == c].mean(1))),
+                    "q05": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.05)),
+                    "q95": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.95)),
+                }
+                for c in sorted(set(conditions))
+            }
             return result
 
         shape = selection.correlation.shape
@@ -245,7 +315,9 @@ class Experiment:
         matched = None
         if p.layer_matched_control:
             try:
-                matched_draws = random_head_draws(*shape, p.k_heads, p.n_random_draws, p.seed, selection.specialists, selection.specialists)
+                matched_draws = random_head_draws(
+                    *shape, p.k_heads, p.n_random_draws, p.seed, selection.specialists, selection.specialists
+                )
                 matched = distribution(matched_draws, True)
             except ValueError:  # a specialists' layer has no other head to swap in
                 matched = None
@@ -260,7 +332,12 @@ class Experiment:
             mass, correct, conditions = self.specialist_mass(run, specialists), run.correct, np.array(run.conditions)
             table[split] = {"all": signal_validity(mass, correct)}
             if len(set(conditions)) > 1:
-                table[split].update({c: signal_validity(mass[conditions == c], correct[conditions == c]) for c in sorted(set(conditions))})
+                table[split].update(
+                    {
+                        c: signal_validity(mass[conditions == c], correct[conditions == c])
+                        for c in sorted(set(conditions))
+                    }
+                )
         return table
 
     def run_all(self) -> ExperimentResult:
@@ -273,14 +350,27 @@ class Experiment:
             real = runs["steered"].correct
             fast = self.steered_correct("test", selection.specialists, dev.best_beta)
             if (real != fast).any():
-                notes.append(f"fast path and steered run disagree on {int((real != fast).sum())} test items (float ties)")
+                notes.append(
+                    f"fast path and steered run disagree on {int((real != fast).sum())} test items (float ties)"
+                )
         else:
-            notes.append("control distribution, layer spread: real steered runs (no fast path in this mode); options not measured")
+            notes.append(
+                "control distribution, layer spread: real steered runs (no fast path in this mode); options not measured"
+            )
         return ExperimentResult(
-            model=self.model.cfg.model_name, profile=self.profile, heads=selection, dev=dev,
-            test={name: run.tables() for name, run in runs.items()}, paired=paired, control=control, layer_matched_control=matched,
-            validity=self.validity(), layer_spread=self.layer_spread(dev.best_beta), options=self.options(),
-            audio_mass=runs["baseline"].listening.mean(0), notes=notes,
+            model=self.model.cfg.model_name,
+            profile=self.profile,
+            heads=selection,
+            dev=dev,
+            test={name: run.tables() for name, run in runs.items()},
+            paired=paired,
+            control=control,
+            layer_matched_control=matched,
+            validity=self.validity(),
+            layer_spread=self.layer_spread(dev.best_beta),
+            options=self.options(),
+            audio_mass=runs["baseline"].listening.mean(0),
+            notes=notes,
         )
 
 
@@ -299,25 +389,43 @@ def format_table(result: ExperimentResult) -> str:
     heads = result.heads
     detail = lambda h: heads.describe(h)
     lines += ["", "specialist heads (calibration; r, bootstrap CI, Fisher-z CI, max-|r| permutation-adjusted p):"]
-    lines += [f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}] "
-              f"p_adj={d['p_adjusted']:.3f}" for h, d in ((h, detail(h)) for h in heads.specialists)]
+    lines += [
+        f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}] "
+        f"p_adj={d['p_adjusted']:.3f}"
+        for h, d in ((h, detail(h)) for h in heads.specialists)
+    ]
     significant = heads.null.significant()
-    lines.append(f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} ({heads.null.n_permutations} shuffles, "
-                 f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05: "
-                 + (", ".join(map(head_label, significant)) if significant else "none"))
-    lines += [f"random control heads (seeded draw): {', '.join(map(head_label, heads.control))}", f"beta (chosen on dev): {result.beta}", "",
-              "paired comparisons (test; exact McNemar, bootstrap CI clustered by clip):"]
+    lines.append(
+        f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} ({heads.null.n_permutations} shuffles, "
+        f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05: "
+        + (", ".join(map(head_label, significant)) if significant else "none")
+    )
+    lines += [
+        f"random control heads (seeded draw): {', '.join(map(head_label, heads.control))}",
+        f"beta (chosen on dev): {result.beta}",
+        "",
+        "paired comparisons (test; exact McNemar, bootstrap CI clustered by clip):",
+    ]
     lines += [f"  {name}: {v.describe()}" for name, v in result.paired.items()]
     for control in (result.control, result.layer_matched_control):
         if control is not None:
             lines.append("  " + control.describe())
     if result.validity:
-        lines.append("listening signal (specialists' mean mass) vs correctness, held out: " + "; ".join(
-            f"{split}/{c} r={v.r:.2f} [{v.ci[0]:.2f}, {v.ci[1]:.2f}] n={v.n}" for split, d in result.validity.items() for c, v in d.items()))
+        lines.append(
+            "listening signal (specialists' mean mass) vs correctness, held out: "
+            + "; ".join(
+                f"{split}/{c} r={v.r:.2f} [{v.ci[0]:.2f}, {v.ci[1]:.2f}] n={v.n}"
+                for split, d in result.validity.items()
+                for c, v in d.items()
+            )
+        )
     if result.layer_spread is not None:
         s = result.layer_spread
-        lines.append(f"single-layer steering on dev {s.items} items (beta {s.beta}): "
-                     + ", ".join(f"L{k} {v:.1f}" for k, v in s.accuracy_by_layer.items()) + f"; spread {s.spread:.1f} points")
+        lines.append(
+            f"single-layer steering on dev {s.items} items (beta {s.beta}): "
+            + ", ".join(f"L{k} {v:.1f}" for k, v in s.accuracy_by_layer.items())
+            + f"; spread {s.spread:.1f} points"
+        )
     for name, by_beta in result.options.items():
         lines.append(f"dev option {name}: " + ", ".join(f"beta {b}: {v:.1f}" for b, v in by_beta.items()))
     lines += [f"note: {n}" for n in result.notes]

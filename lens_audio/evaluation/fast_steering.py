@@ -29,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -54,12 +55,20 @@ class FastSteering:
     def applies(model: HookedAudioLM, items: Sequence[dict[str, Any]], mode: str) -> bool:
         """True in choice mode when every option of every item is a single token."""
         tok = model.tokenizer
-        return mode == "choice" and all(len(tok.encode(c, add_special_tokens=False)) == 1 for i in items for c in i["choices"])
+        return mode == "choice" and all(
+            len(tok.encode(c, add_special_tokens=False)) == 1 for i in items for c in i["choices"]
+        )
 
     @classmethod
     @torch.no_grad()
-    def collect(cls, model: HookedAudioLM, items: Sequence[dict[str, Any]], prompt: str | Callable, batch_size: int = 16,
-                heads: bool = True) -> FastSteering:
+    def collect(
+        cls,
+        model: HookedAudioLM,
+        items: Sequence[dict[str, Any]],
+        prompt: str | Callable,
+        batch_size: int = 16,
+        heads: bool = True,
+    ) -> FastSteering:
         """One audio and one silence pass over `items`; `heads=False` skips the per-head outputs (large for 7B)."""
         if not cls.applies(model, items, "choice"):
             raise ValueError("the fast steering path needs single-token options; score with real steered runs instead.")
@@ -75,7 +84,9 @@ class FastSteering:
         tok = model.tokenizer
         option_ids = [[tok.encode(c, add_special_tokens=False)[0] for c in i["choices"]] for i in items]
         answers = np.array([i["choices"].index(i["answer"]) for i in items])
-        return cls(model, torch.cat(audio), torch.cat(silence), torch.cat(deltas) if heads else None, option_ids, answers)
+        return cls(
+            model, torch.cat(audio), torch.cat(silence), torch.cat(deltas) if heads else None, option_ids, answers
+        )
 
     def layer_direction(self, layers: Sequence[int], site: str = "hook_resid_post") -> Float[Tensor, "item d_model"]:
         """`adaptive_direction(model, batch, layers, site)` for every item, from the stored states."""
@@ -117,11 +128,11 @@ def _final_states(model: HookedAudioLM, batch, heads: bool) -> tuple[Tensor, Ten
     def keep(act: Tensor, hook) -> None:  # only the final position: memory does not grow with the sequence
         kept[hook.name] = act[rows, final].detach()
 
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
-    names += [f"blocks.{layer}.attn.hook_result" for layer in range(n)] if heads else []
+    names = [block_hook_name(layer, "hook_resid_pre") for layer in range(n)] + [block_hook_name(n - 1, "hook_resid_post")]
+    names += [block_hook_name(layer, "attn.hook_result") for layer in range(n)] if heads else []
     with model.hooks(fwd_hooks=[(name, keep) for name in names]):
         model(batch, return_type=None)
     points = torch.stack([kept[name] for name in names[: n + 1]], dim=1)
     if not heads:
         return points, None
-    return points, torch.stack([kept[f"blocks.{layer}.attn.hook_result"] for layer in range(n)], dim=1)
+    return points, torch.stack([kept[block_hook_name(layer, "attn.hook_result")] for layer in range(n)], dim=1)

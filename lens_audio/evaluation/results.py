@@ -55,7 +55,10 @@ class RunResult(Sequence):
         tables = mmau_report(self.records)
         if any("hint" in r for r in self.records):
             tables["hint"] = grouped_accuracy(self.records, lambda r: r.get("hint"))
-            tables["hint_by_task"] = {f"{h}/{t}": v for (h, t), v in grouped_accuracy(self.records, lambda r: (r.get("hint"), r["task"])).items()}
+            tables["hint_by_task"] = {
+                f"{h}/{t}": v
+                for (h, t), v in grouped_accuracy(self.records, lambda r: (r.get("hint"), r["task"])).items()
+            }
         return tables
 
 
@@ -70,30 +73,49 @@ class HeadSelection:
     correlation: HeadCorrelation
     null: MaxRNull
     specialists: list[tuple[int, int]]
-    control: list[tuple[int, int]]  # the seeded single draw (the paper's control); the distribution is in ExperimentResult
-    reference_mass: float  # specialists' mean final-token audio mass over correctly answered calibration items (the gate's m0)
+    control: list[
+        tuple[int, int]
+    ]  # the seeded single draw (the paper's control); the distribution is in ExperimentResult
+    reference_mass: (
+        float  # specialists' mean final-token audio mass over correctly answered calibration items (the gate's m0)
+    )
     n_errors: int
 
     def describe(self, head: Sequence[int]) -> dict[str, Any]:
         layer, index = head
         c = self.correlation
         fisher_low, fisher_high = c.fisher_ci()
-        return {"layer": layer, "head": index, "r": float(c.r[layer, index]), "p": float(c.p_value[layer, index]),
-                "ci": [float(c.ci_low[layer, index]), float(c.ci_high[layer, index])],
-                "fisher_ci": [float(fisher_low[layer, index]), float(fisher_high[layer, index])],
-                "p_adjusted": float(self.null.p_adjusted[layer, index])}
+        return {
+            "layer": layer,
+            "head": index,
+            "r": float(c.r[layer, index]),
+            "p": float(c.p_value[layer, index]),
+            "ci": [float(c.ci_low[layer, index]), float(c.ci_high[layer, index])],
+            "fisher_ci": [float(fisher_low[layer, index]), float(fisher_high[layer, index])],
+            "p_adjusted": float(self.null.p_adjusted[layer, index]),
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"correlation": self.correlation.to_json(), "null": self.null.to_json(),
-                "specialists": [list(h) for h in self.specialists], "control": [list(h) for h in self.control],
-                "reference_mass": self.reference_mass, "n_errors": self.n_errors,
-                "specialist_details": [self.describe(h) for h in self.specialists]}
+        return {
+            "correlation": self.correlation.to_json(),
+            "null": self.null.to_json(),
+            "specialists": [list(h) for h in self.specialists],
+            "control": [list(h) for h in self.control],
+            "reference_mass": self.reference_mass,
+            "n_errors": self.n_errors,
+            "specialist_details": [self.describe(h) for h in self.specialists],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "HeadSelection":
-        return cls(HeadCorrelation.from_json(data["correlation"]), MaxRNull.from_json(data["null"]),
-                   [tuple(h) for h in data["specialists"]], [tuple(h) for h in data["control"]],
-                   data["reference_mass"], data["n_errors"])
+        return cls(
+            HeadCorrelation.from_json(data["correlation"]),
+            MaxRNull.from_json(data["null"]),
+            [tuple(h) for h in data["specialists"]],
+            [tuple(h) for h in data["control"]],
+            data["reference_mass"],
+            data["n_errors"],
+        )
 
 
 @dataclass
@@ -105,7 +127,11 @@ class BetaSweep:
     best_beta: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "steered_by_beta": {str(b): v for b, v in self.steered_by_beta.items()}, "best_beta": self.best_beta}
+        return {
+            "baseline": self.baseline,
+            "steered_by_beta": {str(b): v for b, v in self.steered_by_beta.items()},
+            "best_beta": self.best_beta,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "BetaSweep":
@@ -125,8 +151,12 @@ class LayerSpread:
         return max(self.accuracy_by_layer.values()) - min(self.accuracy_by_layer.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {"items": self.items, "beta": self.beta, "accuracy_by_layer": {str(k): v for k, v in self.accuracy_by_layer.items()},
-                "spread": self.spread}
+        return {
+            "items": self.items,
+            "beta": self.beta,
+            "accuracy_by_layer": {str(k): v for k, v in self.accuracy_by_layer.items()},
+            "spread": self.spread,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "LayerSpread":
@@ -145,7 +175,9 @@ class ExperimentResult:
     paired: dict[str, PairedComparison]  # e.g. "steered vs baseline (conflicting)"
     control: ControlDistribution | None = None
     layer_matched_control: ControlDistribution | None = None
-    validity: dict[str, dict[str, Validity]] = field(default_factory=dict)  # split -> condition -> r of specialists' mass
+    validity: dict[str, dict[str, Validity]] = field(
+        default_factory=dict
+    )  # split -> condition -> r of specialists' mass
     layer_spread: LayerSpread | None = None
     options: dict[str, dict[str, float]] = field(default_factory=dict)  # method option -> setting -> dev focus accuracy
     audio_mass: np.ndarray | None = None  # [layer, head] mean final-token audio mass on the test baseline
@@ -158,24 +190,38 @@ class ExperimentResult:
     def to_json(self) -> dict[str, Any]:
         optional = lambda value: None if value is None else value.to_json()
         return {
-            "model": self.model, "profile": self.profile.to_json(), "heads": self.heads.to_json(), "dev": self.dev.to_json(),
-            "test": self.test, "paired": {k: v.to_json() for k, v in self.paired.items()},
-            "control": optional(self.control), "layer_matched_control": optional(self.layer_matched_control),
+            "model": self.model,
+            "profile": self.profile.to_json(),
+            "heads": self.heads.to_json(),
+            "dev": self.dev.to_json(),
+            "test": self.test,
+            "paired": {k: v.to_json() for k, v in self.paired.items()},
+            "control": optional(self.control),
+            "layer_matched_control": optional(self.layer_matched_control),
             "validity": {s: {c: v.to_json() for c, v in d.items()} for s, d in self.validity.items()},
-            "layer_spread": optional(self.layer_spread), "options": self.options,
-            "audio_mass": None if self.audio_mass is None else nan_list(self.audio_mass), "notes": self.notes,
+            "layer_spread": optional(self.layer_spread),
+            "options": self.options,
+            "audio_mass": None if self.audio_mass is None else nan_list(self.audio_mass),
+            "notes": self.notes,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ExperimentResult":
         maybe = lambda kind, value: None if value is None else kind.from_json(value)
         return cls(
-            data["model"], ExperimentProfile.from_json(data["profile"]), HeadSelection.from_json(data["heads"]),
-            BetaSweep.from_json(data["dev"]), data["test"], {k: PairedComparison.from_json(v) for k, v in data["paired"].items()},
-            maybe(ControlDistribution, data.get("control")), maybe(ControlDistribution, data.get("layer_matched_control")),
+            data["model"],
+            ExperimentProfile.from_json(data["profile"]),
+            HeadSelection.from_json(data["heads"]),
+            BetaSweep.from_json(data["dev"]),
+            data["test"],
+            {k: PairedComparison.from_json(v) for k, v in data["paired"].items()},
+            maybe(ControlDistribution, data.get("control")),
+            maybe(ControlDistribution, data.get("layer_matched_control")),
             {s: {c: Validity.from_json(v) for c, v in d.items()} for s, d in data.get("validity", {}).items()},
-            maybe(LayerSpread, data.get("layer_spread")), data.get("options", {}),
-            None if data.get("audio_mass") is None else np.array(data["audio_mass"], dtype=float), data.get("notes", []),
+            maybe(LayerSpread, data.get("layer_spread")),
+            data.get("options", {}),
+            None if data.get("audio_mass") is None else np.array(data["audio_mass"], dtype=float),
+            data.get("notes", []),
         )
 
     def save(self, path: str | Path) -> None:
