@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.model.hook_point import block_hook_name
+
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -53,7 +55,7 @@ def _margins(logits: Tensor, final: Tensor, choice_ids: Tensor, answer: Tensor) 
 def _replacements(model: "HookedAudioLM", batch: "AudioBatch", kind: AblationKind, reference: "AudioBatch | None") -> dict[int, Tensor] | None:
     if kind == "zero":
         return None
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    names = [block_hook_name(l, "attn.hook_z") for l in range(model.cfg.n_layers)]
     if kind == "silence":
         _, cache = model.run_with_cache(batch.silence_twin(), names_filter=names, return_cache_object=False)
         return {l: cache[n] for l, n in enumerate(names)}
@@ -118,7 +120,7 @@ def ablate_heads(
         splice = lambda _, hook, k=k: embeds.repeat(k, 1, 1)  # noqa: E731
         logits = model.run_with_hooks(
             text_ids.repeat(k, 1), batch.attention_mask.repeat(k, 1),
-            fwd_hooks=[("hook_embed", splice)] + [(f"blocks.{l}.attn.hook_z", ablate) for l in layers],
+            fwd_hooks=[("hook_embed", splice)] + [(block_hook_name(l, "attn.hook_z"), ablate) for l in layers],
         ).cpu()
         margin, correct = _margins(logits, final.repeat(k), choice.repeat(k, 1), answer.repeat(k))
         margins += list((margin.view(k, b) - base_margin).mean(1))

@@ -13,6 +13,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from lens_audio.model.hook_point import block_hook_name
+
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -29,7 +31,7 @@ class LogitLens:
 
 def _stack(model: "HookedAudioLM", batch: "AudioBatch") -> tuple[Tensor, list[str]]:
     """The residual stream entering each layer and leaving the last: `[layer, batch, pos, d_model]`, with TL labels."""
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)] + [f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
+    names = [block_hook_name(l, "hook_resid_pre") for l in range(model.cfg.n_layers)] + [block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")]
     _, cache = model.run_with_cache(batch, names_filter=names, return_cache_object=False)
     labels = [f"{l}_pre" for l in range(model.cfg.n_layers)] + ["final_post"]
     return torch.stack([cache[n] for n in names]), labels

@@ -18,6 +18,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_audio.model.attention import attention_scores
+from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -102,7 +103,7 @@ def listening_signal(
             if lh[0] == layer:
                 kept[lh] = pattern[:, lh[1]].cpu()
 
-    hooks = [(f"blocks.{l}.attn.hook_rot_q", keep_q) for l in wanted] + [(f"blocks.{l}.attn.hook_rot_k", use_k) for l in wanted]
+    hooks = [(block_hook_name(l, "attn.hook_rot_q"), keep_q) for l in wanted] + [(block_hook_name(l, "attn.hook_rot_k"), use_k) for l in wanted]
     model.run_with_hooks(batch, fwd_hooks=hooks, stop_at_layer=wanted[-1] + 1)
     rows = torch.stack([kept[h] for h in heads], dim=1) if heads else None
     return ListeningSignal(audio_mass=mass, heads=list(heads), rows=rows, audio_mask=audio.cpu())

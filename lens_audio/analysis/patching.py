@@ -30,6 +30,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.model.hook_point import block_hook_name
+
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -104,7 +106,7 @@ def patch_residual_by_position(
     Returns the `[layer, column]` table and the column labels.
     """
     check_same_layout(clean, corrupted)
-    names = [f"blocks.{layer}.{site}" for layer in range(model.cfg.n_layers)]
+    names = [block_hook_name(layer, site) for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
     columns, labels = _position_groups(model, clean, group_audio)
     table = torch.zeros(model.cfg.n_layers, len(columns))
@@ -149,7 +151,7 @@ def patch_heads(
     grouped audio positions) at a time, returning `[layer, head, column]` and the column labels.
     """
     check_same_layout(clean, corrupted)
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    names = [block_hook_name(layer, "attn.hook_z") for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
     if by_position:
         columns, labels = _position_groups(model, clean, group_audio)
@@ -187,7 +189,7 @@ def attribution_patching(model: "HookedAudioLM", clean: "AudioBatch", corrupted:
     """
     check_same_layout(clean, corrupted)
     n_layers = model.cfg.n_layers
-    names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)] + [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
+    names = [block_hook_name(l, "attn.hook_z") for l in range(n_layers)] + [block_hook_name(l, "hook_resid_pre") for l in range(n_layers)]
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
     acts: dict[str, Tensor] = {}

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lens_audio.inputs.batch import AudioBatch
+from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -39,7 +40,7 @@ def final_residuals(
     model: "HookedAudioLM", batch: "AudioBatch", layers: Sequence[int], site: str = "hook_resid_post"
 ) -> Float[Tensor, "batch layer d_model"]:
     """The residual stream at each example's final prompt position, at `blocks.{L}.{site}` for each layer."""
-    names = [f"blocks.{layer}.{site}" for layer in layers]
+    names = [block_hook_name(layer, site) for layer in layers]
     unknown = [n for n in names if n not in model.hook_dict]
     if unknown:
         raise ValueError(f"no hook point {unknown[0]!r}: layers must be in 0-{model.cfg.n_layers - 1} and site a block hook such as 'hook_resid_post'.")
@@ -68,13 +69,13 @@ def head_output_direction(model: "HookedAudioLM", batch: "AudioBatch", heads: Se
     """Per example: sum over `heads` of their output (`attn.hook_result`) at the final position, audio minus silence."""
     if not heads:
         raise ValueError("head_output_direction needs at least one (layer, head).")
-    names = sorted({f"blocks.{layer}.attn.hook_result" for layer, _ in heads})
+    names = sorted({block_hook_name(layer, "attn.hook_result") for layer, _ in heads})
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
 
     def summed(b: "AudioBatch") -> Tensor:
         _, cache = model.run_with_cache(b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False)
-        return sum(cache[f"blocks.{layer}.attn.hook_result"][rows, final, head] for layer, head in heads)
+        return sum(cache[block_hook_name(layer, "attn.hook_result")][rows, final, head] for layer, head in heads)
 
     return summed(batch) - summed(batch.silence_twin())
 
@@ -104,7 +105,7 @@ def steering_hooks(
     during generation); choice scoring passes the final prompt position so the
     appended answer tokens are steered too.
     """
-    hook_name = hook_name or f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
     if hook_name not in model.hook_dict:
         raise ValueError(f"no hook point {hook_name!r}; see model.hook_names() or the README's hook table.")
     if direction.shape[-1] != model.cfg.d_model:
@@ -244,9 +245,9 @@ def steered_generate(
     batch.require_audio("steered_generate")
     check_left_padded(batch.attention_mask)
     sampling = Sampling(**generate_kwargs)
-    names = [f"blocks.{layer}.{site}" for layer in layers]
+    names = [block_hook_name(layer, site) for layer in layers]
     steering_hooks(model, torch.zeros(model.cfg.d_model), beta, hook_name)  # validates hook_name and beta
-    hook_name = hook_name or f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
     both = AudioBatch.concat([batch, batch.silence_twin()])
     b, final = batch.batch_size, both.final_position.to(model.device)
     captured: dict[str, Tensor] = {}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from lens_audio.analysis.steering import adaptive_direction, head_output_direction, steering_hooks
 from lens_audio.evaluation.report import accuracy_with_ci
 from lens_audio.evaluation.runner import run_benchmark
+from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.evaluation.experiment import Experiment
@@ -43,7 +44,7 @@ def layer_grid(
                 continue
             for beta in betas:
                 def steering(m, batch, start, layer=layer, beta=beta, site_layer=site_layer):
-                    return steering_hooks(m, adaptive_direction(m, batch, [layer]), beta, f"blocks.{site_layer}.hook_resid_post", start)
+                    return steering_hooks(m, adaptive_direction(m, batch, [layer]), beta, block_hook_name(site_layer, "hook_resid_post"), start)
                 rows.append({"source_layer": layer, "site": site_name, "beta": beta, "accuracy": _accuracy(model, items, steering, template, mode, batch_size)})
     return rows
 

@@ -4,7 +4,7 @@
 encoder's `audio.blocks.{L}.*`. A TransformerLens filter such as `lambda name: name.endswith("pattern")` matches
 both; on a text-only prompt the encoder does not run, so its hooks never fire, but on an audio prompt they do.
 `hook.layer()` gives the block index in either stack and `hook.is_audio` says which; wrap a filter in
-`decoder_only` (or `audio_only`) to keep one stack.
+`decoder_only` (or `audio_only`) to keep one stack. `block_hook_name(layer, site)` spells a decoder hook's name.
 """
 
 from __future__ import annotations
@@ -15,6 +15,15 @@ from typing import Callable, Sequence
 from transformer_lens.hook_points import HookPoint as _TLHookPoint
 
 _LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+
+
+def block_hook_name(layer: int, site: str) -> str:
+    """The decoder hook `site` of block `layer`: `block_hook_name(3, "attn.hook_z") == "blocks.3.attn.hook_z"`.
+
+    `site` is the name inside the block, as in the hook table ("hook_resid_post", "attn.hook_result", ...).
+    TransformerLens's `get_act_name("z", 3)` gives the same names from its short site names.
+    """
+    return f"blocks.{layer}.{site}"
 
 
 class HookPoint(_TLHookPoint):
