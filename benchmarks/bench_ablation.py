@@ -43,7 +43,7 @@ def main() -> None:
         run = lambda: scan_heads(model, batch, choices, answers, kind="zero", heads_per_pass=per_pass)
         scan = run()
         reference = scan if reference is None else reference
-        assert torch.allclose(scan.logit_diff_change, reference.logit_diff_change, atol=1e-4)
+        assert torch.allclose(scan.margin_change, reference.margin_change, atol=1e-4)
         times = []
         for _ in range(3):
             start = time.perf_counter()

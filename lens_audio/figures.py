@@ -80,7 +80,7 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     ablation_batch = model.to_batch([i["audio_path"] for i in no_hint], [render_prompt(i, profile.prompt) for i in no_hint])
     scan = scan_heads(model, ablation_batch, [[first_token(c) for c in i["choices"]] for i in no_hint],
                       [i["choices"].index(i["answer"]) for i in no_hint], kind="zero", heads_per_pass=4)
-    figures["ablation"] = plots.head_heatmap(scan.logit_diff_change, "Zero-ablating each head: change of the answer margin", "Δ margin")
+    figures["ablation"] = plots.head_heatmap(scan.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin")
 
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}

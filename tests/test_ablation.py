@@ -22,9 +22,9 @@ def test_batched_and_unbatched_scans_agree(setup, kind):
     model, batch, choices, answers = setup
     one = scan_heads(model, batch, choices, answers, kind=kind, heads_per_pass=1)
     many = scan_heads(model, batch, choices, answers, kind=kind, heads_per_pass=8)
-    assert torch.allclose(one.logit_diff_change, many.logit_diff_change, atol=1e-5)
+    assert torch.allclose(one.margin_change, many.margin_change, atol=1e-5)
     assert torch.equal(one.accuracy, many.accuracy)
-    assert one.logit_diff_change.abs().max() > 1e-4
+    assert one.margin_change.abs().max() > 1e-4
 
 
 def test_zeroing_a_dead_head_changes_nothing(setup):
@@ -33,13 +33,15 @@ def test_zeroing_a_dead_head_changes_nothing(setup):
     with torch.no_grad():
         model.blocks[0].attn.W_O[1] = 0.0
     scan = scan_heads(model, batch, choices, answers, kind="zero")
-    assert scan.logit_diff_change[0, 1].abs() < 1e-6
+    assert scan.margin_change[0, 1].abs() < 1e-6
 
 
 def test_cumulative_and_errors(setup):
     model, batch, choices, answers = setup
     scan = scan_heads(model, batch, choices, answers)
     change, accuracy = cumulative_ablation(model, batch, choices, answers, ranking=[(1, 2), (0, 3)])
-    assert torch.isclose(change[0], scan.logit_diff_change[1, 2], atol=1e-5) and change.shape == accuracy.shape == (2,)
+    assert torch.isclose(change[0], scan.margin_change[1, 2], atol=1e-5) and change.shape == accuracy.shape == (2,)
+    with pytest.warns(DeprecationWarning, match="margin_change"):
+        assert scan.logit_diff_change is scan.margin_change  # the old name still reads, with a warning
     with pytest.raises(ValueError, match=r"head \(5, 0\) does not exist"):
         cumulative_ablation(model, batch, choices, answers, ranking=[(5, 0)])

@@ -77,7 +77,7 @@ def _analyses(model, batch):
         "direction": direction,
         "steered_logits": steered_logits,
         "patching": patch_heads(model, batch, twin, metric),
-        "ablation": scan_heads(model, batch, [[5, 9, 13], [5, 9, 13]], [0, 2], kind="silence").logit_diff_change,
+        "ablation": scan_heads(model, batch, [[5, 9, 13], [5, 9, 13]], [0, 2], kind="silence").margin_change,
         "lens": logit_lens(model, batch, [[5, 9], [5, 9]]).prob,
     }
     kwargs = dict(max_new_tokens=4, eos_token_id=[])

@@ -15,6 +15,7 @@ embeddings with the audio spliced in), since ablating decoder heads cannot chang
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -33,13 +34,22 @@ AblationKind = Literal["zero", "mean", "silence"]
 
 @dataclass
 class AblationScan:
-    """Per (layer, head): mean change of the answer's logit margin and accuracy with that head ablated."""
+    """Per (layer, head): mean change of the answer margin and the accuracy with that head ablated.
 
-    logit_diff_change: Float[Tensor, "layer head"]
+    The answer margin is the answer option's logit minus the best other option's (see `_margins`).
+    """
+
+    margin_change: Float[Tensor, "layer head"]
     accuracy: Float[Tensor, "layer head"]
-    baseline_logit_diff: float
+    baseline_margin: float
     baseline_accuracy: float
     kind: str
+
+    @property
+    def logit_diff_change(self) -> Float[Tensor, "layer head"]:
+        """Deprecated name of `margin_change` (it holds an answer margin, not a two-token logit difference)."""
+        warnings.warn("AblationScan.logit_diff_change is now margin_change.", DeprecationWarning, stacklevel=2)
+        return self.margin_change
 
 
 def _margins(logits: Tensor, final: Tensor, choice_ids: Tensor, answer: Tensor) -> tuple[Tensor, Tensor]:

@@ -47,7 +47,7 @@ class AudioEncoderConfig:
 class AudioLMConfig:
     """Configuration of the language backbone plus its audio encoder.
 
-    Attributes mirror `HookedTransformerConfig` where TransformerLens reads
+    Attributes mirror TransformerLens 4's `TransformerLensConfig` where TransformerLens reads
     them (`ActivationCache` uses `n_layers`, `n_heads`, `d_model`, `d_mlp`,
     `attn_only`, `normalization_type`).
     """

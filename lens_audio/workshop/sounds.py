@@ -26,7 +26,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 SAMPLE_RATE = 16_000
-Generator = Callable[[np.random.Generator, float], np.ndarray]
+SoundFamily = Callable[[np.random.Generator, float], np.ndarray]  # rng, seconds -> 16 kHz waveform
 
 
 def _time(seconds: float) -> np.ndarray:
@@ -182,7 +182,7 @@ def shout(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return _formants(voiced, [(f * 1.15, bw) for f, bw in formants]) * _envelope(t.size, 0.01, 0.05)
 
 
-DOMAINS: dict[str, dict[str, Generator]] = {
+DOMAINS: dict[str, dict[str, SoundFamily]] = {
     "sound": {"siren": siren, "clicks": clicks, "static": static, "engine": engine},
     "music": {"chord": chord, "melody": melody, "drums": drums, "bell": bell},
     "speech": {"vowel": vowel, "syllables": syllables, "whisper": whisper, "shout": shout},
