@@ -10,7 +10,7 @@ import torch
 
 from lens_audio import HookedAudioLM, cli, load_audio
 from lens_audio.evaluation import load_mmau
-from lens_audio.workshop import BENCHMARK, CHECKPOINT
+from lens_audio.workshop import BENCHMARK, BENCHMARK_V1, CHECKPOINT, CHECKPOINT_V1
 from lens_audio.workshop.benchmark import write_benchmark
 from lens_audio.workshop.sounds import CLASS_DOMAIN, DOMAINS, mix_noise, synthesize
 from lens_audio.workshop.task import HINT_CONDITIONS
@@ -62,7 +62,7 @@ def test_benchmark_is_deterministic_valid_mmau(tmp_path):
 
 
 def test_benchmark_command(tmp_path):
-    assert cli.main(["workshop", "benchmark", "--out", str(tmp_path / "w"), "--clips", "6", "--seed", "1"]) == 0
+    assert cli.main(["workshop", "benchmark", "--recipe", "v1", "--out", str(tmp_path / "w"), "--clips", "6", "--seed", "1"]) == 0
     assert len(json.loads((tmp_path / "w" / "workshop.json").read_text())) == 18
 
 
@@ -79,12 +79,16 @@ def test_training_script_writes_a_loadable_checkpoint(tmp_path):
     assert model.cfg.n_layers == 6
 
 
-def test_shipped_checkpoint_loads_offline_and_matches_transformers():
+SHIPPED = [("workshop", CHECKPOINT, BENCHMARK), ("workshop-v1", CHECKPOINT_V1, BENCHMARK_V1)]
+
+
+@pytest.mark.parametrize("name, checkpoint, benchmark", SHIPPED)
+def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpoint, benchmark):
     from transformers import Qwen2AudioForConditionalGeneration
 
-    model = HookedAudioLM.from_pretrained("workshop")
-    hf = Qwen2AudioForConditionalGeneration.from_pretrained(CHECKPOINT, attn_implementation="eager").eval()
-    item = load_mmau(BENCHMARK, split="test")[0]
+    model = HookedAudioLM.from_pretrained(name)
+    hf = Qwen2AudioForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    item = load_mmau(benchmark, split="test")[0]
     batch = model.to_batch(item["audio_path"], item["question"])
     with torch.no_grad():
         ours = model(batch)
@@ -93,16 +97,19 @@ def test_shipped_checkpoint_loads_offline_and_matches_transformers():
     assert sum(p.numel() * p.element_size() for p in model.parameters()) < 16 * 2**20
 
 
-def test_shipped_model_listens_and_shows_text_dominance():
-    """The targets of the workshop model, re-measured on the bundled test split."""
+@pytest.mark.parametrize("name, checkpoint, benchmark", SHIPPED)
+def test_shipped_model_listens_and_shows_text_dominance(name, checkpoint, benchmark):
+    """The targets of each workshop model, re-measured on its bundled test split, equal to its metrics.json."""
     from lens_audio.workshop.evaluate import score_items, summarize
 
-    model = HookedAudioLM.from_pretrained("workshop")
-    items = load_mmau(BENCHMARK, split="test")
+    model = HookedAudioLM.from_pretrained(name)
+    items = load_mmau(benchmark, split="test")
     summary = summarize(score_items(model, items, progress=False))
     silent = summarize(score_items(model, [i for i in items if i["hint"] == "none"], silence=True, progress=False))
     assert summary["accuracy"]["none"]["all"] >= 85
     assert summary["text_dominance_gap"] >= 20
     assert silent["accuracy"]["none"]["all"] <= 45  # chance is 25
-    recorded = json.loads((CHECKPOINT / "metrics.json").read_text())["test"]
-    assert abs(recorded["accuracy"]["none"]["all"] - summary["accuracy"]["none"]["all"]) < 1e-6
+    recorded = json.loads((checkpoint / "metrics.json").read_text())
+    for hint, accuracy in summary["accuracy"].items():
+        assert accuracy == pytest.approx(recorded["test"]["accuracy"][hint], abs=1e-6), hint
+    assert silent["accuracy"]["none"]["all"] == pytest.approx(recorded["test_with_silence"]["accuracy"]["none"]["all"], abs=1e-6)

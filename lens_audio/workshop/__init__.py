@@ -1,9 +1,16 @@
 """The workshop model and its synthetic benchmark, shipped inside the package so everything runs offline.
 
-`HookedAudioLM.from_pretrained("workshop")` loads `CHECKPOINT`; `BENCHMARK` is
-the bundled MMAU-format benchmark (calibration, dev and test clips, each under
-congruent, conflicting and no hint). Both are rebuilt by
-`lens-audio workshop benchmark` and `lens-audio workshop train`.
+Two models, each with its bundled MMAU-format benchmark:
+
+- `"workshop"` (`CHECKPOINT`, `BENCHMARK`): the clip-set model organism. Three
+  clips per prompt and a question about one of them (`clip_sets.py`,
+  `train_sets.py`), so the audio reaches the final position only after the
+  decoder has found the named clip.
+- `"workshop-v1"` (`CHECKPOINT_V1`, `BENCHMARK_V1`): the first workshop model,
+  one clip per prompt (`task.py`, `train.py`).
+
+Both are rebuilt by `lens-audio workshop benchmark` and `lens-audio workshop
+train` (`--recipe clip-sets` or `--recipe v1`).
 """
 
 import contextlib
@@ -17,7 +24,7 @@ CHECKPOINT_SETS = Path(__file__).parent / "checkpoint_sets"  # the clip-set mode
 BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
 CHECKPOINT_V1 = Path(__file__).parent / "checkpoint"  # "workshop-v1": the first workshop model (one clip per prompt)
 BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
-CHECKPOINT, BENCHMARK = CHECKPOINT_V1, BENCHMARK_V1  # "workshop": the default workshop model and its benchmark
+CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
 
 
 def benchmark_for(model_name: str) -> Path:
