@@ -1,11 +1,17 @@
 """The `lens-audio` command line.
 
-Subcommands:
+Subcommands (`lens-audio <command> --help` for the options):
   demo                 load a model (default: the shipped workshop model), ask about one clip with
                        no hint, a right hint and a wrong hint, cache every activation, check the
                        logits against transformers, and greedily decode the answers
-  explore              write one item's interactive explorer (audio, spectrogram, attention, steering) as an HTML page
   hooks                print the hook table, or with --model every hook of that model with its shape
+  figures              run the experiment and write every figure and figures/report.html
+  explore              write one item's interactive explorer (audio, spectrogram, attention, steering) as an HTML page
+  experiment           the paper's experiment, all stages: specialist heads, beta sweep, steered test
+  listen               baseline run of a split with every item's listening signal
+  select-heads         correlate calibration listening signals with correctness; print the specialists
+  sweep-beta           dev accuracy of adaptive steering for each beta
+  evaluate             test: baseline, steered and random-head control
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
   workshop train       train the workshop model on CPU and evaluate it
 """
@@ -71,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps-audio", type=int, help="stage 1 steps (no hints)")
     train.add_argument("--steps-mixed", type=int, help="stage 2 steps (hints)")
+    train.add_argument("--steps-select", type=int, help="clip-sets only: stage 3 steps (hints, with the clip probes)")
     train.add_argument("--pool-clips", type=int, help="training clips synthesised up front (clip-sets: per class)")
     train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -229,6 +236,8 @@ def run_workshop_train(args: argparse.Namespace) -> int:
     v1 = args.recipe == "v1"
     pool = "pool_clips" if v1 else "pool_clips_per_class"
     overrides = {"steps_audio": args.steps_audio, "steps_mixed": args.steps_mixed, pool: args.pool_clips}
+    if not v1:
+        overrides["steps_select"] = args.steps_select
     defaults = TrainSettings(seed=args.seed) if v1 else SetsTrainSettings(seed=args.seed)
     settings = dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
     benchmark = None if args.benchmark == "none" else (args.benchmark or (BENCHMARK_V1 if v1 else BENCHMARK_SETS))

@@ -72,7 +72,7 @@ def test_training_recipe_writes_a_loadable_checkpoint(tmp_path):
     from lens_audio.workshop.train_sets import DECODER_CONFIG
 
     args = ["workshop", "train", "--out", str(tmp_path / "ckpt"), "--steps-audio", "2", "--steps-mixed", "2",
-            "--pool-clips", "3", "--benchmark", "none"]
+            "--steps-select", "2", "--pool-clips", "3", "--benchmark", "none"]
     assert cli.main(args) == 0
     metrics = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
     assert metrics["recipe"] == "clip-sets" and np.isfinite(metrics["loss_history"][-1]["loss"])

@@ -67,6 +67,9 @@ class SetsTrainSettings:
     listen_snr_db: float = 12.0
     listen_width_db: float = 3.0
     train_snr_db: tuple[float, float] = (-5.0, 25.0)
+    steps_select: int = 1200  # stage 3: the same mix, plus probes that teach where each clip is (see train_sets)
+    select_learning_rate: float = 1e-3
+    probe_weight: float = 1.0
     projector_scale: float = 0.02  # v1's audio embeddings (norm ~80) rescaled to the fresh decoder's token scale
     threads: int = 2
 
@@ -95,7 +98,7 @@ class ClipSetData:
         s, rng = self.settings, self.rng
         mix = (1.0, 0.0, 0.0) if stage == 1 else s.hint_mix
         counts = s.clip_counts_audio if stage == 1 else s.clip_counts_mixed
-        rows, answers, chosen = [], [], []
+        rows, answers, chosen, targets_clip = [], [], [], []
         for _ in range(s.batch_size):
             domain = str(rng.choice(list(DOMAINS)))
             n_clips = int(rng.choice([1, 2, SET_SIZE], p=counts))
@@ -116,6 +119,7 @@ class ClipSetData:
             rows.append(self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False))
             answers.append(self.answer_ids[label])
             chosen.append(indices)
+            targets_clip.append(target)
         length = max(len(r) for r in rows) + 2
         input_ids = torch.full((len(rows), length), self.processor.tokenizer.pad_token_id)
         attention_mask = torch.zeros_like(input_ids)
@@ -127,7 +131,10 @@ class ClipSetData:
             targets[row, len(ids) - 1] = answer  # the final prompt position predicts the answer
             targets[row, len(ids)] = self.end_id
         audio = torch.cat([self.encoded[i, : self.n_tokens[i]] for indices in chosen for i in indices])
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_encoded": audio, "targets": targets}
+        clip_of_token = torch.cat([torch.full((int(self.n_tokens[i]),), j) for indices in chosen for j, i in enumerate(indices)])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_encoded": audio, "targets": targets,
+                "clip_of_token": clip_of_token, "target_clip": torch.tensor(targets_clip),
+                "final_position": torch.tensor([len(r) - 1 for r in rows])}
 
 
 @torch.no_grad()
@@ -175,19 +182,47 @@ def build_model(settings: SetsTrainSettings) -> tuple[Any, Any]:
     return model, processor
 
 
-def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_encoded: Tensor) -> Tensor:
-    """The logits with the projected audio written over the `<|AUDIO|>` tokens (as HF does), from the encoder output."""
+def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_encoded: Tensor,
+                   probe_layer: int | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    """The logits with the projected audio written over the `<|AUDIO|>` tokens (as HF does), from the encoder output.
+
+    With `probe_layer`, also the residual stream after that decoder layer (for the stage-3 probes).
+    """
     audio_embeds = model.model.multi_modal_projector(audio_encoded)
     embeds = model.get_input_embeddings()(input_ids)
     slots = (input_ids == model.config.audio_token_id)[..., None]
     embeds = embeds.masked_scatter(slots, audio_embeds.to(embeds.dtype))
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-    return model.lm_head(hidden)
+    out = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                     output_hidden_states=probe_layer is not None)
+    logits = model.lm_head(out.last_hidden_state)
+    return logits if probe_layer is None else (logits, out.hidden_states[probe_layer + 1])
+
+
+class ClipProbes(torch.nn.Module):
+    """Stage 3's training aid (not part of the checkpoint): linear read-outs, after decoder layer 0, of which clip
+    each audio token belongs to and which clip the question names, at the final prompt position.
+
+    Without them the decoder reads the audio but not the named clip (no-hint accuracy near chance, nearly every
+    error another clip's class): finding the clip takes two steps (audio tokens learn their "Audio k:" label,
+    the final position matches k), which plain answer supervision did not find within 2400 steps.
+    """
+
+    def __init__(self, d_model: int, n_clips: int = SET_SIZE) -> None:
+        super().__init__()
+        self.token_clip = torch.nn.Linear(d_model, n_clips)
+        self.asked_clip = torch.nn.Linear(d_model, n_clips)
+
+    def loss(self, hidden: Tensor, batch: dict[str, Tensor], audio_id: int) -> Tensor:
+        at_audio = hidden[batch["input_ids"] == audio_id]
+        rows = torch.arange(hidden.shape[0])
+        at_final = hidden[rows, batch["final_position"]]
+        return F.cross_entropy(self.token_clip(at_audio), batch["clip_of_token"]) + F.cross_entropy(
+            self.asked_clip(at_final), batch["target_clip"])
 
 
 def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSettings(),
                eval_benchmark: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train, evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the metrics."""
+    """Train (stages 1-2, then 3), evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the metrics."""
     from lens_audio import HookedAudioLM
 
     started = time.perf_counter()
@@ -195,33 +230,13 @@ def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSetti
     model, processor = build_model(settings)
     model.eval()
     data = ClipSetData(HookedAudioLM.from_hf_model(model, processor), processor, settings, progress)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    total = settings.steps_audio + settings.steps_mixed
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.01)
-    schedule = lambda step: min(1.0, (step + 1) / settings.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.model.language_model.train()
-    history, running = [], None
-    bar = tqdm(range(total), desc="training", disable=not progress)
-    for step in bar:
-        stage = 1 if step < settings.steps_audio else 2
-        batch = data.batch(stage)
-        logits = decoder_logits(model, batch["input_ids"], batch["attention_mask"], batch["audio_encoded"])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(stage=stage, loss=f"{running:.3f}")
-        if step % 100 == 0 or step == total - 1:
-            history.append({"step": step, "stage": stage, "loss": round(running, 4)})
+    history = run_stages(model, data, settings, progress)
+    history += select_stage(model, data, settings, progress)
     model.eval()
     metrics: dict[str, Any] = {"recipe": "clip-sets", "settings": asdict(settings), "decoder_config": DECODER_CONFIG,
                                "audio_side_from": "workshop-v1", "loss_history": history,
                                "parameters": sum(p.numel() for p in model.parameters()),
-                               "trained_parameters": sum(p.numel() for p in trainable),
+                               "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                                "train_seconds": round(time.perf_counter() - started, 1)}
     if eval_benchmark is not None:
         from lens_audio.workshop.train import evaluate_checkpoint
@@ -229,3 +244,54 @@ def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSetti
         metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
     save_atomically(model, processor, metrics, Path(out_dir))
     return metrics
+
+
+def run_stages(model: Any, data: ClipSetData, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
+    """Stages 1 (no hints) and 2 (hint mix) with the answer loss only."""
+    total = settings.steps_audio + settings.steps_mixed
+    return _train_loop(model, data, [1 if step < settings.steps_audio else 2 for step in range(total)],
+                       settings.learning_rate, settings.warmup_steps, None, settings, progress)
+
+
+def select_stage(model: Any, data: ClipSetData, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
+    """Stage 3: stage 2's mix with a fresh optimizer and sampler, plus the `ClipProbes` loss after layer 0."""
+    data.rng = np.random.default_rng(settings.seed + 2)
+    torch.manual_seed(settings.seed + 2)
+    probes = ClipProbes(model.config.text_config.hidden_size)
+    history = _train_loop(model, data, [3] * settings.steps_select, settings.select_learning_rate, 50, probes,
+                          settings, progress)
+    return [{**h, "step": h["step"] + settings.steps_audio + settings.steps_mixed} for h in history]
+
+
+def _train_loop(model: Any, data: ClipSetData, stages: list[int], learning_rate: float, warmup: int,
+                probes: ClipProbes | None, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    extra = list(probes.parameters()) if probes is not None else []
+    total = len(stages)
+    optimizer = torch.optim.AdamW(trainable + extra, lr=learning_rate, weight_decay=0.01)
+    schedule = lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.model.language_model.train()
+    history, running = [], None
+    bar = tqdm(range(total), desc=f"training (stage {stages[0]})", disable=not progress)
+    for step in bar:
+        batch = data.batch(min(stages[step], 2))
+        args = (model, batch["input_ids"], batch["attention_mask"], batch["audio_encoded"])
+        if probes is None:
+            logits, aid = decoder_logits(*args), None
+        else:
+            logits, hidden = decoder_logits(*args, probe_layer=0)
+            aid = probes.loss(hidden, batch, model.config.audio_token_id)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
+        total_loss = loss if aid is None else loss + settings.probe_weight * aid
+        optimizer.zero_grad(set_to_none=True)
+        total_loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable + extra, 1.0)
+        optimizer.step()
+        scheduler.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(stage=stages[step], loss=f"{running:.3f}", **({} if aid is None else {"probe": f"{aid.item():.3f}"}))
+        if step % 100 == 0 or step == total - 1:
+            history.append({"step": step, "stage": stages[step], "loss": round(running, 4)})
+    model.eval()
+    return history
