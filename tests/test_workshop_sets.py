@@ -64,8 +64,11 @@ def test_set_benchmark_runs_through_the_model_with_three_clips(tmp_path):
     model = HookedAudioLM.from_pretrained("workshop-v1")
     batch = model.to_batch(item["audio_path"], item["question"])
     assert len(batch.audio_spans[0]) == SET_SIZE
-    for k, (start, _) in enumerate(batch.audio_spans[0]):  # each clip follows its "Audio k:" label, then <|audio_bos|>
-        assert model.tokenizer.decode(batch.input_ids[0, start - 4 : start - 1]).strip().endswith(f"Audio {k + 1}:")
+    previous_end = 0
+    for k, (start, end) in enumerate(batch.audio_spans[0]):  # each clip follows its own "Audio k:" label
+        between = model.tokenizer.decode(batch.input_ids[0, previous_end:start])
+        assert between.rstrip().endswith(f"Audio {k + 1}: <|audio_bos|>"), between
+        previous_end = end
 
 
 def test_training_recipe_writes_a_loadable_checkpoint(tmp_path):
