@@ -262,7 +262,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         mask = attention_mask.to(device=resid.device, dtype=torch.bool)
         if position_ids is None:
             position_ids = self._position_ids(mask, past_kv_cache)
-        allowed = self._attention_mask(mask, past_kv_cache)
+        allowed = self._allowed_keys(mask, past_kv_cache)
         cos_sin = self.rotary.cos_sin(position_ids.to(resid.device), resid.dtype)
         return DecoderState(resid, cos_sin, allowed, past_kv_cache)
 
@@ -343,8 +343,13 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         return position_ids_from_mask(mask, n_past)
 
     @staticmethod
-    def _attention_mask(mask: torch.Tensor, past_kv_cache: KVCache | None) -> torch.Tensor | None:
-        """Which keys each query sees: causal and not padding. None means plain causal (the fast case)."""
+    def _allowed_keys(
+        mask: Int[Tensor, "batch pos"], past_kv_cache: KVCache | None
+    ) -> Bool[Tensor, "batch 1 query key"] | None:
+        """Which keys each query sees (causal and not padding), from the [batch, pos] padding mask.
+
+        None means plain causal (the fast case). Not an attention mask in Hugging Face's [batch, pos] sense.
+        """
         past = 0 if past_kv_cache is None else past_kv_cache.length
         key_valid = mask if past_kv_cache is None else past_kv_cache.extend_mask(mask)
         if past == 0 and bool(key_valid.all()):
