@@ -16,11 +16,13 @@ def test_final_layer_equals_model_output(tiny_pair, two_example_batch):
         logits = model(two_example_batch)[:, -1]
     expected = logits.softmax(-1)[:, [3, 8, 40]]
     assert torch.allclose(lens.prob[-1], expected, atol=1e-5)
-    top = logits.argmax(-1)
-    for example in range(2):
-        rank_of_top = (logits[example] > logits[example, top[example]]).sum()
-        assert rank_of_top == 0
-    assert (lens.rank[-1] == (logits[:, None, :] > logits[:, [3, 8, 40]][..., None]).sum(-1)).all()
+    # ranks a second way: each option's place in the vocabulary sorted by logit (0 = the model's top token)
+    order = logits.argsort(-1, descending=True)
+    expected_rank = torch.stack([(order[e] == torch.tensor([3, 8, 40])[:, None]).nonzero()[:, 1] for e in range(2)])
+    assert torch.equal(lens.rank[-1].long(), expected_rank)
+    top = logits.argmax(-1)  # and the model's own top token, asked as an option, has rank 0
+    with_top = logit_lens(model, two_example_batch, [[int(top[e]), 8, 40] for e in range(2)])
+    assert (with_top.rank[-1][:, 0] == 0).all() and (with_top.rank[-1][:, 1:] > 0).all()
 
 
 def test_lens_over_audio_positions(tiny_pair, two_example_batch):
