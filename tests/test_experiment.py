@@ -98,3 +98,11 @@ def test_locate_runs_on_the_experiments_heads_and_writes_its_file(tmp_path):
     n = experiment.model.cfg.n_layers
     assert len(result["layer_grid"]) == 1 + n + (n - 1)  # the final site for every source layer, the same layer for all but the last
     assert [tuple(h) for h in result["specialist_head_outputs"][0]["heads"]] == experiment.select_heads().specialists
+
+
+def test_best_beta_takes_the_highest_accuracy_and_the_smaller_beta_on_a_tie():
+    from lens_audio.evaluation.results import best_beta
+
+    assert best_beta({4.0: {"accuracy": 50.0}, 1.0: {"accuracy": 50.0}, 2.0: {"accuracy": 40.0}}) == 1.0
+    assert best_beta({1.0: {"accuracy": 40.0}, 2.0: {"accuracy": 50.0}, 4.0: {"accuracy": 50.0}}) == 2.0
+    assert best_beta({8.0: {"accuracy": 61.0}, 0.5: {"accuracy": 60.0}}) == 8.0

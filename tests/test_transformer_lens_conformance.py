@@ -282,6 +282,23 @@ def test_start_at_layer_continues_from_a_residual(model, two_example_batch):
     assert torch.allclose(loss, model(b, return_type="loss"), atol=1e-6)
 
 
+def test_stop_at_layer_returns_the_residual_entering_that_block_and_none_runs_no_unembed(model, two_example_batch):
+    b = two_example_batch
+    names = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "ln_final.hook_scale"]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(b, names_filter=names)
+        resid = model(b, stop_at_layer=1)
+        fired: list[str] = []
+        with model.hooks(fwd_hooks=[(lambda name: name in names[1:], lambda x, hook: fired.append(hook.name))]):
+            nothing = model(b, return_type=None)
+            model(b, stop_at_layer=1)
+    assert torch.equal(resid, cache["blocks.1.hook_resid_pre"]) and torch.equal(resid, cache["blocks.0.hook_resid_post"])
+    assert resid.shape == (*b.input_ids.shape, model.cfg.d_model)
+    assert nothing is None
+    # return_type=None runs every block but no final norm; stop_at_layer=1 never reaches block 1
+    assert fired == ["blocks.1.hook_resid_pre"]
+
+
 # ------------------------------------------------------------------ 9. generate
 
 

@@ -47,7 +47,9 @@ from lens_audio.analysis.steering import (
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import accuracy_with_ci
-from lens_audio.evaluation.results import BetaSweep, ExperimentResult, HeadSelection, LayerSpread, RunResult, head_label
+from lens_audio.evaluation.results import (
+    BetaSweep, ExperimentResult, HeadSelection, LayerSpread, RunResult, best_beta, head_label,
+)
 from lens_audio.evaluation.runner import run_benchmark
 
 if TYPE_CHECKING:
@@ -210,8 +212,7 @@ class Experiment:
             )
             for beta in self.profile.betas
         }
-        best = max(self.profile.betas, key=lambda b: (sweep[b]["accuracy"], -b))
-        return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best)
+        return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best_beta(sweep))
 
     def focus(self, run: RunResult) -> tuple[np.ndarray, str]:
         """Index of the items the controls are measured on (the profile's focus condition where items have hints) and its name."""

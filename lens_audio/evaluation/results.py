@@ -118,6 +118,11 @@ class HeadSelection:
         )
 
 
+def best_beta(accuracy_by_beta: dict[float, dict[str, Any]]) -> float:
+    """The beta of highest accuracy; a tie goes to the smaller beta (the gentler intervention)."""
+    return max(accuracy_by_beta, key=lambda beta: (accuracy_by_beta[beta]["accuracy"], -beta))
+
+
 @dataclass
 class BetaSweep:
     """Dev accuracy (with CI) of the baseline and of steering at each beta; the best beta (ties: smaller)."""
