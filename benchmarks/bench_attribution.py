@@ -43,7 +43,7 @@ def main() -> None:
     correct = [first_token(i["answer"]) for i in items]
     wrong = [first_token(next(c for c in i["choices"] if c != i["answer"])) for i in items]
     metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
-    runs = {"attribution": lambda: attribution_patching(model, clean, corrupted, metric).heads,
+    runs = {"attribution": lambda: attribution_patching(model, clean, corrupted, metric).per_head,
             "exact_per_head": lambda: patch_heads(model, clean, corrupted, metric)}
     times = {name: [] for name in runs}
     results = {name: fn() for name, fn in runs.items()}  # warm-up, and the maps to compare
@@ -58,7 +58,9 @@ def main() -> None:
         "heads": model.cfg.n_layers * model.cfg.n_heads,
         "seconds": seconds,
         "time_ratio_attribution_over_exact": round(seconds["attribution"] / seconds["exact_per_head"], 3),
-        "spearman_attribution_vs_exact": round(float(stats.spearmanr(results["attribution"].flatten(), results["exact_per_head"].flatten()).statistic), 3),
+        "spearman_attribution_vs_exact": round(
+            float(stats.spearmanr(results["attribution"].flatten(), results["exact_per_head"].flatten()).statistic), 3
+        ),
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
     }
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -14,12 +14,28 @@ from lens_audio.workshop.benchmark import write_benchmark
 
 def test_stages_run_and_share_their_files(tmp_path, capsys):
     bench = write_benchmark(tmp_path / "bench", seed=5, n_clips=12, progress=False) / "workshop.json"
-    common = ["--benchmark", str(bench), "--out", str(tmp_path / "run"), "--betas", "0.5", "1.0", "--k-heads", "2", "--draws", "30"]
+    common = [
+        "--benchmark",
+        str(bench),
+        "--out",
+        str(tmp_path / "run"),
+        "--betas",
+        "0.5",
+        "1.0",
+        "--k-heads",
+        "2",
+        "--draws",
+        "30",
+    ]
     assert cli.main(["experiment", *common, "--json", str(tmp_path / "all.json")]) == 0
     result = ExperimentResult.from_json(json.loads((tmp_path / "all.json").read_text()))
     assert set(result.test) == {"baseline", "steered", "random_control"}
-    assert result.beta in (0.5, 1.0) and len(result.heads.specialists) == 2 and result.profile.n_random_draws == 30
-    assert set(result.heads.specialists).isdisjoint(result.heads.control)
+    assert (
+        result.beta in (0.5, 1.0)
+        and len(result.head_selection.specialists) == 2
+        and result.profile.n_random_draws == 30
+    )
+    assert set(result.head_selection.specialists).isdisjoint(result.head_selection.control)
     test_items = 3 * 6  # half the clips are test, three hint conditions each
     assert result.test["baseline"]["total"]["n"] == test_items
     # the paired comparison agrees with the two runs' tables
@@ -27,10 +43,14 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert paired.accuracy_a == pytest.approx(result.test["steered"]["total"]["accuracy"], abs=0.01)
     assert paired.accuracy_b == pytest.approx(result.test["baseline"]["total"]["accuracy"], abs=0.01)
     control = result.control
-    assert len(control.draws) == 30 and all(not set(d) & set(result.heads.specialists) for d in control.draws)
-    assert control.specialists_accuracy == pytest.approx(result.test["steered"]["hint"]["conflicting"]["accuracy"], abs=0.01)
+    assert len(control.draws) == 30 and all(not set(d) & set(result.head_selection.specialists) for d in control.draws)
+    assert control.specialists_accuracy == pytest.approx(
+        result.test["steered"]["hint"]["conflicting"]["accuracy"], abs=0.01
+    )
     assert not result.notes  # the fast path agreed with the steered run on every test item
-    assert set(result.layer_spread.accuracy_by_layer) == set(range(result.heads.correlation.shape[0]))  # every layer
+    assert set(result.layer_spread.accuracy_by_layer) == set(
+        range(result.head_selection.correlation.shape[0])
+    )  # every layer
     assert "gate=signal" in result.options and "steering_source=head_outputs" in result.options
     assert json.dumps(result.to_json()) == json.dumps(ExperimentResult.from_json(result.to_json()).to_json())
     files = {f.name for f in (tmp_path / "run").iterdir()}
@@ -52,28 +72,55 @@ def test_experiment_result_round_trips_through_json(tmp_path):
     rng = np.random.default_rng(0)
     mass, correct = rng.random((40, 3, 2)), rng.random(40) < 0.7
     mass[:, 0, 0] = 0.2  # a constant head: NaN r must survive the round trip
-    selection = HeadSelection(correlate_heads(mass, correct, n_bootstrap=20), max_r_permutation(mass, correct, 50), [(1, 0), (2, 1)],
-                              [(0, 1), (1, 1)], 0.3, int((~correct).sum()))
+    selection = HeadSelection(
+        correlate_heads(mass, correct, n_bootstrap=20),
+        max_r_permutation(mass, correct, 50),
+        [(1, 0), (2, 1)],
+        [(0, 1), (1, 1)],
+        0.3,
+        int((~correct).sum()),
+    )
     draws = [[(0, 1), (1, 1)]] * 5
     result = ExperimentResult(
-        "m", profile_for("workshop"), selection, BetaSweep({"accuracy": 50.0, "n": 4, "ci": [0.0, 100.0]}, {0.5: {"accuracy": 75.0, "n": 4, "ci": [25.0, 100.0]}}, 0.5),
-        {"baseline": {"total": {"accuracy": 50.0, "n": 4, "ci": [0.0, 100.0]}}}, {"s vs b": mcnemar(correct, ~correct)},
-        control_distribution(correct[:10], rng.random((5, 10)) < 0.5, draws), None, {"dev": {"all": signal_validity(mass[:, 1, 0], correct)}},
-        LayerSpread("conflicting", 0.5, {0: 50.0, 1: 70.0}), {"gate=signal": {"0.5": 60.0}}, mass.mean(0), ["a note"],
+        "m",
+        profile_for("workshop"),
+        selection,
+        BetaSweep(
+            {"accuracy": 50.0, "n": 4, "ci": [0.0, 100.0]}, {0.5: {"accuracy": 75.0, "n": 4, "ci": [25.0, 100.0]}}, 0.5
+        ),
+        {"baseline": {"total": {"accuracy": 50.0, "n": 4, "ci": [0.0, 100.0]}}},
+        {"s vs b": mcnemar(correct, ~correct)},
+        control_distribution(correct[:10], rng.random((5, 10)) < 0.5, draws),
+        None,
+        {"dev": {"all": signal_validity(mass[:, 1, 0], correct)}},
+        LayerSpread("conflicting", 0.5, {0: 50.0, 1: 70.0}),
+        {"gate=signal": {"0.5": 60.0}},
+        mass.mean(0),
+        ["a note"],
     )
     result.save(tmp_path / "r.json")
     back = ExperimentResult.load(tmp_path / "r.json")
     assert back.to_json() == result.to_json()
     assert back.profile.prompt is result.profile.prompt  # the workshop's prompt function, restored by name
-    assert np.isnan(back.heads.correlation.r[0, 0]) and back.layer_spread.spread == 20.0
-    assert back.control.draws == result.control.draws and back.heads.specialists == [(1, 0), (2, 1)]
+    assert np.isnan(back.head_selection.correlation.r[0, 0]) and back.layer_spread.spread == 20.0
+    assert back.control.draws == result.control.draws and back.head_selection.specialists == [(1, 0), (2, 1)]
+    older = result.to_json()
+    older["heads"] = older.pop("head_selection")  # files written before the rename still load
+    assert ExperimentResult.from_json(older).to_json() == result.to_json()
+    with pytest.warns(DeprecationWarning, match="head_selection"):
+        assert result.heads is result.head_selection
 
 
 def test_figures_command_writes_every_figure_and_the_report(tmp_path):
     from lens_audio.figures import FIGURES
 
     bench = write_benchmark(tmp_path / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
-    assert cli.main(["figures", "--benchmark", str(bench), "--out", str(tmp_path / "figs"), "--runs", str(tmp_path / "runs")]) == 0
+    assert (
+        cli.main(
+            ["figures", "--benchmark", str(bench), "--out", str(tmp_path / "figs"), "--runs", str(tmp_path / "runs")]
+        )
+        == 0
+    )
     written = {p.name for p in (tmp_path / "figs").iterdir()}
     expected = {f"{name}.png" for name in FIGURES} - {"patching.png"}  # patching needs audio and silence to differ
     assert expected <= written and "report.html" in written
@@ -91,12 +138,22 @@ def test_locate_runs_on_the_experiments_heads_and_writes_its_file(tmp_path):
     bench = write_benchmark(tmp_path / "bench", seed=7, n_clips=12, progress=False) / "workshop.json"
     main(["--benchmark", str(bench), "--out", str(tmp_path / "run"), "--betas", "1.0"])
     result = json.loads((tmp_path / "run" / "locate.json").read_text())
-    experiment = Experiment(HookedAudioLM.from_pretrained("workshop"), load_mmau(bench), profile_for("workshop"), tmp_path / "run", progress=False)
+    experiment = Experiment(
+        HookedAudioLM.from_pretrained("workshop"),
+        load_mmau(bench),
+        profile_for("workshop"),
+        tmp_path / "run",
+        progress=False,
+    )
     dev = experiment.listen("dev")
     focus = dev.correct[[c == "conflicting" for c in dev.conditions]]
-    assert result["layer_grid"][0]["accuracy"] == pytest.approx(100 * focus.mean(), abs=0.01)  # unsteered row = the dev baseline
+    assert result["layer_grid"][0]["accuracy"] == pytest.approx(
+        100 * focus.mean(), abs=0.01
+    )  # unsteered row = the dev baseline
     n = experiment.model.cfg.n_layers
-    assert len(result["layer_grid"]) == 1 + n + (n - 1)  # the final site for every source layer, the same layer for all but the last
+    assert len(result["layer_grid"]) == 1 + n + (
+        n - 1
+    )  # the final site for every source layer, the same layer for all but the last
     assert [tuple(h) for h in result["specialist_head_outputs"][0]["heads"]] == experiment.select_heads().specialists
 
 

@@ -67,8 +67,8 @@ def test_attribution_patching_ranks_heads_like_exact_patching(setup):
     metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
     attribution = attribution_patching(model, clean, corrupted, metric)
     exact = patch_heads(model, clean, corrupted, metric)
-    assert attribution.heads.shape == exact.shape == (model.cfg.n_layers, model.cfg.n_heads)
-    assert stats.spearmanr(attribution.heads.flatten(), exact.flatten()).statistic > 0.8
+    assert attribution.per_head.shape == exact.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert stats.spearmanr(attribution.per_head.flatten(), exact.flatten()).statistic > 0.8
     audio = clean.audio_mask[0]
     assert attribution.resid[0, ~audio].abs().max() == 0  # clean and corrupted text positions are identical at layer 0
     assert attribution.resid[0, audio].abs().sum() > 0
@@ -95,6 +95,9 @@ def test_transformer_lens_layer_and_head_helpers(setup):
     attn = tl_patching.get_act_patch_attn_out(bound, corrupted.input_ids, clean_cache, metric)
     mlp = tl_patching.get_act_patch_mlp_out(bound, corrupted.input_ids, clean_cache, metric)
     heads = tl_patching.get_act_patch_attn_head_out_all_pos(bound, corrupted.input_ids, clean_cache, metric)
-    assert attn.shape == mlp.shape == (model.cfg.n_layers, n_pos) and heads.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert attn.shape == mlp.shape == (model.cfg.n_layers, n_pos) and heads.shape == (
+        model.cfg.n_layers,
+        model.cfg.n_heads,
+    )
     # same up to float rounding (the full cache runs the explicit attention path, patch_heads the SDPA one)
     assert torch.allclose(heads, patch_heads(model, clean, corrupted, metric), atol=1e-3)

@@ -11,7 +11,8 @@ Two ways in:
       clean = model.to_batch(clip, question); corrupted = clean.silence_twin()
       _, clean_cache = model.run_with_cache(clean)
       metric = normalized_logit_diff(model, clean, corrupted, correct_id, wrong_id)
-      result = patching.get_act_patch_resid_pre(BoundAudioModel(model, corrupted), corrupted.input_ids, clean_cache, metric)
+      result = patching.get_act_patch_resid_pre(BoundAudioModel(model, corrupted), corrupted.input_ids, clean_cache,
+      metric)
 
 - `patch_residual_by_position` and `patch_heads` here, which also group the
   audio positions into one "audio" column, as audio-token positions are many
@@ -23,8 +24,10 @@ clip of the same length, or text of the same token length).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -52,7 +55,9 @@ class BoundAudioModel:
                 "clean and corrupted inputs must share their token layout (use a silence twin or same-length inputs)."
             )
         b = self.batch
-        return self.model.run_with_hooks(tokens, b.attention_mask, b.input_features, b.feature_attention_mask, fwd_hooks=list(fwd_hooks), **kwargs)
+        return self.model.run_with_hooks(
+            tokens, b.attention_mask, b.input_features, b.feature_attention_mask, fwd_hooks=list(fwd_hooks), **kwargs
+        )
 
     def __call__(self, tokens: Tensor, **kwargs: Any) -> Tensor:
         return self.run_with_hooks(tokens, **kwargs)
@@ -65,16 +70,22 @@ def check_same_layout(clean: "AudioBatch", corrupted: "AudioBatch") -> None:
     if clean.input_ids.shape != corrupted.input_ids.shape or clean.audio_spans != corrupted.audio_spans:
         raise ValueError(
             "clean and corrupted batches differ in token layout "
-            f"({tuple(clean.input_ids.shape)} vs {tuple(corrupted.input_ids.shape)}); patching needs position-aligned runs: "
+            f"({tuple(clean.input_ids.shape)} vs {tuple(corrupted.input_ids.shape)}); patching needs position-aligned "
+            "runs: "
             "use batch.silence_twin(), clips of equal length, or texts of equal token length."
         )
 
 
 @torch.no_grad()
 def normalized_logit_diff(
-    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", correct: Sequence[int] | Tensor, wrong: Sequence[int] | Tensor
+    model: "HookedAudioLM",
+    clean: "AudioBatch",
+    corrupted: "AudioBatch",
+    correct: Sequence[int] | Tensor,
+    wrong: Sequence[int] | Tensor,
 ) -> Metric:
-    """A metric over logits: (patched - corrupted) / (clean - corrupted) of the correct-minus-wrong logit at the final position.
+    """A metric over logits: (patched - corrupted) / (clean - corrupted) of the correct-minus-wrong logit at the final
+    position.
 
     1 means the patch fully restores the clean behaviour, 0 means no effect. Averaged over the batch.
     """
@@ -91,13 +102,20 @@ def normalized_logit_diff(
     clean_diff, corrupted_diff = logit_diff(model(clean)), logit_diff(model(corrupted))
     span = clean_diff - corrupted_diff
     if bool((span.abs() < 1e-6).any()):
-        raise ValueError("clean and corrupted runs give the same logit difference for some example; the metric would divide by zero.")
+        raise ValueError(
+            "clean and corrupted runs give the same logit difference for some example; the metric would divide by zero."
+        )
     return lambda logits: ((logit_diff(logits) - corrupted_diff) / span).mean()
 
 
 @torch.no_grad()
 def patch_residual_by_position(
-    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric, site: str = "hook_resid_pre", group_audio: bool = True
+    model: "HookedAudioLM",
+    clean: "AudioBatch",
+    corrupted: "AudioBatch",
+    metric: Metric,
+    site: str = "hook_resid_pre",
+    group_audio: bool = True,
 ) -> tuple[Float[Tensor, "layer column"], list[str]]:
     """Metric after patching the clean residual into the corrupted run, per (layer, position).
 
@@ -112,7 +130,7 @@ def patch_residual_by_position(
     table = torch.zeros(model.cfg.n_layers, len(columns))
     for layer, name in enumerate(names):
         for c, mask in enumerate(columns):
-            def put(resid, hook, mask=mask.to(model.device), clean_resid=cache[name]):
+            def put(resid, hook, mask=mask.to(model.device), clean_resid=cache[name]):  # noqa: B008 (binds this iteration's mask)
                 resid = resid.clone()
                 resid[mask] = clean_resid[mask]
                 return resid
@@ -126,7 +144,11 @@ def _position_groups(model: "HookedAudioLM", batch: "AudioBatch", group_audio: b
     Labels are example 0's tokens; with left padding, positions line up at the end of the prompt.
     """
     audio = batch.audio_mask.cpu()
-    tokens = model.to_str_tokens(batch.input_ids[0]) if model.processor is not None else [str(t) for t in batch.input_ids[0].tolist()]
+    tokens = (
+        model.to_str_tokens(batch.input_ids[0])
+        if model.processor is not None
+        else [str(t) for t in batch.input_ids[0].tolist()]
+    )
     columns, labels = [], []
     if group_audio and audio.any():
         columns.append(audio)
@@ -143,7 +165,12 @@ def _position_groups(model: "HookedAudioLM", batch: "AudioBatch", group_audio: b
 
 @torch.no_grad()
 def patch_heads(
-    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric, by_position: bool = False, group_audio: bool = True
+    model: "HookedAudioLM",
+    clean: "AudioBatch",
+    corrupted: "AudioBatch",
+    metric: Metric,
+    by_position: bool = False,
+    group_audio: bool = True,
 ) -> Float[Tensor, "layer head"] | tuple[Float[Tensor, "layer head column"], list[str]]:
     """Metric after patching each head's clean output (`hook_z`) into the corrupted run.
 
@@ -161,7 +188,7 @@ def patch_heads(
     for layer, name in enumerate(names):
         for head in range(model.cfg.n_heads):
             for c, mask in enumerate(columns):
-                def put(z, hook, head=head, mask=mask.to(model.device), clean_z=cache[name]):
+                def put(z, hook, head=head, mask=mask.to(model.device), clean_z=cache[name]):  # noqa: B008 (binds this iteration's mask)
                     z = z.clone()
                     z[:, :, head][mask] = clean_z[:, :, head][mask]
                     return z
@@ -173,15 +200,23 @@ def patch_heads(
 class Attribution:
     """Attribution-patching estimates of the metric change from patching clean into corrupted.
 
-    `heads[layer, head]`: each head's output (`hook_z`, all positions); `resid[layer, pos]`: the
+    `per_head[layer, head]`: each head's output (`hook_z`, all positions); `resid[layer, pos]`: the
     residual stream entering each layer at each position (example 0's layout, summed over the batch).
     """
 
-    heads: Float[Tensor, "layer head"]
+    per_head: Float[Tensor, "layer head"]
     resid: Float[Tensor, "layer pos"]
 
+    @property
+    def heads(self) -> Float[Tensor, "layer head"]:
+        """Deprecated name of `per_head` ("heads" elsewhere means a list of (layer, head) pairs)."""
+        warnings.warn("Attribution.heads is now per_head.", DeprecationWarning, stacklevel=2)
+        return self.per_head
 
-def attribution_patching(model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric) -> Attribution:
+
+def attribution_patching(
+    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric
+) -> Attribution:
     """Linear (gradient) approximation of activation patching for every head and residual position.
 
     One clean forward and one corrupted forward-backward for the whole batch:
@@ -189,7 +224,9 @@ def attribution_patching(model: "HookedAudioLM", clean: "AudioBatch", corrupted:
     """
     check_same_layout(clean, corrupted)
     n_layers = model.cfg.n_layers
-    names = [block_hook_name(l, "attn.hook_z") for l in range(n_layers)] + [block_hook_name(l, "hook_resid_pre") for l in range(n_layers)]
+    names = [block_hook_name(l, "attn.hook_z") for l in range(n_layers)] + [
+        block_hook_name(l, "hook_resid_pre") for l in range(n_layers)
+    ]
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
     acts: dict[str, Tensor] = {}
@@ -207,4 +244,4 @@ def attribution_patching(model: "HookedAudioLM", clean: "AudioBatch", corrupted:
         grads = dict(zip(names, torch.autograd.grad(metric(logits), [acts[n] for n in names])))
     heads = torch.stack([((clean_cache[n] - acts[n].detach()) * grads[n]).sum(dim=(0, 1, 3)) for n in names[:n_layers]])
     resid = torch.stack([((clean_cache[n] - acts[n].detach()) * grads[n]).sum(dim=(0, 2)) for n in names[n_layers:]])
-    return Attribution(heads=heads.cpu(), resid=resid.cpu())
+    return Attribution(per_head=heads.cpu(), resid=resid.cpu())

@@ -1,4 +1,5 @@
-"""The paper's experiment end to end, as one typed object: `Experiment(model, items, profile, out).run_all()` -> `ExperimentResult`.
+"""The paper's experiment end to end, as one typed object: `Experiment(model, items, profile, out).run_all()` ->
+`ExperimentResult`.
 
 1. **Calibration**: baseline run with listening signals; Pearson r of each head's audio attention
    with correctness (bootstrap and Fisher-z CIs, a permutation null for the maximum |r| over all
@@ -21,8 +22,9 @@ single-token options (seconds); otherwise real steered runs, one per distinct la
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,7 +50,13 @@ from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import accuracy_with_ci
 from lens_audio.evaluation.results import (
-    BetaSweep, ExperimentResult, HeadSelection, LayerSpread, RunResult, best_beta, head_label,
+    BetaSweep,
+    ExperimentResult,
+    HeadSelection,
+    LayerSpread,
+    RunResult,
+    best_beta,
+    head_label,
 )
 from lens_audio.evaluation.runner import run_benchmark
 
@@ -88,7 +96,8 @@ class Experiment:
         rows = [i for i in self.items if i.get("split") == self.profile.splits[name]]
         if not rows:
             raise ValueError(
-                f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the {name} stage."
+                f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the "
+                f"{name} stage."
             )
         return rows
 
@@ -162,7 +171,8 @@ class Experiment:
         return make_hooks
 
     def fast(self, split: str) -> FastSteering | None:
-        """The split's fast steering states, or None where the fast path does not apply (generation, multi-token options)."""
+        """The split's fast steering states, or None where the fast path does not apply (generation, multi-token
+        options)."""
         rows = self.split(split)
         if not FastSteering.applies(self.model, rows, self.profile.mode):
             return None
@@ -174,7 +184,8 @@ class Experiment:
         return self._fast[split]
 
     def fast_correct(self, fast: FastSteering, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
-        """`[item]` correctness of steering from `heads` at `beta` on `split` by the fast path; `option` overrides the profile's."""
+        """`[item]` correctness of steering from `heads` at `beta` on `split` by the fast path; `option` overrides the
+        profile's."""
         p = self.profile.replace(**option)
         direction = (
             fast.head_direction(heads)
@@ -189,7 +200,8 @@ class Experiment:
         return fast.correct(direction, scale)
 
     def steered_correct(self, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
-        """Correctness of steering from `heads`: fast path where it applies, else a real (resumable) run per layer set."""
+        """Correctness of steering from `heads`: fast path where it applies, else a real (resumable) run per layer
+        set."""
         fast = self.fast(split)
         if fast is not None:
             return self.fast_correct(fast, split, heads, beta, **option)
@@ -215,7 +227,8 @@ class Experiment:
         return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best_beta(sweep))
 
     def focus(self, run: RunResult) -> tuple[np.ndarray, str]:
-        """Index of the items the controls are measured on (the profile's focus condition where items have hints) and its name."""
+        """Index of the items the controls are measured on (the profile's focus condition where items have hints) and
+        its name."""
         conditions = np.array(run.conditions)
         chosen = conditions == self.profile.focus_condition
         return (np.nonzero(chosen)[0], self.profile.focus_condition) if chosen.any() else (np.arange(len(run)), "all")
@@ -232,7 +245,8 @@ class Experiment:
         return LayerSpread(name, beta, by_layer)
 
     def options(self) -> dict[str, dict[str, float]]:
-        """Dev focus accuracy (percent) by beta of the specialists' steering under each method option (fast path only)."""
+        """Dev focus accuracy (percent) by beta of the specialists' steering under each method option (fast path
+        only)."""
         fast = self.fast("dev")
         if fast is None:
             return {}
@@ -281,7 +295,8 @@ class Experiment:
         return runs, paired
 
     def control_distributions(self, beta: float) -> tuple[ControlDistribution, ControlDistribution | None]:
-        """The specialists against `n_random_draws` seeded random draws (and layer-matched draws) on the test focus items."""
+        """The specialists against `n_random_draws` seeded random draws (and layer-matched draws) on the test focus
+        items."""
         p, selection = self.profile, self.select_heads()
         baseline = self.listen("test")
         index, name = self.focus(baseline)
@@ -325,7 +340,8 @@ class Experiment:
         return plain, matched
 
     def validity(self) -> dict[str, dict[str, Any]]:
-        """r of the specialists' mean final-token audio mass with correctness on dev and test, per hint condition and pooled."""
+        """r of the specialists' mean final-token audio mass with correctness on dev and test, per hint condition and
+        pooled."""
         specialists = self.select_heads().specialists
         table = {}
         for split in ("dev", "test"):
@@ -356,12 +372,13 @@ class Experiment:
                 )
         else:
             notes.append(
-                "control distribution, layer spread: real steered runs (no fast path in this mode); options not measured"
+                "control distribution, layer spread: real steered runs (no fast path in this mode); options not "
+                "measured"
             )
         return ExperimentResult(
             model=self.model.cfg.model_name,
             profile=self.profile,
-            heads=selection,
+            head_selection=selection,
             dev=dev,
             test={name: run.tables() for name, run in runs.items()},
             paired=paired,
@@ -376,7 +393,8 @@ class Experiment:
 
 
 def format_table(result: ExperimentResult) -> str:
-    """The results as text: test accuracy by condition for each run, the heads, the paired statistics and the controls."""
+    """The results as text: test accuracy by condition for each run, the heads, the paired statistics and the
+    controls."""
     runs = list(result.test)
     first = result.test[runs[0]]
     rows = [("total", "total")] + [("task", k) for k in first.get("task", {})]
@@ -387,17 +405,19 @@ def format_table(result: ExperimentResult) -> str:
     for table, key in rows:
         values = [result.test[name][table] if table == "total" else result.test[name][table][key] for name in runs]
         lines.append(f"{key:24s}" + "".join(f"{cell(v):>26s}" for v in values))
-    heads = result.heads
+    heads = result.head_selection
     detail = lambda h: heads.describe(h)
     lines += ["", "specialist heads (calibration; r, bootstrap CI, Fisher-z CI, max-|r| permutation-adjusted p):"]
     lines += [
-        f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}] "
+        f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, "
+        f"{d['fisher_ci'][1]:.2f}] "
         f"p_adj={d['p_adjusted']:.3f}"
         for h, d in ((h, detail(h)) for h in heads.specialists)
     ]
     significant = heads.null.significant()
     lines.append(
-        f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} ({heads.null.n_permutations} shuffles, "
+        f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} "
+        f"({heads.null.n_permutations} shuffles, "
         f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05: "
         + (", ".join(map(head_label, significant)) if significant else "none")
     )

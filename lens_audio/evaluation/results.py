@@ -1,4 +1,5 @@
-"""Typed results: a scored run (`RunResult`) and the experiment's result (`ExperimentResult`), each with to_json/from_json.
+"""Typed results: a scored run (`RunResult`) and the experiment's result (`ExperimentResult`), each with
+to_json/from_json.
 
 The experiment hands these objects to the CLI, the figures and the report in memory; JSON is
 for people and for `--json`, run files (JSON lines) only for resuming.
@@ -7,6 +8,7 @@ for people and for `--json`, run files (JSON lines) only for resuming.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,8 @@ def head_label(head: Sequence[int]) -> str:
 
 @dataclass
 class HeadSelection:
-    """Calibration: each head's r (bootstrap and Fisher-z CIs), the max-|r| permutation null, the specialists and control."""
+    """Calibration: each head's r (bootstrap and Fisher-z CIs), the max-|r| permutation null, the specialists and
+    control."""
 
     correlation: HeadCorrelation
     null: MaxRNull
@@ -174,7 +177,7 @@ class ExperimentResult:
 
     model: str
     profile: ExperimentProfile
-    heads: HeadSelection
+    head_selection: HeadSelection
     dev: BetaSweep
     test: dict[str, dict[str, Any]]  # run name -> accuracy tables (total, task, hint, ...)
     paired: dict[str, PairedComparison]  # e.g. "steered vs baseline (conflicting)"
@@ -192,12 +195,18 @@ class ExperimentResult:
     def beta(self) -> float:
         return self.dev.best_beta
 
+    @property
+    def heads(self) -> HeadSelection:
+        """Deprecated name of `head_selection` ("heads" elsewhere means a list of (layer, head) pairs)."""
+        warnings.warn("ExperimentResult.heads is now head_selection.", DeprecationWarning, stacklevel=2)
+        return self.head_selection
+
     def to_json(self) -> dict[str, Any]:
         optional = lambda value: None if value is None else value.to_json()
         return {
             "model": self.model,
             "profile": self.profile.to_json(),
-            "heads": self.heads.to_json(),
+            "head_selection": self.head_selection.to_json(),
             "dev": self.dev.to_json(),
             "test": self.test,
             "paired": {k: v.to_json() for k, v in self.paired.items()},
@@ -216,7 +225,7 @@ class ExperimentResult:
         return cls(
             data["model"],
             ExperimentProfile.from_json(data["profile"]),
-            HeadSelection.from_json(data["heads"]),
+            HeadSelection.from_json(data["head_selection"] if "head_selection" in data else data["heads"]),
             BetaSweep.from_json(data["dev"]),
             data["test"],
             {k: PairedComparison.from_json(v) for k, v in data["paired"].items()},
