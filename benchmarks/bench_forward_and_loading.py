@@ -44,27 +44,43 @@ def build(folder: Path):
 
 def forward_benchmark(folder: Path, processor, repeats: int, dtype: torch.dtype, device: str) -> dict:
     import numpy as np
-    from transformers import Qwen2AudioForConditionalGeneration
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import Qwen2AudioForConditionalGeneration
 
     from lens_audio import HookedAudioLM, make_batch
     from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal(16000 * s).astype(np.float32) * 0.1 for s in (10, 6)]
-    batch = make_batch(processor, clips, ["Describe the sound in detail.", "What is it?"], sampling_rate=16000).to(device)
+    batch = make_batch(processor, clips, ["Describe the sound in detail.", "What is it?"], sampling_rate=16000).to(
+        device
+    )
     inputs = batch.model_inputs()
     mask = batch.attention_mask
     position_ids = position_ids_from_mask(mask)
 
     ours = HookedAudioLM.from_pretrained(folder, dtype=dtype, device=device)
     hf = {
-        implementation: Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=dtype, attn_implementation=implementation).to(device).eval()
+        implementation: Qwen2AudioForConditionalGeneration.from_pretrained(
+            folder, dtype=dtype, attn_implementation=implementation
+        )
+        .to(device)
+        .eval()
         for implementation in ("sdpa", "eager")
     }
-    bridge_hf = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=dtype, attn_implementation="eager").to(device).eval()
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=bridge_hf, tokenizer=processor.tokenizer, device=device)
-    kwargs = dict(input_features=inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"], attention_mask=mask)
+    bridge_hf = (
+        Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
+        .to(device)
+        .eval()
+    )
+    bridge = TransformerBridge.boot_transformers(
+        str(folder), hf_model=bridge_hf, tokenizer=processor.tokenizer, device=device
+    )
+    kwargs = dict(
+        input_features=inputs["input_features"],
+        feature_attention_mask=inputs["feature_attention_mask"],
+        attention_mask=mask,
+    )
     decoder_only = lambda name: not name.startswith("audio.")  # the bridge wraps the audio encoder opaquely
     contenders = {
         "port_forward": lambda: ours(batch),
@@ -128,7 +144,11 @@ def loading_benchmark(folder: Path, dtype_name: str) -> dict:
         command = [sys.executable, "-c", LOAD_SNIPPET, loader, str(folder), str(warmup), dtype_name]
         line = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()
         peak, weights = int(line[0]), int(line[1])
-        out[loader] = {"peak_added_bytes": peak, "weights_bytes": weights, "peak_over_weights": round(peak / weights, 3)}
+        out[loader] = {
+            "peak_added_bytes": peak,
+            "weights_bytes": weights,
+            "peak_over_weights": round(peak / weights, 3),
+        }
     return out
 
 

@@ -48,9 +48,18 @@ def main() -> None:
     def via_cache():
         _, cache = model.run_with_cache(batch, names_filter=patterns)
         rows = torch.arange(batch.batch_size)
-        return torch.stack([(cache["pattern", l][rows, :, batch.final_position] * batch.audio_mask[:, None]).sum(-1) for l in range(model.cfg.n_layers)], 1)
+        return torch.stack(
+            [
+                (cache["pattern", l][rows, :, batch.final_position] * batch.audio_mask[:, None]).sum(-1)
+                for l in range(model.cfg.n_layers)
+            ],
+            1,
+        )
 
-    contenders = {"listening_signal": lambda: listening_signal(model, batch).audio_mass, "run_with_cache_patterns": via_cache}
+    contenders = {
+        "listening_signal": lambda: listening_signal(model, batch).audio_mass,
+        "run_with_cache_patterns": via_cache,
+    }
     with torch.no_grad():
         assert torch.allclose(contenders["listening_signal"](), contenders["run_with_cache_patterns"](), atol=1e-5)
         seconds = interleaved_medians(contenders, args.repeats)
@@ -61,7 +70,9 @@ def main() -> None:
         "seconds": seconds,
         "peak_added_bytes": memory,
         "time_ratio_listening_over_cache": round(seconds["listening_signal"] / seconds["run_with_cache_patterns"], 3),
-        "memory_ratio_listening_over_cache": round(memory["listening_signal"] / max(1, memory["run_with_cache_patterns"]), 3),
+        "memory_ratio_listening_over_cache": round(
+            memory["listening_signal"] / max(1, memory["run_with_cache_patterns"]), 3
+        ),
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
     }
     Path(args.out).write_text(json.dumps(report, indent=2))

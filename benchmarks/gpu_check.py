@@ -86,7 +86,11 @@ def equivalence(shape: dict, processor, device: str, seconds: float) -> dict:
             top1 = (a.argmax(-1) == sdpa.argmax(-1))[valid].float().mean()
             return {"mean_abs": float(diff.mean()), "max_abs": float(diff.max()), "top1_agreement": float(top1)}
 
-        row = {"port_vs_sdpa": compare(ours), "eager_vs_sdpa (floor)": compare(eager), "logit_std": float(sdpa[valid].std())}
+        row = {
+            "port_vs_sdpa": compare(ours),
+            "eager_vs_sdpa (floor)": compare(eager),
+            "logit_std": float(sdpa[valid].std()),
+        }
         floor = row["eager_vs_sdpa (floor)"]["mean_abs"]
         row["mean_abs_ratio_to_floor"] = row["port_vs_sdpa"]["mean_abs"] / floor if floor > 0 else None
         report[str(dtype).removeprefix("torch.")] = row
@@ -95,9 +99,21 @@ def equivalence(shape: dict, processor, device: str, seconds: float) -> dict:
 
 
 @torch.no_grad()
-def timings(shape: dict, n_layers: int, processor, device: str, dtype: torch.dtype, batch_sizes, seconds: float, new_tokens: int, repeats: int) -> dict:
+def timings(
+    shape: dict,
+    n_layers: int,
+    processor,
+    device: str,
+    dtype: torch.dtype,
+    batch_sizes,
+    seconds: float,
+    new_tokens: int,
+    repeats: int,
+) -> dict:
     hf, port = make_pair(shape, n_layers, processor, dtype, device)
-    layers = sorted({n_layers // 2, (3 * n_layers) // 4, n_layers - 2 if n_layers > 2 else 0})  # a typical specialist set
+    layers = sorted(
+        {n_layers // 2, (3 * n_layers) // 4, n_layers - 2 if n_layers > 2 else 0}
+    )  # a typical specialist set
     report: dict = {"direction_layers": layers, "by_batch": {}}
     for size in batch_sizes:
         batch = prompts(processor, size, seconds, seed=size).to(device)
@@ -108,7 +124,9 @@ def timings(shape: dict, n_layers: int, processor, device: str, dtype: torch.dty
         contenders = {
             "transformers forward (SDPA)": lambda: hf(**inputs),
             "port forward": lambda: port(batch),
-            "port run_with_cache, residual stream only": lambda: port.run_with_cache(batch, names_filter=resid, return_cache_object=False),
+            "port run_with_cache, residual stream only": lambda: port.run_with_cache(
+                batch, names_filter=resid, return_cache_object=False
+            ),
             "port listening_signal": lambda: listening_signal(port, batch),
             "port adaptive_direction": lambda: adaptive_direction(port, batch, layers),
             f"transformers generate, {new_tokens} new tokens": lambda: hf.generate(**batch.model_inputs(), **gen_hf),
@@ -118,7 +136,10 @@ def timings(shape: dict, n_layers: int, processor, device: str, dtype: torch.dty
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         seconds_by = interleaved_medians(contenders, repeats)
-        forward, generate = seconds_by["transformers forward (SDPA)"], seconds_by[f"transformers generate, {new_tokens} new tokens"]
+        forward, generate = (
+            seconds_by["transformers forward (SDPA)"],
+            seconds_by[f"transformers generate, {new_tokens} new tokens"],
+        )
         rows = {
             name: {"seconds": round(s, 4), "ratio": round(s / (generate if "generate" in name else forward), 3)}
             for name, s in seconds_by.items()
@@ -126,8 +147,12 @@ def timings(shape: dict, n_layers: int, processor, device: str, dtype: torch.dty
         report["by_batch"][size] = {
             "prompt_tokens": int(batch.input_ids.shape[1]),
             "rows": rows,
-            "steered / plain port generate": round(seconds_by["port steered_generate"] / seconds_by[f"port generate, {new_tokens} new tokens"], 3),
-            "adaptive_direction / port forward": round(seconds_by["port adaptive_direction"] / seconds_by["port forward"], 3),
+            "steered / plain port generate": round(
+                seconds_by["port steered_generate"] / seconds_by[f"port generate, {new_tokens} new tokens"], 3
+            ),
+            "adaptive_direction / port forward": round(
+                seconds_by["port adaptive_direction"] / seconds_by["port forward"], 3
+            ),
             "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
         }
     return report
@@ -145,7 +170,9 @@ def steering_on_device(shape: dict, processor, device: str, seconds: float) -> d
         gen = dict(max_new_tokens=6, eos_token_id=[])
         two_pass = port.generate(batch, fwd_hooks=steering_hooks(port, direction, 8.0), **gen)
         fused = steered_generate(port, batch, [1, 2], 8.0, **gen)
-        report[f"batch on {where}"] = {"steered_generate equals two-pass": bool(torch.equal(two_pass.cpu(), fused.cpu()))}
+        report[f"batch on {where}"] = {
+            "steered_generate equals two-pass": bool(torch.equal(two_pass.cpu(), fused.cpu()))
+        }
     return report
 
 
@@ -153,7 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="benchmarks/results/gpu_check.json")
     parser.add_argument("--small", action="store_true", help="tiny shapes (runs on the CPU in seconds)")
-    parser.add_argument("--mid", action="store_true", help="the 50M-parameter CPU benchmark config for the timing table")
+    parser.add_argument(
+        "--mid", action="store_true", help="the 50M-parameter CPU benchmark config for the timing table"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--timing-layers", type=int, default=None, help="decoder layers for the timing table (7B: 32)")
     parser.add_argument("--seconds", type=float, default=None, help="clip length (10 s on the GPU)")
@@ -170,15 +199,26 @@ def main() -> None:
     processor = build_offline_processor(n_mels=timing_shape["n_mels"], chunk_seconds=chunk)
     start = time.perf_counter()
     report: dict = {
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
-        "shapes": {"equivalence": "small" if small else "Qwen2-Audio-7B width, 2 decoder + 4 encoder layers", "timing": timing_shape},
+        "shapes": {
+            "equivalence": "small" if small else "Qwen2-Audio-7B width, 2 decoder + 4 encoder layers",
+            "timing": timing_shape,
+        },
     }
     if not args.skip_equivalence:
         eq_shape = SMALL if small else FULL
-        eq_processor = processor if eq_shape is timing_shape else build_offline_processor(n_mels=eq_shape["n_mels"], chunk_seconds=eq_shape["chunk_seconds"])
+        eq_processor = (
+            processor
+            if eq_shape is timing_shape
+            else build_offline_processor(n_mels=eq_shape["n_mels"], chunk_seconds=eq_shape["chunk_seconds"])
+        )
         report["equivalence"] = equivalence(eq_shape, eq_processor, args.device, seconds)
-        report["steering_on_device"] = steering_on_device(SMALL, build_offline_processor(n_mels=16, chunk_seconds=2), args.device, 1.0)
+        report["steering_on_device"] = steering_on_device(
+            SMALL, build_offline_processor(n_mels=16, chunk_seconds=2), args.device, 1.0
+        )
     layers = args.timing_layers or (3 if small else (8 if args.mid else 32))
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     report["timing"] = timings(

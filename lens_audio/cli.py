@@ -22,34 +22,51 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models.")
-    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (also after the subcommand)")
+    parser = argparse.ArgumentParser(
+        prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the traceback (also after the subcommand)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the hooked port end to end on one clip")
     demo.add_argument("--model", help="checkpoint folder or Hub id (default: the shipped workshop model)")
-    demo.add_argument("--audio", help="audio file to ask about (default: a bundled clip, asked with no, right and wrong hints)")
+    demo.add_argument(
+        "--audio", help="audio file to ask about (default: a bundled clip, asked with no, right and wrong hints)"
+    )
     demo.add_argument("--question", default="What is the sound?")
     demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
     hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
     figures = sub.add_parser("figures", help="run the experiment and write every figure and figures/report.html")
     figures.add_argument("--model", default="workshop")
-    figures.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
+    figures.add_argument(
+        "--benchmark",
+        help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
+    )
     figures.add_argument("--out", default="figures")
     figures.add_argument("--runs", default="runs/figures", help="cached run files, reused unless --fresh")
     figures.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing cached runs")
-    figures.add_argument("--formats", help="comma-separated figure formats (html, png, svg); default html,png, where PNGs "
-                         "are skipped with a warning if this machine cannot export them (naming png here makes that an error)")
+    figures.add_argument(
+        "--formats",
+        help="comma-separated figure formats (html, png, svg); default html,png, where PNGs "
+        "are skipped with a warning if this machine cannot export them (naming png here makes that an error)",
+    )
     explore = sub.add_parser("explore", help="write one item's interactive explorer as a self-contained HTML page")
     explore.add_argument("--item", required=True, help="the item's id in the benchmark")
     explore.add_argument("--model", default="workshop")
-    explore.add_argument("--benchmark", help="MMAU-format JSON holding the item (default: the bundled workshop benchmark)")
+    explore.add_argument(
+        "--benchmark", help="MMAU-format JSON holding the item (default: the bundled workshop benchmark)"
+    )
     explore.add_argument("--template", help="prompt template (default: the model's profile)")
-    explore.add_argument("--layers", type=int, nargs="+", help="starting source layers of the steering direction (default: all)")
+    explore.add_argument(
+        "--layers", type=int, nargs="+", help="starting source layers of the steering direction (default: all)"
+    )
     explore.add_argument("--dtype", default="float32")
     explore.add_argument("--device", default="cpu")
     explore.add_argument("--out", required=True, help="HTML file to write")
@@ -64,12 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _add_experiment_arguments(sub.add_parser(name, help=help_text), name)
     workshop = sub.add_parser("workshop", help="the workshop model and its synthetic benchmark")
     workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
-    recipes = "clip-sets (the default \"workshop\" model: three clips per prompt) or v1 (\"workshop-v1\": one clip per prompt)"
+    recipes = (
+        'clip-sets (the default "workshop" model: three clips per prompt) or v1 ("workshop-v1": one clip per prompt)'
+    )
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
     bench.add_argument("--out", required=True, help="folder to write (the JSON and audios/)")
     bench.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
     bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--clips", type=int, default=180, help="v1 only: clips; each gives three items (hint conditions)")
+    bench.add_argument(
+        "--clips", type=int, default=180, help="v1 only: clips; each gives three items (hint conditions)"
+    )
     bench.add_argument("--overwrite", action="store_true")
     train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
     train.add_argument("--out", required=True, help="checkpoint folder to write")
@@ -88,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
         if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
             return run_stage(args)
-        return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures, "explore": run_explore}[args.command](args)
+        return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures, "explore": run_explore}[args.command](
+            args
+        )
     except (Exception, KeyboardInterrupt) as exc:  # one line on stderr and a non-zero exit; --debug re-raises
         if debug:
             raise
@@ -130,7 +153,10 @@ def run_explore(args: argparse.Namespace) -> int:
     items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model))}
     if args.item not in items:
         shown = ", ".join(list(items)[:5])
-        raise ValueError(f"no item {args.item!r} in the benchmark ({len(items)} items, e.g. {shown}); pass --item with one of its ids.")
+        raise ValueError(
+            f"no item {args.item!r} in the benchmark ({len(items)} items, e.g. {shown}); pass --item with one of its "
+            "ids."
+        )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     path = explore_page(model, items[args.item], args.out, prompt=args.template, layers=args.layers)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
@@ -139,16 +165,36 @@ def run_explore(args: argparse.Namespace) -> int:
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--model", default="workshop", help="checkpoint folder or Hub id (default: workshop)")
-    parser.add_argument("--benchmark", help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)")
-    parser.add_argument("--template", help="prompt template (instruct, r1-aqa, letters; default: the model's profile, see evaluation.profile)")
-    parser.add_argument("--mode", choices=["generate", "choice"], help="default: the model's profile (choice for workshop models, else generate)")
+    parser.add_argument(
+        "--benchmark",
+        help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
+    )
+    parser.add_argument(
+        "--template",
+        help="prompt template (instruct, r1-aqa, letters; default: the model's profile, see evaluation.profile)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["generate", "choice"],
+        help="default: the model's profile (choice for workshop models, else generate)",
+    )
     parser.add_argument("--k-heads", type=int, help="specialist heads (default 4)")
-    parser.add_argument("--betas", type=float, nargs="+", help="steering strengths swept on dev (default 0.5 1 1.5 2 3 4)")
+    parser.add_argument(
+        "--betas", type=float, nargs="+", help="steering strengths swept on dev (default 0.5 1 1.5 2 3 4)"
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--draws", type=int, help="random-head draws for the control distribution (default 200)")
-    parser.add_argument("--layer-convention", choices=["resid_post", "hf_hidden_states"], help="layer L = output of block L (default) or HF hidden_states[L]")
-    parser.add_argument("--steering-source", choices=["residual", "head_outputs"], help="steer from the layers' residual stream (default) or the heads' own outputs")
+    parser.add_argument(
+        "--layer-convention",
+        choices=["resid_post", "hf_hidden_states"],
+        help="layer L = output of block L (default) or HF hidden_states[L]",
+    )
+    parser.add_argument(
+        "--steering-source",
+        choices=["residual", "head_outputs"],
+        help="steer from the layers' residual stream (default) or the heads' own outputs",
+    )
     parser.add_argument("--gate", choices=["signal"], help="scale beta per item by how little the specialists listen")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
@@ -157,7 +203,9 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
     if stage == "listen":
         parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
     if stage == "evaluate":
-        parser.add_argument("--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)")
+        parser.add_argument(
+            "--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)"
+        )
 
 
 def run_stage(args: argparse.Namespace) -> int:
@@ -170,9 +218,16 @@ def run_stage(args: argparse.Namespace) -> int:
     from lens_audio.workshop import benchmark_for
 
     profile = profile_for(args.model).replace(
-        prompt=args.template, mode=args.mode, k_heads=args.k_heads, betas=args.betas and tuple(args.betas), seed=args.seed,
-        batch_size=args.batch_size, n_random_draws=args.draws, layer_convention=args.layer_convention,
-        steering_source=args.steering_source, gate=args.gate,
+        prompt=args.template,
+        mode=args.mode,
+        k_heads=args.k_heads,
+        betas=args.betas and tuple(args.betas),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        n_random_draws=args.draws,
+        layer_convention=args.layer_convention,
+        steering_source=args.steering_source,
+        gate=args.gate,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
     experiment = Experiment(model, load_mmau(args.benchmark or benchmark_for(args.model)), profile, args.out)
@@ -184,7 +239,10 @@ def run_stage(args: argparse.Namespace) -> int:
         run = experiment.listen(args.split)
         mass = run.listening.mean(0)
         result = {"split": args.split, "accuracy": float(run.correct.mean()), "mean_audio_mass": mass.tolist()}
-        print(f"{args.split}: {len(run)} items, accuracy {100 * result['accuracy']:.1f}%; mean audio attention mass (layer x head):")
+        print(
+            f"{args.split}: {len(run)} items, accuracy {100 * result['accuracy']:.1f}%; mean audio attention mass "
+            "(layer x head):"
+        )
         for layer, row in enumerate(mass):
             print(f"  L{layer}: " + " ".join(f"{v:.3f}" for v in row))
     elif args.command == "select-heads":
@@ -200,12 +258,19 @@ def run_stage(args: argparse.Namespace) -> int:
     elif args.command == "sweep-beta":
         sweep = experiment.sweep_beta()
         result = sweep.to_json()
-        print(f"dev baseline {sweep.baseline['accuracy']}%; " + ", ".join(f"beta {b}: {v['accuracy']}%" for b, v in sweep.steered_by_beta.items()))
+        print(
+            f"dev baseline {sweep.baseline['accuracy']}%; "
+            + ", ".join(f"beta {b}: {v['accuracy']}%" for b, v in sweep.steered_by_beta.items())
+        )
         print(f"best beta: {sweep.best_beta}")
     else:
         beta = args.beta if args.beta is not None else experiment.sweep_beta().best_beta
         runs, paired = experiment.evaluate(beta)
-        result = {"beta": beta, "test": {name: run.tables() for name, run in runs.items()}, "paired": {k: v.to_json() for k, v in paired.items()}}
+        result = {
+            "beta": beta,
+            "test": {name: run.tables() for name, run in runs.items()},
+            "paired": {k: v.to_json() for k, v in paired.items()},
+        }
         for name, run in runs.items():
             print(f"{name:16s} {100 * run.correct.mean():6.2f}%")
         print("\n".join(f"{name}: {v.describe()}" for name, v in paired.items()))
@@ -279,7 +344,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
         items = load_mmau(BENCHMARK, split="test")
         clip = [i for i in items if i["audio_id"] == items[0]["audio_id"]]
-        audio, questions, answer = [i["audio_path"] for i in clip], [format_question(i) for i in clip], clip[0]["answer"]
+        audio, questions, answer = (
+            [i["audio_path"] for i in clip],
+            [format_question(i) for i in clip],
+            clip[0]["answer"],
+        )
     batch = model.to_batch(audio, questions)
     with torch.no_grad():
         logits, cache = model.run_with_cache(batch)
@@ -288,14 +357,18 @@ def run_demo(args: argparse.Namespace) -> int:
     summary = {
         "model": model.cfg.model_name,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "decoder": f"{model.cfg.n_layers} layers, {model.cfg.n_heads} heads ({model.cfg.n_key_value_heads} key/value), d_model {model.cfg.d_model}",
+        "decoder": f"{model.cfg.n_layers} layers, {model.cfg.n_heads} heads ({model.cfg.n_key_value_heads} "
+        "key/value), d_model {model.cfg.d_model}",
         "audio_encoder": f"{model.cfg.audio.n_layers} layers, {model.cfg.audio.n_ctx} positions",
         "audio_tokens_per_example": [sum(e - s for s, e in spans) for spans in batch.audio_spans],
         "hook_points": len(model.hook_dict),
         "cache_megabytes": round(sum(v.numel() * v.element_size() for v in cache.values()) / 2**20, 2),
         "right_answer": answer,
         "answers": [
-            {"question": q, "answer": model.tokenizer.decode(tokens[row, prompt_length:], skip_special_tokens=True).strip()}
+            {
+                "question": q,
+                "answer": model.tokenizer.decode(tokens[row, prompt_length:], skip_special_tokens=True).strip(),
+            }
             for row, q in enumerate(questions)
         ],
     }
@@ -325,7 +398,9 @@ def _transformers_logits(folder: Path, batch):
 
     from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 
-    hf = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    hf = Qwen2AudioForConditionalGeneration.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     with torch.no_grad():
         return hf(**batch.model_inputs(), position_ids=position_ids_from_mask(batch.attention_mask)).logits
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -25,7 +26,12 @@ DIVERGING = "RdBu_r"
 SEQUENTIAL = "Viridis"
 AUDIO_TOKEN_SECONDS = 0.04  # one audio token per 40 ms (25 per second)
 FRAME_SECONDS = 0.01  # one mel frame per 10 ms
-LAYOUT = dict(template="plotly_white", font=dict(size=14), title=dict(x=0.5, xanchor="center"), margin=dict(l=70, r=30, t=70, b=60))
+LAYOUT = dict(
+    template="plotly_white",
+    font=dict(size=14),
+    title=dict(x=0.5, xanchor="center"),
+    margin=dict(l=70, r=30, t=70, b=60),
+)
 
 
 def _styled(fig: go.Figure, title: str, width: int = 760, height: int = 520) -> go.Figure:
@@ -55,8 +61,16 @@ def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hove
     if blanks:  # grey behind the map, so a blank cell is not read as a value of 0 (white)
         fig.update_xaxes(showgrid=False)
         fig.update_yaxes(showgrid=False)
-        fig.add_annotation(text=f"{blanks} grey cell{'s' if blanks > 1 else ''}: {blank_reason}", xref="paper", yref="paper",
-                           x=0, y=-0.24, showarrow=False, xanchor="left", font=dict(size=12, color="#555"))
+        fig.add_annotation(
+            text=f"{blanks} grey cell{'s' if blanks > 1 else ''}: {blank_reason}",
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=-0.24,
+            showarrow=False,
+            xanchor="left",
+            font=dict(size=12, color="#555"),
+        )
         fig.update_layout(plot_bgcolor="#bdbdbd", margin=dict(b=100))
     return fig
 
@@ -73,44 +87,94 @@ def grouped_points(groups: Sequence[str], series: dict[str, tuple[Sequence[float
     for n, (name, (values, lows, highs)) in enumerate(series.items()):
         x = [g + (n - (len(series) - 1) / 2) * width for g in range(len(groups))]
         values, lows, highs = np.asarray(values, float), np.asarray(lows, float), np.asarray(highs, float)
-        fig.add_trace(go.Scatter(
-            x=x, y=values, mode="markers", name=name, marker=dict(size=11, color=colours[n % len(colours)]),
-            error_y=dict(type="data", symmetric=False, array=highs - values, arrayminus=values - lows, thickness=1.5, width=4),
-            customdata=np.stack([lows, highs], 1), text=list(groups),
-            hovertemplate=f"{name}, %{{text}}<br>%{{y:.1f}} [%{{customdata[0]:.1f}}, %{{customdata[1]:.1f}}]<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values,
+                mode="markers",
+                name=name,
+                marker=dict(size=11, color=colours[n % len(colours)]),
+                error_y=dict(
+                    type="data", symmetric=False, array=highs - values, arrayminus=values - lows, thickness=1.5, width=4
+                ),
+                customdata=np.stack([lows, highs], 1),
+                text=list(groups),
+                hovertemplate=f"{name}, %{{text}}<br>%{{y:.1f}} "
+                "[%{customdata[0]:.1f}, %{customdata[1]:.1f}]<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text=x_title, tickmode="array", tickvals=list(range(len(groups))), ticktext=list(groups))
     fig.update_yaxes(title_text=y_title)
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
     return _styled(fig, title)
 
 
-def control_distribution_plot(accuracies: Sequence[float], specialists: float, percentile: float, title: str, n_items: int,
-                              label: str = "accuracy (%)", matched: Sequence[float] | None = None) -> go.Figure:
-    """Histogram of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart) with the specialists' line."""
+def control_distribution_plot(
+    accuracies: Sequence[float],
+    specialists: float,
+    percentile: float,
+    title: str,
+    n_items: int,
+    label: str = "accuracy (%)",
+    matched: Sequence[float] | None = None,
+) -> go.Figure:
+    """Histogram of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart) with the
+    specialists' line."""
     fig = go.Figure()
     step = 100 / n_items
     values = list(accuracies) + list(matched if matched is not None else []) + [specialists]
     bins = dict(start=min(values) - step / 2, end=max(values) + step / 2, size=step)
-    fig.add_trace(go.Histogram(x=list(accuracies), xbins=bins, name=f"random heads ({len(accuracies)} draws)", marker_color="#7f7f7f",
-                               opacity=0.75, hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
+    fig.add_trace(
+        go.Histogram(
+            x=list(accuracies),
+            xbins=bins,
+            name=f"random heads ({len(accuracies)} draws)",
+            marker_color="#7f7f7f",
+            opacity=0.75,
+            hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>",
+        )
+    )
     if matched is not None:
-        fig.add_trace(go.Histogram(x=list(matched), xbins=bins, name=f"layer-matched ({len(matched)} draws)", marker_color="#1f77b4",
-                                   opacity=0.5, hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
+        fig.add_trace(
+            go.Histogram(
+                x=list(matched),
+                xbins=bins,
+                name=f"layer-matched ({len(matched)} draws)",
+                marker_color="#1f77b4",
+                opacity=0.5,
+                hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>",
+            )
+        )
     low, high = np.quantile(accuracies, [0.05, 0.95])
-    fig.add_vrect(x0=low, x1=high, fillcolor="#7f7f7f", opacity=0.12, line_width=0, annotation_text="5-95%", annotation_position="top left")
-    fig.add_vline(x=specialists, line=dict(color="#d62728", width=3),
-                  annotation_text=f"specialists {specialists:.1f}% (percentile {percentile:.0f})", annotation_position="top right")
+    fig.add_vrect(
+        x0=low,
+        x1=high,
+        fillcolor="#7f7f7f",
+        opacity=0.12,
+        line_width=0,
+        annotation_text="5-95%",
+        annotation_position="top left",
+    )
+    fig.add_vline(
+        x=specialists,
+        line=dict(color="#d62728", width=3),
+        annotation_text=f"specialists {specialists:.1f}% (percentile {percentile:.0f})",
+        annotation_position="top right",
+    )
     fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.2))
     fig.update_xaxes(title_text=label)
     fig.update_yaxes(title_text="draws")
     return _styled(fig, title)
 
 
-def audio_attention(signal: "ListeningSignal", batch: "AudioBatch", example: int = 0, title: str | None = None) -> go.Figure:
+def audio_attention(
+    signal: "ListeningSignal", batch: "AudioBatch", example: int = 0, title: str | None = None
+) -> go.Figure:
     """The clip's log-mel spectrogram above the chosen heads' attention from the final token over audio time."""
     if signal.rows is None or not signal.heads:
-        raise ValueError("compute the listening signal with heads=[(layer, head), ...] to plot attention over audio time.")
+        raise ValueError(
+            "compute the listening signal with heads=[(layer, head), ...] to plot attention over audio time."
+        )
     (start, end), *_ = batch.audio_spans[example]
     clip = sum(len(spans) for spans in batch.audio_spans[:example])
     frames = int(batch.feature_attention_mask[clip].sum())
@@ -121,8 +185,17 @@ def audio_attention(signal: "ListeningSignal", batch: "AudioBatch", example: int
     times = (np.arange(end - start) + 0.5) * AUDIO_TOKEN_SECONDS
     for i, (layer, head) in enumerate(signal.heads):
         weights = signal.rows[example, i, start:end].numpy()
-        fig.add_trace(go.Scatter(x=times, y=weights, mode="lines", name=f"L{layer}H{head}",
-                                 hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>"), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=times,
+                y=weights,
+                mode="lines",
+                name=f"L{layer}H{head}",
+                hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
     fig.update_yaxes(title_text="attention", row=2, col=1)
     fig.update_xaxes(title_text="time in clip (s)", row=2, col=1)
@@ -134,15 +207,28 @@ def patching_map(table, labels: Sequence[str], title: str) -> go.Figure:
     """Layer x position patching results, columns labelled by token (audio positions may be one 'audio' column)."""
     z = np.asarray(table, dtype=float)
     text = [repr(label)[1:-1] if label != "audio" else "[audio]" for label in labels]
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(len(text))), y=[f"L{l}" for l in range(z.shape[0])], colorscale=DIVERGING, zmid=0,
-                               colorbar=dict(title="restored"), customdata=[text] * z.shape[0],
-                               hovertemplate="%{y}, %{customdata}<br>restored %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(title_text="position", tickmode="array", tickvals=list(range(len(text))), ticktext=text, tickangle=-60)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(len(text))),
+            y=[f"L{l}" for l in range(z.shape[0])],
+            colorscale=DIVERGING,
+            zmid=0,
+            colorbar=dict(title="restored"),
+            customdata=[text] * z.shape[0],
+            hovertemplate="%{y}, %{customdata}<br>restored %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(
+        title_text="position", tickmode="array", tickvals=list(range(len(text))), ticktext=text, tickangle=-60
+    )
     fig.update_yaxes(title_text="layer", autorange="reversed")
     return _styled(fig, title, width=max(760, 18 * len(text)))
 
 
-def curve_with_band(x, mean, low, high, title: str, x_title: str, y_title: str, name: str = "", fig: go.Figure | None = None) -> go.Figure:
+def curve_with_band(
+    x, mean, low, high, title: str, x_title: str, y_title: str, name: str = "", fig: go.Figure | None = None
+) -> go.Figure:
     """A line with a shaded confidence band (beta sweeps, cumulative ablations); call again with `fig` to overlay."""
     fig = fig or go.Figure()
     colour = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][len(fig.data) // 2 % 4]
@@ -155,7 +241,9 @@ def curve_with_band(x, mean, low, high, title: str, x_title: str, y_title: str, 
     return _styled(fig, title)
 
 
-def logit_lens_plot(lens: "LogitLens", option_names: Sequence[str], example: int = 0, title: str | None = None) -> go.Figure:
+def logit_lens_plot(
+    lens: "LogitLens", option_names: Sequence[str], example: int = 0, title: str | None = None
+) -> go.Figure:
     """Probability of each answer option across layers at the final prompt position."""
     fig = go.Figure()
     for i, name in enumerate(option_names):
@@ -169,7 +257,8 @@ def logit_lens_plot(lens: "LogitLens", option_names: Sequence[str], example: int
 
 STATIC_FORMATS = ("png", "svg")
 STATIC_EXPORT_HINT = (
-    "static export (PNG/SVG) needs kaleido>=1 and a Chromium-based browser: on Debian/Ubuntu `apt-get install chromium`, "
+    "static export (PNG/SVG) needs kaleido>=1 and a Chromium-based browser: on Debian/Ubuntu `apt-get install "
+    "chromium`, "
     "elsewhere `plotly_get_chrome` or set BROWSER_PATH"
 )
 
@@ -178,8 +267,11 @@ class StaticExportUnavailable(RuntimeError):
     """PNG/SVG export cannot run on this machine (kaleido or a Chromium browser is missing)."""
 
 
-def save_figure(fig: go.Figure, name: str, folder: str | Path = "figures", formats: Sequence[str] = ("html", "png")) -> list[Path]:
-    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg); each file appears complete or not at all.
+def save_figure(
+    fig: go.Figure, name: str, folder: str | Path = "figures", formats: Sequence[str] = ("html", "png")
+) -> list[Path]:
+    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg); each file appears complete or not
+    at all.
 
     Raises `StaticExportUnavailable` (after writing the other formats) when PNG/SVG export cannot run here.
     """

@@ -29,7 +29,9 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch
     return model
 
 
-def tiny_hf_model(processor: Any = None, seed: int = 0, attn_implementation: str = "eager", **config: Any) -> tuple[Any, Any]:
+def tiny_hf_model(
+    processor: Any = None, seed: int = 0, attn_implementation: str = "eager", **config: Any
+) -> tuple[Any, Any]:
     """A random tiny `Qwen2AudioForConditionalGeneration` (float32, eval mode) and its offline processor.
 
     `config` overrides `lens_audio.model.hf_config.qwen2_audio_config`'s keywords; `vocab_size` defaults to the

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lens_audio import HookedAudioLM, make_batch
-from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.inputs.offline_processor import build_offline_processor
+from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.testing import tiny_hf_model
 
 N_MELS, CHUNK_SECONDS = 16, 2
@@ -27,7 +27,14 @@ def tiny_pair(processor):
     def make(attn_implementation: str = "eager", seed: int = 0, **config):
         key = (attn_implementation, seed, tuple(sorted(config.items())))
         if key not in made:
-            hf, _ = tiny_hf_model(processor, seed=seed, attn_implementation=attn_implementation, n_mels=N_MELS, chunk_seconds=CHUNK_SECONDS, **config)
+            hf, _ = tiny_hf_model(
+                processor,
+                seed=seed,
+                attn_implementation=attn_implementation,
+                n_mels=N_MELS,
+                chunk_seconds=CHUNK_SECONDS,
+                **config,
+            )
             made[key] = (hf, HookedAudioLM.from_hf_model(hf, processor))
         return made[key]
 
@@ -43,15 +50,22 @@ def waveform(seconds: float, seed: int) -> np.ndarray:
 @pytest.fixture
 def two_example_batch(processor):
     """Two examples with different audio lengths, so the shorter prompt is padded."""
-    return make_batch(processor, [waveform(1.5, 1), waveform(0.4, 2)], ["What is the sound?", "Is this music?"], sampling_rate=16000)
+    return make_batch(
+        processor, [waveform(1.5, 1), waveform(0.4, 2)], ["What is the sound?", "Is this music?"], sampling_rate=16000
+    )
 
 
 def reference_run(hf, batch, **kwargs):
     """transformers' logits and per-layer residuals (decoder layer outputs), with padding-aware positions."""
     layers = hf.model.language_model.layers
     captured: dict[str, torch.Tensor] = {}
-    handles = [layer.register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o[0] if isinstance(o, tuple) else o)) for n, layer in enumerate(layers)]
-    handles.append(hf.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("audio", o)))
+    handles = [
+        layer.register_forward_hook(lambda m, i, o, n=n: captured.__setitem__(n, o[0] if isinstance(o, tuple) else o))
+        for n, layer in enumerate(layers)
+    ]
+    handles.append(
+        hf.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("audio", o))
+    )
     position_ids = position_ids_from_mask(batch.attention_mask)
     try:
         with torch.no_grad():

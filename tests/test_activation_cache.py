@@ -86,7 +86,9 @@ def test_zeroing_a_heads_W_O_removes_its_contribution(tiny_pair, two_example_bat
     model = copy.deepcopy(base)
     with torch.no_grad():
         model.blocks[0].attn.W_O[2] = 0.0
-        _, cache = model.run_with_cache(two_example_batch, names_filter=lambda n: n.startswith("blocks.0.attn.hook_result"))
+        _, cache = model.run_with_cache(
+            two_example_batch, names_filter=lambda n: n.startswith("blocks.0.attn.hook_result")
+        )
     assert cache["blocks.0.attn.hook_result"][:, :, 2].abs().max() == 0
     assert base.blocks[0].attn.W_O[2].abs().max() > 0, "deepcopy must not share weights"
 

@@ -80,7 +80,9 @@ def imports_of(module: str) -> list[tuple[str, bool, int]]:
                     visit(sub, lazy)
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
-                found.extend((t, lazy, child.lineno) for t in _targets(module, child) if t.split(".")[0] == "lens_audio")
+                found.extend(
+                    (t, lazy, child.lineno) for t in _targets(module, child) if t.split(".")[0] == "lens_audio"
+                )
             visit(child, lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
     visit(ast.parse(MODULES[module].read_text()), False)

@@ -49,7 +49,9 @@ def test_steered_generate_equals_direction_then_steered_generate(model, two_exam
     kwargs = dict(max_new_tokens=6, eos_token_id=[])
     for beta in (4.0, 200.0):
         direction = adaptive_direction(model, two_example_batch, layers)
-        expected = model.generate(two_example_batch, fwd_hooks=steering_hooks(model, direction, beta, hook_name), **kwargs)
+        expected = model.generate(
+            two_example_batch, fwd_hooks=steering_hooks(model, direction, beta, hook_name), **kwargs
+        )
         got = steered_generate(model, two_example_batch, layers, beta, hook_name=hook_name, **kwargs)
         assert torch.equal(got, expected)
     assert not torch.equal(got, model.generate(two_example_batch, **kwargs))
@@ -58,7 +60,9 @@ def test_steered_generate_equals_direction_then_steered_generate(model, two_exam
 def test_adaptive_direction_batched_equals_two_separate_passes(model, two_example_batch):
     from lens_audio.analysis.steering import final_residuals
 
-    separate = final_residuals(model, two_example_batch, [0, 2]) - final_residuals(model, two_example_batch.silence_twin(), [0, 2])
+    separate = final_residuals(model, two_example_batch, [0, 2]) - final_residuals(
+        model, two_example_batch.silence_twin(), [0, 2]
+    )
     assert torch.allclose(adaptive_direction(model, two_example_batch, [0, 2]), separate.mean(1), atol=1e-5)
 
 
@@ -115,7 +119,9 @@ def test_every_analysis_runs_with_the_batch_moved(model, two_example_batch, devi
             error = (value - expected).abs().max() / expected.abs().max().clamp(min=1e-3)
             assert error <= (1e-4 if device == "cpu" else 2e-3), f"{name}: relative error {error:.3g} on {device}"
         elif name not in ("patching", "ablation"):  # bfloat16: the pattern must survive, not every digit
-            assert _cosine(value, expected) > 0.95, f"{name}: cosine {_cosine(value, expected):.3f} on {device} bfloat16"
+            assert _cosine(value, expected) > 0.95, (
+                f"{name}: cosine {_cosine(value, expected):.3f} on {device} bfloat16"
+            )
 
 
 def _set_attn(hf, implementation: str) -> None:
@@ -124,16 +130,31 @@ def _set_attn(hf, implementation: str) -> None:
 
 
 def test_bfloat16_difference_from_transformers_is_within_its_own_eager_vs_sdpa(processor):
-    """Wide random config in bfloat16: |port - HF SDPA| <= 1.25 x |HF eager - HF SDPA| (mean absolute logit difference)."""
+    """Wide random config in bfloat16: |port - HF SDPA| <= 1.25 x |HF eager - HF SDPA| (mean absolute logit
+    difference)."""
     from lens_audio import HookedAudioLM
     from lens_audio.model.hooked_audio_lm import position_ids_from_mask
     from lens_audio.testing import tiny_hf_model
 
-    wide = dict(d_model=1024, n_layers=3, n_heads=16, n_kv_heads=2, d_mlp=2816, audio_d_model=640, audio_layers=2, audio_heads=10)
+    wide = dict(
+        d_model=1024,
+        n_layers=3,
+        n_heads=16,
+        n_kv_heads=2,
+        d_mlp=2816,
+        audio_d_model=640,
+        audio_layers=2,
+        audio_heads=10,
+    )
     hf, _ = tiny_hf_model(processor, attn_implementation="sdpa", n_mels=16, chunk_seconds=2, **wide)
     hf = hf.to(torch.bfloat16)
     port = HookedAudioLM.from_hf_model(hf, processor)
-    batch = make_batch(processor, [waveform(1.5, 1), waveform(0.7, 2), waveform(1.9, 3)], ["What is it?", "Music?", "Which?"], sampling_rate=16000)
+    batch = make_batch(
+        processor,
+        [waveform(1.5, 1), waveform(0.7, 2), waveform(1.9, 3)],
+        ["What is it?", "Music?", "Which?"],
+        sampling_rate=16000,
+    )
     positions, valid = position_ids_from_mask(batch.attention_mask), batch.attention_mask.bool()
     with torch.no_grad():
         sdpa = hf(**batch.model_inputs(), position_ids=positions).logits.float()

@@ -40,14 +40,25 @@ def test_padded_batch_of_different_lengths(tiny_pair, two_example_batch, name):
 
 def test_right_padding(tiny_pair, processor):
     hf, model = tiny_pair(**CONFIGS["grouped-query"])
-    batch = make_batch(processor, [waveform(1.0, 3), waveform(0.3, 4)], ["What is it?", "Loud?"], sampling_rate=16000, padding_side="right")
+    batch = make_batch(
+        processor,
+        [waveform(1.0, 3), waveform(0.3, 4)],
+        ["What is it?", "Loud?"],
+        sampling_rate=16000,
+        padding_side="right",
+    )
     assert batch.attention_mask[1, -1] == 0
     assert_matches(model, hf, batch)
 
 
 def test_two_clips_in_one_prompt(tiny_pair, processor):
     hf, model = tiny_pair(**CONFIGS["grouped-query"])
-    batch = make_batch(processor, [[waveform(0.7, 5), waveform(1.2, 6)], waveform(0.5, 7)], ["Which clip is louder?", "What is this?"], sampling_rate=16000)
+    batch = make_batch(
+        processor,
+        [[waveform(0.7, 5), waveform(1.2, 6)], waveform(0.5, 7)],
+        ["Which clip is louder?", "What is this?"],
+        sampling_rate=16000,
+    )
     assert [len(s) for s in batch.audio_spans] == [2, 1]
     assert_matches(model, hf, batch)
 
@@ -66,7 +77,9 @@ def test_sdpa_and_explicit_paths_agree_with_both_references(tiny_pair, two_examp
     # "auto" with a pattern hook takes the explicit path; check it actually fired.
     seen = []
     with torch.no_grad():
-        hooked = model.run_with_hooks(two_example_batch, fwd_hooks=[("blocks.1.attn.hook_pattern", lambda x, hook: seen.append(x.shape))])
+        hooked = model.run_with_hooks(
+            two_example_batch, fwd_hooks=[("blocks.1.attn.hook_pattern", lambda x, hook: seen.append(x.shape))]
+        )
     assert seen and seen[0][1] == model.cfg.n_heads
     for logits in [*outputs.values(), hooked]:
         assert (logits - ref_logits)[valid].abs().max() < TOL
@@ -101,13 +114,19 @@ def test_generation_keeps_hooks_on_every_step(tiny_pair, two_example_batch):
     calls = []
     def record(resid, hook):
         calls.append(resid.shape[1])
-    model.generate(two_example_batch, max_new_tokens=6, eos_token_id=[], fwd_hooks=[("blocks.0.hook_resid_post", record)])
+
+    model.generate(
+        two_example_batch, max_new_tokens=6, eos_token_id=[], fwd_hooks=[("blocks.0.hook_resid_post", record)]
+    )
     assert calls == [two_example_batch.input_ids.shape[1]] + [1] * 5
     plain = model.generate(two_example_batch, max_new_tokens=6, eos_token_id=[])
     def push(resid, hook):
         resid[:, -1] += 50 * model.W_U[:, 7]  # strongly favour token 7 at the final position
         return resid
-    steered = model.generate(two_example_batch, max_new_tokens=6, eos_token_id=[], fwd_hooks=[("blocks.1.hook_resid_post", push)])
+
+    steered = model.generate(
+        two_example_batch, max_new_tokens=6, eos_token_id=[], fwd_hooks=[("blocks.1.hook_resid_post", push)]
+    )
     prompt = two_example_batch.input_ids.shape[1]
     assert not torch.equal(plain, steered)
     assert (steered[:, prompt:] == 7).all()
@@ -126,7 +145,16 @@ def test_generation_stops_and_pads_after_eos(tiny_pair, two_example_batch):
 def test_sampling_is_seeded_and_in_vocab(tiny_pair, two_example_batch):
     _, model = tiny_pair(**CONFIGS["grouped-query"])
     runs = [
-        model.generate(two_example_batch, max_new_tokens=8, do_sample=True, temperature=1.5, top_k=20, top_p=0.9, eos_token_id=[], generator=torch.Generator().manual_seed(3))
+        model.generate(
+            two_example_batch,
+            max_new_tokens=8,
+            do_sample=True,
+            temperature=1.5,
+            top_k=20,
+            top_p=0.9,
+            eos_token_id=[],
+            generator=torch.Generator().manual_seed(3),
+        )
         for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])

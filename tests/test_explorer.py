@@ -18,7 +18,8 @@ from lens_audio.explorer import explore, explorer_data
 from lens_audio.workshop import BENCHMARK_V1
 from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_set_benchmark
 
-# tolerances per dtype: the explorer runs the prompt and its silence twin as one batch of two, the references one at a time
+# tolerances per dtype: the explorer runs the prompt and its silence twin as one batch of two, the references one at
+# a time
 TOLERANCE = {"float32": 1e-5, "bfloat16": 3e-2}
 
 
@@ -34,7 +35,12 @@ def one_clip_item():
 
 @pytest.fixture(scope="module")
 def three_clip_item(tmp_path_factory):
-    folder = write_set_benchmark(tmp_path_factory.mktemp("sets") / "b", seed=0, partitions=(("test", 2, ("none", "conflicting")),), progress=False)
+    folder = write_set_benchmark(
+        tmp_path_factory.mktemp("sets") / "b",
+        seed=0,
+        partitions=(("test", 2, ("none", "conflicting")),),
+        progress=False,
+    )
     return next(i for i in load_mmau(folder / SETS_JSON_NAME) if i["target_clip"] == 2 and i["hint"] == "conflicting")
 
 
@@ -72,7 +78,9 @@ def test_explorer_data_equals_the_analysis_functions(model, which, request):
         assert torch.allclose(data.direction(layers).float(), direction, atol=atol * (1 + direction.abs().max()))
         audio, silence = data.option_probabilities(beta, layers)
         ref_audio, ref_silence = steered_option_probabilities(model, batch, data.option_ids, layers, beta)
-        assert torch.allclose(audio, ref_audio.cpu(), atol=atol) and torch.allclose(silence, ref_silence.cpu(), atol=atol)
+        assert torch.allclose(audio, ref_audio.cpu(), atol=atol) and torch.allclose(
+            silence, ref_silence.cpu(), atol=atol
+        )
     assert data.options == item["choices"]
 
 
@@ -85,7 +93,9 @@ def test_widget_callbacks_redraw_with_the_analysis_numbers(model, three_clip_ite
     row = listening_signal(model, batch, heads=[(layer, head)]).rows[0, 0]
     forwards = []
     with model.hooks(fwd_hooks=[("hook_embed", lambda x, hook: forwards.append(1))]):  # no control may run the model
-        explorer.head_map.data[0]._dispatch_on_click(Points(point_inds=[[layer, head]], xs=[head], ys=[layer], trace_name="", trace_index=0), None)
+        explorer.head_map.data[0]._dispatch_on_click(
+            Points(point_inds=[[layer, head]], xs=[head], ys=[layer], trace_name="", trace_index=0), None
+        )
         assert explorer.head == (layer, head) and explorer.head_menu.value == (layer, head)
         assert list(explorer.head_map.data[1].y) == [layer] and list(explorer.head_map.data[1].x) == [head]
         shown = explorer.attention_traces()

@@ -1,4 +1,5 @@
-"""The standalone explorer page, driven in headless Chromium through the DevTools protocol (choreographer, from kaleido).
+"""The standalone explorer page, driven in headless Chromium through the DevTools protocol (choreographer, from
+kaleido).
 
 Opens a three-clip page from `file://`, with no network: no JavaScript error, one audio element per clip
 holding that clip, a chosen head changes the attention trace to that head's numbers, and the beta slider's
@@ -67,7 +68,9 @@ async def _drive(path: Path, script: list[str], screenshot: Path) -> tuple[list,
         await tab.send_command("Page.navigate", params={"url": path.resolve().as_uri()})
         await asyncio.wait_for(loaded, timeout=60)
         for expression in script:
-            reply = await tab.send_command("Runtime.evaluate", params={"expression": expression, "returnByValue": True, "awaitPromise": True})
+            reply = await tab.send_command(
+                "Runtime.evaluate", params={"expression": expression, "returnByValue": True, "awaitPromise": True}
+            )
             result = reply["result"]
             if "exceptionDetails" in result:
                 errors.append(result["exceptionDetails"])
@@ -108,8 +111,12 @@ def test_page_plays_every_clip_and_redraws_for_head_and_beta(page):
     assert chosen["tokens"] != first["tokens"] and "[Audio 2:" in chosen["tokens"]
     audio, silence = data.option_probabilities(1.5, [1, 2])
     assert steered["beta"] == 1.5 and steered["layers"] == [1, 2]
-    assert np.allclose(steered["options"][0], audio.numpy(), atol=1e-4) and np.allclose(steered["options"][1], silence.numpy(), atol=1e-4)
+    assert np.allclose(steered["options"][0], audio.numpy(), atol=1e-4) and np.allclose(
+        steered["options"][1], silence.numpy(), atol=1e-4
+    )
     assert not np.allclose(steered["options"][0], first["options"][0], atol=1e-3)  # the slider moved the bars
-    assert np.allclose(results[3], [len(c.waveform) / 16000 for c in data.clips], atol=0.01)  # each element holds its clip
+    assert np.allclose(
+        results[3], [len(c.waveform) / 16000 for c in data.clips], atol=0.01
+    )  # each element holds its clip
     assert results[4] == ["data:audio/wav;base64,"] * 3
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000

@@ -48,7 +48,9 @@ def test_beta_zero_is_bit_for_bit(model, two_example_batch):
 
 
 def test_direction_of_silent_audio_is_zero(model, processor):
-    silent = make_batch(processor, [np.zeros(12000, np.float32), np.zeros(5000, np.float32)], ["a?", "b?"], sampling_rate=16000)
+    silent = make_batch(
+        processor, [np.zeros(12000, np.float32), np.zeros(5000, np.float32)], ["a?", "b?"], sampling_rate=16000
+    )
     assert adaptive_direction(model, silent, layers=[1, 2]).abs().max() == 0
 
 

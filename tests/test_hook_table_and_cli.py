@@ -10,9 +10,9 @@ import pytest
 from lens_audio import HookedAudioLM, cli
 from lens_audio.evaluation.mmau import load_mmau
 from lens_audio.inputs.frames import n_audio_tokens
+from lens_audio.model.hook_table import markdown_table, rows_matching
 from lens_audio.workshop import BENCHMARK
 from lens_audio.workshop.task import format_question
-from lens_audio.model.hook_table import markdown_table, rows_matching
 
 
 def test_every_hook_is_documented_exactly_once(tiny_pair):

@@ -53,7 +53,9 @@ def test_unreadable_file(tmp_path):
 
 
 def test_batch_layout(processor):
-    batch = make_batch(processor, [waveform(1.0, 1), waveform(0.5, 2)], ["What is it?", "And this?"], sampling_rate=16000)
+    batch = make_batch(
+        processor, [waveform(1.0, 1), waveform(0.5, 2)], ["What is it?", "And this?"], sampling_rate=16000
+    )
     frames = batch.feature_attention_mask.sum(-1)
     assert frames.tolist() == [100, 50]
     spans = [s for per_example in batch.audio_spans for s in per_example]
@@ -61,18 +63,29 @@ def test_batch_layout(processor):
     assert batch.final_position.tolist() == [batch.input_ids.shape[1] - 1] * 2
     assert batch.attention_mask[1, 0] == 0  # left padded
     assert batch.audio_mask.sum() == n_audio_tokens(frames).sum()
-    assert "You are a helpful assistant." in batch.texts[0] and "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>" in batch.texts[0]
+    assert (
+        "You are a helpful assistant." in batch.texts[0]
+        and "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>" in batch.texts[0]
+    )
 
 
 def test_right_padding_final_position(processor):
-    batch = make_batch(processor, [waveform(1.0, 1), waveform(0.5, 2)], ["What is it?", "And this?"], sampling_rate=16000, padding_side="right")
+    batch = make_batch(
+        processor,
+        [waveform(1.0, 1), waveform(0.5, 2)],
+        ["What is it?", "And this?"],
+        sampling_rate=16000,
+        padding_side="right",
+    )
     assert batch.final_position[1] == batch.attention_mask[1].sum() - 1
 
 
 def test_system_prompt_and_raw_prompt(processor):
     chat = make_batch(processor, waveform(0.5, 1), "Q?", system_prompt="Listen carefully.", sampling_rate=16000)
     assert chat.texts[0].startswith("<|im_start|>system\nListen carefully.<|im_end|>")
-    raw = make_batch(processor, waveform(0.5, 1), prompt="<|audio_bos|><|AUDIO|><|audio_eos|>Caption:", sampling_rate=16000)
+    raw = make_batch(
+        processor, waveform(0.5, 1), prompt="<|audio_bos|><|AUDIO|><|audio_eos|>Caption:", sampling_rate=16000
+    )
     assert len(raw.audio_spans[0]) == 1
 
 
@@ -95,7 +108,9 @@ def test_long_clip_truncated_with_warning_or_refused(processor):
 
 
 def test_silence_twin_keeps_layout_and_zeroes_audio(processor):
-    batch = make_batch(processor, [[waveform(0.8, 1), waveform(0.3, 2)], waveform(1.1, 3)], ["Two?", "One?"], sampling_rate=16000)
+    batch = make_batch(
+        processor, [[waveform(0.8, 1), waveform(0.3, 2)], waveform(1.1, 3)], ["Two?", "One?"], sampling_rate=16000
+    )
     twin = batch.silence_twin()
     assert torch.equal(twin.input_ids, batch.input_ids)
     assert torch.equal(twin.feature_attention_mask, batch.feature_attention_mask)

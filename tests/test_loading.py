@@ -46,7 +46,9 @@ def test_loads_in_bfloat16(saved, two_example_batch):
     valid = two_example_batch.attention_mask.bool()
     high = logits_of(HookedAudioLM.from_pretrained(folder), two_example_batch)[valid]
     ours = (logits_of(model, two_example_batch).float()[valid] - high).abs()
-    hf_low = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager")
+    hf_low = Qwen2AudioForConditionalGeneration.from_pretrained(
+        folder, dtype=torch.bfloat16, attn_implementation="eager"
+    )
     theirs = (reference_run(hf_low.eval(), two_example_batch)[0].float()[valid] - high).abs()
     assert theirs.mean() > 0  # bfloat16 really rounds
     assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max(), (ours.mean(), theirs.mean())

@@ -23,10 +23,16 @@ def results(tiny_pair, processor):
         top = model(batch)[0, -1].topk(3).indices.tolist()
     metric = normalized_logit_diff(model, batch, corrupted, [top[0]], [top[1]])
     return {
-        "heads": plots.head_heatmap(np.random.default_rng(0).normal(size=(3, 4)), "Correlation of audio attention with correctness", "r"),
+        "heads": plots.head_heatmap(
+            np.random.default_rng(0).normal(size=(3, 4)), "Correlation of audio attention with correctness", "r"
+        ),
         "audio": plots.audio_attention(listening_signal(model, batch, heads=[(1, 0), (2, 3)]), batch),
-        "patching": plots.patching_map(*patch_residual_by_position(model, batch, corrupted, metric), title="Residual patching"),
-        "curve": plots.curve_with_band([0.5, 1, 2], [60, 70, 65], [55, 64, 58], [66, 76, 71], "Beta sweep", "beta", "accuracy (%)", name="steered"),
+        "patching": plots.patching_map(
+            *patch_residual_by_position(model, batch, corrupted, metric), title="Residual patching"
+        ),
+        "curve": plots.curve_with_band(
+            [0.5, 1, 2], [60, 70, 65], [55, 64, 58], [66, 76, 71], "Beta sweep", "beta", "accuracy (%)", name="steered"
+        ),
         "lens": plots.logit_lens_plot(logit_lens(model, batch, [top]), ["a", "b", "c"]),
     }
 

@@ -34,10 +34,16 @@ def test_resumed_run_equals_uninterrupted_run(tiny_pair, items, tmp_path, mode):
     assert all("listening" in r for r in full) and all("listening" in r for r in resumed)
     without_listening = lambda rs: [{k: v for k, v in r.items() if k != "listening"} for r in rs]  # compared below
     assert without_listening(resumed) == without_listening(full)
-    # the listening signal comes back as an array; resumed items read back exactly what was written (batching moves ~1e-7)
+    # the listening signal comes back as an array; resumed items read back exactly what was written (batching moves
+    # ~1e-7)
     assert resumed.listening.shape == (len(items), model.cfg.n_layers, model.cfg.n_heads)
-    assert np.allclose(resumed.listening, full.listening, atol=1e-5) and not np.array_equal(resumed.listening, 0 * full.listening)
-    assert np.array_equal(resumed.listening[:5], np.array([r["listening"] for r in read_records(partial_path).values()][:5], dtype=np.float32))
+    assert np.allclose(resumed.listening, full.listening, atol=1e-5) and not np.array_equal(
+        resumed.listening, 0 * full.listening
+    )
+    assert np.array_equal(
+        resumed.listening[:5],
+        np.array([r["listening"] for r in read_records(partial_path).values()][:5], dtype=np.float32),
+    )
     assert mmau_report(resumed) == mmau_report(full)
     assert len(read_records(partial_path)) == len(items)
     lines = partial_path.read_text().splitlines()  # the torn line is gone: each item once, every line whole JSON
@@ -63,8 +69,16 @@ def test_multi_token_choice_scores_match_a_manual_computation(tiny_pair, items):
 
 
 def test_report_pools_the_total(items):
-    records = [{"id": i["id"], "task": i["task"], "difficulty": i["difficulty"], "sub-category": i["sub-category"], "correct": n % 3 == 0}
-               for n, i in enumerate(items)]
+    records = [
+        {
+            "id": i["id"],
+            "task": i["task"],
+            "difficulty": i["difficulty"],
+            "sub-category": i["sub-category"],
+            "correct": n % 3 == 0,
+        }
+        for n, i in enumerate(items)
+    ]
     report = mmau_report(records)
     assert report["total"]["n"] == len(items)
     assert report["total"]["accuracy"] == round(100 * sum(r["correct"] for r in records) / len(records), 2)

@@ -38,7 +38,8 @@ def test_mcnemar_counts_discordant_pairs_and_the_difference():
 
 
 def test_cluster_bootstrap_resamples_whole_clusters():
-    # Three items per clip with the same value: clustering must widen the interval relative to treating items as independent.
+    # Three items per clip with the same value: clustering must widen the interval relative to treating items as
+    # independent.
     values = np.repeat(np.random.default_rng(1).random(30) < 0.5, 3).astype(float)
     clips = np.repeat(np.arange(30), 3)
     independent = cluster_bootstrap_ci(values, None, n_bootstrap=4000)

@@ -1,4 +1,5 @@
-"""TransformerLens idioms give HookedTransformer's answers on HookedAudioLM, each checked against a second computation."""
+"""TransformerLens idioms give HookedTransformer's answers on HookedAudioLM, each checked against a second
+computation."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ def test_backward_hook_gradient_equals_autograd(model, two_example_batch):
 
 
 def _block_args(model, batch):
-    state = model.start_decoder(batch.input_ids, batch.attention_mask, batch.input_features, batch.feature_attention_mask)
+    state = model.start_decoder(
+        batch.input_ids, batch.attention_mask, batch.input_features, batch.feature_attention_mask
+    )
     return state.cos_sin, state.allowed
 
 
@@ -230,7 +233,9 @@ def test_layer_works_on_encoder_hooks_and_filters_pick_a_stack(model, two_exampl
     seen = []
     pattern = lambda name: name.endswith("pattern")  # the ARENA idiom
     with torch.no_grad():
-        model.run_with_hooks(two_example_batch, fwd_hooks=[(pattern, lambda x, hook: seen.append((hook.is_audio, hook.layer())))])
+        model.run_with_hooks(
+            two_example_batch, fwd_hooks=[(pattern, lambda x, hook: seen.append((hook.is_audio, hook.layer())))]
+        )
         _, cache = model.run_with_cache(two_example_batch, names_filter=decoder_only(pattern))
         text_only = []
         model.run_with_hooks("hello world", fwd_hooks=[(pattern, lambda x, hook: text_only.append(hook.name))])
@@ -292,7 +297,9 @@ def test_stop_at_layer_returns_the_residual_entering_that_block_and_none_runs_no
         with model.hooks(fwd_hooks=[(lambda name: name in names[1:], lambda x, hook: fired.append(hook.name))]):
             nothing = model(b, return_type=None)
             model(b, stop_at_layer=1)
-    assert torch.equal(resid, cache["blocks.1.hook_resid_pre"]) and torch.equal(resid, cache["blocks.0.hook_resid_post"])
+    assert torch.equal(resid, cache["blocks.1.hook_resid_pre"]) and torch.equal(
+        resid, cache["blocks.0.hook_resid_post"]
+    )
     assert resid.shape == (*b.input_ids.shape, model.cfg.d_model)
     assert nothing is None
     # return_type=None runs every block but no final norm; stop_at_layer=1 never reaches block 1
@@ -337,8 +344,13 @@ def test_switches_add_hooks_without_changing_the_output(hf, processor, two_examp
 
     with torch.no_grad():
         seen = {}
-        m.run_with_hooks(two_example_batch, fwd_hooks=[("blocks.0.hook_q_input", zero_head_0),
-                                                       ("blocks.0.attn.hook_q", lambda q, hook: seen.setdefault("q", q))])
+        m.run_with_hooks(
+            two_example_batch,
+            fwd_hooks=[
+                ("blocks.0.hook_q_input", zero_head_0),
+                ("blocks.0.attn.hook_q", lambda q, hook: seen.setdefault("q", q)),
+            ],
+        )
     expected_q0 = m.blocks[0].attn.b_Q[0]  # zero input: RMSNorm of zeros is zero, so only the bias remains
     assert torch.allclose(seen["q"][:, :, 0], expected_q0.expand_as(seen["q"][:, :, 0]), atol=1e-5)
     assert torch.allclose(seen["q"][:, :, 1], cache["q", 0][:, :, 1], atol=1e-5)

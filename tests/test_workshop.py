@@ -45,7 +45,19 @@ def test_benchmark_is_deterministic_valid_mmau(tmp_path):
     items = load_mmau(a / "workshop.json")
     assert len(items) == 36 and {i["split"] for i in items} == {"calibration", "dev", "test"}
     for item in items:
-        assert set(item) >= {"id", "audio_id", "question", "choices", "answer", "dataset", "task", "split", "category", "sub-category", "difficulty"}
+        assert set(item) >= {
+            "id",
+            "audio_id",
+            "question",
+            "choices",
+            "answer",
+            "dataset",
+            "task",
+            "split",
+            "category",
+            "sub-category",
+            "difficulty",
+        }
         assert item["answer"] in item["choices"] and len(item["choices"]) == 4
         assert all(CLASS_DOMAIN[c] == item["task"] for c in item["choices"])
         hinted = item["hinted_choice"]
@@ -66,7 +78,12 @@ def test_benchmark_is_deterministic_valid_mmau(tmp_path):
 
 
 def test_benchmark_command(tmp_path):
-    assert cli.main(["workshop", "benchmark", "--recipe", "v1", "--out", str(tmp_path / "w"), "--clips", "6", "--seed", "1"]) == 0
+    assert (
+        cli.main(
+            ["workshop", "benchmark", "--recipe", "v1", "--out", str(tmp_path / "w"), "--clips", "6", "--seed", "1"]
+        )
+        == 0
+    )
     assert len(json.loads((tmp_path / "w" / "workshop.json").read_text())) == 18
 
 
@@ -116,4 +133,6 @@ def test_shipped_model_listens_and_shows_text_dominance(name, checkpoint, benchm
     recorded = json.loads((checkpoint / "metrics.json").read_text())
     for hint, accuracy in summary["accuracy"].items():
         assert accuracy == pytest.approx(recorded["test"]["accuracy"][hint], abs=1e-6), hint
-    assert silent["accuracy"]["none"]["all"] == pytest.approx(recorded["test_with_silence"]["accuracy"]["none"]["all"], abs=1e-6)
+    assert silent["accuracy"]["none"]["all"] == pytest.approx(
+        recorded["test_with_silence"]["accuracy"]["none"]["all"], abs=1e-6
+    )

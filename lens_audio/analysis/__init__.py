@@ -12,11 +12,38 @@ from lens_audio.analysis.patching import (
     patch_heads,
     patch_residual_by_position,
 )
-from lens_audio.analysis.steering import FixedDirection, adaptive_direction, adaptive_steering, layers_of, steer, steered_generate, steering_hooks
+from lens_audio.analysis.steering import (
+    FixedDirection,
+    adaptive_direction,
+    adaptive_steering,
+    layers_of,
+    steer,
+    steered_generate,
+    steering_hooks,
+)
 
 __all__ = [
-    "AblationScan", "Attribution", "BoundAudioModel", "FixedDirection", "HeadCorrelation", "ListeningSignal", "LogitLens",
-    "adaptive_direction", "adaptive_steering", "attribution_patching", "correlate_heads", "cumulative_ablation",
-    "layers_of", "listening_signal", "logit_lens", "logit_lens_over_audio", "normalized_logit_diff", "patch_heads", "patch_residual_by_position",
-    "scan_heads", "steer", "steered_generate", "steering_hooks",
+    "AblationScan",
+    "Attribution",
+    "BoundAudioModel",
+    "FixedDirection",
+    "HeadCorrelation",
+    "ListeningSignal",
+    "LogitLens",
+    "adaptive_direction",
+    "adaptive_steering",
+    "attribution_patching",
+    "correlate_heads",
+    "cumulative_ablation",
+    "layers_of",
+    "listening_signal",
+    "logit_lens",
+    "logit_lens_over_audio",
+    "normalized_logit_diff",
+    "patch_heads",
+    "patch_residual_by_position",
+    "scan_heads",
+    "steer",
+    "steered_generate",
+    "steering_hooks",
 ]

@@ -16,8 +16,9 @@ embeddings with the audio spliced in), since ablating decoder heads cannot chang
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Float
@@ -57,12 +58,16 @@ def _margins(logits: Tensor, final: Tensor, choice_ids: Tensor, answer: Tensor) 
     rows = torch.arange(logits.shape[0])
     scores = logits[rows, final][rows[:, None], choice_ids]
     answer_score = scores[rows, answer]
-    others = scores.masked_fill(torch.nn.functional.one_hot(answer, scores.shape[1]).bool(), float("-inf")).max(-1).values
+    others = (
+        scores.masked_fill(torch.nn.functional.one_hot(answer, scores.shape[1]).bool(), float("-inf")).max(-1).values
+    )
     return answer_score - others, answer_score > others
 
 
 @torch.no_grad()
-def _replacements(model: "HookedAudioLM", batch: "AudioBatch", kind: AblationKind, reference: "AudioBatch | None") -> dict[int, Tensor] | None:
+def _replacements(
+    model: "HookedAudioLM", batch: "AudioBatch", kind: AblationKind, reference: "AudioBatch | None"
+) -> dict[int, Tensor] | None:
     if kind == "zero":
         return None
     names = [block_hook_name(l, "attn.hook_z") for l in range(model.cfg.n_layers)]
@@ -94,7 +99,9 @@ def ablate_heads(
     over examples. `choice_ids[i]` are example i's option tokens, `answer_index[i]` the right one.
     """
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    groups = [list(g) for g in heads] if heads is not None else [[(l, h)] for l in range(n_layers) for h in range(n_heads)]
+    groups = (
+        [list(g) for g in heads] if heads is not None else [[(l, h)] for l in range(n_layers) for h in range(n_heads)]
+    )
     model.cfg.check_heads([lh for group in groups for lh in group], "ablate_heads")
     choice = torch.as_tensor(choice_ids)
     answer = torch.as_tensor(answer_index)
@@ -102,7 +109,9 @@ def ablate_heads(
     logits, cache = model.run_with_cache(batch, names_filter=["hook_embed"], return_cache_object=False)
     base_margin, base_correct = _margins(logits.cpu(), final, choice, answer)
     embeds = cache["hook_embed"]  # the audio encoder runs once; every replica reuses its spliced embeddings
-    text_ids = batch.input_ids.masked_fill(batch.input_ids == model.cfg.audio_token_id, 0)  # embeddings come from the hook
+    text_ids = batch.input_ids.masked_fill(
+        batch.input_ids == model.cfg.audio_token_id, 0
+    )  # embeddings come from the hook
     replacement = _replacements(model, batch, kind, reference)
     b = batch.batch_size
     margins, accuracies = [], []
@@ -110,7 +119,7 @@ def ablate_heads(
         chunk = groups[start : start + heads_per_pass]
         k = len(chunk)
 
-        def ablate(z, hook):
+        def ablate(z, hook, chunk=chunk):
             layer = hook.layer()
             z = z.clone()
             for r, group in enumerate(chunk):
@@ -138,15 +147,36 @@ def ablate_heads(
     return torch.stack(margins), torch.stack(accuracies), float(base_margin.mean()), float(base_correct.float().mean())
 
 
-def scan_heads(model: "HookedAudioLM", batch: "AudioBatch", choice_ids, answer_index, kind: AblationKind = "zero", heads_per_pass: int = 8, reference=None) -> AblationScan:
+def scan_heads(
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    choice_ids,
+    answer_index,
+    kind: AblationKind = "zero",
+    heads_per_pass: int = 8,
+    reference=None,
+) -> AblationScan:
     """Every head ablated on its own, as a `[layer, head]` map."""
-    change, accuracy, base_margin, base_accuracy = ablate_heads(model, batch, choice_ids, answer_index, kind, None, heads_per_pass, reference)
+    change, accuracy, base_margin, base_accuracy = ablate_heads(
+        model, batch, choice_ids, answer_index, kind, None, heads_per_pass, reference
+    )
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     return AblationScan(change.view(shape), accuracy.view(shape), base_margin, base_accuracy, kind)
 
 
-def cumulative_ablation(model: "HookedAudioLM", batch: "AudioBatch", choice_ids, answer_index, ranking: Sequence[tuple[int, int]], kind: AblationKind = "zero", heads_per_pass: int = 8, reference=None):
+def cumulative_ablation(
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    choice_ids,
+    answer_index,
+    ranking: Sequence[tuple[int, int]],
+    kind: AblationKind = "zero",
+    heads_per_pass: int = 8,
+    reference=None,
+):
     """Ablate the top-1, top-2, ... heads of `ranking` together: `(margin_change [k], accuracy [k])`."""
     groups = [list(ranking[: k + 1]) for k in range(len(ranking))]
-    change, accuracy, _, _ = ablate_heads(model, batch, choice_ids, answer_index, kind, groups, heads_per_pass, reference)
+    change, accuracy, _, _ = ablate_heads(
+        model, batch, choice_ids, answer_index, kind, groups, heads_per_pass, reference
+    )
     return change, accuracy

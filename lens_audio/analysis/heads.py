@@ -20,7 +20,7 @@ from jaxtyping import Bool, Float
 from scipy import stats
 from torch import Tensor
 
-from lens_audio.analysis.statistics import nan_list, fisher_ci, pearson_columns, random_head_draws
+from lens_audio.analysis.statistics import fisher_ci, nan_list, pearson_columns, random_head_draws
 
 
 @dataclass
@@ -44,7 +44,9 @@ class HeadCorrelation:
         order = np.argsort(np.where(np.isnan(self.r), -np.inf, self.r), axis=None)[::-1]
         return [tuple(int(i) for i in np.unravel_index(flat, self.shape)) for flat in order[:k]]
 
-    def random_heads(self, k: int, seed: int = 0, exclude: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    def random_heads(
+        self, k: int, seed: int = 0, exclude: list[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
         """`k` heads drawn uniformly without replacement (excluding `exclude`): the first of `random_head_draws`."""
         return random_head_draws(*self.shape, k, 1, seed, exclude or [])[0]
 
@@ -59,7 +61,12 @@ class HeadCorrelation:
     @classmethod
     def from_json(cls, data: dict) -> "HeadCorrelation":
         arrays = {key: np.array(data[key], dtype=float) for key in ("r", "p_value", "ci_low", "ci_high")}
-        return cls(**arrays, n_examples=data["n_examples"], confidence=data["confidence"], model_name=data.get("model_name", ""))
+        return cls(
+            **arrays,
+            n_examples=data["n_examples"],
+            confidence=data["confidence"],
+            model_name=data.get("model_name", ""),
+        )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))
@@ -71,7 +78,7 @@ class HeadCorrelation:
 
 def correlate_heads(
     audio_mass: Float[Tensor, "example layer head"] | np.ndarray,
-    correct: Bool[Tensor, "example"] | np.ndarray,
+    correct: Bool[Tensor, " example"] | np.ndarray,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -81,7 +88,10 @@ def correlate_heads(
     mass = np.asarray(audio_mass.cpu() if isinstance(audio_mass, torch.Tensor) else audio_mass, dtype=float)
     y = np.asarray(correct.cpu() if isinstance(correct, torch.Tensor) else correct, dtype=float)
     if mass.ndim != 3 or mass.shape[0] != y.shape[0]:
-        raise ValueError(f"audio_mass must be [example, layer, head] with one row per correctness label; got {mass.shape} and {y.shape}.")
+        raise ValueError(
+            f"audio_mass must be [example, layer, head] with one row per correctness label; got {mass.shape} and "
+            f"{y.shape}."
+        )
     n, layers, heads = mass.shape
     if n < 3:
         raise ValueError(f"need at least 3 examples to correlate, got {n}.")
@@ -97,4 +107,6 @@ def correlate_heads(
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanquantile(boot, alpha, axis=0), np.nanquantile(boot, 1 - alpha, axis=0)
     shape = (layers, heads)
-    return HeadCorrelation(r.reshape(shape), p.reshape(shape), low.reshape(shape), high.reshape(shape), n, confidence, model_name)
+    return HeadCorrelation(
+        r.reshape(shape), p.reshape(shape), low.reshape(shape), high.reshape(shape), n, confidence, model_name
+    )

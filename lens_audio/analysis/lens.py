@@ -6,8 +6,9 @@ the unembedding, and the answer options' probability and rank are read per layer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class LogitLens:
-    """`prob` and `rank` are `[layer, example, option]`; layer labels are `0_pre ... final_post` as in TransformerLens."""
+    """`prob` and `rank` are `[layer, example, option]`; layer labels are `0_pre ... final_post` as in
+    TransformerLens."""
 
     prob: Float[Tensor, "layer example option"]
     rank: Int[Tensor, "layer example option"]
@@ -31,15 +33,20 @@ class LogitLens:
 
 def _stack(model: "HookedAudioLM", batch: "AudioBatch") -> tuple[Tensor, list[str]]:
     """The residual stream entering each layer and leaving the last: `[layer, batch, pos, d_model]`, with TL labels."""
-    names = [block_hook_name(l, "hook_resid_pre") for l in range(model.cfg.n_layers)] + [block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")]
+    names = [block_hook_name(l, "hook_resid_pre") for l in range(model.cfg.n_layers)] + [
+        block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
+    ]
     _, cache = model.run_with_cache(batch, names_filter=names, return_cache_object=False)
     labels = [f"{l}_pre" for l in range(model.cfg.n_layers)] + ["final_post"]
     return torch.stack([cache[n] for n in names]), labels
 
 
 @torch.no_grad()
-def logit_lens_over_audio(model: "HookedAudioLM", batch: "AudioBatch", option_ids: Sequence[int], example: int = 0) -> Float[Tensor, "layer audio_pos option"]:
-    """Probability of each option, read through the final norm and unembedding, at every audio position of one example."""
+def logit_lens_over_audio(
+    model: "HookedAudioLM", batch: "AudioBatch", option_ids: Sequence[int], example: int = 0
+) -> Float[Tensor, "layer audio_pos option"]:
+    """Probability of each option, read through the final norm and unembedding, at every audio position of one
+    example."""
     stack, _ = _stack(model, batch)
     audio = batch.audio_mask[example].to(stack.device)
     logits = model.unembed(model.ln_final(stack[:, example][:, audio])).float()

@@ -10,8 +10,9 @@ sequence squared, and no attention pattern is cached.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -53,7 +54,7 @@ class ListeningSignal:
 def final_row_attention(
     q: Float[Tensor, "batch pos head d_head"],
     k: Float[Tensor, "batch pos kv_head d_head"],
-    final: Int[Tensor, "batch"],
+    final: Int[Tensor, " batch"],
     key_valid: Bool[Tensor, "batch pos"],
 ) -> Float[Tensor, "batch head pos"]:
     """Softmax attention of each example's final query over its keys (causal, padding masked)."""
@@ -103,7 +104,9 @@ def listening_signal(
             if lh[0] == layer:
                 kept[lh] = pattern[:, lh[1]].cpu()
 
-    hooks = [(block_hook_name(l, "attn.hook_rot_q"), keep_q) for l in wanted] + [(block_hook_name(l, "attn.hook_rot_k"), use_k) for l in wanted]
+    hooks = [(block_hook_name(l, "attn.hook_rot_q"), keep_q) for l in wanted] + [
+        (block_hook_name(l, "attn.hook_rot_k"), use_k) for l in wanted
+    ]
     model.run_with_hooks(batch, fwd_hooks=hooks, stop_at_layer=wanted[-1] + 1)
     rows = torch.stack([kept[h] for h in heads], dim=1) if heads else None
     return ListeningSignal(audio_mass=mass, heads=list(heads), rows=rows, audio_mask=audio.cpu())

@@ -47,7 +47,8 @@ class PairedComparison:
     def describe(self) -> str:
         return (
             f"{self.accuracy_a:.1f} vs {self.accuracy_b:.1f}%, {self.difference:+.1f} "
-            f"[{self.ci[0]:+.1f}, {self.ci[1]:+.1f}], {self.a_only} gained / {self.b_only} lost, McNemar p = {self.p_value:.3g} (n = {self.n})"
+            f"[{self.ci[0]:+.1f}, {self.ci[1]:+.1f}], {self.a_only} gained / {self.b_only} lost, McNemar p = "
+            f"{self.p_value:.3g} (n = {self.n})"
         )
 
 
@@ -123,7 +124,8 @@ def fisher_ci(r: np.ndarray | float, n: int, confidence: float = 0.95) -> tuple[
 
 
 def pearson_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of every column of `x` (`[n, m]`) with `y` (`[n]` or `[n, m']` broadcast); NaN where either is constant."""
+    """Pearson r of every column of `x` (`[n, m]`) with `y` (`[n]` or `[n, m']` broadcast); NaN where either is
+    constant."""
     xc = x - x.mean(0)
     yc = y - y.mean(0)
     if yc.ndim == 1:
@@ -272,8 +274,10 @@ class ControlDistribution:
     def describe(self) -> str:
         kind = "layer-matched " if self.layer_matched else ""
         return (
-            f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random draws: "
-            f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile {self.percentile:.0f}; "
+            f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random "
+            "draws: "
+            f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile "
+            f"{self.percentile:.0f}; "
             + "vs the median draw: "
             + self.versus_median.describe()
         )

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
@@ -43,7 +44,10 @@ def final_residuals(
     names = [block_hook_name(layer, site) for layer in layers]
     unknown = [n for n in names if n not in model.hook_dict]
     if unknown:
-        raise ValueError(f"no hook point {unknown[0]!r}: layers must be in 0-{model.cfg.n_layers - 1} and site a block hook such as 'hook_resid_post'.")
+        raise ValueError(
+            f"no hook point {unknown[0]!r}: layers must be in 0-{model.cfg.n_layers - 1} and site a block hook such "
+            "as 'hook_resid_post'."
+        )
     _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=max(layers) + 1, return_cache_object=False)
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
@@ -65,7 +69,9 @@ def adaptive_direction(
 
 
 @torch.no_grad()
-def head_output_direction(model: "HookedAudioLM", batch: "AudioBatch", heads: Sequence[tuple[int, int]]) -> Float[Tensor, "batch d_model"]:
+def head_output_direction(
+    model: "HookedAudioLM", batch: "AudioBatch", heads: Sequence[tuple[int, int]]
+) -> Float[Tensor, "batch d_model"]:
     """Per example: sum over `heads` of their output (`attn.hook_result`) at the final position, audio minus silence."""
     if not heads:
         raise ValueError("head_output_direction needs at least one (layer, head).")
@@ -74,13 +80,15 @@ def head_output_direction(model: "HookedAudioLM", batch: "AudioBatch", heads: Se
     final = batch.final_position.to(model.device)
 
     def summed(b: "AudioBatch") -> Tensor:
-        _, cache = model.run_with_cache(b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False)
+        _, cache = model.run_with_cache(
+            b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False
+        )
         return sum(cache[block_hook_name(layer, "attn.hook_result")][rows, final, head] for layer, head in heads)
 
     return summed(batch) - summed(batch.silence_twin())
 
 
-def gated_beta(beta: float, mass: Float[Tensor, "batch"], m0: float) -> Float[Tensor, "batch"]:
+def gated_beta(beta: float, mass: Float[Tensor, " batch"], m0: float) -> Float[Tensor, " batch"]:
     """Signal-gated strength: beta * clip((m0 - mass) / m0, 0, 1), full push when the specialists ignore the audio.
 
     `mass` is the specialists' mean final-token audio mass per example; `m0` the same mean over
@@ -93,7 +101,7 @@ def gated_beta(beta: float, mass: Float[Tensor, "batch"], m0: float) -> Float[Te
 
 def steering_hooks(
     model: "HookedAudioLM",
-    direction: Float[Tensor, "batch d_model"] | Float[Tensor, "d_model"],
+    direction: Float[Tensor, "batch d_model"] | Float[Tensor, " d_model"],
     beta: float,
     hook_name: str | None = None,
     start: int = -1,
@@ -110,7 +118,8 @@ def steering_hooks(
         raise ValueError(f"no hook point {hook_name!r}; see model.hook_names() or the README's hook table.")
     if direction.shape[-1] != model.cfg.d_model:
         raise ValueError(
-            f"steering vector has width {direction.shape[-1]} but the model's residual stream is {model.cfg.d_model} wide: "
+            f"steering vector has width {direction.shape[-1]} but the model's residual stream is {model.cfg.d_model} "
+            "wide: "
             "compute the direction on this model (or load a fixed direction saved from a model of the same shape)."
         )
     _check_beta(beta)
@@ -137,7 +146,9 @@ def _check_beta(beta: float) -> None:
 
 
 @contextlib.contextmanager
-def steer(model: "HookedAudioLM", direction: Tensor, beta: float, hook_name: str | None = None) -> Iterator["HookedAudioLM"]:
+def steer(
+    model: "HookedAudioLM", direction: Tensor, beta: float, hook_name: str | None = None
+) -> Iterator["HookedAudioLM"]:
     """`with steer(model, direction, beta): model(batch)` or `model.generate(batch)` run steered."""
     with model.hooks(fwd_hooks=steering_hooks(model, direction, beta, hook_name)):
         yield model
@@ -147,18 +158,27 @@ def steer(model: "HookedAudioLM", direction: Tensor, beta: float, hook_name: str
 class FixedDirection:
     """A steering direction averaged over a calibration set, applied without a silence pass."""
 
-    vector: Float[Tensor, "d_model"]
+    vector: Float[Tensor, " d_model"]
     model_name: str
     layers: list[int]
     beta: float
     site: str = "hook_resid_post"
 
     @classmethod
-    def from_batches(cls, model: "HookedAudioLM", batches: Sequence["AudioBatch"], layers: Sequence[int], beta: float, site: str = "hook_resid_post") -> "FixedDirection":
+    def from_batches(
+        cls,
+        model: "HookedAudioLM",
+        batches: Sequence["AudioBatch"],
+        layers: Sequence[int],
+        beta: float,
+        site: str = "hook_resid_post",
+    ) -> "FixedDirection":
         directions = torch.cat([adaptive_direction(model, b, layers, site) for b in batches])
         return cls(directions.mean(0).cpu(), model.cfg.model_name, list(layers), float(beta), site)
 
-    def hooks(self, model: "HookedAudioLM", hook_name: str | None = None, start: int = -1) -> list[tuple[str, Callable]]:
+    def hooks(
+        self, model: "HookedAudioLM", hook_name: str | None = None, start: int = -1
+    ) -> list[tuple[str, Callable]]:
         return steering_hooks(model, self.vector, self.beta, hook_name, start)
 
     def steering(self, hook_name: str | None = None):
@@ -166,7 +186,13 @@ class FixedDirection:
         return lambda model, batch, start=-1: self.hooks(model, hook_name, start)
 
     def save(self, path: str | Path) -> None:
-        metadata = {"model_name": self.model_name, "layers": json.dumps(self.layers), "beta": str(self.beta), "site": self.site, "d_model": str(self.vector.shape[0])}
+        metadata = {
+            "model_name": self.model_name,
+            "layers": json.dumps(self.layers),
+            "beta": str(self.beta),
+            "site": self.site,
+            "d_model": str(self.vector.shape[0]),
+        }
         save_file({"direction": self.vector.contiguous()}, str(path), metadata=metadata)
 
     @classmethod
@@ -177,7 +203,9 @@ class FixedDirection:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata()
         vector = load_file(str(path))["direction"]
-        loaded = cls(vector, metadata["model_name"], json.loads(metadata["layers"]), float(metadata["beta"]), metadata["site"])
+        loaded = cls(
+            vector, metadata["model_name"], json.loads(metadata["layers"]), float(metadata["beta"]), metadata["site"]
+        )
         if model is not None and vector.shape[0] != model.cfg.d_model:
             raise ValueError(
                 f"{path} holds a direction of width {vector.shape[0]} from {loaded.model_name!r}, but this model's "
@@ -203,13 +231,19 @@ class AdaptiveSteering:
         _check_beta(self.beta)
 
     def __call__(self, model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> list[tuple[str, Callable]]:
-        return steering_hooks(model, adaptive_direction(model, batch, self.layers, self.site), self.beta, self.hook_name, start)
+        return steering_hooks(
+            model, adaptive_direction(model, batch, self.layers, self.site), self.beta, self.hook_name, start
+        )
 
     def generate(self, model: "HookedAudioLM", batch: "AudioBatch", **generate_kwargs) -> Int[Tensor, "batch total"]:
-        return steered_generate(model, batch, self.layers, self.beta, hook_name=self.hook_name, site=self.site, **generate_kwargs)
+        return steered_generate(
+            model, batch, self.layers, self.beta, hook_name=self.hook_name, site=self.site, **generate_kwargs
+        )
 
 
-def adaptive_steering(layers: Sequence[int], beta: float, hook_name: str | None = None, site: str = "hook_resid_post") -> AdaptiveSteering:
+def adaptive_steering(
+    layers: Sequence[int], beta: float, hook_name: str | None = None, site: str = "hook_resid_post"
+) -> AdaptiveSteering:
     """A steering function for the evaluation runner: per batch, compute the adaptive direction and push it."""
     return AdaptiveSteering(list(layers), beta, hook_name, site)
 
@@ -274,7 +308,9 @@ def steered_generate(
     tokens, mask = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
     hooks = [(n, capture) for n in sorted(set(names))] + [(hook_name, push)] + list(fwd_hooks)
     with model.hooks(fwd_hooks=hooks):
-        prefill = model.start_decoder(both.input_ids, both.attention_mask, both.input_features, both.feature_attention_mask, past_kv_cache=cache)
+        prefill = model.start_decoder(
+            both.input_ids, both.attention_mask, both.input_features, both.feature_attention_mask, past_kv_cache=cache
+        )
         model.run_blocks(prefill, 0, max(layers) + 1)
         prefill = prefill.select_rows(slice(0, b))
         resid = model.run_blocks(prefill, max(layers) + 1)

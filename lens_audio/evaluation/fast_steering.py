@@ -119,7 +119,8 @@ class FastSteering:
 
 
 def _final_states(model: HookedAudioLM, batch, heads: bool) -> tuple[Tensor, Tensor | None]:
-    """Final-position residual points `[batch, n_layers + 1, d]` and head outputs `[batch, layer, head, d]`, one forward."""
+    """Final-position residual points `[batch, n_layers + 1, d]` and head outputs `[batch, layer, head, d]`, one
+    forward."""
     n = model.cfg.n_layers
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
@@ -128,7 +129,9 @@ def _final_states(model: HookedAudioLM, batch, heads: bool) -> tuple[Tensor, Ten
     def keep(act: Tensor, hook) -> None:  # only the final position: memory does not grow with the sequence
         kept[hook.name] = act[rows, final].detach()
 
-    names = [block_hook_name(layer, "hook_resid_pre") for layer in range(n)] + [block_hook_name(n - 1, "hook_resid_post")]
+    names = [block_hook_name(layer, "hook_resid_pre") for layer in range(n)] + [
+        block_hook_name(n - 1, "hook_resid_post")
+    ]
     names += [block_hook_name(layer, "attn.hook_result") for layer in range(n)] if heads else []
     with model.hooks(fwd_hooks=[(name, keep) for name in names]):
         model(batch, return_type=None)

@@ -28,24 +28,60 @@ if TYPE_CHECKING:
 
 
 def _accuracy(model, items, steering, template, mode, batch_size) -> float:
-    records = run_benchmark(model, items, None, template=template, mode=mode, steering=steering, batch_size=batch_size, listening=False, progress=False)
+    records = run_benchmark(
+        model,
+        items,
+        None,
+        template=template,
+        mode=mode,
+        steering=steering,
+        batch_size=batch_size,
+        listening=False,
+        progress=False,
+    )
     return accuracy_with_ci([r["correct"] for r in records])["accuracy"]
 
 
 def layer_grid(
-    model: HookedAudioLM, items: Sequence[dict[str, Any]], betas: Sequence[float], template: str | Callable = "instruct", mode: str = "choice", batch_size: int = 16
+    model: HookedAudioLM,
+    items: Sequence[dict[str, Any]],
+    betas: Sequence[float],
+    template: str | Callable = "instruct",
+    mode: str = "choice",
+    batch_size: int = 16,
 ) -> list[dict[str, Any]]:
     """Accuracy for every (source layer, injection site, beta)."""
     final = model.cfg.n_layers - 1
-    rows = [{"source_layer": None, "site": None, "beta": 0.0, "accuracy": _accuracy(model, items, None, template, mode, batch_size)}]
+    rows = [
+        {
+            "source_layer": None,
+            "site": None,
+            "beta": 0.0,
+            "accuracy": _accuracy(model, items, None, template, mode, batch_size),
+        }
+    ]
     for layer in range(model.cfg.n_layers):
         for site_name, site_layer in (("final", final), ("same layer", layer)):
             if site_name == "same layer" and layer == final:
                 continue
             for beta in betas:
                 def steering(m, batch, start, layer=layer, beta=beta, site_layer=site_layer):
-                    return steering_hooks(m, adaptive_direction(m, batch, [layer]), beta, block_hook_name(site_layer, "hook_resid_post"), start)
-                rows.append({"source_layer": layer, "site": site_name, "beta": beta, "accuracy": _accuracy(model, items, steering, template, mode, batch_size)})
+                    return steering_hooks(
+                        m,
+                        adaptive_direction(m, batch, [layer]),
+                        beta,
+                        block_hook_name(site_layer, "hook_resid_post"),
+                        start,
+                    )
+
+                rows.append(
+                    {
+                        "source_layer": layer,
+                        "site": site_name,
+                        "beta": beta,
+                        "accuracy": _accuracy(model, items, steering, template, mode, batch_size),
+                    }
+                )
     return rows
 
 
@@ -58,7 +94,14 @@ def head_directions(
     for beta in betas:
         def steering(m, batch, start, beta=beta):
             return steering_hooks(m, head_output_direction(m, batch, heads), beta, None, start)
-        rows.append({"heads": [list(h) for h in heads], "beta": beta, "accuracy": _accuracy(model, items, steering, template, mode, batch_size)})
+
+        rows.append(
+            {
+                "heads": [list(h) for h in heads],
+                "beta": beta,
+                "accuracy": _accuracy(model, items, steering, template, mode, batch_size),
+            }
+        )
     return rows
 
 
@@ -71,13 +114,18 @@ def locate(experiment: "Experiment", betas: Sequence[float] = (1.0, 2.0, 4.0)) -
     return {
         "items": f"dev split, {p.focus_condition if focus is not dev else 'all'} items",
         "layer_grid": layer_grid(experiment.model, focus, betas, **kwargs),
-        "specialist_head_outputs": head_directions(experiment.model, focus, selection.specialists, tuple(betas) + (8.0,), **kwargs),
-        "control_head_outputs": head_directions(experiment.model, focus, selection.control, tuple(betas) + (8.0,), **kwargs),
+        "specialist_head_outputs": head_directions(
+            experiment.model, focus, selection.specialists, tuple(betas) + (8.0,), **kwargs
+        ),
+        "control_head_outputs": head_directions(
+            experiment.model, focus, selection.control, tuple(betas) + (8.0,), **kwargs
+        ),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m lens_audio.evaluation.locate [--model M] [--benchmark B] [--out DIR]`: the sweeps, written to DIR/locate.json.
+    """`python -m lens_audio.evaluation.locate [--model M] [--benchmark B] [--out DIR]`: the sweeps, written to
+    DIR/locate.json.
 
     DIR is the experiment's run folder (default `runs/experiment`, as `lens-audio experiment`): the calibration
     run there is reused, or computed if missing.
@@ -98,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/experiment")
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
-    experiment = Experiment(HookedAudioLM.from_pretrained(args.model), load_mmau(args.benchmark or bundled_benchmark(args.model)), profile_for(args.model), args.out)
+    experiment = Experiment(
+        HookedAudioLM.from_pretrained(args.model),
+        load_mmau(args.benchmark or bundled_benchmark(args.model)),
+        profile_for(args.model),
+        args.out,
+    )
     result = locate(experiment, args.betas)
     (Path(args.out) / "locate.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -59,13 +59,17 @@ class ExperimentProfile:
     layer_convention: Literal["resid_post", "hf_hidden_states"] = "resid_post"
     steering_source: Literal["residual", "head_outputs"] = "residual"
     gate: Literal["signal"] | None = None
-    focus_condition: str = "conflicting"  # the hint condition the control and spread are measured on (when items have hints)
+    focus_condition: str = (
+        "conflicting"  # the hint condition the control and spread are measured on (when items have hints)
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in ("generate", "choice"):
             raise ValueError(f"mode must be 'generate' or 'choice', not {self.mode!r}.")
         if self.layer_convention not in LAYER_CONVENTIONS:
-            raise ValueError(f"layer_convention must be one of {sorted(LAYER_CONVENTIONS)}, not {self.layer_convention!r}.")
+            raise ValueError(
+                f"layer_convention must be one of {sorted(LAYER_CONVENTIONS)}, not {self.layer_convention!r}."
+            )
         if self.steering_source not in ("residual", "head_outputs"):
             raise ValueError(f"steering_source must be 'residual' or 'head_outputs', not {self.steering_source!r}.")
         if self.gate not in (None, "signal"):
@@ -93,7 +97,8 @@ class ExperimentProfile:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExperimentProfile:
-        """The profile back; a prompt function is recorded by name and restored only if it is a template or importable."""
+        """The profile back; a prompt function is recorded by name and restored only if it is a template or
+        importable."""
         data = dict(data)
         data["prompt"] = _prompt_from_name(data["prompt"])
         data["betas"] = tuple(data["betas"])

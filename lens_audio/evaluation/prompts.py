@@ -24,7 +24,10 @@ def prompt_function(template: str | Callable[[dict[str, Any]], str]) -> Callable
         return TEMPLATES[template]
     if template in PROFILES:
         return prompt_function(profile_for(template).prompt)
-    raise ValueError(f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES) + sorted(PROFILES)} or pass a function.")
+    raise ValueError(
+        f"unknown prompt template {template!r}; choose one of {sorted(TEMPLATES) + sorted(PROFILES)} or pass a "
+        "function."
+    )
 
 
 def render_prompt(item: dict[str, Any], template: str | Callable[[dict[str, Any]], str]) -> str:

@@ -7,14 +7,17 @@ are per `task` (domain), `difficulty` and `sub-category`.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 BREAKDOWNS = ("task", "difficulty", "sub-category")
 
 
-def accuracy_with_ci(correct: Sequence[bool], n_bootstrap: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def accuracy_with_ci(
+    correct: Sequence[bool], n_bootstrap: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
     """Accuracy in percent with a percentile bootstrap interval over items."""
     values = np.asarray(correct, dtype=float)
     if values.size == 0:
@@ -22,10 +25,16 @@ def accuracy_with_ci(correct: Sequence[bool], n_bootstrap: int = 2000, confidenc
     means = values[np.random.default_rng(seed).integers(0, values.size, size=(n_bootstrap, values.size))].mean(1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    return {"accuracy": round(100 * values.mean(), 2), "n": int(values.size), "ci": [round(100 * low, 2), round(100 * high, 2)]}
+    return {
+        "accuracy": round(100 * values.mean(), 2),
+        "n": int(values.size),
+        "ci": [round(100 * low, 2), round(100 * high, 2)],
+    }
 
 
-def grouped_accuracy(records: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any], flag: str = "correct") -> dict[Any, dict[str, Any]]:
+def grouped_accuracy(
+    records: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any], flag: str = "correct"
+) -> dict[Any, dict[str, Any]]:
     groups: dict[Any, list[bool]] = defaultdict(list)
     for record in records:
         groups[key(record)].append(bool(record[flag]))

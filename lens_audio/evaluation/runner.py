@@ -16,8 +16,9 @@ by one writer at a time (see `lens_audio.evaluation.run_file`). Each record also
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -95,7 +96,11 @@ def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listeni
     # final prompt position and the answer tokens appended after it.
     # A steering object with its own `generate` (adaptive steering) shares its direction pass with the prefill.
     fused = mode == "generate" and hasattr(steering, "generate")
-    hooks = steering(model, batch, -1 if mode == "generate" else prompt_length - 1) if steering is not None and not fused else []
+    hooks = (
+        steering(model, batch, -1 if mode == "generate" else prompt_length - 1)
+        if steering is not None and not fused
+        else []
+    )
     signal = listening_signal(model, batch).audio_mass if listening else None
     if fused:
         tokens = steering.generate(model, batch, max_new_tokens=max_new_tokens, do_sample=False)
@@ -111,13 +116,17 @@ def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listeni
         record = {"id": item["id"], **{k: item[k] for k in RECORD_KEYS if k in item}, "answer": item["answer"],
                   "output": output, "extracted": extracted, "correct": correct}
         if signal is not None:
-            record["listening"] = signal[row].float().tolist()  # float32 values, exact: resuming reads back the same array
+            record["listening"] = (
+                signal[row].float().tolist()
+            )  # float32 values, exact: resuming reads back the same array
         records.append(record)
     return records
 
 
 @torch.no_grad()
-def choice_log_likelihoods(model: "HookedAudioLM", batch: "AudioBatch", choices: Sequence[Sequence[str]], hooks: list = ()) -> torch.Tensor:
+def choice_log_likelihoods(
+    model: "HookedAudioLM", batch: "AudioBatch", choices: Sequence[Sequence[str]], hooks: list = ()
+) -> torch.Tensor:
     """`[batch, max_choices]` summed log-probabilities of each choice's tokens after the prompt (-inf where absent).
 
     The batch must be left-padded (each prompt ends at the last position).

@@ -11,7 +11,7 @@ strips answer preambles, and maps an option letter to its choice text.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 _WORD = re.compile(r"\b\w+\b")
 _TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)

@@ -1,4 +1,5 @@
-"""Listen while you look: one prompt's clips, spectrograms, every head's attention over time, and steering, interactively.
+"""Listen while you look: one prompt's clips, spectrograms, every head's attention over time, and steering,
+interactively.
 
 `explore(model, item_or_batch)` returns a JupyterLab widget; `explore_page(model, item_or_batch, "page.html")`
 (or `lens-audio explore --item ID --out page.html`) writes the same explorer as one self-contained HTML page.
@@ -8,8 +9,9 @@ Computing (`data.py`, one forward of the prompt and its silence twin) is separat
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lens_audio.explorer.data import ClipView, ExplorerData, explorer_data
 

@@ -9,7 +9,8 @@ the audio (trace 0) and with the silence twin (trace 1).
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -49,13 +50,33 @@ def timeline(data: "ExplorerData", layer: int, head: int) -> go.Figure:
     offsets = clip_offsets(data)
     for k, (clip, start) in enumerate(zip(data.clips, offsets)):
         times = start + (np.arange(clip.mel.shape[1]) + 0.5) * clip.frame_seconds
-        fig.add_trace(go.Heatmap(z=clip.mel, x=times, colorscale="Viridis", showscale=False, name=f"Audio {k + 1}",
-                                 hovertemplate=f"Audio {k + 1}: " + "%{x:.2f} s on the timeline, mel bin %{y}<extra></extra>"),
-                      row=1, col=1)
+        fig.add_trace(
+            go.Heatmap(
+                z=clip.mel,
+                x=times,
+                colorscale="Viridis",
+                showscale=False,
+                name=f"Audio {k + 1}",
+                hovertemplate=f"Audio {k + 1}: " + "%{x:.2f} s on the timeline, mel bin %{y}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
     for k, (clip, start, weights) in enumerate(zip(data.clips, offsets, data.clip_attention(layer, head))):
-        fig.add_trace(go.Scatter(x=start + clip.token_times, y=weights, mode="lines", name=f"Audio {k + 1}", showlegend=False,
-                                 customdata=clip.token_times, line=dict(width=2, color="#d62728"),
-                                 hovertemplate=f"Audio {k + 1}, " + "%{customdata:.2f} s: %{y:.4f}<extra></extra>"), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=start + clip.token_times,
+                y=weights,
+                mode="lines",
+                name=f"Audio {k + 1}",
+                showlegend=False,
+                customdata=clip.token_times,
+                line=dict(width=2, color="#d62728"),
+                hovertemplate=f"Audio {k + 1}, " + "%{customdata:.2f} s: %{y:.4f}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
     for k, (clip, start) in enumerate(zip(data.clips, offsets)):
         asked = k == data.target_clip
         if asked:
@@ -78,10 +99,14 @@ def head_map(data: "ExplorerData", layer: int, head: int) -> go.Figure:
                                hovertemplate="L%{y}H%{x}: audio mass %{z:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=[head], y=[layer], mode="markers", hoverinfo="skip", showlegend=False,
                              marker=dict(symbol="square-open", size=18, color="red", line=dict(width=3))))
-    fig.update_xaxes(title_text="head", tickvals=list(range(data.n_heads)), ticktext=[f"H{h}" for h in range(data.n_heads)])
+    fig.update_xaxes(
+        title_text="head", tickvals=list(range(data.n_heads)), ticktext=[f"H{h}" for h in range(data.n_heads)]
+    )
     fig.update_yaxes(title_text="layer", autorange="reversed", tickvals=list(range(data.n_layers)),
                      ticktext=[f"L{l}" for l in range(data.n_layers)])
-    fig.update_layout(title=dict(text="Listening signal (click a head)", x=0.5, xanchor="center"), width=400, height=360, **STYLE)
+    fig.update_layout(
+        title=dict(text="Listening signal (click a head)", x=0.5, xanchor="center"), width=400, height=360, **STYLE
+    )
     return fig
 
 
@@ -89,7 +114,9 @@ def option_labels(data: "ExplorerData") -> list[str]:
     item = data.item or {}
     labels = []
     for name in data.options:
-        marks = (" ✓" if name == item.get("answer") else "") + (" (hinted)" if name == item.get("hinted_choice") else "")
+        marks = (" ✓" if name == item.get("answer") else "") + (
+            " (hinted)" if name == item.get("hinted_choice") else ""
+        )
         labels.append(name + marks)
     return labels
 
@@ -99,7 +126,8 @@ def options_title(beta: float, layers: Sequence[int]) -> str:
 
 
 def options_chart(data: "ExplorerData", beta: float, layers: Sequence[int]) -> go.Figure:
-    """The options' probabilities (softmax over the options) under steering, with the audio and with its silence twin."""
+    """The options' probabilities (softmax over the options) under steering, with the audio and with its silence
+    twin."""
     audio, silence = data.option_probabilities(beta, layers)
     labels = option_labels(data)
     fig = go.Figure([
@@ -119,11 +147,19 @@ def item_html(data: "ExplorerData") -> str:
     item = data.item
     clips = f"{len(data.clips)} clip{'s' if len(data.clips) > 1 else ''}"
     if not item:
-        return f"<div class='la-item'><b>Prompt</b> with {clips}; options tracked: {html.escape(', '.join(data.options))}</div>"
-    rows = [("item", item.get("id")), ("question", item.get("question")), ("choices", ", ".join(item.get("choices", []))),
-            ("hint", _hint(item)), ("right answer", item.get("answer")),
-            ("asked about", f"Audio {item['target_clip']} of {len(data.clips)}" if "target_clip" in item else clips)]
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None)
+        tracked = html.escape(", ".join(data.options))
+        return f"<div class='la-item'><b>Prompt</b> with {clips}; options tracked: {tracked}</div>"
+    rows = [
+        ("item", item.get("id")),
+        ("question", item.get("question")),
+        ("choices", ", ".join(item.get("choices", []))),
+        ("hint", _hint(item)),
+        ("right answer", item.get("answer")),
+        ("asked about", f"Audio {item['target_clip']} of {len(data.clips)}" if "target_clip" in item else clips),
+    ]
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None
+    )
     return f"<table class='la-item'>{cells}</table>"
 
 
@@ -143,4 +179,8 @@ def tokens_html(pairs: Sequence[tuple[str, float]]) -> str:
         shown = html.escape(text).replace("\n", "↵<br>")
         spans.append(f"<span title='{value:.4f}' style='background: rgba(214, 39, 40, {alpha:.3f}); "
                      f"padding: 1px 0; border-radius: 2px'>{shown}</span>")
-    return "<div class='la-tokens' style='font-family: monospace; white-space: pre-wrap; line-height: 1.7'>" + "".join(spans) + "</div>"
+    return (
+        "<div class='la-tokens' style='font-family: monospace; white-space: pre-wrap; line-height: 1.7'>"
+        + "".join(spans)
+        + "</div>"
+    )

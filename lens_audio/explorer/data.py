@@ -16,8 +16,9 @@ or a small product of what that forward left:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -101,9 +102,12 @@ class ExplorerData:
 
     def check_head(self, layer: int, head: int) -> None:
         if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
-            raise ValueError(f"head L{layer}H{head} does not exist: choose a layer in 0-{self.n_layers - 1} and a head in 0-{self.n_heads - 1}.")
+            raise ValueError(
+                f"head L{layer}H{head} does not exist: choose a layer in 0-{self.n_layers - 1} and a head in "
+                f"0-{self.n_heads - 1}."
+            )
 
-    def attention(self, layer: int, head: int) -> Float[Tensor, "pos"]:
+    def attention(self, layer: int, head: int) -> Float[Tensor, " pos"]:
         """Head (layer, head)'s attention from the final prompt token over every position."""
         self.check_head(layer, head)
         return self.rows[layer, head]
@@ -136,13 +140,16 @@ class ExplorerData:
             raise ValueError(f"source layers {layers} must be a non-empty selection of 0-{self.n_layers - 1}.")
         return layers
 
-    def direction(self, layers: Sequence[int]) -> Float[Tensor, "d_model"]:
-        """`adaptive_direction(model, batch, layers)[0]`: mean over `layers` of audio minus silence at the final position."""
+    def direction(self, layers: Sequence[int]) -> Float[Tensor, " d_model"]:
+        """`adaptive_direction(model, batch, layers)[0]`: mean over `layers` of audio minus silence at the final
+        position."""
         index = self.check_layers(layers)
         return (self.points_audio[index] - self.points_silence[index]).mean(dim=0)
 
     @torch.no_grad()
-    def option_probabilities(self, beta: float, layers: Sequence[int]) -> tuple[Float[Tensor, "option"], Float[Tensor, "option"]]:
+    def option_probabilities(
+        self, beta: float, layers: Sequence[int]
+    ) -> tuple[Float[Tensor, " option"], Float[Tensor, " option"]]:
         """Softmax over the options of the steered next-token logits: (with the audio, with the silence twin).
 
         Both rows get the same push `beta * direction(layers)` (the audio's direction; the silence twin's own
@@ -217,10 +224,16 @@ def explorer_data(
 def _as_batch(model: "HookedAudioLM", item_or_batch: Any, prompt: Any) -> tuple[dict[str, Any] | None, AudioBatch]:
     if isinstance(item_or_batch, AudioBatch):
         if item_or_batch.batch_size != 1:
-            raise ValueError(f"explore shows one prompt, but this batch holds {item_or_batch.batch_size}; pass a batch of one example.")
+            raise ValueError(
+                f"explore shows one prompt, but this batch holds {item_or_batch.batch_size}; pass a batch of one "
+                "example."
+            )
         return None, item_or_batch
     if not isinstance(item_or_batch, dict) or "audio_path" not in item_or_batch:
-        raise ValueError("explore takes an AudioBatch of one example or an MMAU-format item loaded with load_mmau (it needs 'audio_path').")
+        raise ValueError(
+            "explore takes an AudioBatch of one example or an MMAU-format item loaded with load_mmau (it needs "
+            "'audio_path')."
+        )
     from lens_audio.evaluation.profile import profile_for
     from lens_audio.evaluation.prompts import render_prompt
 
@@ -229,7 +242,9 @@ def _as_batch(model: "HookedAudioLM", item_or_batch: Any, prompt: Any) -> tuple[
     return item, model.to_batch(item["audio_path"], text)
 
 
-def _options(model: "HookedAudioLM", item: dict | None, options: Sequence[str] | None, h_final: Tensor) -> tuple[list[int], list[str]]:
+def _options(
+    model: "HookedAudioLM", item: dict | None, options: Sequence[str] | None, h_final: Tensor
+) -> tuple[list[int], list[str]]:
     """The tracked options' first-token ids and names: the item's choices, `options`, or the top next tokens."""
     names = list(options) if options is not None else list(item["choices"]) if item and item.get("choices") else None
     tok = model.tokenizer
@@ -239,7 +254,9 @@ def _options(model: "HookedAudioLM", item: dict | None, options: Sequence[str] |
         return ids, [tok.decode([i]) for i in ids]
     ids = [tok.encode(name, add_special_tokens=False)[:1] for name in names]
     if any(not i for i in ids) or len({i[0] for i in ids}) < len(ids):
-        raise ValueError(f"options {names} must each start with a different token to be told apart by the next token's probability.")
+        raise ValueError(
+            f"options {names} must each start with a different token to be told apart by the next token's probability."
+        )
     return [i[0] for i in ids], names
 
 

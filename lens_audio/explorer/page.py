@@ -15,9 +15,10 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.io as pio
@@ -43,13 +44,17 @@ def _array(values: np.ndarray) -> dict[str, Any]:
     return {"shape": list(values.shape), "b64": base64.b64encode(values.tobytes()).decode("ascii")}
 
 
-def page_html(data: ExplorerData, head: tuple[int, int] | None = None, beta: float = 0.0, layers: Sequence[int] | None = None) -> str:
+def page_html(
+    data: ExplorerData, head: tuple[int, int] | None = None, beta: float = 0.0, layers: Sequence[int] | None = None
+) -> str:
     """The whole page as a string; `write_page` writes it."""
     head = head if head is not None else charts.default_head(data)
     data.check_head(*head)
     layers = data.check_layers(range(data.n_layers) if layers is None else layers)
     figures = {
-        "timeline": charts.timeline(data, *head), "heads": charts.head_map(data, *head), "options": charts.options_chart(data, beta, layers),
+        "timeline": charts.timeline(data, *head),
+        "heads": charts.head_map(data, *head),
+        "options": charts.options_chart(data, beta, layers),
     }
     payload = {
         "figures": {name: json.loads(pio.to_json(fig, validate=False)) for name, fig in figures.items()},
@@ -60,7 +65,8 @@ def page_html(data: ExplorerData, head: tuple[int, int] | None = None, beta: flo
     }
     players = "".join(
         f"<figure><figcaption>Audio {k + 1}{' (asked about)' if k == data.target_clip else ''}</figcaption>"
-        f"<audio controls preload='auto' data-clip='{k}' src='data:audio/wav;base64,{base64.b64encode(clip.wav_bytes()).decode('ascii')}'>"
+        f"<audio controls preload='auto' data-clip='{k}' "
+        f"src='data:audio/wav;base64,{base64.b64encode(clip.wav_bytes()).decode('ascii')}'>"
         "</audio></figure>"
         for k, clip in enumerate(data.clips)
     )
@@ -74,7 +80,8 @@ def page_html(data: ExplorerData, head: tuple[int, int] | None = None, beta: flo
         "<div class='la-row'><div id='la-heads'></div><div class='la-controls'>"
         "<label>head <select id='la-head'></select></label>"
         "<label>beta <input id='la-beta' type='range'> <span id='la-beta-value'></span></label>"
-        "<div class='la-layers' id='la-layers'>direction from layers:<br></div></div><div id='la-options'></div></div>\n"
+        "<div class='la-layers' id='la-layers'>direction from layers:<br></div></div><div "
+        "id='la-options'></div></div>\n"
         "<h3>Prompt tokens, shaded by the chosen head's attention</h3><div id='la-tokens'></div>\n"
         f"<script type='application/json' id='la-data'>{blob}</script>\n"
         f"<script>{script}</script>\n</body></html>\n"

@@ -9,7 +9,8 @@ source layers recompute the option bars from the stored final-position residuals
 from __future__ import annotations
 
 import base64
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from lens_audio.explorer import charts
 from lens_audio.explorer.data import ExplorerData
@@ -23,7 +24,8 @@ def _require_widgets():
         import ipywidgets
     except ImportError as exc:
         raise ImportError(
-            f"the notebook explorer needs ipywidgets and anywidget ({exc.name} is missing): pip install 'lens_audio[notebooks]'; "
+            f"the notebook explorer needs ipywidgets and anywidget ({exc.name} is missing): pip install "
+            "'lens_audio[notebooks]'; "
             "or write a standalone page with lens_audio.explorer.write_page / `lens-audio explore`."
         ) from exc
     return ipywidgets
@@ -32,7 +34,13 @@ def _require_widgets():
 class Explorer:
     """One prompt's explorer; display it in a notebook cell (it renders as its `widget`)."""
 
-    def __init__(self, data: ExplorerData, head: tuple[int, int] | None = None, beta: float = 0.0, layers: Sequence[int] | None = None):
+    def __init__(
+        self,
+        data: ExplorerData,
+        head: tuple[int, int] | None = None,
+        beta: float = 0.0,
+        layers: Sequence[int] | None = None,
+    ):
         import plotly.graph_objects as go
 
         W = _require_widgets()
@@ -45,16 +53,28 @@ class Explorer:
         self.head_map = go.FigureWidget(charts.head_map(data, *self.head))
         self.options = go.FigureWidget(charts.options_chart(data, self.beta, self.layers))
         self.head_map.data[0].on_click(self._clicked)
-        self.head_menu = W.Dropdown(description="head", value=self.head, layout=W.Layout(width="160px"),
-                                    options=[(f"L{l}H{h}", (l, h)) for l in range(data.n_layers) for h in range(data.n_heads)])
+        self.head_menu = W.Dropdown(
+            description="head",
+            value=self.head,
+            layout=W.Layout(width="160px"),
+            options=[(f"L{l}H{h}", (l, h)) for l in range(data.n_layers) for h in range(data.n_heads)],
+        )
         low, high, step = BETA_RANGE
-        self.beta_slider = W.FloatSlider(description="beta", value=self.beta, min=low, max=high, step=step, continuous_update=True)
-        self.layer_menu = W.SelectMultiple(description="from layers", value=tuple(self.layers), rows=min(data.n_layers, 6),
-                                           options=[(f"L{l}", l) for l in range(data.n_layers)])
+        self.beta_slider = W.FloatSlider(
+            description="beta", value=self.beta, min=low, max=high, step=step, continuous_update=True
+        )
+        self.layer_menu = W.SelectMultiple(
+            description="from layers",
+            value=tuple(self.layers),
+            rows=min(data.n_layers, 6),
+            options=[(f"L{l}", l) for l in range(data.n_layers)],
+        )
         # observers skip values the callbacks themselves just wrote back, so nothing is redrawn twice
         self.head_menu.observe(lambda c: c["new"] != self.head and self.select_head(*c["new"]), names="value")
         self.beta_slider.observe(lambda c: c["new"] != self.beta and self.set_beta(c["new"]), names="value")
-        self.layer_menu.observe(lambda c: c["new"] and sorted(c["new"]) != self.layers and self.set_layers(c["new"]), names="value")
+        self.layer_menu.observe(
+            lambda c: c["new"] and sorted(c["new"]) != self.layers and self.set_layers(c["new"]), names="value"
+        )
         self.tokens = W.HTML(charts.tokens_html(data.text_attention(*self.head)))
         players = [W.VBox([W.HTML(f"<b>Audio {k + 1}</b>" + (" (asked about)" if k == data.target_clip else "")),
                            W.Audio(value=clip.wav_bytes(), format="wav", autoplay=False, loop=False)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from jaxtyping import Float
@@ -12,7 +11,7 @@ from jaxtyping import Float
 from lens_audio.inputs.frames import mel_frames, n_audio_tokens
 
 TARGET_SAMPLE_RATE = 16_000
-AudioSource = Union[str, Path, np.ndarray]
+AudioSource = str | Path | np.ndarray
 FLOAT_PEAK_WARNING = 2.0  # float audio peaking above this is probably unscaled integer PCM
 
 
@@ -25,7 +24,7 @@ def load_audio(
     sampling_rate: int | None = None,
     *,
     name: str | None = None,
-) -> Float[np.ndarray, "samples"]:
+) -> Float[np.ndarray, " samples"]:
     """Return `source` as a 16 kHz mono float32 waveform.
 
     Args:
@@ -79,7 +78,8 @@ def pcm_to_float(waveform: np.ndarray, label: str) -> np.ndarray:
     if peak > FLOAT_PEAK_WARNING:
         warnings.warn(
             f"{label}: float samples reach {peak:.0f}, far outside [-1, 1]; if they are integer PCM cast to float, "
-            "pass the integer array itself (it is scaled by its dtype) or divide by 32768 (16-bit)."
+            "pass the integer array itself (it is scaled by its dtype) or divide by 32768 (16-bit).",
+            stacklevel=3,
         )
     return waveform
 
@@ -100,7 +100,9 @@ def _read_file(path: Path, label: str) -> tuple[np.ndarray, int]:
             waveform, rate = librosa.load(path, sr=None, mono=False)
         return waveform, int(rate)
     except Exception as exc:
-        raise AudioError(f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3.") from exc
+        raise AudioError(
+            f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3."
+        ) from exc
 
 
 def _to_mono(waveform: np.ndarray, label: str) -> np.ndarray:
@@ -118,8 +120,8 @@ def _to_mono(waveform: np.ndarray, label: str) -> np.ndarray:
 
 
 def fit_to_window(
-    waveform: Float[np.ndarray, "samples"], max_samples: int, label: str, on_long: str = "truncate"
-) -> Float[np.ndarray, "samples"]:
+    waveform: Float[np.ndarray, " samples"], max_samples: int, label: str, on_long: str = "truncate"
+) -> Float[np.ndarray, " samples"]:
     """Apply the model's audio window: the encoder sees at most `max_samples` (30 s for Qwen2-Audio).
 
     `on_long="truncate"` keeps the first window and warns (what the
@@ -129,23 +131,30 @@ def fit_to_window(
         return waveform
     seconds, limit = waveform.shape[0] / TARGET_SAMPLE_RATE, max_samples / TARGET_SAMPLE_RATE
     if on_long == "error":
-        raise AudioError(f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s audio window; cut it first.")
+        raise AudioError(
+            f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s audio window; cut it first."
+        )
     if on_long != "truncate":
         raise ValueError(f"on_long must be 'truncate' or 'error', not {on_long!r}.")
-    warnings.warn(f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s window; only the first {limit:.0f} s are used.")
+    warnings.warn(
+        f"{label}: {seconds:.1f} s is longer than the model's {limit:.0f} s window; only the first {limit:.0f} s are "
+        "used.",
+        stacklevel=3,
+    )
     return waveform[:max_samples]
 
 
 def refuse_too_short(
-    waveform: Float[np.ndarray, "samples"], hop_length: int, label: str
-) -> Float[np.ndarray, "samples"]:
+    waveform: Float[np.ndarray, " samples"], hop_length: int, label: str
+) -> Float[np.ndarray, " samples"]:
     """Refuse a clip too short to give the model even one audio token (it would silently hold no audio)."""
     if _audio_tokens(waveform.shape[0], hop_length) >= 1:
         return waveform
     minimum = next(n for n in range(1, 64 * hop_length) if _audio_tokens(n, hop_length) >= 1)
     raise AudioError(
         f"{label}: {1000 * waveform.shape[0] / TARGET_SAMPLE_RATE:.1f} ms is too short for one audio token; the model "
-        f"needs at least {1000 * minimum / TARGET_SAMPLE_RATE:.1f} ms ({minimum} samples at 16 kHz); pad or lengthen it."
+        f"needs at least {1000 * minimum / TARGET_SAMPLE_RATE:.1f} ms ({minimum} samples at 16 kHz); pad or lengthen "
+        "it."
     )
 
 

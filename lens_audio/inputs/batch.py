@@ -11,8 +11,9 @@ all-zero audio of the same durations (identical token layout).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class AudioBatch:
         return mask
 
     @property
-    def final_position(self) -> Int[Tensor, "batch"]:
+    def final_position(self) -> Int[Tensor, " batch"]:
         """Index of each row's last real token: the position that predicts the first answer token."""
         positions = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
         return (positions * self.attention_mask.bool()).max(dim=1).values
@@ -96,8 +97,13 @@ class AudioBatch:
     def concat(batches: Sequence["AudioBatch"]) -> "AudioBatch":
         """Stack batches of one token width along the batch axis (e.g. a batch and its silence twin for one forward)."""
         first = batches[0]
-        if any(b.input_ids.shape[1] != first.input_ids.shape[1] or b.padding_side != first.padding_side for b in batches):
-            raise ValueError("AudioBatch.concat needs batches of equal token width and padding side (e.g. a batch and its silence twin).")
+        if any(
+            b.input_ids.shape[1] != first.input_ids.shape[1] or b.padding_side != first.padding_side for b in batches
+        ):
+            raise ValueError(
+                "AudioBatch.concat needs batches of equal token width and padding side (e.g. a batch and its silence "
+                "twin)."
+            )
 
         def cat(name: str) -> Tensor | None:
             parts = [getattr(b, name) for b in batches]
@@ -148,9 +154,13 @@ def make_batch(
     Batches are left-padded by default, as generation needs.
     """
     if processor is None:
-        raise ValueError("No processor: load the model from a folder with processor files, or pass a Qwen2AudioProcessor.")
+        raise ValueError(
+            "No processor: load the model from a folder with processor files, or pass a Qwen2AudioProcessor."
+        )
     if (question is None) == (prompt is None):
-        raise ValueError("Give exactly one of question= (chat template) or prompt= (raw text with <|AUDIO|> placeholders).")
+        raise ValueError(
+            "Give exactly one of question= (chat template) or prompt= (raw text with <|AUDIO|> placeholders)."
+        )
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}.")
     text = question if question is not None else prompt
@@ -162,13 +172,16 @@ def make_batch(
         for i, clips in enumerate(clips_per_example)
     ]
     if question is not None:
-        rendered = [render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))]
+        rendered = [
+            render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))
+        ]
     else:
         rendered = texts
         for i, (p, w) in enumerate(zip(texts, waveforms)):
             if p.count(AUDIO_PLACEHOLDER) != len(w):
                 raise ValueError(
-                    f"prompt {i} holds {p.count(AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholder(s) but has {len(w)} clip(s); "
+                    f"prompt {i} holds {p.count(AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholder(s) but has "
+                    f"{len(w)} clip(s); "
                     f"put one {AUDIO_PLACEHOLDER} (inside <|audio_bos|>...<|audio_eos|>) per clip."
                 )
     flat = [w for clips in waveforms for w in clips]
@@ -201,7 +214,9 @@ def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str 
             "Use prompt= for raw text with your own placeholders."
         )
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
-    content = [{"type": "audio", "audio_url": f"clip-{j}"} for j in range(n_clips)] + [{"type": "text", "text": question}]
+    content = [{"type": "audio", "audio_url": f"clip-{j}"} for j in range(n_clips)] + [
+        {"type": "text", "text": question}
+    ]
     messages.append({"role": "user", "content": content})
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
@@ -222,7 +237,10 @@ def _as_clip_list(audio: Any) -> list[AudioSource]:
 def _per_example(audio: Any, n_examples: int) -> list[list[AudioSource]]:
     if not isinstance(audio, (list, tuple)) or len(audio) != n_examples:
         got = len(audio) if isinstance(audio, (list, tuple)) else "one clip"
-        raise ValueError(f"{n_examples} questions/prompts need a list of {n_examples} audio items (one clip or a list of clips each); got {got}.")
+        raise ValueError(
+            f"{n_examples} questions/prompts need a list of {n_examples} audio items (one clip or a list of clips "
+            f"each); got {got}."
+        )
     return [_as_clip_list(item) for item in audio]
 
 
@@ -230,7 +248,7 @@ def _clip_name(clip: Any, example: int, index: int) -> str:
     return str(clip) if not isinstance(clip, np.ndarray) else f"example {example}, clip {index} (array)"
 
 
-def _spans(is_audio: Bool[Tensor, "pos"]) -> list[tuple[int, int]]:
+def _spans(is_audio: Bool[Tensor, " pos"]) -> list[tuple[int, int]]:
     """Contiguous runs of True: one per clip."""
     flags = is_audio.tolist()
     spans, start = [], None

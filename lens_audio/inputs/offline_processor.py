@@ -7,7 +7,7 @@ for Qwen2-Audio-7B-Instruct; only the vocabulary is small.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 DEFAULT_CORPUS = (

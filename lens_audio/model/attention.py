@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
-from lens_audio.model.hook_point import HookPoint
 
 from lens_audio.model.config import AttentionImplementation
+from lens_audio.model.hook_point import HookPoint
 
 
 def attend(
@@ -195,9 +195,11 @@ class TLWeightViews:
         return self._per_query_head(self._b_V)
 
     @property
-    def b_O(self) -> Float[Tensor, "d_model"]:
+    def b_O(self) -> Float[Tensor, " d_model"]:
         if self.o_proj.bias is None:
-            return torch.zeros(self.o_proj.out_features, dtype=self.o_proj.weight.dtype, device=self.o_proj.weight.device)
+            return torch.zeros(
+                self.o_proj.out_features, dtype=self.o_proj.weight.dtype, device=self.o_proj.weight.device
+            )
         return self.o_proj.bias
 
     @property

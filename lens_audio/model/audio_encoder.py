@@ -114,7 +114,7 @@ class AudioEncoder(nn.Module):
         self,
         input_features: Float[Tensor, "clips mels frames"],
         feature_attention_mask: Int[Tensor, "clips frames"],
-    ) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, "clips"]]:
+    ) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, " clips"]]:
         """Returns the projected embeddings and how many of each clip's rows are real audio tokens."""
         expected = self.cfg.n_frames
         if input_features.shape[1:] != (self.cfg.n_mels, expected):

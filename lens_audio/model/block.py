@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from jaxtyping import Float
 from torch import Tensor, nn
+
 from lens_audio.model.hook_point import HookPoint
 
 

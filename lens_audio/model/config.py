@@ -12,8 +12,9 @@ implement instead of silently computing something else.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -123,7 +124,9 @@ class AudioLMConfig:
         rope = getattr(text, "rope_parameters", None) or {}
         rope_type = rope.get("rope_type", "default")
         if rope_type != "default":
-            raise ValueError(f"{model_name!r} uses rope_type={rope_type!r}; only the default rotary embedding is implemented.")
+            raise ValueError(
+                f"{model_name!r} uses rope_type={rope_type!r}; only the default rotary embedding is implemented."
+            )
         if text.hidden_act != "silu" or audio.activation_function != "gelu":
             raise ValueError(
                 f"{model_name!r} uses activations {text.hidden_act!r}/{audio.activation_function!r}; "

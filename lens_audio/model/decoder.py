@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
-from lens_audio.model.hook_point import HookPoint
 
 from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
 from lens_audio.model.block import PreNormBlock
 from lens_audio.model.config import AudioLMConfig
+from lens_audio.model.hook_point import HookPoint
 from lens_audio.model.kv_cache import LayerKVCache
 
 
@@ -152,20 +152,20 @@ class GatedMLP(nn.Module):
     def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
         return self.down_proj.weight.T
 
-    def _zeros(self, n: int) -> Float[Tensor, "n"]:
+    def _zeros(self, n: int) -> Float[Tensor, " n"]:
         return torch.zeros(n, dtype=self.down_proj.weight.dtype, device=self.down_proj.weight.device)
 
     @property
-    def b_in(self) -> Float[Tensor, "d_mlp"]:
+    def b_in(self) -> Float[Tensor, " d_mlp"]:
         """Qwen2's MLP has no biases; zeros, as TransformerLens gives for bias-free models."""
         return self._zeros(self.up_proj.out_features)
 
     @property
-    def b_gate(self) -> Float[Tensor, "d_mlp"]:
+    def b_gate(self) -> Float[Tensor, " d_mlp"]:
         return self._zeros(self.gate_proj.out_features)
 
     @property
-    def b_out(self) -> Float[Tensor, "d_model"]:
+    def b_out(self) -> Float[Tensor, " d_model"]:
         return self._zeros(self.down_proj.out_features)
 
 
@@ -185,7 +185,7 @@ class Unembed(nn.Linear):
         return self.weight.T
 
     @property
-    def b_U(self) -> Float[Tensor, "d_vocab"]:
+    def b_U(self) -> Float[Tensor, " d_vocab"]:
         if self.bias is not None:
             return self.bias
         return torch.zeros(self.out_features, dtype=self.weight.dtype, device=self.weight.device)

@@ -9,8 +9,9 @@ audio encoder runs once, on the prefill step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -108,7 +109,11 @@ def decode(
     """
     s = sampling
     eos = _as_list(model.cfg.eos_token_id if s.eos_token_id is None else s.eos_token_id)
-    pad = s.pad_token_id if s.pad_token_id is not None else (model.cfg.pad_token_id if model.cfg.pad_token_id is not None else (eos[0] if eos else 0))
+    pad = (
+        s.pad_token_id
+        if s.pad_token_id is not None
+        else (model.cfg.pad_token_id if model.cfg.pad_token_id is not None else (eos[0] if eos else 0))
+    )
     eos_ids = torch.tensor(eos, device=tokens.device)
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     one = torch.ones_like(mask[:, :1])
@@ -137,11 +142,13 @@ def _choose(
     top_k: int | None,
     top_p: float | None,
     generator: torch.Generator | None,
-) -> Int[Tensor, "batch"]:
+) -> Int[Tensor, " batch"]:
     if not do_sample:
         return logits.argmax(dim=-1)
     if temperature <= 0:
-        raise ValueError(f"temperature must be positive when sampling, not {temperature}; use do_sample=False for greedy.")
+        raise ValueError(
+            f"temperature must be positive when sampling, not {temperature}; use do_sample=False for greedy."
+        )
     logits = logits.float() / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]

@@ -10,7 +10,7 @@ both; on a text-only prompt the encoder does not run, so its hooks never fire, b
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from transformer_lens.hook_points import HookPoint as _TLHookPoint
 

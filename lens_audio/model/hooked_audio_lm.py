@@ -17,10 +17,11 @@ same numbers as the same prompt unpadded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -56,11 +57,13 @@ class DecoderState:
         if self.past_kv_cache is not None:
             self.past_kv_cache.select_rows(rows)
         allowed = None if self.allowed is None else self.allowed[rows]
-        return DecoderState(self.resid[rows], (self.cos_sin[0][rows], self.cos_sin[1][rows]), allowed, self.past_kv_cache)
+        return DecoderState(
+            self.resid[rows], (self.cos_sin[0][rows], self.cos_sin[1][rows]), allowed, self.past_kv_cache
+        )
 
 
 def position_ids_from_mask(
-    attention_mask: Int[Tensor, "batch pos"], n_past: Int[Tensor, "batch"] | None = None
+    attention_mask: Int[Tensor, "batch pos"], n_past: Int[Tensor, " batch"] | None = None
 ) -> Int[Tensor, "batch pos"]:
     """Rotary positions as Hugging Face's `generate` makes them: the count of real tokens before each one.
 
@@ -130,7 +133,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         keeps the weights as the checkpoint has them.
         """
         model = loading.load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
-        return processing.process_weights_(model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True)
+        return processing.process_weights_(
+            model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True
+        )
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedAudioLM":
@@ -201,7 +206,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
             input_ids, attention_mask, input_features, feature_attention_mask = self._unpack_inputs(
                 input_ids, attention_mask, input_features, feature_attention_mask
             )
-            state = self.start_decoder(input_ids, attention_mask, input_features, feature_attention_mask, position_ids, past_kv_cache)
+            state = self.start_decoder(
+                input_ids, attention_mask, input_features, feature_attention_mask, position_ids, past_kv_cache
+            )
         else:
             state = self.decoder_state(input_ids, attention_mask, position_ids, past_kv_cache)
             input_ids = tokens
@@ -212,7 +219,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         if return_type == "logits":
             return logits
         if input_ids is None:
-            raise ValueError(f"return_type={return_type!r} with start_at_layer needs the prompt's token ids: pass tokens=.")
+            raise ValueError(
+                f"return_type={return_type!r} with start_at_layer needs the prompt's token ids: pass tokens=."
+            )
         loss = self._loss(logits, input_ids, attention_mask, loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
@@ -232,7 +241,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         return self._loss(logits, tokens, attention_mask, per_token)
 
     def answer_loss(self, batch: "AudioBatch", answers: str | Sequence[str], per_token: bool = False) -> Tensor:
-        """Loss of each row's answer after its prompt only (MMAU-style items); see `lens_audio.model.loss.answer_loss`."""
+        """Loss of each row's answer after its prompt only (MMAU-style items); see
+        `lens_audio.model.loss.answer_loss`."""
         return lm_loss.answer_loss(self, batch, answers, per_token)
 
     def start_decoder(
@@ -246,7 +256,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
     ) -> DecoderState:
         """The embeddings (audio spliced in, `hook_embed` fired) and what every block needs; see `run_blocks`."""
         self._check_context(attention_mask, past_kv_cache)
-        resid = self.hook_embed(self._embed_with_audio(input_ids, input_features, feature_attention_mask, past_kv_cache))
+        resid = self.hook_embed(
+            self._embed_with_audio(input_ids, input_features, feature_attention_mask, past_kv_cache)
+        )
         return self.decoder_state(resid, attention_mask, position_ids, past_kv_cache)
 
     def decoder_state(
@@ -266,7 +278,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         cos_sin = self.rotary.cos_sin(position_ids.to(resid.device), resid.dtype)
         return DecoderState(resid, cos_sin, allowed, past_kv_cache)
 
-    def run_blocks(self, state: DecoderState, start: int = 0, stop: int | None = None) -> Float[Tensor, "batch pos d_model"]:
+    def run_blocks(
+        self, state: DecoderState, start: int = 0, stop: int | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
         """Run blocks `start:stop` on `state.resid` (updated in place), e.g. to change the batch between two spans."""
         cache = state.past_kv_cache
         for i, block in enumerate(self.blocks[start:stop], start=start):
@@ -334,8 +348,10 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
             f"{self.cfg.n_ctx} positions"
         )
         if not self.allow_long_context:
-            raise ValueError(f"{message}; shorten the prompt or audio (or set model.allow_long_context = True to run anyway).")
-        warnings.warn(f"{message}; positions beyond it are untrained, so treat the outputs with care.")
+            raise ValueError(
+                f"{message}; shorten the prompt or audio (or set model.allow_long_context = True to run anyway)."
+            )
+        warnings.warn(f"{message}; positions beyond it are untrained, so treat the outputs with care.", stacklevel=3)
 
     @staticmethod
     def _position_ids(mask: torch.Tensor, past_kv_cache: KVCache | None) -> Int[Tensor, "batch pos"]:
@@ -393,7 +409,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         self.cfg.ungroup_grouped_query_attention = ungroup
 
     def set_attn_implementation(self, implementation: Literal["auto", "sdpa", "eager"]) -> None:
-        """"auto": SDPA unless a hook needs the pattern; "eager": always explicit; "sdpa": never explicit (pattern hooks don't fire)."""
+        """ "auto": SDPA unless a hook needs the pattern; "eager": always explicit; "sdpa": never explicit (pattern
+        hooks don't fire)."""
         if implementation not in ("auto", "sdpa", "eager"):
             raise ValueError(f"attn_implementation must be 'auto', 'sdpa' or 'eager', not {implementation!r}.")
         self.cfg.attn_implementation = implementation
@@ -409,7 +426,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         return self.unembed.W_U
 
     @property
-    def b_U(self) -> Float[Tensor, "d_vocab"]:
+    def b_U(self) -> Float[Tensor, " d_vocab"]:
         return self.unembed.b_U
 
     def tokens_to_residual_directions(self, tokens: "int | str | Int[Tensor, '...']") -> Float[Tensor, "... d_model"]:

@@ -40,13 +40,15 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.key_valid is None else self.key_valid.shape[1]
 
-    def n_valid(self) -> Int[Tensor, "batch"] | None:
+    def n_valid(self) -> Int[Tensor, " batch"] | None:
         """Real tokens cached per row; None before the first forward."""
         return None if self.key_valid is None else self.key_valid.sum(-1)
 
     def extend_mask(self, attention_mask: Bool[Tensor, "batch new"]) -> Bool[Tensor, "batch all"]:
         """Record the new positions' padding mask; returns the mask over all keys."""
-        self.key_valid = attention_mask if self.key_valid is None else torch.cat([self.key_valid, attention_mask], dim=1)
+        self.key_valid = (
+            attention_mask if self.key_valid is None else torch.cat([self.key_valid, attention_mask], dim=1)
+        )
         return self.key_valid
 
     def __getitem__(self, layer: int) -> LayerKVCache:

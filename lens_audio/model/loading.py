@@ -13,15 +13,16 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from lens_audio.model.config import AudioLMConfig
-from lens_audio.model.weights import hf_key_to_lens
 from lens_audio.model.registry import NAMED_CHECKPOINTS, named_checkpoint
+from lens_audio.model.weights import hf_key_to_lens
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -63,7 +64,8 @@ def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processo
 
 
 def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None = None) -> Path:
-    """A local folder holding the checkpoint: a registered name (`model.registry`), the path itself, or the Hub id's snapshot."""
+    """A local folder holding the checkpoint: a registered name (`model.registry`), the path itself, or the Hub id's
+    snapshot."""
     named = named_checkpoint(str(name_or_path))
     if named is not None:
         return named
@@ -71,7 +73,9 @@ def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None =
     if path.is_dir():
         return path
     if path.exists():
-        raise NotADirectoryError(f"{name_or_path!r} is a file; give the checkpoint's folder (with config.json and *.safetensors).")
+        raise NotADirectoryError(
+            f"{name_or_path!r} is a file; give the checkpoint's folder (with config.json and *.safetensors)."
+        )
     name = str(name_or_path)
     if not _HUB_ID.match(name):
         raise FileNotFoundError(
@@ -119,7 +123,9 @@ def read_config(folder: Path, name: str) -> AudioLMConfig:
         hf_config = Qwen2AudioConfig.from_pretrained(folder)
     except Exception as exc:  # transformers raises several types for an inconsistent config
         message = " ".join(str(exc).split())
-        raise ValueError(f"{config_file} is not a valid Qwen2-Audio config ({type(exc).__name__}: {message}); fix it.") from exc
+        raise ValueError(
+            f"{config_file} is not a valid Qwen2-Audio config ({type(exc).__name__}: {message}); fix it."
+        ) from exc
     return AudioLMConfig.from_hf_config(hf_config, model_name=name)
 
 
@@ -128,7 +134,9 @@ def load_processor(folder: Path) -> Any:
     has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
     has_features = any((folder / f).exists() for f in ("preprocessor_config.json", "processor_config.json"))
     if not (has_tokenizer and has_features):
-        warnings.warn(f"{folder} has no processor files; model.to_batch will need model.processor set by hand.")
+        warnings.warn(
+            f"{folder} has no processor files; model.to_batch will need model.processor set by hand.", stacklevel=3
+        )
         return None
     from transformers import AutoProcessor
 
@@ -142,7 +150,9 @@ def weight_files(folder: Path) -> list[Path]:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder}: the shard index lists {missing}, which are missing; re-download the checkpoint.")
+            raise FileNotFoundError(
+                f"{folder}: the shard index lists {missing}, which are missing; re-download the checkpoint."
+            )
         return [folder / s for s in shards]
     files = sorted(folder.glob("*.safetensors"))
     if files:
@@ -230,13 +240,16 @@ def assign_weights(
         if device is not None:
             tensor = tensor.to(device=device)
         module_name, attr = name.rsplit(".", 1)
-        # Trainable, as in TransformerLens: gradients (bwd hooks, attribution) work; run under torch.no_grad() to skip them.
+        # Trainable, as in TransformerLens: gradients (bwd hooks, attribution) work; run under torch.no_grad() to
+        # skip them.
         setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor, requires_grad=tensor.is_floating_point()))
         seen.add(name)
         del tensor
     missing = sorted(set(expected) - seen)
     if missing:
-        raise ValueError(f"{source} is missing {len(missing)} weights, e.g. {missing[:5]}; the checkpoint is incomplete.")
+        raise ValueError(
+            f"{source} is missing {len(missing)} weights, e.g. {missing[:5]}; the checkpoint is incomplete."
+        )
 
 
 def check_device(device: str | torch.device) -> None:
@@ -247,8 +260,10 @@ def check_device(device: str | torch.device) -> None:
         raise ValueError(f"device {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'.") from exc
     available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
     if kind in available and not available[kind]():
-        raise ValueError(f"device {device!r} is not available on this machine (no {kind.upper()} support in this torch); "
-                         "use --device cpu / device='cpu'.")
+        raise ValueError(
+            f"device {device!r} is not available on this machine (no {kind.upper()} support in this torch); "
+            "use --device cpu / device='cpu'."
+        )
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:

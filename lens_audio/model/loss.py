@@ -7,7 +7,8 @@ embeddings). `answer_loss` scores only an appended answer, as for an MMAU-style 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -49,7 +50,7 @@ def lm_cross_entropy_loss(
 
 def answer_loss(
     model: "HookedAudioLM", batch: "AudioBatch", answers: str | Sequence[str], per_token: bool = False
-) -> Float[Tensor, "batch"] | Float[Tensor, "batch answer_pos"]:
+) -> Float[Tensor, " batch"] | Float[Tensor, "batch answer_pos"]:
     """Mean loss of each row's answer given its prompt (e.g. an MMAU choice after `model.to_batch(audio, question)`).
 
     Each answer is tokenised, appended after its row's prompt (answers of different lengths are right-padded), and

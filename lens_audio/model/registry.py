@@ -46,7 +46,8 @@ def bundled_benchmark(model_name: str) -> Path:
     if target is None:
         raise ValueError(
             f"no bundled benchmark for model {str(model_name)!r}: give --benchmark (an MMAU-format JSON such as "
-            f"mmau-test-mini.json with calibration/dev/test splits); the bundled ones fit only {sorted(NAMED_BENCHMARKS)}."
+            "mmau-test-mini.json with calibration/dev/test splits); the bundled ones fit only "
+            f"{sorted(NAMED_BENCHMARKS)}."
         )
     return _resolve(target)
 
@@ -59,6 +60,7 @@ def named_checkpoint(name: str) -> Path | None:
     folder = _resolve(target)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
-            f"The {name!r} checkpoint is missing from {folder}; rebuild it with `lens-audio workshop train --out {folder}`."
+            f"The {name!r} checkpoint is missing from {folder}; rebuild it with `lens-audio workshop train --out "
+            f"{folder}`."
         )
     return folder

@@ -1,4 +1,5 @@
-"""`HookedTransformer`'s text helpers for `HookedAudioLM`: `to_tokens`, `to_string`, `to_str_tokens`, `get_token_position`.
+"""`HookedTransformer`'s text helpers for `HookedAudioLM`: `to_tokens`, `to_string`, `to_str_tokens`,
+`get_token_position`.
 
 Qwen's tokenizer has no beginning-of-sequence token and transformers prepends none, so neither do these helpers
 (`prepend_bos` is accepted for TransformerLens code and must not be True). Audio prompts are built with
@@ -7,7 +8,8 @@ Qwen's tokenizer has no beginning-of-sequence token and transformers prepends no
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Int
@@ -68,7 +70,9 @@ class TLTextMixin:
         tokens = torch.as_tensor(input)
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
-                raise ValueError(f"to_str_tokens takes one sequence; got a batch of shape {tuple(tokens.shape)}: index a row.")
+                raise ValueError(
+                    f"to_str_tokens takes one sequence; got a batch of shape {tuple(tokens.shape)}: index a row."
+                )
             tokens = tokens[0]
         return [self.tokenizer.decode([int(t)]) for t in tokens.reshape(-1)]
 
@@ -78,7 +82,8 @@ class TLTextMixin:
         input: "str | Sequence[int] | Int[Tensor, '...']",
         mode: Literal["first", "last"] = "first",
     ) -> int:
-        """Index of the first (or last) occurrence of `single_token` in `input` (a string or a `[pos]`/`[1, pos]` tensor)."""
+        """Index of the first (or last) occurrence of `single_token` in `input` (a string or a `[pos]`/`[1, pos]`
+        tensor)."""
         token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
         tokens = self.to_tokens(input)[0] if isinstance(input, str) else torch.as_tensor(input).reshape(-1)
         where = (tokens == token).nonzero()[:, 0]

@@ -88,7 +88,7 @@ class TLWeightsMixin:
 
     def accumulated_bias(
         self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
-    ) -> Float[Tensor, "d_model"]:
+    ) -> Float[Tensor, " d_model"]:
         """Sum of the output biases the residual stream has received before block `layer` (its MLP if `mlp_input`)."""
         if mlp_input and layer >= self.cfg.n_layers:
             raise ValueError(f"mlp_input=True needs layer < n_layers={self.cfg.n_layers}, not {layer}.")

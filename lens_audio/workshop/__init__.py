@@ -17,8 +17,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 CHECKPOINT_SETS = Path(__file__).parent / "checkpoint_sets"  # the clip-set model organism
 BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
@@ -55,4 +55,13 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
-__all__ = ["BENCHMARK", "BENCHMARK_SETS", "benchmark_for", "BENCHMARK_V1", "CHECKPOINT", "CHECKPOINT_SETS", "CHECKPOINT_V1", "atomic_folder"]
+__all__ = [
+    "BENCHMARK",
+    "BENCHMARK_SETS",
+    "benchmark_for",
+    "BENCHMARK_V1",
+    "CHECKPOINT",
+    "CHECKPOINT_SETS",
+    "CHECKPOINT_V1",
+    "atomic_folder",
+]

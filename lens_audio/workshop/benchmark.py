@@ -16,20 +16,23 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from lens_audio.workshop.sounds import SAMPLE_RATE
 from lens_audio.workshop import atomic_folder
 from lens_audio.workshop.clip_sets import draw_clip_sets, make_set_item
+from lens_audio.workshop.sounds import SAMPLE_RATE
 from lens_audio.workshop.task import HINT_CONDITIONS, draw_clips, make_item
 
 JSON_NAME = "workshop.json"
 SETS_JSON_NAME = "workshop_sets.json"
-# clip sets per split, and the hint conditions asked there (calibration holds the conflicting items, where the errors are)
+# clip sets per split, and the hint conditions asked there (calibration holds the conflicting items, where the errors
+# are)
 SET_PARTITIONS = (("calibration", 60, ("conflicting",)), ("dev", 20, HINT_CONDITIONS), ("test", 40, HINT_CONDITIONS))
 PARTITIONS = (("calibration", 0.25), ("dev", 0.25), ("test", 0.5))
 TEST_SNR_DB = (0.0, 20.0)
 
 
-def write_benchmark(folder: str | Path, seed: int = 0, n_clips: int = 180, overwrite: bool = False, progress: bool = True) -> Path:
+def write_benchmark(
+    folder: str | Path, seed: int = 0, n_clips: int = 180, overwrite: bool = False, progress: bool = True
+) -> Path:
     """Write `n_clips` clips x 3 hint conditions to `folder` (JSON at `folder/workshop.json`)."""
     folder = Path(folder)
     if folder.exists() and not overwrite:

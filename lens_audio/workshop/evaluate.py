@@ -26,10 +26,23 @@ def score_items(
     batch_size: int = 16, progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Choice-scored records of workshop items (with `silence`, each clip replaced by its silence twin)."""
-    records = run_benchmark(model, items, None, template=PROFILE.prompt, mode=PROFILE.mode, steering=steering, batch_size=batch_size,
-                            listening=False, progress=progress, description="scoring" + (" (silence)" if silence else ""), silence=silence)
+    records = run_benchmark(
+        model,
+        items,
+        None,
+        template=PROFILE.prompt,
+        mode=PROFILE.mode,
+        steering=steering,
+        batch_size=batch_size,
+        listening=False,
+        progress=progress,
+        description="scoring" + (" (silence)" if silence else ""),
+        silence=silence,
+    )
     for record in records:
-        record["followed_hint"] = record.get("hinted_choice") is not None and record["extracted"] == record["hinted_choice"]
+        record["followed_hint"] = (
+            record.get("hinted_choice") is not None and record["extracted"] == record["hinted_choice"]
+        )
     return records
 
 
@@ -42,7 +55,11 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         accuracy.setdefault(hint, {})[task] = result["accuracy"]
     for hint, result in by_hint.items():
         accuracy[hint]["all"] = result["accuracy"]
-    summary: dict[str, Any] = {"accuracy": accuracy, "ci": {h: r["ci"] for h, r in by_hint.items()}, "n_items": len(records)}
+    summary: dict[str, Any] = {
+        "accuracy": accuracy,
+        "ci": {h: r["ci"] for h, r in by_hint.items()},
+        "n_items": len(records),
+    }
     if "none" in accuracy and "conflicting" in accuracy:
         summary["text_dominance_gap"] = round(accuracy["none"]["all"] - accuracy["conflicting"]["all"], 2)
         conflicting = [r for r in records if r["hint"] == "conflicting"]

@@ -20,7 +20,7 @@ a chosen signal-to-noise ratio.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.signal import lfilter
@@ -58,7 +58,13 @@ def _formants(source: np.ndarray, formants: list[tuple[float, float]]) -> np.nda
     return sum(_resonate(source, f, bw) for f, bw in formants)
 
 
-VOWELS = [[(730, 90), (1090, 110)], [(270, 60), (2290, 150)], [(300, 70), (870, 90)], [(530, 80), (1840, 120)], [(570, 80), (840, 100)]]
+VOWELS = [
+    [(730, 90), (1090, 110)],
+    [(270, 60), (2290, 150)],
+    [(300, 70), (870, 90)],
+    [(530, 80), (1840, 120)],
+    [(570, 80), (840, 100)],
+]
 
 
 def siren(rng: np.random.Generator, seconds: float) -> np.ndarray:
@@ -114,7 +120,9 @@ def melody(rng: np.random.Generator, seconds: float) -> np.ndarray:
     for start in range(0, n - note_length + 1, note_length):
         f = base * 2 ** (rng.choice(scale) / 12)
         t = np.arange(note_length) / SAMPLE_RATE
-        out[start : start + note_length] = (np.sin(2 * np.pi * f * t) + 0.4 * np.sin(4 * np.pi * f * t)) * _envelope(note_length, 0.01, 0.04)
+        out[start : start + note_length] = (np.sin(2 * np.pi * f * t) + 0.4 * np.sin(4 * np.pi * f * t)) * _envelope(
+            note_length, 0.01, 0.04
+        )
     return out
 
 
@@ -126,7 +134,7 @@ def drums(rng: np.random.Generator, seconds: float) -> np.ndarray:
     kick_f = rng.uniform(50, 90) * (1 + 2 * np.exp(-kick_t * 30))
     kick = np.sin(2 * np.pi * np.cumsum(kick_f) / SAMPLE_RATE) * np.exp(-kick_t * 20)
     hat = rng.standard_normal(400) * np.exp(-np.arange(400) / 60) * 0.3
-    for i, start in enumerate(range(0, n - kick.size, beat)):
+    for start in range(0, n - kick.size, beat):
         out[start : start + kick.size] += kick
         half = start + beat // 2
         if half + hat.size < n:

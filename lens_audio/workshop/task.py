@@ -58,7 +58,9 @@ class Clip:
         return mix_noise(synthesize(self.class_name, rng, self.seconds), self.snr_db, rng)
 
 
-def draw_clips(rng: np.random.Generator, n: int, prefix: str, snr_range: tuple[float, float], seconds_range=(1.0, 1.6)) -> list[Clip]:
+def draw_clips(
+    rng: np.random.Generator, n: int, prefix: str, snr_range: tuple[float, float], seconds_range=(1.0, 1.6)
+) -> list[Clip]:
     """`n` clips with classes balanced (each class `n / 12` times, in random order)."""
     classes = [CLASSES[i % len(CLASSES)] for i in range(n)]
     rng.shuffle(classes)
@@ -118,6 +120,9 @@ def tokenizer_corpus() -> list[str]:
         names = list(classes)
         for template in HINT_TEMPLATES:
             for name in names:
-                lines.append(f"{template.format(name)} {QUESTIONS[domain]}\nOptions: {', '.join(names)}.\nAnswer with one option.\n{name}")
+                lines.append(
+                    f"{template.format(name)} {QUESTIONS[domain]}\nOptions: {', '.join(names)}.\nAnswer with one "
+                    f"option.\n{name}"
+                )
         lines += [f"\n{name}<|im_end|>" for name in names] * 10  # answers: each must end up one token
     return lines * 20

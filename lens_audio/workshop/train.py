@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
-from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.inputs.frames import n_audio_tokens
+from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.workshop import atomic_folder
 from lens_audio.workshop.task import Clip, draw_clips, format_question, make_item, tokenizer_corpus
 
@@ -69,18 +69,24 @@ class TrainingData:
     def __init__(self, processor: Any, settings: TrainSettings, progress: bool) -> None:
         self.processor, self.settings = processor, settings
         self.rng = np.random.default_rng(settings.seed + 1)
-        self.clips: list[Clip] = draw_clips(self.rng, settings.pool_clips, prefix="train", snr_range=settings.train_snr_db)
+        self.clips: list[Clip] = draw_clips(
+            self.rng, settings.pool_clips, prefix="train", snr_range=settings.train_snr_db
+        )
         features, frames = [], []
         for start in tqdm(range(0, len(self.clips), 500), desc="synthesising training clips", disable=not progress):
             waves = [clip.waveform() for clip in self.clips[start : start + 500]]
-            out = processor.feature_extractor(waves, sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="pt")
+            out = processor.feature_extractor(
+                waves, sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="pt"
+            )
             features.append(out["input_features"])
             frames.append(out["attention_mask"])
         self.features, self.frame_mask = torch.cat(features), torch.cat(frames)
         self.n_tokens = n_audio_tokens(self.frame_mask.sum(-1))
         tok = processor.tokenizer
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
-        self.answer_ids = {name: tok.encode(name, add_special_tokens=False)[0] for name in {c.class_name for c in self.clips}}
+        self.answer_ids = {
+            name: tok.encode(name, add_special_tokens=False)[0] for name in {c.class_name for c in self.clips}
+        }
 
     def batch(self, stage: int) -> dict[str, torch.Tensor]:
         s, rng = self.settings, self.rng
@@ -124,15 +130,31 @@ def build_model(settings: TrainSettings) -> tuple[Any, Any]:
 
     from lens_audio.model.hf_config import qwen2_audio_config
 
-    processor = build_offline_processor(tokenizer_corpus(), vocab_size=settings.vocab_size, n_mels=MODEL_CONFIG["n_mels"], chunk_seconds=MODEL_CONFIG["chunk_seconds"])
+    processor = build_offline_processor(
+        tokenizer_corpus(),
+        vocab_size=settings.vocab_size,
+        n_mels=MODEL_CONFIG["n_mels"],
+        chunk_seconds=MODEL_CONFIG["chunk_seconds"],
+    )
     tok = processor.tokenizer
-    config = qwen2_audio_config(vocab_size=len(tok), audio_token_id=processor.audio_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **MODEL_CONFIG)
+    config = qwen2_audio_config(
+        vocab_size=len(tok),
+        audio_token_id=processor.audio_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        **MODEL_CONFIG,
+    )
     config._attn_implementation = "eager"  # faster than SDPA at this size on CPU
     torch.manual_seed(settings.seed)
     return Qwen2AudioForConditionalGeneration(config), processor
 
 
-def train(out_dir: str | Path, settings: TrainSettings = TrainSettings(), eval_benchmark: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def train(
+    out_dir: str | Path,
+    settings: TrainSettings = TrainSettings(),
+    eval_benchmark: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train, evaluate on `eval_benchmark` (a workshop.json; test split), and save to `out_dir`. Returns the metrics."""
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -140,7 +162,9 @@ def train(out_dir: str | Path, settings: TrainSettings = TrainSettings(), eval_b
     data = TrainingData(processor, settings, progress)
     total = settings.steps_audio + settings.steps_mixed
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    schedule = lambda step: min(1.0, (step + 1) / settings.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    schedule = lambda step: (
+        min(1.0, (step + 1) / settings.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()
     history, running = [], None
@@ -161,8 +185,13 @@ def train(out_dir: str | Path, settings: TrainSettings = TrainSettings(), eval_b
         if step % 100 == 0 or step == total - 1:
             history.append({"step": step, "stage": stage, "loss": round(running, 4)})
     model.eval()
-    metrics: dict[str, Any] = {"settings": asdict(settings), "model_config": MODEL_CONFIG, "loss_history": history,
-                               "parameters": sum(p.numel() for p in model.parameters()), "train_seconds": round(time.perf_counter() - started, 1)}
+    metrics: dict[str, Any] = {
+        "settings": asdict(settings),
+        "model_config": MODEL_CONFIG,
+        "loss_history": history,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
     if eval_benchmark is not None:
         metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
     save_atomically(model, processor, metrics, Path(out_dir))
@@ -179,7 +208,9 @@ def evaluate_checkpoint(hf_model: Any, processor: Any, benchmark: str | Path, pr
     items = load_mmau(benchmark, split="test")
     return {
         "test": summarize(score_items(model, items, progress=progress)),
-        "test_with_silence": summarize(score_items(model, [i for i in items if i["hint"] == "none"], silence=True, progress=progress)),
+        "test_with_silence": summarize(
+            score_items(model, [i for i in items if i["hint"] == "none"], silence=True, progress=progress)
+        ),
     }
 
 

@@ -116,7 +116,9 @@ class ClipSetData:
             text = render_chat(self.processor, format_question(item), n_clips)
             for i in indices:
                 text = text.replace(AUDIO_PLACEHOLDER, "\0" * int(self.n_tokens[i]), 1)
-            rows.append(self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False))
+            rows.append(
+                self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False)
+            )
             answers.append(self.answer_ids[label])
             chosen.append(indices)
             targets_clip.append(target)
@@ -131,7 +133,9 @@ class ClipSetData:
             targets[row, len(ids) - 1] = answer  # the final prompt position predicts the answer
             targets[row, len(ids)] = self.end_id
         audio = torch.cat([self.encoded[i, : self.n_tokens[i]] for indices in chosen for i in indices])
-        clip_of_token = torch.cat([torch.full((int(self.n_tokens[i]),), j) for indices in chosen for j, i in enumerate(indices)])
+        clip_of_token = torch.cat(
+            [torch.full((int(self.n_tokens[i]),), j) for indices in chosen for j, i in enumerate(indices)]
+        )
         return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_encoded": audio, "targets": targets,
                 "clip_of_token": clip_of_token, "target_clip": torch.tensor(targets_clip),
                 "final_position": torch.tensor([len(r) - 1 for r in rows])}
@@ -139,7 +143,7 @@ class ClipSetData:
 
 @torch.no_grad()
 def encode_clips(audio_model: Any, processor: Any, clips: list[Clip], progress: bool,
-                 chunk: int = 250) -> tuple[Float[Tensor, "clips audio_pos d_audio"], Int[Tensor, "clips"]]:
+                 chunk: int = 250) -> tuple[Float[Tensor, "clips audio_pos d_audio"], Int[Tensor, " clips"]]:
     """Each clip's frozen encoder output (after `ln_post`, before the projector) through the hooked port's `audio`."""
     outputs, counts = [], []
     captured: list[Tensor] = []
@@ -222,7 +226,8 @@ class ClipProbes(torch.nn.Module):
 
 def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSettings(),
                eval_benchmark: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train (stages 1-2, then 3), evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the metrics."""
+    """Train (stages 1-2, then 3), evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the
+    metrics."""
     from lens_audio import HookedAudioLM
 
     started = time.perf_counter()
@@ -290,7 +295,9 @@ def _train_loop(model: Any, data: ClipSetData, stages: list[int], learning_rate:
         optimizer.step()
         scheduler.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(stage=stages[step], loss=f"{running:.3f}", **({} if aid is None else {"probe": f"{aid.item():.3f}"}))
+        bar.set_postfix(
+            stage=stages[step], loss=f"{running:.3f}", **({} if aid is None else {"probe": f"{aid.item():.3f}"})
+        )
         if step % 100 == 0 or step == total - 1:
             history.append({"step": step, "stage": stages[step], "loss": round(running, 4)})
     model.eval()
