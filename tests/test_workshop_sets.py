@@ -83,6 +83,8 @@ def test_training_recipe_writes_a_loadable_checkpoint(tmp_path):
     v1 = HookedAudioLM.from_pretrained("workshop-v1")
     assert (model.cfg.n_layers, model.cfg.n_heads) == (DECODER_CONFIG["n_layers"], DECODER_CONFIG["n_heads"])
     frozen = dict(v1.audio.named_parameters())
-    assert all(
-        np.array_equal(p.detach().numpy(), frozen[n].detach().numpy()) for n, p in model.audio.named_parameters()
-    ), "the audio side is v1's, unchanged"
+    encoder = [(n, p) for n, p in model.audio.named_parameters() if not n.startswith("projector")]
+    assert encoder and all(np.array_equal(p.detach().numpy(), frozen[n].detach().numpy()) for n, p in encoder), \
+        "the audio encoder is v1's, unchanged"
+    assert not np.allclose(model.audio.projector.weight.detach().numpy(), frozen["projector.weight"].detach().numpy()), \
+        "the projector is rescaled and trained"
