@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from lens_audio.workshop.sounds import DOMAINS
-from lens_audio.workshop.task import DATASET, HINT_CONDITIONS, SUB_CATEGORY, Clip
+from lens_audio.workshop.task import HINT_CONDITIONS, Clip, mmau_item
 
 SET_SIZE = 3
 QUESTIONS = {
@@ -94,21 +94,5 @@ def make_set_item(clip_set: ClipSet, target: int, hint: str, rng: np.random.Gene
     if hinted is not None:
         template = HINT_TEMPLATES[int(rng.integers(len(HINT_TEMPLATES)))]
         question = template.format(k=k, choice=hinted) + " " + question
-    return {
-        "id": f"{clip_set.id}-a{k}-{hint}",
-        "audio_id": list(audio_ids),
-        "question": question,
-        "choices": choices,
-        "answer": clip.class_name,
-        "dataset": DATASET,
-        "task": clip_set.domain,
-        "split": split,
-        "category": "sound identification",
-        "sub-category": SUB_CATEGORY[hint],
-        "difficulty": "easy" if clip.snr_db >= 12 else ("medium" if clip.snr_db >= 6 else "hard"),
-        "hint": hint,
-        "hinted_choice": hinted,
-        "snr_db": clip.snr_db,
-        "clip_id": clip_set.id,
-        "target_clip": k,
-    }
+    item = mmau_item(f"{clip_set.id}-a{k}-{hint}", list(audio_ids), question, choices, clip, hint, hinted, split)
+    return {**item, "clip_id": clip_set.id, "target_clip": k}

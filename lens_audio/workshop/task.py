@@ -87,8 +87,14 @@ def make_item(clip: Clip, hint: str, rng: np.random.Generator, audio_id: str, sp
     question = QUESTIONS[clip.domain]
     if hinted is not None:
         question = HINT_TEMPLATES[int(rng.integers(len(HINT_TEMPLATES)))].format(hinted) + " " + question
+    return mmau_item(f"{clip.id}-{hint}", audio_id, question, choices, clip, hint, hinted, split)
+
+
+def mmau_item(item_id: str, audio_id: Any, question: str, choices: list[str], clip: Clip, hint: str,
+              hinted: str | None, split: str) -> dict[str, Any]:
+    """An item in MMAU's keys plus the workshop's (`hint`, `hinted_choice`, `snr_db`); `clip` is the one asked about."""
     return {
-        "id": f"{clip.id}-{hint}",
+        "id": item_id,
         "audio_id": audio_id,
         "question": question,
         "choices": choices,
