@@ -34,6 +34,7 @@ from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.steering import adaptive_direction, steered_generate, steering_hooks
 from lens_audio.inputs.offline_processor import build_offline_processor
+from lens_audio.model.hook_point import block_hook_name
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.testing import tiny_hf_model
 from lens_audio.timing import CPU_BENCHMARK_CONFIG, interleaved_medians
@@ -120,7 +121,7 @@ def timings(
         inputs = {**batch.model_inputs(), "position_ids": position_ids_from_mask(batch.attention_mask)}
         gen_hf = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
         gen = dict(max_new_tokens=new_tokens, eos_token_id=[])
-        resid = [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+        resid = [block_hook_name(i, "hook_resid_post") for i in range(n_layers)]
         contenders = {
             "transformers forward (SDPA)": lambda: hf(**inputs),
             "port forward": lambda: port(batch),

@@ -29,6 +29,7 @@ from torch import Tensor
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
+from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -208,7 +209,7 @@ def explorer_data(
         points[hook.layer()] = resid[torch.arange(2, device=resid.device), final.to(resid.device)].detach()
 
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    with model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", keep) for layer in range(n_layers)]):
+    with model.hooks(fwd_hooks=[(block_hook_name(layer, "hook_resid_post"), keep) for layer in range(n_layers)]):
         signal = listening_signal(model, both, heads=heads)
     stacked = torch.stack([points[layer] for layer in range(n_layers)], dim=1).cpu()  # [2, layer, d_model]
     option_ids, names = _options(model, item, options, stacked[0, -1])
