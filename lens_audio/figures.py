@@ -30,8 +30,8 @@ FIGURES = {
     "CI whiskers; series side by side).",
     "control_distribution": "The specialists' steered accuracy (red) against seeded random-head draws (grey; blue: "
     "layer-matched), test focus items.",
-    "audio_attention": "Attention of the final token over the audio of one clip, for the top specialist heads, under "
-    "its spectrogram.",
+    "audio_attention": "Attention of the final token over the audio of each clip of one item, for the top specialist "
+    "heads, under the spectrograms (the clip the question asks about shaded).",
     "patching": "Patching the clean (audio) residual stream into the silence run, by layer and position: 1 = answer "
     "restored.",
     "logit_lens": "Probability of each option across layers at the final position, for the same clip.",
@@ -79,11 +79,13 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     test = [i for i in items if i.get("split") == "test"]
     example = next((i for i in test if i.get("hint") == "conflicting"), test[0])
     batch = model.to_batch(example["audio_path"], render_prompt(example, profile.prompt))
-    label = f"answer {example['answer']}" + (
+    asked = example.get("target_clip")
+    label = (f"Audio {asked}: " if asked else "") + f"answer {example['answer']}" + (
         f", hint {example['hinted_choice']}" if example.get("hinted_choice") else ""
     )
     figures["audio_attention"] = plots.audio_attention(listening_signal(model, batch, heads=specialists[:2]), batch,
-                                                       title=f"Where the top specialists listen ({label})")
+                                                       title=f"Where the top specialists listen ({label})",
+                                                       highlight=asked - 1 if asked else None)
     tok = model.tokenizer
     first_token = lambda text: tok.encode(text, add_special_tokens=False)[0]
     option_ids = [first_token(c) for c in example["choices"]]

@@ -168,37 +168,49 @@ def control_distribution_plot(
 
 
 def audio_attention(
-    signal: "ListeningSignal", batch: "AudioBatch", example: int = 0, title: str | None = None
+    signal: "ListeningSignal", batch: "AudioBatch", example: int = 0, title: str | None = None,
+    highlight: int | None = None,
 ) -> go.Figure:
-    """The clip's log-mel spectrogram above the chosen heads' attention from the final token over audio time."""
+    """Each clip's log-mel spectrogram above the chosen heads' attention from the final token over audio time.
+
+    Several clips in one prompt are drawn one after another on one time axis ("Audio 1", "Audio 2", ...);
+    `highlight` (0-based) shades the clip the question asks about.
+    """
     if signal.rows is None or not signal.heads:
         raise ValueError(
             "compute the listening signal with heads=[(layer, head), ...] to plot attention over audio time."
         )
-    (start, end), *_ = batch.audio_spans[example]
-    clip = sum(len(spans) for spans in batch.audio_spans[:example])
-    frames = int(batch.feature_attention_mask[clip].sum())
-    mel = batch.input_features[clip, :, :frames].float().cpu().numpy()
+    first_clip = sum(len(spans) for spans in batch.audio_spans[:example])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.55, 0.45], vertical_spacing=0.06)
-    fig.add_trace(go.Heatmap(z=mel, x=np.arange(frames) * FRAME_SECONDS, colorscale=SEQUENTIAL, showscale=False,
-                             hovertemplate="%{x:.2f} s, mel bin %{y}<br>log-mel %{z:.2f}<extra></extra>"), row=1, col=1)
-    times = (np.arange(end - start) + 0.5) * AUDIO_TOKEN_SECONDS
+    offset, gap = 0.0, 0.1
+    times, weights = [], [[] for _ in signal.heads]
+    for j, (start, end) in enumerate(batch.audio_spans[example]):
+        frames = int(batch.feature_attention_mask[first_clip + j].sum())
+        mel = batch.input_features[first_clip + j, :, :frames].float().cpu().numpy()
+        hover = "%{x:.2f} s, mel bin %{y}<br>log-mel %{z:.2f}<extra></extra>"
+        fig.add_trace(go.Heatmap(z=mel, x=offset + np.arange(frames) * FRAME_SECONDS, colorscale=SEQUENTIAL,
+                                 showscale=False, hovertemplate=hover), row=1, col=1)
+        span_seconds = frames * FRAME_SECONDS
+        if len(batch.audio_spans[example]) > 1:
+            fig.add_annotation(x=offset + span_seconds / 2, y=1.0, yref="paper", text=f"Audio {j + 1}", showarrow=False,
+                               yanchor="bottom")
+        if highlight == j:
+            fig.add_vrect(x0=offset, x1=offset + span_seconds, fillcolor="rgba(0,0,0,0)",
+                          line=dict(color="orange", width=3), row="all", col=1)
+        times += list(offset + (np.arange(end - start) + 0.5) * AUDIO_TOKEN_SECONDS) + [None]
+        for i in range(len(signal.heads)):
+            weights[i] += list(signal.rows[example, i, start:end].float().numpy()) + [None]
+        offset += span_seconds + gap
     for i, (layer, head) in enumerate(signal.heads):
-        weights = signal.rows[example, i, start:end].numpy()
         fig.add_trace(
-            go.Scatter(
-                x=times,
-                y=weights,
-                mode="lines",
-                name=f"L{layer}H{head}",
-                hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>",
-            ),
-            row=2,
-            col=1,
+            go.Scatter(x=times, y=weights[i], mode="lines", name=f"L{layer}H{head}",
+                       hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>"),
+            row=2, col=1,
         )
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
     fig.update_yaxes(title_text="attention", row=2, col=1)
-    fig.update_xaxes(title_text="time in clip (s)", row=2, col=1)
+    several = len(batch.audio_spans[example]) > 1
+    fig.update_xaxes(title_text="time (s), clips one after another" if several else "time in clip (s)", row=2, col=1)
     fig.update_layout(legend=dict(orientation="h", y=-0.18))
     return _styled(fig, title or "Final-token attention over the clip", height=600)
 
