@@ -8,6 +8,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from tqdm.auto import tqdm
+from tqdm.std import tqdm as tqdm_std
 
 from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.listening import listening_signal
@@ -138,12 +141,16 @@ def test_a_torn_line_costs_no_later_record(tmp_path):
 def _fork(target) -> int:
     """Run `target()` in a forked child; its return value is the child's exit code.
 
-    The child computes on one thread: OpenMP's thread pool does not survive a fork (it would hang).
+    The child computes on one thread: OpenMP's thread pool does not survive a fork (it would hang). It also
+    takes a progress-bar lock of its own: tqdm's default lock is a multiprocessing lock shared across fork, and
+    a child SIGKILLed while holding it would leave the parent's next progress bar waiting forever.
     """
     pid = os.fork()
     if pid == 0:
         code = 4
         try:
+            for bars in (tqdm, tqdm_std):
+                bars.set_lock(threading.RLock())
             torch.set_num_threads(1)
             code = target()
         except BaseException:
