@@ -338,6 +338,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     def _check_context(self, attention_mask: Int[Tensor, "batch pos"], past_kv_cache: KVCache | None) -> None:
         """Refuse (or, with `allow_long_context`, warn about) positions beyond the model's context `cfg.n_ctx`."""
+        cached = past_kv_cache.length if past_kv_cache is not None else 0
+        if cached + attention_mask.shape[-1] <= self.cfg.n_ctx:  # a bound from shapes alone: no device sync per step
+            return
         n_past = past_kv_cache.n_valid() if past_kv_cache is not None and past_kv_cache.length else None
         lengths = attention_mask.long().sum(-1).cpu() + (0 if n_past is None else n_past.cpu())
         longest = int(lengths.max()) if lengths.numel() else 0
