@@ -124,27 +124,12 @@ def control_distribution_plot(
     step = 100 / n_items
     values = list(accuracies) + list(matched if matched is not None else []) + [specialists]
     bins = dict(start=min(values) - step / 2, end=max(values) + step / 2, size=step)
-    fig.add_trace(
-        go.Histogram(
-            x=list(accuracies),
-            xbins=bins,
-            name=f"random heads ({len(accuracies)} draws)",
-            marker_color="#7f7f7f",
-            opacity=0.75,
-            hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>",
-        )
-    )
+    series = [(accuracies, "random heads", "#7f7f7f", 0.75)]
     if matched is not None:
-        fig.add_trace(
-            go.Histogram(
-                x=list(matched),
-                xbins=bins,
-                name=f"layer-matched ({len(matched)} draws)",
-                marker_color="#1f77b4",
-                opacity=0.5,
-                hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>",
-            )
-        )
+        series.append((matched, "layer-matched", "#1f77b4", 0.5))
+    for draws, label, colour, opacity in series:
+        fig.add_trace(go.Histogram(x=list(draws), xbins=bins, name=f"{label} ({len(draws)} draws)", marker_color=colour,
+                                   opacity=opacity, hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
     low, high = np.quantile(accuracies, [0.05, 0.95])
     fig.add_vrect(
         x0=low,
