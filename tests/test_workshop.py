@@ -103,13 +103,13 @@ def test_training_script_writes_a_loadable_checkpoint(tmp_path):
 SHIPPED = [("workshop", CHECKPOINT, BENCHMARK), ("workshop-v1", CHECKPOINT_V1, BENCHMARK_V1)]
 
 
-@pytest.mark.parametrize("name, checkpoint, benchmark", SHIPPED)
-def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpoint, benchmark):
+@pytest.mark.parametrize("name, checkpoint, benchmark_path", SHIPPED)
+def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpoint, benchmark_path):
     from transformers import Qwen2AudioForConditionalGeneration
 
     model = HookedAudioLM.from_pretrained(name)
     hf = Qwen2AudioForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    item = load_mmau(benchmark, split="test")[0]
+    item = load_mmau(benchmark_path, split="test")[0]
     batch = model.to_batch(item["audio_path"], item["question"])
     with torch.no_grad():
         ours = model(batch)
@@ -118,13 +118,13 @@ def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpo
     assert sum(p.numel() * p.element_size() for p in model.parameters()) < 16 * 2**20
 
 
-@pytest.mark.parametrize("name, checkpoint, benchmark", SHIPPED)
-def test_shipped_model_listens_and_shows_text_dominance(name, checkpoint, benchmark):
+@pytest.mark.parametrize("name, checkpoint, benchmark_path", SHIPPED)
+def test_shipped_model_listens_and_shows_text_dominance(name, checkpoint, benchmark_path):
     """The targets of each workshop model, re-measured on its bundled test split, equal to its metrics.json."""
     from lens_audio.workshop.evaluate import score_items, summarize
 
     model = HookedAudioLM.from_pretrained(name)
-    items = load_mmau(benchmark, split="test")
+    items = load_mmau(benchmark_path, split="test")
     summary = summarize(score_items(model, items, progress=False))
     silent = summarize(score_items(model, [i for i in items if i["hint"] == "none"], silence=True, progress=False))
     assert summary["accuracy"]["none"]["all"] >= 85
