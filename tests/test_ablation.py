@@ -27,6 +27,34 @@ def test_batched_and_unbatched_scans_agree(setup, kind):
     assert one.margin_change.abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("kind", ["zero", "silence"])
+def test_scan_equals_one_plain_hooked_forward_per_head(setup, kind):
+    """The scan (replicas start at the ablated layer) against the naive way: a whole forward per head."""
+    model, batch, choices, answers = setup
+    scan = scan_heads(model, batch, choices, answers, kind=kind, heads_per_pass=3)
+    rows, final = torch.arange(batch.batch_size), batch.final_position
+    choice, answer = torch.tensor(choices), torch.tensor(answers)
+
+    def margin(logits):
+        scores = logits[rows, final][rows[:, None], choice]
+        others = scores.clone()
+        others[rows, answer] = float("-inf")
+        return (scores[rows, answer] - others.max(-1).values).mean()
+
+    _, silence = model.run_with_cache(batch.silence_twin())
+    base = margin(model(batch))
+    for layer, head in [(0, 1), (1, 3)]:
+        name = f"blocks.{layer}.attn.hook_z"
+
+        def ablate(z, hook, name=name, head=head):
+            z = z.clone()
+            z[:, :, head] = 0.0 if kind == "zero" else silence[name][:, :, head]
+            return z
+
+        expected = margin(model.run_with_hooks(batch, fwd_hooks=[(name, ablate)])) - base
+        assert torch.isclose(scan.margin_change[layer, head], expected, atol=1e-5), (layer, head)
+
+
 def test_zeroing_a_dead_head_changes_nothing(setup):
     model, batch, choices, answers = setup
     model = copy.deepcopy(model)

@@ -66,6 +66,40 @@ def test_adaptive_direction_batched_equals_two_separate_passes(model, two_exampl
     assert torch.allclose(adaptive_direction(model, two_example_batch, [0, 2]), separate.mean(1), atol=1e-5)
 
 
+@pytest.fixture
+def shared_prefix_batch(processor):
+    """Rows 0, 1 and 3 share their silence prefix (same clip lengths, different audio and questions, so
+    different left padding); row 2 has a longer clip and row 4 two clips: prefixes of their own."""
+    two_clips = [waveform(0.8, 5), waveform(0.5, 6)]
+    clips = [waveform(0.8, 1), waveform(0.8, 2), waveform(1.2, 3), waveform(0.8, 4), two_clips]
+    questions = ["What is the sound?", "Is this music or a voice, tell me?", "Why?", "Loud?", "Which clip is louder?"]
+    return make_batch(processor, clips, questions, sampling_rate=16000)
+
+
+def test_shared_silence_prefix_equals_the_full_silence_pass(model, shared_prefix_batch, two_example_batch):
+    from lens_audio.analysis.silence_prefix import shared_silence_residuals
+    from lens_audio.analysis.steering import final_residuals
+
+    layers = [0, 2]
+    full = final_residuals(model, shared_prefix_batch.silence_twin(), layers)
+    shared = shared_silence_residuals(model, shared_prefix_batch, layers)
+    assert shared is not None and torch.allclose(shared, full, atol=1e-5)
+    audio = final_residuals(model, shared_prefix_batch, layers)
+    assert torch.allclose(adaptive_direction(model, shared_prefix_batch, layers), (audio - full).mean(1), atol=1e-5)
+    assert not torch.allclose(shared, audio, atol=1e-3)  # the silence rows really differ from the audio rows
+    # no sharing to gain, or hooks that would see the silence rows in two pieces: the caller runs the full pass
+    assert shared_silence_residuals(model, two_example_batch, layers) is None
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda resid, hook: None)]):
+        assert shared_silence_residuals(model, shared_prefix_batch, layers) is None
+
+
+def test_steered_generate_with_a_shared_silence_prefix(model, shared_prefix_batch):
+    kwargs = dict(max_new_tokens=6, eos_token_id=[])
+    direction = adaptive_direction(model, shared_prefix_batch, [1])
+    expected = model.generate(shared_prefix_batch, fwd_hooks=steering_hooks(model, direction, 50.0), **kwargs)
+    assert torch.equal(steered_generate(model, shared_prefix_batch, [1], 50.0, **kwargs), expected)
+
+
 def _analyses(model, batch):
     """Every public analysis on `model` and `batch`, results moved to the CPU in float32."""
     twin = batch.silence_twin()

@@ -9,8 +9,9 @@ Kinds of ablation (replacing a head's `hook_z` at every position):
 Batched: the inputs are replicated `heads_per_pass` times along the batch and each replica has a
 different head ablated, so a scan of all heads takes `n_heads_total / heads_per_pass` decoder passes;
 memory grows with `heads_per_pass` (1 = one head per forward). The numbers do not depend on it. The
-audio encoder runs once per batch: every replica reuses the baseline run's `hook_embed` (token
-embeddings with the audio spliced in), since ablating decoder heads cannot change them.
+audio encoder and the layers below each pass's first ablated layer run once per batch: ablating a head
+in layer L cannot change the residual stream entering layer L, so every replica starts from the baseline
+run's `blocks.{L}.hook_resid_pre` and runs only layers L and up, and only the final position is unembedded.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ class AblationScan:
         return self.margin_change
 
 
-def _margins(logits: Tensor, final: Tensor, choice_ids: Tensor, answer: Tensor) -> tuple[Tensor, Tensor]:
+def _margins(
+    final_logits: Float[Tensor, "batch d_vocab"], choice_ids: Tensor, answer: Tensor
+) -> tuple[Tensor, Tensor]:
     """Answer logit minus the best other choice's, and whether the answer wins, per example."""
-    rows = torch.arange(logits.shape[0])
-    scores = logits[rows, final][rows[:, None], choice_ids]
+    rows = torch.arange(final_logits.shape[0])
+    scores = final_logits[rows[:, None], choice_ids]
     answer_score = scores[rows, answer]
     others = (
         scores.masked_fill(torch.nn.functional.one_hot(answer, scores.shape[1]).bool(), float("-inf")).max(-1).values
@@ -105,18 +108,18 @@ def ablate_heads(
     model.cfg.check_heads([lh for group in groups for lh in group], "ablate_heads")
     choice = torch.as_tensor(choice_ids)
     answer = torch.as_tensor(answer_index)
-    final = batch.final_position.cpu()
-    logits, cache = model.run_with_cache(batch, names_filter=["hook_embed"], return_cache_object=False)
-    base_margin, base_correct = _margins(logits.cpu(), final, choice, answer)
-    embeds = cache["hook_embed"]  # the audio encoder runs once; every replica reuses its spliced embeddings
-    text_ids = batch.input_ids.masked_fill(
-        batch.input_ids == model.cfg.audio_token_id, 0
-    )  # embeddings come from the hook
+    chunks = [groups[start : start + heads_per_pass] for start in range(0, len(groups), heads_per_pass)]
+    firsts = [min(l for group in chunk for l, _ in group) for chunk in chunks]  # each pass starts at its first layer
+    starts = {layer: block_hook_name(layer, "hook_resid_pre") for layer in firsts}
+    logits, cache = model.run_with_cache(batch, names_filter=list(starts.values()), return_cache_object=False)
+    rows = torch.arange(batch.batch_size, device=logits.device)
+    final = batch.final_position.to(logits.device)
+    base_margin, base_correct = _margins(logits[rows, final].cpu(), choice, answer)
     replacement = _replacements(model, batch, kind, reference)
     b = batch.batch_size
+    mask = batch.attention_mask.to(model.device)
     margins, accuracies = [], []
-    for start in range(0, len(groups), heads_per_pass):
-        chunk = groups[start : start + heads_per_pass]
+    for chunk, first in zip(chunks, firsts):
         k = len(chunk)
 
         def ablate(z, hook, chunk=chunk):
@@ -136,12 +139,12 @@ def ablate_heads(
             return z
 
         layers = sorted({l for group in chunk for l, _ in group})
-        splice = lambda _, hook, k=k: embeds.repeat(k, 1, 1)  # noqa: E731
-        logits = model.run_with_hooks(
-            text_ids.repeat(k, 1), batch.attention_mask.repeat(k, 1),
-            fwd_hooks=[("hook_embed", splice)] + [(block_hook_name(l, "attn.hook_z"), ablate) for l in layers],
-        ).cpu()
-        margin, correct = _margins(logits, final.repeat(k), choice.repeat(k, 1), answer.repeat(k))
+        state = model.decoder_state(cache[starts[first]].repeat(k, 1, 1), mask.repeat(k, 1))
+        with model.hooks(fwd_hooks=[(block_hook_name(l, "attn.hook_z"), ablate) for l in layers]):
+            resid = model.run_blocks(state, first)
+            final_resid = resid[torch.arange(k * b, device=resid.device), final.repeat(k)]
+            final_logits = model.unembed(model.ln_final(final_resid[:, None]))[:, 0].cpu()
+        margin, correct = _margins(final_logits, choice.repeat(k, 1), answer.repeat(k))
         margins += list((margin.view(k, b) - base_margin).mean(1))
         accuracies += list(correct.view(k, b).float().mean(1))
     return torch.stack(margins), torch.stack(accuracies), float(base_margin.mean()), float(base_correct.float().mean())

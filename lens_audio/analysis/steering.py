@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lens_audio.analysis.silence_prefix import shared_silence_residuals
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.hook_point import block_hook_name
 
@@ -36,11 +37,8 @@ def layers_of(heads: Sequence[tuple[int, int]]) -> list[int]:
     return sorted({layer for layer, _ in heads})
 
 
-@torch.no_grad()
-def final_residuals(
-    model: "HookedAudioLM", batch: "AudioBatch", layers: Sequence[int], site: str = "hook_resid_post"
-) -> Float[Tensor, "batch layer d_model"]:
-    """The residual stream at each example's final prompt position, at `blocks.{L}.{site}` for each layer."""
+def site_names(model: "HookedAudioLM", layers: Sequence[int], site: str) -> list[str]:
+    """The hook names `blocks.{L}.{site}` for `layers`, refused with the fix when the model has no such hook."""
     names = [block_hook_name(layer, site) for layer in layers]
     unknown = [n for n in names if n not in model.hook_dict]
     if unknown:
@@ -48,6 +46,15 @@ def final_residuals(
             f"no hook point {unknown[0]!r}: layers must be in 0-{model.cfg.n_layers - 1} and site a block hook such "
             "as 'hook_resid_post'."
         )
+    return names
+
+
+@torch.no_grad()
+def final_residuals(
+    model: "HookedAudioLM", batch: "AudioBatch", layers: Sequence[int], site: str = "hook_resid_post"
+) -> Float[Tensor, "batch layer d_model"]:
+    """The residual stream at each example's final prompt position, at `blocks.{L}.{site}` for each layer."""
+    names = site_names(model, layers, site)
     _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=max(layers) + 1, return_cache_object=False)
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
@@ -59,11 +66,18 @@ def adaptive_direction(
 ) -> Float[Tensor, "batch d_model"]:
     """Per example: mean over `layers` of (residual with audio - residual with silence of the same length).
 
-    The batch and its silence twin run as one batched forward that stops after the deepest layer in `layers`.
+    Both passes stop after the deepest layer in `layers`. Where rows share their silence prefix (the same
+    text up to the end of the last clip, clips of the same lengths) the silence pass runs that prefix once
+    (`silence_prefix.shared_silence_residuals`); otherwise the batch and its silence twin run as one batched
+    forward.
     """
     if not layers:
         raise ValueError("adaptive_direction needs at least one layer (e.g. layers_of(specialist_heads)).")
     batch.require_audio("adaptive_direction")
+    site_names(model, layers, site)
+    silence = shared_silence_residuals(model, batch, layers, site)
+    if silence is not None:
+        return (final_residuals(model, batch, layers, site) - silence).mean(dim=1)
     both = final_residuals(model, AudioBatch.concat([batch, batch.silence_twin()]), layers, site)  # one batched pass
     return (both[: batch.batch_size] - both[batch.batch_size :]).mean(dim=1)
 
@@ -266,7 +280,9 @@ def steered_generate(
     layers, site), beta, hook_name))`, computed in one prefill: the batch and its silence twin run as one
     batched forward up to the deepest layer in `layers`, where the direction is formed; the silence rows are
     dropped and the audio rows go on through the remaining layers, steered, keeping their KV cache for
-    decoding. So only the silence rows up to that layer are extra. `generate_kwargs` are `generate`'s
+    decoding. So only the silence rows up to that layer are extra, and less where rows share their silence
+    prefix: then (no `fwd_hooks`, no hooks active) the silence residuals come first from
+    `shared_silence_residuals` and the prefill holds the audio rows only. `generate_kwargs` are `generate`'s
     (`max_new_tokens`, `do_sample`, `eos_token_id`, ...); `fwd_hooks` stay on for all of it (silence rows too).
     If the steering hook fires before the deepest direction layer (e.g. `hook_name` in an early block),
     the direction cannot be ready in time and this falls back to a separate direction pass.
@@ -279,10 +295,11 @@ def steered_generate(
     batch.require_audio("steered_generate")
     check_left_padded(batch.attention_mask)
     sampling = Sampling(**generate_kwargs)
-    names = [block_hook_name(layer, site) for layer in layers]
+    names = site_names(model, layers, site)
     steering_hooks(model, torch.zeros(model.cfg.d_model), beta, hook_name)  # validates hook_name and beta
     hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
-    both = AudioBatch.concat([batch, batch.silence_twin()])
+    silence = None if fwd_hooks else shared_silence_residuals(model, batch, layers, site)
+    both = batch if silence is not None else AudioBatch.concat([batch, batch.silence_twin()])
     b, final = batch.batch_size, both.final_position.to(model.device)
     captured: dict[str, Tensor] = {}
     state: dict[str, Tensor | bool] = {"early": False}  # "direction" once the deepest site has fired
@@ -293,7 +310,7 @@ def steered_generate(
         captured[hook.name] = resid[torch.arange(resid.shape[0], device=resid.device), final]
         if len(captured) == len(set(names)):
             stacked = torch.stack([captured[n] for n in names], dim=1)
-            state["direction"] = (stacked[:b] - stacked[b:]).mean(dim=1)
+            state["direction"] = (stacked[:b] - (stacked[b:] if silence is None else silence)).mean(dim=1)
 
     def push(resid: Tensor, hook) -> Tensor:
         if "direction" not in state:

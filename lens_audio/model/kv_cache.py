@@ -54,8 +54,9 @@ class KVCache:
     def __getitem__(self, layer: int) -> LayerKVCache:
         return self.layers[layer]
 
-    def select_rows(self, rows: slice) -> None:
-        """Keep only the cached rows `rows` (e.g. drop the silence half of a batched audio + silence prefill)."""
+    def select_rows(self, rows: slice | Int[Tensor, " rows"]) -> None:
+        """Keep the cached rows `rows`: a slice (e.g. drop the silence half of a batched audio + silence
+        prefill) or row indices, which may repeat rows (e.g. one shared prefix copied to every row)."""
         for layer in self.layers:
             if layer.k is not None:
                 layer.k, layer.v = layer.k[rows], layer.v[rows]

@@ -1,0 +1,128 @@
+"""The silence twin's final-position residuals for less than a second forward: its audio prefix computed once.
+
+In a silence twin every clip is the same all-zero audio, so two prompts whose text up to the end of their
+last clip is the same, with clips of the same lengths, have the same keys and values there: the silence
+run differs only after the last clip (the question). `shared_silence_residuals` runs each distinct prefix
+once, copies its KV cache to the rows that share it, and runs only the rows' suffixes on top. The result
+equals the full silence pass up to float rounding (tested); it is used when it saves work — left-padded
+batches where some rows share a prefix, and no hooks active on the model (a hook would see the silence
+rows in two pieces) — and otherwise the caller runs the plain silence pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from lens_audio.model.hook_point import block_hook_name
+from lens_audio.model.kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+
+def hooks_active(model: "HookedAudioLM") -> bool:
+    """Whether any hook point of the model holds a forward or backward hook now."""
+    return any(point.fwd_hooks or point.bwd_hooks for point in model.hook_dict.values())
+
+
+@torch.no_grad()
+def shared_silence_residuals(
+    model: "HookedAudioLM", batch: "AudioBatch", layers: Sequence[int], site: str = "hook_resid_post"
+) -> Float[Tensor, "batch layer d_model"] | None:
+    """The silence twin's residuals at each row's final position at `blocks.{L}.{site}`, prefixes shared.
+
+    None when sharing does not apply (right padding, no clips, hooks active, no two rows alike, or a prompt
+    that ends with audio): then run the plain silence pass.
+    """
+    if batch.padding_side != "left" or batch.input_features is None or hooks_active(model):
+        return None
+    ids = batch.input_ids.to(model.device)
+    mask = batch.attention_mask.to(model.device)
+    cuts = [spans[-1][1] if spans else 0 for spans in batch.audio_spans]  # end of each row's last clip
+    width = ids.shape[1]
+    if min(cuts) >= width or 0 in cuts:
+        return None
+    groups, group_of_row, clips_of_group = _prefix_groups(batch, cuts)
+    if len(groups) == batch.batch_size:
+        return None
+    deepest = max(layers)
+    cache = KVCache(model.cfg.n_layers)
+    prefix_ids, prefix_mask = _right_aligned(
+        [ids[row, width - int(mask[row].sum()) : cuts[row]] for row in groups], _filler_token(model)
+    )
+    clips = torch.tensor(clips_of_group, device=batch.input_features.device)
+    state = model.start_decoder(
+        prefix_ids,
+        prefix_mask,
+        batch.silence_twin().input_features[clips],
+        batch.feature_attention_mask[clips],
+        past_kv_cache=cache,
+    )
+    model.run_blocks(state, 0, deepest + 1)
+    cache.select_rows(torch.tensor(group_of_row, device=model.device))
+
+    start = min(cuts)
+    suffix_ids, suffix_mask = ids[:, start:].clone(), mask[:, start:].clone()
+    for row, cut in enumerate(cuts):
+        suffix_mask[row, : cut - start] = 0  # the prefix's tail in this row: already in the cache
+    suffix_ids[suffix_mask == 0] = _filler_token(model)
+    names = [block_hook_name(layer, site) for layer in layers]
+    captured: dict[str, Tensor] = {}
+
+    def capture(resid: Float[Tensor, "batch pos d_model"], hook) -> None:
+        captured[hook.name] = resid[:, -1]  # left padding: every row's final position is the last column
+
+    with model.hooks(fwd_hooks=[(name, capture) for name in set(names)]):
+        state = model.start_decoder(suffix_ids, suffix_mask, past_kv_cache=cache)
+        model.run_blocks(state, 0, deepest + 1)
+    return torch.stack([captured[name] for name in names], dim=1)
+
+
+def _filler_token(model: "HookedAudioLM") -> int:
+    """A token for masked positions: the pad token, never the audio placeholder (which would ask for a clip)."""
+    pad = model.cfg.pad_token_id
+    return pad if pad is not None and pad != model.cfg.audio_token_id else int(model.cfg.audio_token_id == 0)
+
+
+def _prefix_groups(batch: "AudioBatch", cuts: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Rows with the same tokens up to their cut and the same clip lengths share one prefix.
+
+    Returns the first row of each group, each row's group and the clip indices (into the batch's stacked
+    clips) of each group's first row, in order.
+    """
+    ids, mask = batch.input_ids.cpu(), batch.attention_mask.cpu()
+    lengths = batch.feature_attention_mask.sum(-1).tolist()
+    first_clip = 0
+    keys: dict[tuple, int] = {}
+    groups, group_of_row, clips_of_group = [], [], []
+    for row, (spans, cut) in enumerate(zip(batch.audio_spans, cuts)):
+        row_clips = list(range(first_clip, first_clip + len(spans)))
+        first_clip += len(spans)
+        real = ids[row, ids.shape[1] - int(mask[row].sum()) : cut]
+        key = (tuple(real.tolist()), tuple(lengths[c] for c in row_clips))
+        if key not in keys:
+            keys[key] = len(groups)
+            groups.append(row)
+            clips_of_group.extend(row_clips)
+        group_of_row.append(keys[key])
+    return groups, group_of_row, clips_of_group
+
+
+def _right_aligned(
+    sequences: list[Int[Tensor, " pos"]], pad_token_id: int
+) -> tuple[Int[Tensor, "group pos"], Int[Tensor, "group pos"]]:
+    """Left-pad token sequences into one batch (their last tokens aligned) with its attention mask."""
+    longest = max(len(s) for s in sequences)
+    device = sequences[0].device
+    ids = torch.full((len(sequences), longest), pad_token_id, dtype=sequences[0].dtype, device=device)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long, device=device)
+    for row, tokens in enumerate(sequences):
+        ids[row, longest - len(tokens) :] = tokens
+        mask[row, longest - len(tokens) :] = 1
+    return ids, mask
