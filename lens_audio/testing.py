@@ -68,5 +68,6 @@ def save_checkpoint(model: Any, processor: Any, folder: str | Path, max_shard_si
     folder = Path(folder)
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(folder, **kwargs)
-    processor.save_pretrained(folder)
+    if hasattr(processor, "save_pretrained"):  # VoxtralPromptProcessor has no files to save
+        processor.save_pretrained(folder)
     return folder
