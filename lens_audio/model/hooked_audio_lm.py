@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 
 from lens_audio.inputs.batch import AudioBatch, make_batch
-from lens_audio.model import generation, loading, processing
+from lens_audio.model import dispatch, generation, loading, processing
 from lens_audio.model import loss as lm_loss
 from lens_audio.model.attention import causal_mask
 from lens_audio.model.audio_encoder import AudioEncoder
@@ -122,6 +122,9 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         center_writing_weights: bool = True,
         center_unembed: bool = False,
         fold_value_biases: bool = False,
+        device_map: "str | dict[str, Any] | None" = None,
+        max_memory: dict | None = None,
+        offload_folder: str | Path | None = None,
     ) -> "HookedAudioLM":
         """Load a Qwen2-Audio, AudioFlamingo3 or Voxtral checkpoint from a local directory or a Hub id.
 
@@ -135,11 +138,20 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         are folded, so `W_U[:, t]` is token t's residual direction and the
         logits still equal transformers'. `from_pretrained_no_processing`
         keeps the weights as the checkpoint has them.
+
+        For models larger than one device, `device_map` ("auto", or a dict such as `{"audio": 0, "embed": 0,
+        "blocks.0": 0, ..., "unembed": "cpu"}`; `device` is then ignored) places the modules with Hugging Face
+        accelerate (`lens_audio.model.dispatch`): "auto" fills the GPUs, then the CPU, then the disk, within
+        `max_memory` (e.g. `{0: "70GiB", "cpu": "100GiB"}`); modules mapped to "disk" are offloaded to
+        `offload_folder`.
         """
-        model = loading.load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
-        return processing.process_weights_(
+        model, device_map = loading.load_pretrained(
+            cls, name_or_path, dtype, device, attn_implementation, local_files_only, device_map, max_memory
+        )
+        model = processing.process_weights_(
             model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True
         )
+        return model if device_map is None else dispatch.dispatch(model, device_map, offload_folder)
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedAudioLM":

@@ -14,13 +14,14 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from lens_audio.model import dispatch
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.family import KNOWN_HUB_IDS, family_of
 from lens_audio.model.registry import NAMED_CHECKPOINTS, named_checkpoint
@@ -42,8 +43,13 @@ def load_pretrained(
     device: str | torch.device,
     attn_implementation: str,
     local_files_only: bool | None,
-) -> "HookedAudioLM":
-    check_device(device)
+    device_map: "str | dispatch.DeviceMap | None" = None,
+    max_memory: dict | None = None,
+) -> tuple["HookedAudioLM", "dispatch.DeviceMap | None"]:
+    """The loaded model, and the resolved device map when `device_map` is given (each weight is then already on
+    its module's device; `dispatch.dispatch` attaches accelerate's hooks once the weights are processed)."""
+    if device_map is None:
+        check_device(device)
     folder = resolve_checkpoint(name_or_path, local_files_only)
     cfg = read_config(folder, str(name_or_path)).replace(
         dtype=parse_dtype(dtype), device=str(device), attn_implementation=attn_implementation
@@ -51,8 +57,15 @@ def load_pretrained(
     files = weight_files(folder)
     with torch.device("meta"):
         model = cls(cfg, processor=load_processor(folder))
-    assign_weights(model, iter_safetensors(files), cfg.dtype, device, str(name_or_path))
-    return model.eval()
+    resolved = None
+    if device_map is not None:
+        resolved = dispatch.resolve_device_map(model, device_map, cfg.dtype, max_memory)
+        for target in set(resolved.values()) - {"disk"}:
+            check_device(target if not isinstance(target, int) else f"cuda:{target}")
+        model.cfg.device = dispatch.main_device(resolved)
+    placement = device if resolved is None else (lambda name: dispatch.device_of(name, resolved))
+    assign_weights(model, iter_safetensors(files), cfg.dtype, placement, str(name_or_path))
+    return model.eval(), resolved
 
 
 def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processor: Any) -> "HookedAudioLM":
@@ -228,10 +241,12 @@ def assign_weights(
     model: "HookedAudioLM",
     tensors: Iterable[tuple[str, Tensor]],
     dtype: torch.dtype | None,
-    device: str | torch.device | None,
+    device: "str | torch.device | Callable[[str], Any] | None",
     source: str,
 ) -> None:
-    """Put each (Hugging Face key, tensor) into the meta-initialised `model`, converting on the way."""
+    """Put each (Hugging Face key, tensor) into the meta-initialised `model`, converting on the way.
+
+    `device` is one device for all, or a function of the parameter name (a device map's placement)."""
     expected = {name: p.shape for name, p in model.named_parameters()}
     seen: set[str] = set()
     for key, tensor in tensors:
@@ -255,7 +270,7 @@ def assign_weights(
         if tensor.is_floating_point() and dtype is not None:
             tensor = tensor.to(dtype=dtype)
         if device is not None:
-            tensor = tensor.to(device=device)
+            tensor = tensor.to(device=device(name) if callable(device) else device)
         module_name, attr = name.rsplit(".", 1)
         # Trainable, as in TransformerLens: gradients (bwd hooks, attribution) work; run under torch.no_grad() to
         # skip them.
