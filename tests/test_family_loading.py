@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import huggingface_hub.constants
 import pytest
@@ -88,3 +89,29 @@ def test_a_family_with_another_decoder_is_refused(saved, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="'gemma' decoder"):
         HookedAudioLM.from_pretrained(tmp_path)
+
+
+def test_bfloat16_is_as_close_as_transformers_own(saved):
+    """In bfloat16 the error against float32 logits is bounded by 1.5x that of the family's transformers model loaded
+    from the same folder in bfloat16; Voxtral keeps its encoder positions in float32, as transformers does."""
+    import transformers
+
+    from lens_audio.model.family import FAMILY_BY_NAME
+    from tests.conftest import reference_run
+
+    family, _, _, folder, batch = saved
+    high = logits_of(load(folder, family), batch)
+    if family == "voxtral":
+        with pytest.warns(UserWarning, match="processor"):
+            model = HookedAudioLM.from_pretrained(folder, dtype="bfloat16")
+        assert model.audio.W_pos.dtype == torch.float32
+    else:
+        model = HookedAudioLM.from_pretrained(folder, dtype="bfloat16")
+    valid = batch.attention_mask.bool()
+    ours = (logits_of(model, batch).float() - high)[valid].abs()
+    cls = getattr(transformers, FAMILY_BY_NAME[family].hf_class)
+    hf_low = cls.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    low_batch = replace(batch, input_features=batch.input_features.to(torch.bfloat16))  # AF3 does not cast them
+    theirs = (reference_run(hf_low, low_batch)[0].float() - high)[valid].abs()
+    assert theirs.mean() > 0
+    assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max(), (ours.mean(), theirs.mean())

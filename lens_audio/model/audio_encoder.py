@@ -161,7 +161,7 @@ class AudioEncoder(nn.Module):
             positions = torch.arange(self.cfg.n_ctx, device=x.device)
             key_valid = positions[None, :] < conv_frames(valid_frames)[:, None]
             allowed = None if bool(key_valid.all()) else key_valid[:, None, None, :]
-        resid = x + self.W_pos
+        resid = (x + self.W_pos).to(x.dtype)  # W_pos may be float32 under a bfloat16 model (fp32_positions)
         for block in self.blocks:
             resid = block(resid, allowed)
         if self.cfg.downsample == "avg_pool":

@@ -39,6 +39,7 @@ class AudioEncoderConfig:
     downsample: Downsample = "avg_pool"  # AvgPool1d(2) before ln_post, or `stack` frames concatenated after it
     stack: int = 4  # frames per audio token when downsample == "stack"
     mask_padding: bool = True  # mask keys past a clip's end and splice only its valid tokens
+    fp32_positions: bool = False  # positions kept in float32 whatever the dtype, added before rounding (Voxtral)
 
     @property
     def tokens_per_chunk(self) -> int:

@@ -9,6 +9,8 @@ decoder-only LM". A `Family` names one checkpoint type and says, in `AudioLMConf
 | audioflamingo3 | padding keys masked; AvgPool(2), ln_post     | Linear, GELU, Linear (bias)| Qwen2: q/k/v bias|
 | voxtral        | no mask; ln_post, then 4 frames stacked      | Linear, GELU, Linear       | Llama: no biases |
 
+Voxtral also keeps its encoder's positions in float32 in every dtype (transformers' `_keep_in_fp32_modules`).
+
 Qwen2-Audio and AudioFlamingo3 splice each clip's first `n_audio_tokens(valid frames)` rows; Voxtral splices
 every row of every 30 s chunk (its processor pads audio to whole chunks). The prompt templates differ too
 (see README, "Model families"); the processor of each checkpoint renders them.
@@ -66,7 +68,7 @@ def _voxtral(hf_config: Any) -> dict[str, Any]:
         )
     bias = bool(getattr(text, "attention_bias", False))
     return dict(projector="mlp", projector_bias=False, qkv_bias=bias, o_bias=bias,
-                audio_fields=dict(downsample="stack", stack=stack, mask_padding=False))
+                audio_fields=dict(downsample="stack", stack=stack, mask_padding=False, fp32_positions=True))
 
 
 def _check_gelu(hf_config: Any) -> None:

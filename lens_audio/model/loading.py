@@ -248,6 +248,7 @@ def assign_weights(
 
     `device` is one device for all, or a function of the parameter name (a device map's placement)."""
     expected = {name: p.shape for name, p in model.named_parameters()}
+    keep_float32 = {"audio.W_pos"} if model.cfg.audio.fp32_positions else set()
     seen: set[str] = set()
     for key, tensor in tensors:
         try:
@@ -268,7 +269,7 @@ def assign_weights(
                 f"{tuple(expected[name])}; the config and the weights disagree."
             )
         if tensor.is_floating_point() and dtype is not None:
-            tensor = tensor.to(dtype=dtype)
+            tensor = tensor.to(dtype=torch.float32 if name in keep_float32 else dtype)
         if device is not None:
             tensor = tensor.to(device=device(name) if callable(device) else device)
         module_name, attr = name.rsplit(".", 1)
