@@ -65,6 +65,18 @@ def test_listening_and_steering_match(pair, two_example_batch):
     assert torch.allclose(expected, got, atol=1e-6)
 
 
+def test_an_offload_folder_can_be_shared_by_two_models(folder, tmp_path, processor, two_example_batch, pair):
+    """accelerate reuses an index.json it finds: each model must offload into a folder of its own."""
+    other, _ = tiny_hf_model(processor, seed=8, n_heads=4, n_kv_heads=2, n_layers=3)
+    other_folder = save_checkpoint(other, processor, tmp_path / "other")
+    first = HookedAudioLM.from_pretrained(folder, device_map=SPLIT, offload_folder=tmp_path / "off")
+    second = HookedAudioLM.from_pretrained(other_folder, device_map=SPLIT, offload_folder=tmp_path / "off")
+    with torch.no_grad():
+        assert torch.allclose(first(two_example_batch), pair[0](two_example_batch), atol=1e-6)
+        assert torch.allclose(second(two_example_batch), HookedAudioLM.from_pretrained(other_folder)(two_example_batch),
+                              atol=1e-6)
+
+
 def test_auto_map_within_a_memory_cap_offloads_to_disk(folder, tmp_path, two_example_batch, pair):
     auto = HookedAudioLM.from_pretrained(folder, device_map="auto", max_memory={"cpu": "600KB"},
                                          offload_folder=tmp_path)
@@ -103,7 +115,7 @@ def test_experiment_cli_takes_a_device_map(tmp_path):
         args = ["listen", "--benchmark", str(bench), "--out", str(tmp_path / name), "--json", str(out), *extra]
         assert cli.main(args) == 0
         runs[name] = json.loads(out.read_text())
-    assert (tmp_path / "off" / "index.json").is_file(), "the disk modules were offloaded"
+    assert list((tmp_path / "off").glob("*/index.json")), "the disk modules were offloaded"
     assert runs["one"]["accuracy"] == runs["spread"]["accuracy"]
     assert torch.allclose(torch.tensor(runs["one"]["mean_audio_mass"]), torch.tensor(runs["spread"]["mean_audio_mass"]),
                           atol=1e-6)

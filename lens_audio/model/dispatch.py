@@ -16,6 +16,9 @@ analyses move what they combine. Weight views (`W_U`, `W_Q`, ...) of offloaded m
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -67,9 +70,16 @@ def dispatch(model: nn.Module, device_map: DeviceMap, offload_folder: str | Path
     """Attach accelerate's hooks (and offload "disk" modules to `offload_folder`); returns the model."""
     from accelerate import dispatch_model
 
-    if "disk" in device_map.values() and offload_folder is None:
-        raise ValueError("device_map puts modules on 'disk': give offload_folder= (a folder for their weights).")
-    dispatch_model(model, device_map, offload_dir=None if offload_folder is None else str(offload_folder))
+    offload_dir = None
+    if "disk" in device_map.values():
+        if offload_folder is None:
+            raise ValueError("device_map puts modules on 'disk': give offload_folder= (a folder for their weights).")
+        # accelerate reuses any index.json already in offload_dir (another model's weights, silently): give each
+        # model a fresh folder of its own inside offload_folder, removed when the model is garbage-collected.
+        Path(offload_folder).mkdir(parents=True, exist_ok=True)
+        offload_dir = tempfile.mkdtemp(prefix="lens-audio-offload-", dir=offload_folder)
+        weakref.finalize(model, shutil.rmtree, offload_dir, ignore_errors=True)
+    dispatch_model(model, device_map, offload_dir=offload_dir)
     model.hf_device_map = dict(device_map)
     return model
 
