@@ -97,6 +97,22 @@ def test_voxtral_several_clips_and_a_long_clip(family_pair):
     assert (ours - ref).abs().max() < 1e-4
 
 
+def test_audioflamingo3_long_clip_over_two_windows(family_pair):
+    """A 3 s clip through transformers' processor: two 2 s windows, one run of tokens spliced in order."""
+    hf, model, processor = family_pair("audioflamingo3")
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Long?"}]}], tokenize=False,
+        add_generation_prompt=True)
+    long = processor(text=[text], audio=[waveform(3.0, 8)])
+    assert long["input_features"].shape[0] == 2
+    assert int((long["input_ids"] == processor.audio_token_id).sum()) == 50 + 25  # 200 + 100 valid frames
+    with torch.no_grad():
+        ours = model(long["input_ids"], long["attention_mask"], long["input_features"],
+                     input_features_mask=long["input_features_mask"])
+        ref = hf(**long).logits
+    assert (ours - ref).abs().max() < 1e-4
+
+
 def test_audioflamingo3_takes_one_clip_per_prompt(family_pair):
     _, _, processor = family_pair("audioflamingo3")
     with pytest.raises(ValueError, match="1:1"):
