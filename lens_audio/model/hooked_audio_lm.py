@@ -473,7 +473,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         if self.processor is None:
             raise ValueError(
                 "This model has no processor (tokenizer and feature extractor). Load it from a checkpoint folder that "
-                "holds the processor files, or set model.processor = Qwen2AudioProcessor.from_pretrained(path)."
+                "holds the processor files, or set model.processor (e.g. AutoProcessor.from_pretrained(path))."
             )
         return self.processor.tokenizer
 
