@@ -198,6 +198,14 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
     parser.add_argument("--gate", choices=["signal"], help="scale beta per item by how little the specialists listen")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--device-map",
+        help="spread a large model over devices with accelerate: 'auto' (GPUs, then CPU, then disk) or a JSON dict "
+        "of module -> device, e.g. '{\"audio\": 0, \"embed\": 0, \"blocks.0\": 0, ..., \"unembed\": \"cpu\"}'; "
+        "--device is then ignored",
+    )
+    parser.add_argument("--max-memory", help="with --device-map auto: JSON caps per device, e.g. '{\"0\": \"70GiB\"}'")
+    parser.add_argument("--offload-folder", help="folder for the weights of modules the device map puts on 'disk'")
     parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
     parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
     if stage == "listen":
@@ -206,6 +214,22 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         parser.add_argument(
             "--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)"
         )
+
+
+def placement_args(args: argparse.Namespace) -> dict:
+    """`from_pretrained` keywords from --device-map, --max-memory and --offload-folder (none without --device-map)."""
+    if args.device_map is None:
+        return {}
+    device_map = args.device_map
+    try:
+        if device_map != "auto":
+            device_map = json.loads(device_map)
+        max_memory = json.loads(args.max_memory) if args.max_memory else None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--device-map / --max-memory must be 'auto' or JSON ({exc}).") from exc
+    if max_memory is not None:  # JSON keys are strings; accelerate wants GPU indices as ints
+        max_memory = {int(k) if str(k).isdigit() else k: v for k, v in max_memory.items()}
+    return {"device_map": device_map, "max_memory": max_memory, "offload_folder": args.offload_folder}
 
 
 def run_stage(args: argparse.Namespace) -> int:
@@ -229,7 +253,7 @@ def run_stage(args: argparse.Namespace) -> int:
         steering_source=args.steering_source,
         gate=args.gate,
     )
-    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
     experiment = Experiment(model, load_mmau(args.benchmark or benchmark_for(args.model)), profile, args.out)
     if args.command == "experiment":
         full = experiment.run_all()

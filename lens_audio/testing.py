@@ -1,8 +1,9 @@
-"""Random Qwen2-Audio checkpoints for tests, benchmarks and demos, built and saved offline.
+"""Random checkpoints of each model family for tests, benchmarks and demos, built and saved offline.
 
 `tiny_hf_model` makes a `transformers.Qwen2AudioForConditionalGeneration`
-from a small config with every weight random, including norm weights and
-biases (which default to 1 and 0 and would otherwise hide conversion bugs).
+(or, with `family=`, an AudioFlamingo3 / Voxtral model) from a small config
+with every weight random, including norm weights and biases (which default to 1 and 0
+and would otherwise hide conversion bugs).
 `save_checkpoint` writes it in Hugging Face format with an offline
 processor, so `HookedAudioLM.from_pretrained(folder)` exercises the real
 loading path.
@@ -16,7 +17,11 @@ from typing import Any
 import torch
 
 from lens_audio.inputs.offline_processor import build_offline_processor
-from lens_audio.model.hf_config import qwen2_audio_config
+from lens_audio.model.family import FAMILY_BY_NAME
+from lens_audio.model.hf_config import audioflamingo3_config, qwen2_audio_config, voxtral_config
+
+CONFIG_BUILDERS = {"qwen2-audio": qwen2_audio_config, "audioflamingo3": audioflamingo3_config,
+                   "voxtral": voxtral_config}
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
@@ -30,20 +35,22 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch
 
 
 def tiny_hf_model(
-    processor: Any = None, seed: int = 0, attn_implementation: str = "eager", **config: Any
+    processor: Any = None, seed: int = 0, attn_implementation: str = "eager", family: str = "qwen2-audio",
+    **config: Any,
 ) -> tuple[Any, Any]:
-    """A random tiny `Qwen2AudioForConditionalGeneration` (float32, eval mode) and its offline processor.
+    """A random tiny transformers model of `family` (float32, eval mode) and its offline processor.
 
-    `config` overrides `lens_audio.model.hf_config.qwen2_audio_config`'s keywords; `vocab_size` defaults to the
-    tokenizer's (a larger one only adds rows no token reaches, useful for realistic unembedding cost in benchmarks).
+    `config` overrides the keywords of the family's builder in `lens_audio.model.hf_config`; `vocab_size` defaults to
+    the tokenizer's (a larger one only adds rows no token reaches, useful for realistic unembedding cost in benchmarks).
     """
-    from transformers import Qwen2AudioForConditionalGeneration
+    import transformers
 
     chunk_seconds = config.get("chunk_seconds", 2)
     if processor is None:
-        processor = build_offline_processor(n_mels=config.get("n_mels", 16), chunk_seconds=chunk_seconds)
+        processor = build_offline_processor(n_mels=config.get("n_mels", 16), chunk_seconds=chunk_seconds,
+                                            family=family)
     tok = processor.tokenizer
-    hf_config = qwen2_audio_config(
+    hf_config = CONFIG_BUILDERS[family](
         vocab_size=config.pop("vocab_size", len(tok)),
         audio_token_id=processor.audio_token_id,
         pad_token_id=tok.pad_token_id,
@@ -52,7 +59,7 @@ def tiny_hf_model(
     )
     hf_config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(hf_config).eval()
+    model = getattr(transformers, FAMILY_BY_NAME[family].hf_class)(hf_config).eval()
     return perturb_(model, seed), processor
 
 
@@ -61,5 +68,6 @@ def save_checkpoint(model: Any, processor: Any, folder: str | Path, max_shard_si
     folder = Path(folder)
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(folder, **kwargs)
-    processor.save_pretrained(folder)
+    if hasattr(processor, "save_pretrained"):  # VoxtralPromptProcessor has no files to save
+        processor.save_pretrained(folder)
     return folder

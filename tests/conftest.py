@@ -1,4 +1,4 @@
-"""Shared fixtures: an offline processor, random tiny Qwen2-Audio models, and reference runs of transformers."""
+"""Shared fixtures: offline processors, random tiny models of each family, and reference runs of transformers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from lens_audio import HookedAudioLM, make_batch
 from lens_audio.inputs.offline_processor import build_offline_processor
+from lens_audio.model.family import FAMILIES
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.testing import tiny_hf_model
 
@@ -56,7 +57,8 @@ def two_example_batch(processor):
 
 
 def reference_run(hf, batch, **kwargs):
-    """transformers' logits and per-layer residuals (decoder layer outputs), with padding-aware positions."""
+    """transformers' logits, per-layer residuals (decoder layer outputs) and projected audio `[clips, tokens, d]`,
+    with padding-aware positions; the inputs are named as the model's family names them."""
     layers = hf.model.language_model.layers
     captured: dict[str, torch.Tensor] = {}
     handles = [
@@ -69,8 +71,16 @@ def reference_run(hf, batch, **kwargs):
     position_ids = position_ids_from_mask(batch.attention_mask)
     try:
         with torch.no_grad():
-            logits = hf(**batch.model_inputs(), position_ids=position_ids, **kwargs).logits
+            logits = hf(**hf_inputs(hf, batch), position_ids=position_ids, **kwargs).logits
     finally:
         for h in handles:
             h.remove()
+    if "audio" in captured and batch.input_features is not None:  # Voxtral projects a flat [clips * tokens, d]
+        captured["audio"] = captured["audio"].reshape(batch.input_features.shape[0], -1, captured["audio"].shape[-1])
     return logits, captured
+
+
+def hf_inputs(hf, batch):
+    """`batch` as keyword arguments of `hf`'s forward / generate (each family names the mel-frame mask its way)."""
+    family = FAMILIES[hf.config.model_type]
+    return family.hf_inputs(batch.input_ids, batch.attention_mask, batch.input_features, batch.feature_attention_mask)

@@ -98,8 +98,8 @@ def listening_signal(
 
     def use_k(k, hook):
         layer = hook.layer()
-        pattern = final_row_attention(captured.pop(layer), k, final, key_valid)
-        mass[:, layer] = (pattern * audio[:, None, :]).sum(-1).cpu()
+        pattern = final_row_attention(captured.pop(layer), k, final.to(k.device), key_valid.to(k.device))
+        mass[:, layer] = (pattern * audio.to(k.device)[:, None, :]).sum(-1).cpu()
         for lh in heads:
             if lh[0] == layer:
                 kept[lh] = pattern[:, lh[1]].cpu()

@@ -58,7 +58,10 @@ def final_residuals(
     _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=max(layers) + 1, return_cache_object=False)
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
-    return torch.stack([cache[name][rows, final] for name in names], dim=1)
+    # Layers may sit on different devices (accelerate's device_map): index each where it is, gather on model.device.
+    return torch.stack(
+        [cache[n][rows.to(cache[n].device), final.to(cache[n].device)].to(model.device) for n in names], dim=1
+    )
 
 
 def adaptive_direction(
@@ -148,7 +151,8 @@ def steering_hooks(
         if push.ndim == 2 and push.shape[0] != resid.shape[0]:
             raise ValueError(f"steering direction is for {push.shape[0]} examples but the batch has {resid.shape[0]}.")
         resid = resid.clone()
-        resid[:, start:] += push[:, None] if push.ndim == 2 else push
+        on_device = push.to(resid.device)
+        resid[:, start:] += on_device[:, None] if push.ndim == 2 else on_device
         return resid
 
     return [(hook_name, add)]

@@ -148,8 +148,10 @@ def make_batch(
     audio, each item one clip or a list of clips. `question` goes through the
     chat template (one `Audio i:` line per clip, then the question;
     `system_prompt` replaces the default system message). `prompt` instead
-    is raw text holding one `<|AUDIO|>` per clip (e.g. for base models:
-    `"<|audio_bos|><|AUDIO|><|audio_eos|>Generate the caption in English:"`).
+    is raw text holding one audio placeholder per clip (`processor.audio_token`: Qwen2-Audio's `<|AUDIO|>`,
+    e.g. for base models `"<|audio_bos|><|AUDIO|><|audio_eos|>Generate the caption in English:"`;
+    AudioFlamingo3's `<sound>`; Voxtral's `[AUDIO]` after `[BEGIN_AUDIO]`). The processor is the model
+    family's (see `lens_audio.inputs.offline_processor`), which expands each placeholder into its audio tokens.
     Arrays need `sampling_rate`; everything is resampled to 16 kHz mono.
     Batches are left-padded by default, as generation needs.
     """
@@ -177,19 +179,22 @@ def make_batch(
         ]
     else:
         rendered = texts
+        placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
         for i, (p, w) in enumerate(zip(texts, waveforms)):
-            if p.count(AUDIO_PLACEHOLDER) != len(w):
+            if p.count(placeholder) != len(w):
                 raise ValueError(
-                    f"prompt {i} holds {p.count(AUDIO_PLACEHOLDER)} {AUDIO_PLACEHOLDER} placeholder(s) but has "
-                    f"{len(w)} clip(s); "
-                    f"put one {AUDIO_PLACEHOLDER} (inside <|audio_bos|>...<|audio_eos|>) per clip."
+                    f"prompt {i} holds {p.count(placeholder)} {placeholder} placeholder(s) but has "
+                    f"{len(w)} clip(s); put one {placeholder} per clip (Qwen2-Audio: inside "
+                    "<|audio_bos|>...<|audio_eos|>)."
                 )
     flat = [w for clips in waveforms for w in clips]
     tokenizer = processor.tokenizer
     previous_side, tokenizer.padding_side = tokenizer.padding_side, padding_side
     try:
         kwargs = {"audio": flat, "sampling_rate": TARGET_SAMPLE_RATE} if flat else {}
-        encoded = processor(text=rendered, return_tensors="pt", padding=True, **kwargs)
+        # Padding is the text's only: each family's processor pads its audio features itself.
+        text_kwargs = {"padding": True, "padding_side": padding_side}
+        encoded = processor(text=rendered, return_tensors="pt", text_kwargs=text_kwargs, **kwargs)
     finally:
         tokenizer.padding_side = previous_side
     input_ids = encoded["input_ids"]
@@ -197,7 +202,7 @@ def make_batch(
         input_ids=input_ids,
         attention_mask=encoded["attention_mask"],
         input_features=encoded.get("input_features"),
-        feature_attention_mask=encoded.get("feature_attention_mask"),
+        feature_attention_mask=encoded.get("feature_attention_mask", encoded.get("input_features_mask")),
         audio_spans=[_spans(row == processor.audio_token_id) for row in input_ids],
         waveforms=waveforms,
         texts=rendered,
@@ -208,9 +213,10 @@ def make_batch(
 
 def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None = None, index: int = 0) -> str:
     """The chat-template text of one user turn: one `Audio i:` placeholder line per clip, then `question`."""
-    if AUDIO_PLACEHOLDER in question:
+    placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
+    if placeholder in question:
         raise ValueError(
-            f"question {index} contains {AUDIO_PLACEHOLDER}; the chat template adds one per clip itself. "
+            f"question {index} contains {placeholder}; the chat template adds one per clip itself. "
             "Use prompt= for raw text with your own placeholders."
         )
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []

@@ -1,4 +1,4 @@
-"""The hooked Qwen2-Audio port and its loading."""
+"""The hooked port of Qwen2-Audio, AudioFlamingo3 and Voxtral (`family`), its loading and its placement."""
 
 from lens_audio.model.config import AudioEncoderConfig, AudioLMConfig
 from lens_audio.model.hooked_audio_lm import HookedAudioLM

@@ -4,12 +4,15 @@ Data flow for `n_clips` clips, each padded to `2 * n_ctx` mel frames::
 
     hook_mel [clips, mels, frames]
       -> conv1, gelu, conv2 (stride 2), gelu -> hook_conv_out [clips, n_ctx, d_audio]
-      -> + positions -> blocks.{L} (pre-LN, bidirectional, padding keys masked)
-      -> AvgPool1d(2) -> hook_pooled [clips, n_ctx // 2, d_audio]
-      -> ln_post -> projector -> hook_audio_embeds [clips, n_ctx // 2, d_model]
+      -> + positions -> blocks.{L} (pre-LN, bidirectional; padding keys masked if cfg.mask_padding)
+      -> downsample -> hook_pooled [clips, tokens, d_in]
+      -> projector -> hook_audio_embeds [clips, tokens, d_model]
 
-Only the first `n_audio_tokens(valid_frames)` (`lens_audio.inputs.frames`) rows of `hook_audio_embeds` per
-clip are spliced into the language model; the rest are padding.
+`downsample` is the family's (`lens_audio.model.family`): "avg_pool" (Qwen2-Audio, AudioFlamingo3) is
+AvgPool1d(2) then `ln_post` (hook_pooled before `ln_post`: [clips, n_ctx // 2, d_audio]); "stack" (Voxtral)
+is `ln_post` then `stack` consecutive frames concatenated (hook_pooled: [clips, n_ctx // stack, stack * d_audio]).
+With `mask_padding`, only the first `n_audio_tokens(valid_frames)` (`lens_audio.inputs.frames`) rows of
+`hook_audio_embeds` per clip are spliced into the language model; otherwise every row is.
 """
 
 from __future__ import annotations
@@ -92,6 +95,27 @@ class EncoderBlock(PreNormBlock):
         return self.residual(resid, lambda x: self.attn(x, allowed))
 
 
+class MLPProjector(nn.Module):
+    """Linear -> GELU -> Linear (AudioFlamingo3, Voxtral); parameter names as in transformers."""
+
+    def __init__(self, d_in: int, d_model: int, bias: bool) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(d_in, d_model, bias=bias)
+        self.linear_2 = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: Float[Tensor, "clips tokens d_in"]) -> Float[Tensor, "clips tokens d_model"]:
+        return self.linear_2(F.gelu(self.linear_1(x)))
+
+
+def make_projector(cfg: AudioLMConfig) -> nn.Module:
+    """The family's projector from encoder rows (after downsampling) to the decoder width."""
+    acfg = cfg.audio
+    d_in = acfg.d_model * (acfg.stack if acfg.downsample == "stack" else 1)
+    if cfg.projector == "linear":
+        return nn.Linear(d_in, cfg.d_model, bias=cfg.projector_bias)
+    return MLPProjector(d_in, cfg.d_model, cfg.projector_bias)
+
+
 class AudioEncoder(nn.Module):
     """Mel features -> projected audio embeddings, one row of embeddings per clip."""
 
@@ -104,7 +128,7 @@ class AudioEncoder(nn.Module):
         self.W_pos = nn.Parameter(torch.zeros(acfg.n_ctx, acfg.d_model))
         self.blocks = nn.ModuleList(EncoderBlock(acfg, cfg.attn_implementation) for _ in range(acfg.n_layers))
         self.ln_post = LayerNorm(acfg.d_model)
-        self.projector = nn.Linear(acfg.d_model, cfg.d_model, bias=True)
+        self.projector = make_projector(cfg)
         self.hook_mel = HookPoint()
         self.hook_conv_out = HookPoint()
         self.hook_pooled = HookPoint()
@@ -113,9 +137,11 @@ class AudioEncoder(nn.Module):
     def forward(
         self,
         input_features: Float[Tensor, "clips mels frames"],
-        feature_attention_mask: Int[Tensor, "clips frames"],
+        feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
     ) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, " clips"]]:
-        """Returns the projected embeddings and how many of each clip's rows are real audio tokens."""
+        """Returns the projected embeddings and how many of each clip's rows are real audio tokens.
+
+        Without `feature_attention_mask` every frame counts as valid."""
         expected = self.cfg.n_frames
         if input_features.shape[1:] != (self.cfg.n_mels, expected):
             raise ValueError(
@@ -126,13 +152,25 @@ class AudioEncoder(nn.Module):
         x = self.hook_mel(input_features.to(self.conv1.weight.dtype))
         x = F.gelu(self.conv2(F.gelu(self.conv1(x))))
         x = self.hook_conv_out(x.transpose(1, 2))
-        valid_frames = feature_attention_mask.sum(-1)
-        positions = torch.arange(self.cfg.n_ctx, device=x.device)
-        key_valid = positions[None, :] < conv_frames(valid_frames)[:, None]
-        allowed = None if bool(key_valid.all()) else key_valid[:, None, None, :]
-        resid = x + self.W_pos
+        if feature_attention_mask is None:
+            valid_frames = torch.full(x.shape[:1], expected, dtype=torch.long, device=x.device)
+        else:
+            valid_frames = feature_attention_mask.sum(-1)
+        allowed = None
+        if self.cfg.mask_padding:
+            positions = torch.arange(self.cfg.n_ctx, device=x.device)
+            key_valid = positions[None, :] < conv_frames(valid_frames)[:, None]
+            allowed = None if bool(key_valid.all()) else key_valid[:, None, None, :]
+        resid = (x + self.W_pos).to(x.dtype)  # W_pos may be float32 under a bfloat16 model (fp32_positions)
         for block in self.blocks:
             resid = block(resid, allowed)
-        pooled = self.hook_pooled(F.avg_pool1d(resid.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2))
-        embeds = self.hook_audio_embeds(self.projector(self.ln_post(pooled)))
+        if self.cfg.downsample == "avg_pool":
+            pooled = self.hook_pooled(F.avg_pool1d(resid.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2))
+            embeds = self.hook_audio_embeds(self.projector(self.ln_post(pooled)))
+        else:  # Voxtral: normalise, then concatenate each run of `stack` frames into one row
+            normed = self.ln_post(resid)
+            stacked = self.hook_pooled(normed.reshape(normed.shape[0], -1, self.cfg.stack * normed.shape[-1]))
+            embeds = self.hook_audio_embeds(self.projector(stacked))
+        if not self.cfg.mask_padding:
+            return embeds, torch.full_like(valid_frames, embeds.shape[1])
         return embeds, n_audio_tokens(valid_frames)

@@ -1,12 +1,12 @@
-"""Configuration of a hooked Qwen2-Audio model, in TransformerLens vocabulary.
+"""Configuration of a hooked audio-language model (Qwen2-Audio, AudioFlamingo3, Voxtral), in TransformerLens vocabulary.
 
 `AudioLMConfig` is what `HookedAudioLM.cfg` holds. Its field names follow
 TransformerLens (`n_layers`, `d_model`, `n_heads`, `d_head`, `d_mlp`,
 `d_vocab`, `normalization_type`, ...) because `ActivationCache` helpers read
 them; the audio encoder's shape lives in a nested `AudioEncoderConfig`.
-Both are built from a Hugging Face `Qwen2AudioConfig` by
-`AudioLMConfig.from_hf_config`, which refuses features the port does not
-implement instead of silently computing something else.
+Both are built from a Hugging Face config of one of the families in
+`lens_audio.model.family` by `AudioLMConfig.from_hf_config`, which refuses
+features the port does not implement instead of silently computing something else.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from typing import Any, Literal
 
 import torch
 
+from lens_audio.model.family import family_of
+
 AttentionImplementation = Literal["auto", "sdpa", "eager"]
+Downsample = Literal["avg_pool", "stack"]
 
 
 @dataclass
 class AudioEncoderConfig:
-    """Shape of the Whisper-style audio encoder (`Qwen2AudioEncoder`)."""
+    """Shape of the Whisper-style audio encoder, and how its frames become audio tokens (see `model.family`)."""
 
     n_mels: int = 128
     n_layers: int = 32
@@ -33,6 +36,15 @@ class AudioEncoderConfig:
     n_ctx: int = 1500  # positions after the stride-2 conv (max_source_positions)
     activation: str = "gelu"
     scale_embedding: bool = False
+    downsample: Downsample = "avg_pool"  # AvgPool1d(2) before ln_post, or `stack` frames concatenated after it
+    stack: int = 4  # frames per audio token when downsample == "stack"
+    mask_padding: bool = True  # mask keys past a clip's end and splice only its valid tokens
+    fp32_positions: bool = False  # positions kept in float32 whatever the dtype, added before rounding (Voxtral)
+
+    @property
+    def tokens_per_chunk(self) -> int:
+        """Audio-token rows the encoder gives per clip (padding included)."""
+        return self.n_ctx // 2 if self.downsample == "avg_pool" else self.n_ctx // self.stack
 
     @property
     def d_head(self) -> int:
@@ -78,6 +90,11 @@ class AudioLMConfig:
     ungroup_grouped_query_attention: bool = False
     attn_implementation: AttentionImplementation = "auto"
     model_name: str = "qwen2-audio"
+    family: str = "qwen2-audio"  # a name in lens_audio.model.family.FAMILY_BY_NAME
+    projector: Literal["linear", "mlp"] = "linear"  # one Linear, or Linear -> GELU -> Linear
+    projector_bias: bool = True
+    qkv_bias: bool = True  # decoder attention biases (Qwen2: q/k/v only; Llama: attention_bias on all four)
+    o_bias: bool = False
     tokenizer_name: str | None = None
     original_architecture: str = "Qwen2AudioForConditionalGeneration"
     gated_mlp: bool = True
@@ -104,22 +121,22 @@ class AudioLMConfig:
 
     @classmethod
     def from_hf_config(cls, hf_config: Any, model_name: str = "qwen2-audio") -> "AudioLMConfig":
-        """Build from a `transformers.Qwen2AudioConfig` (or its dict form).
+        """Build from a transformers config of a supported family (`Qwen2AudioConfig`, `AudioFlamingo3Config`,
+        `VoxtralConfig`) or its dict form.
 
         Raises:
-            ValueError: if the config is not a Qwen2-Audio config, or uses a
+            ValueError: if the config is of another architecture, or uses a
                 feature this port does not implement (sliding-window
                 attention, non-default rotary scaling, another activation).
         """
-        model_type = getattr(hf_config, "model_type", None)
-        if model_type != "qwen2_audio":
-            raise ValueError(
-                f"{model_name!r} is a {model_type!r} checkpoint, not 'qwen2_audio': HookedAudioLM "
-                "only loads Qwen2AudioForConditionalGeneration checkpoints "
-                "(e.g. Qwen/Qwen2-Audio-7B-Instruct, mispeech/r1-aqa)."
-            )
+        family = family_of(getattr(hf_config, "model_type", None), model_name)
         text, audio = hf_config.text_config, hf_config.audio_config
-        if getattr(text, "use_sliding_window", False):
+        if text.model_type not in family.text_model_types:
+            raise ValueError(
+                f"{model_name!r}: a {family.name} checkpoint with a {text.model_type!r} decoder; this port implements "
+                f"{family.name} with {' or '.join(family.text_model_types)} decoders."
+            )
+        if getattr(text, "use_sliding_window", False) or getattr(text, "sliding_window", None):
             raise ValueError(f"{model_name!r} uses sliding-window attention, which HookedAudioLM does not implement.")
         rope = getattr(text, "rope_parameters", None) or {}
         rope_type = rope.get("rope_type", "default")
@@ -132,6 +149,7 @@ class AudioLMConfig:
                 f"{model_name!r} uses activations {text.hidden_act!r}/{audio.activation_function!r}; "
                 "HookedAudioLM implements silu (decoder) and gelu (encoder)."
             )
+        fields = family.fields(hf_config)
         n_heads = text.num_attention_heads
         d_head = getattr(text, "head_dim", None) or text.hidden_size // n_heads
         return cls(
@@ -152,6 +170,7 @@ class AudioLMConfig:
                 n_ctx=audio.max_source_positions,
                 activation=audio.activation_function,
                 scale_embedding=bool(audio.scale_embedding),
+                **fields.pop("audio_fields"),
             ),
             eps=text.rms_norm_eps,
             rotary_base=float(rope.get("rope_theta", 10000.0)),
@@ -160,6 +179,9 @@ class AudioLMConfig:
             eos_token_id=text.eos_token_id,
             model_name=model_name,
             tokenizer_name=model_name,
+            original_architecture=family.hf_class,
+            family=family.name,
+            **fields,
         )
 
     def replace(self, **changes: Any) -> "AudioLMConfig":

@@ -1,4 +1,5 @@
-"""The Qwen2 language decoder, hooked with TransformerLens names.
+"""The language decoder (Qwen2 or Llama/Mistral: the same block up to attention biases), hooked with TransformerLens
+names.
 
 Each block computes, with the hook that fires at each step::
 
@@ -76,16 +77,16 @@ def apply_rotary(
 
 
 class DecoderAttention(TLWeightViews, AttentionHooks):
-    """Grouped-query self-attention with rotary positions and q/k/v biases."""
+    """Grouped-query self-attention with rotary positions; biases as `cfg.qkv_bias` / `cfg.o_bias` (the family's)."""
 
     def __init__(self, cfg: AudioLMConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_key_value_heads
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_head, bias=True)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.n_key_value_heads * cfg.d_head, bias=True)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.n_key_value_heads * cfg.d_head, bias=True)
-        self.o_proj = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model, bias=False)
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_key_value_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_key_value_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model, bias=cfg.o_bias)
         self.hook_rot_q = HookPoint()
         self.hook_rot_k = HookPoint()
 

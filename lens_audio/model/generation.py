@@ -118,7 +118,7 @@ def decode(
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     one = torch.ones_like(mask[:, :1])
     for i in range(s.max_new_tokens):
-        next_tokens = _choose(next_logits, s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
+        next_tokens = _choose(next_logits.to(tokens.device), s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
         mask = torch.cat([mask, one], dim=1)

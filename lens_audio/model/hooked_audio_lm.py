@@ -1,4 +1,7 @@
-"""`HookedAudioLM`: Qwen2-Audio (audio encoder + projector + Qwen2 decoder) as a TransformerLens root module.
+"""`HookedAudioLM`: an audio-language model (audio encoder + projector + decoder) as a TransformerLens root module.
+
+One class for every family in `lens_audio.model.family` (Qwen2-Audio, AudioFlamingo3, Voxtral): the
+checkpoint's config chooses the encoder's downsampling, the projector and the decoder's biases.
 
 It is a `transformer_lens.HookedRootModule`, so `run_with_hooks`, `hooks()`,
 `add_hook`, `reset_hooks` and `run_with_cache` behave as in TransformerLens,
@@ -9,7 +12,8 @@ TransformerLens's hook names and config fields.
 
 Forward takes what Hugging Face's `Qwen2AudioForConditionalGeneration`
 takes (`input_ids`, `attention_mask`, `input_features`,
-`feature_attention_mask`) or one `AudioBatch`, and returns logits
+`feature_attention_mask`; AudioFlamingo3's name `input_features_mask` is
+accepted too, and Voxtral needs no mask) or one `AudioBatch`, and returns logits
 `[batch, pos, d_vocab]`. Position ids default to "count of real tokens so
 far" (what Hugging Face's `generate` uses), so a left-padded row gives the
 same numbers as the same prompt unpadded.
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 
 from lens_audio.inputs.batch import AudioBatch, make_batch
-from lens_audio.model import generation, loading, processing
+from lens_audio.model import dispatch, generation, loading, processing
 from lens_audio.model import loss as lm_loss
 from lens_audio.model.attention import causal_mask
 from lens_audio.model.audio_encoder import AudioEncoder
@@ -78,7 +82,7 @@ def position_ids_from_mask(
 
 
 class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
-    """A hooked port of `Qwen2AudioForConditionalGeneration`; see the module docstring.
+    """A hooked port of Qwen2-Audio, AudioFlamingo3 and Voxtral; see the module docstring.
 
     Build one with `HookedAudioLM.from_pretrained(name_or_path)` or
     `HookedAudioLM.from_hf_model(hf_model)`; the constructor makes a model
@@ -97,8 +101,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         self.hook_embed = HookPoint()  # token embeddings with the audio embeddings spliced in
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
         self.ln_final = RMSNorm(cfg.d_model, cfg.eps)
-        # Never tied to the embedding: Qwen2AudioForConditionalGeneration keeps its own lm_head,
-        # whatever text_config.tie_word_embeddings says.
+        # Never tied to the embedding: the *ForConditionalGeneration classes of all three families keep their own
+        # lm_head, whatever text_config.tie_word_embeddings says.
         self.unembed = Unembed(cfg.d_model, cfg.d_vocab, bias=False)
         self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
         self.setup()
@@ -118,8 +122,11 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         center_writing_weights: bool = True,
         center_unembed: bool = False,
         fold_value_biases: bool = False,
+        device_map: "str | dict[str, Any] | None" = None,
+        max_memory: dict | None = None,
+        offload_folder: str | Path | None = None,
     ) -> "HookedAudioLM":
-        """Load a Qwen2-Audio checkpoint from a local directory or a Hub id.
+        """Load a Qwen2-Audio, AudioFlamingo3 or Voxtral checkpoint from a local directory or a Hub id.
 
         Weights are read from safetensors tensor by tensor and converted on
         the fly into a model allocated without memory, so loading peaks near
@@ -131,11 +138,20 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         are folded, so `W_U[:, t]` is token t's residual direction and the
         logits still equal transformers'. `from_pretrained_no_processing`
         keeps the weights as the checkpoint has them.
+
+        For models larger than one device, `device_map` ("auto", or a dict such as `{"audio": 0, "embed": 0,
+        "blocks.0": 0, ..., "unembed": "cpu"}`; `device` is then ignored) places the modules with Hugging Face
+        accelerate (`lens_audio.model.dispatch`): "auto" fills the GPUs, then the CPU, then the disk, within
+        `max_memory` (e.g. `{0: "70GiB", "cpu": "100GiB"}`); modules mapped to "disk" are offloaded to
+        `offload_folder`.
         """
-        model = loading.load_pretrained(cls, name_or_path, dtype, device, attn_implementation, local_files_only)
-        return processing.process_weights_(
+        model, device_map = loading.load_pretrained(
+            cls, name_or_path, dtype, device, attn_implementation, local_files_only, device_map, max_memory
+        )
+        model = processing.process_weights_(
             model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True
         )
+        return model if device_map is None else dispatch.dispatch(model, device_map, offload_folder)
 
     @classmethod
     def from_pretrained_no_processing(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedAudioLM":
@@ -154,7 +170,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         center_unembed: bool = False,
         fold_value_biases: bool = False,
     ) -> "HookedAudioLM":
-        """Wrap a `Qwen2AudioForConditionalGeneration` already in memory.
+        """Wrap a `Qwen2AudioForConditionalGeneration` (or AudioFlamingo3's, Voxtral's) already in memory.
 
         The port shares the Hugging Face model's weight tensors (no copy)
         except those weight processing changes (with the default `fold_ln`,
@@ -192,6 +208,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
         past_kv_cache: KVCache | None = None,
+        input_features_mask: Int[Tensor, "clips frames"] | None = None,
     ) -> Any:
         """Run the model; returns logits, the loss, both, or the residual stream before block `stop_at_layer`.
 
@@ -202,6 +219,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         """
         if stop_at_layer is not None and past_kv_cache is not None:
             raise ValueError("stop_at_layer cannot be combined with past_kv_cache: later layers would miss their keys.")
+        if feature_attention_mask is None:
+            feature_attention_mask = input_features_mask  # AudioFlamingo3's name for the same mask
         if start_at_layer is None:
             input_ids, attention_mask, input_features, feature_attention_mask = self._unpack_inputs(
                 input_ids, attention_mask, input_features, feature_attention_mask
@@ -300,7 +319,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if (input_features is None) != (feature_attention_mask is None):
+        mask_missing = input_features is not None and feature_attention_mask is None and self.cfg.audio.mask_padding
+        if mask_missing or (input_features is None and feature_attention_mask is not None):
             raise ValueError("input_features and feature_attention_mask go together: pass both or neither.")
         return input_ids, attention_mask, input_features, feature_attention_mask
 
@@ -311,26 +331,27 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         feature_attention_mask: Tensor | None,
         past_kv_cache: KVCache | None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """Token embeddings with each clip's audio embeddings written over its `<|AUDIO|>` tokens."""
-        input_ids = input_ids.to(self.embed.weight.device)
+        """Token embeddings with each clip's audio embeddings written over its audio placeholder tokens."""
+        input_ids = input_ids.to(self.device)
         embeds = self.embed(input_ids)
         audio_slots = input_ids == self.cfg.audio_token_id
         n_slots = int(audio_slots.sum())
+        token = getattr(self.processor, "audio_token", None) or f"audio placeholder (id {self.cfg.audio_token_id})"
         if input_features is None:
             if n_slots and (past_kv_cache is None or past_kv_cache.length == 0):
                 raise ValueError(
-                    f"The prompt holds {n_slots} <|AUDIO|> tokens but no input_features were given: "
+                    f"The prompt holds {n_slots} {token} tokens but no input_features were given: "
                     "pass the clips' features (model.to_batch builds both)."
                 )
             return embeds
-        audio_embeds, n_tokens = self.audio(
-            input_features.to(embeds.device), feature_attention_mask.to(embeds.device)
-        )
+        frames_mask = None if feature_attention_mask is None else feature_attention_mask.to(embeds.device)
+        audio_embeds, n_tokens = self.audio(input_features.to(embeds.device), frames_mask)
+        audio_embeds, n_tokens = audio_embeds.to(embeds.device), n_tokens.to(embeds.device)
         if n_slots != int(n_tokens.sum()):
             raise ValueError(
-                f"The prompt holds {n_slots} <|AUDIO|> tokens but the {len(n_tokens)} clip(s) give "
+                f"The prompt holds {n_slots} {token} tokens but the {len(n_tokens)} clip(s) give "
                 f"{int(n_tokens.sum())} audio embeddings ({n_tokens.tolist()} per clip). Build inputs with the "
-                "model's processor, which expands each <|AUDIO|> placeholder into one token per audio frame, "
+                "model's processor, which expands each audio placeholder into one token per audio frame, "
                 "and give exactly one clip per placeholder."
             )
         keep = torch.arange(audio_embeds.shape[1], device=embeds.device)[None, :] < n_tokens[:, None]
@@ -452,7 +473,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         if self.processor is None:
             raise ValueError(
                 "This model has no processor (tokenizer and feature extractor). Load it from a checkpoint folder that "
-                "holds the processor files, or set model.processor = Qwen2AudioProcessor.from_pretrained(path)."
+                "holds the processor files, or set model.processor (e.g. AutoProcessor.from_pretrained(path))."
             )
         return self.processor.tokenizer
 
@@ -522,7 +543,10 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     @property
     def device(self) -> torch.device:
-        return self.embed.weight.device
+        """Where inputs go: the token embedding's device (its execution device when accelerate dispatched it)."""
+        hook = getattr(self.embed, "_hf_hook", None)
+        execution = getattr(hook, "execution_device", None)
+        return torch.device(execution) if execution is not None else self.embed.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

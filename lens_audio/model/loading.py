@@ -1,4 +1,5 @@
-"""Loading Qwen2-Audio checkpoints into `HookedAudioLM`: Hub ids, local folders, models in memory.
+"""Loading Qwen2-Audio, AudioFlamingo3 and Voxtral checkpoints into `HookedAudioLM`: Hub ids, local folders,
+models in memory.
 
 Safety: weights are read from safetensors only (no pickle) and no remote
 code is ever run. Memory: the model is first built on the `meta` device
@@ -13,23 +14,26 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from lens_audio.model import dispatch
 from lens_audio.model.config import AudioLMConfig
+from lens_audio.model.family import KNOWN_HUB_IDS, family_of
 from lens_audio.model.registry import NAMED_CHECKPOINTS, named_checkpoint
 from lens_audio.model.weights import hf_key_to_lens
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
-KNOWN_HUB_IDS = ("Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2-Audio-7B", "mispeech/r1-aqa")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
+# Mistral's own single-file format, shipped beside the Hugging Face shards of Voxtral: other key names, never read.
+_MISTRAL_NATIVE = ("consolidated.safetensors", "params.json")
 
 
 def load_pretrained(
@@ -39,8 +43,13 @@ def load_pretrained(
     device: str | torch.device,
     attn_implementation: str,
     local_files_only: bool | None,
-) -> "HookedAudioLM":
-    check_device(device)
+    device_map: "str | dispatch.DeviceMap | None" = None,
+    max_memory: dict | None = None,
+) -> tuple["HookedAudioLM", "dispatch.DeviceMap | None"]:
+    """The loaded model, and the resolved device map when `device_map` is given (each weight is then already on
+    its module's device; `dispatch.dispatch` attaches accelerate's hooks once the weights are processed)."""
+    if device_map is None:
+        check_device(device)
     folder = resolve_checkpoint(name_or_path, local_files_only)
     cfg = read_config(folder, str(name_or_path)).replace(
         dtype=parse_dtype(dtype), device=str(device), attn_implementation=attn_implementation
@@ -48,8 +57,15 @@ def load_pretrained(
     files = weight_files(folder)
     with torch.device("meta"):
         model = cls(cfg, processor=load_processor(folder))
-    assign_weights(model, iter_safetensors(files), cfg.dtype, device, str(name_or_path))
-    return model.eval()
+    resolved = None
+    if device_map is not None:
+        resolved = dispatch.resolve_device_map(model, device_map, cfg.dtype, max_memory)
+        for target in set(resolved.values()) - {"disk"}:
+            check_device(target if not isinstance(target, int) else f"cuda:{target}")
+        model.cfg.device = dispatch.main_device(resolved)
+    placement = device if resolved is None else (lambda name: dispatch.device_of(name, resolved))
+    assign_weights(model, iter_safetensors(files), cfg.dtype, placement, str(name_or_path))
+    return model.eval(), resolved
 
 
 def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processor: Any) -> "HookedAudioLM":
@@ -93,7 +109,12 @@ def _download(repo_id: str, local_files_only: bool | None) -> Path:
     error: Exception | None = None
     for cached_only in attempts:
         try:
-            return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=cached_only))
+            return Path(
+                snapshot_download(
+                    repo_id, allow_patterns=_HUB_FILES, ignore_patterns=list(_MISTRAL_NATIVE),
+                    local_files_only=cached_only,
+                )
+            )
         except Exception as exc:  # huggingface_hub raises several types for "not found" and "offline"
             error = exc
     raise FileNotFoundError(
@@ -111,26 +132,21 @@ def read_config(folder: Path, name: str) -> AudioLMConfig:
         if not list(folder.glob("*.safetensors")):
             _refuse_pickle_only(folder)
         raise FileNotFoundError(f"{name!r}: no config.json in {folder}; is this a Hugging Face checkpoint folder?")
-    model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type != "qwen2_audio":
-        raise ValueError(
-            f"{name!r} is a {model_type!r} checkpoint; HookedAudioLM loads Qwen2-Audio "
-            f"(model_type 'qwen2_audio') checkpoints such as {', '.join(KNOWN_HUB_IDS)}."
-        )
-    from transformers import Qwen2AudioConfig
+    family = family_of(json.loads(config_file.read_text()).get("model_type"), name)
+    from transformers import AutoConfig
 
-    try:
-        hf_config = Qwen2AudioConfig.from_pretrained(folder)
+    try:  # the family's own config class (never remote code)
+        hf_config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # transformers raises several types for an inconsistent config
         message = " ".join(str(exc).split())
         raise ValueError(
-            f"{config_file} is not a valid Qwen2-Audio config ({type(exc).__name__}: {message}); fix it."
+            f"{config_file} is not a valid {family.name} config ({type(exc).__name__}: {message}); fix it."
         ) from exc
     return AudioLMConfig.from_hf_config(hf_config, model_name=name)
 
 
 def load_processor(folder: Path) -> Any:
-    """The checkpoint's `Qwen2AudioProcessor`, or None (with a warning) when its files are absent."""
+    """The checkpoint's processor, or None (with a warning) when its files are absent or it cannot be built."""
     has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
     has_features = any((folder / f).exists() for f in ("preprocessor_config.json", "processor_config.json"))
     if not (has_tokenizer and has_features):
@@ -140,7 +156,14 @@ def load_processor(folder: Path) -> Any:
         return None
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(folder)
+    try:
+        return AutoProcessor.from_pretrained(folder, trust_remote_code=False)
+    except (ImportError, ValueError, OSError) as exc:  # e.g. Voxtral's processor needs `mistral-common`
+        warnings.warn(
+            f"{folder}: its processor could not be built ({type(exc).__name__}: {exc}); model.to_batch will need "
+            "model.processor set by hand.", stacklevel=3
+        )
+        return None
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -154,9 +177,14 @@ def weight_files(folder: Path) -> list[Path]:
                 f"{folder}: the shard index lists {missing}, which are missing; re-download the checkpoint."
             )
         return [folder / s for s in shards]
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(f for f in folder.glob("*.safetensors") if f.name not in _MISTRAL_NATIVE)
     if files:
         return files
+    if (folder / _MISTRAL_NATIVE[0]).is_file():
+        raise ValueError(
+            f"{folder} holds only Mistral's native consolidated.safetensors; HookedAudioLM reads the Hugging Face "
+            "format (config.json and model-*.safetensors), which the Hub repository also ships: download those."
+        )
     _refuse_pickle_only(folder)
     raise FileNotFoundError(f"{folder} has no *.safetensors weights; is this a Hugging Face checkpoint folder?")
 
@@ -166,8 +194,8 @@ def _refuse_pickle_only(folder: Path) -> None:
     if list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
         raise ValueError(
             f"{folder} holds only pickle weights (*.bin/*.pt), which lens_audio refuses to load (pickle can run code). "
-            "Convert them once with transformers: Qwen2AudioForConditionalGeneration.from_pretrained(path)"
-            ".save_pretrained(new_path)."
+            "Convert them once with transformers: <Family>ForConditionalGeneration.from_pretrained(path)"
+            ".save_pretrained(new_path) (e.g. Qwen2AudioForConditionalGeneration)."
         )
 
 
@@ -213,17 +241,22 @@ def assign_weights(
     model: "HookedAudioLM",
     tensors: Iterable[tuple[str, Tensor]],
     dtype: torch.dtype | None,
-    device: str | torch.device | None,
+    device: "str | torch.device | Callable[[str], Any] | None",
     source: str,
 ) -> None:
-    """Put each (Hugging Face key, tensor) into the meta-initialised `model`, converting on the way."""
+    """Put each (Hugging Face key, tensor) into the meta-initialised `model`, converting on the way.
+
+    `device` is one device for all, or a function of the parameter name (a device map's placement)."""
     expected = {name: p.shape for name, p in model.named_parameters()}
+    keep_float32 = {"audio.W_pos"} if model.cfg.audio.fp32_positions else set()
     seen: set[str] = set()
     for key, tensor in tensors:
         try:
             name = hf_key_to_lens(key)
         except KeyError:
-            raise ValueError(f"{source} has a weight {key!r} that is not part of a Qwen2-Audio model.") from None
+            raise ValueError(
+                f"{source} has a weight {key!r} that is not part of a {model.cfg.family} model."
+            ) from None
         if name not in expected:
             raise ValueError(
                 f"{source} has a weight {key!r} that the model built from config.json has no place for (it has "
@@ -236,9 +269,9 @@ def assign_weights(
                 f"{tuple(expected[name])}; the config and the weights disagree."
             )
         if tensor.is_floating_point() and dtype is not None:
-            tensor = tensor.to(dtype=dtype)
+            tensor = tensor.to(dtype=torch.float32 if name in keep_float32 else dtype)
         if device is not None:
-            tensor = tensor.to(device=device)
+            tensor = tensor.to(device=device(name) if callable(device) else device)
         module_name, attr = name.rsplit(".", 1)
         # Trainable, as in TransformerLens: gradients (bwd hooks, attribution) work; run under torch.no_grad() to
         # skip them.

@@ -50,8 +50,8 @@ def _map_rows(module: nn.Module, name: str, fn, overwrite: bool) -> None:
 def _fold_norm(norm: nn.Module, readers: list[nn.Linear], overwrite: bool) -> None:
     """Multiply `norm.w` into the input columns of each reader and drop the norm's weight."""
     w = norm.w.detach().float()
-    for linear in readers:
-        _map_rows(linear, "weight", lambda rows: rows * w, overwrite)
+    for linear in readers:  # a reader may sit on another device than its norm (accelerate's device_map)
+        _map_rows(linear, "weight", lambda rows: rows * w.to(rows.device), overwrite)
     norm.register_parameter("w", None)
 
 
@@ -89,7 +89,9 @@ def process_weights_(
 
 
 def _fold_value_biases(attn: nn.Module) -> None:
-    """Move each head's constant value-bias contribution into the layer's output bias."""
+    """Move each head's constant value-bias contribution into the layer's output bias (none without value biases)."""
+    if attn.v_proj.bias is None:
+        return
     b_v = attn.b_V.detach().float()  # [head, d_head], expanded to query heads
     w_o = attn.W_O.detach().float()  # [head, d_head, d_model]
     folded = attn.b_O.detach().float() + einops.einsum(b_v, w_o, "h d, h d m -> m")

@@ -1,11 +1,12 @@
-"""Names of Hugging Face Qwen2-Audio weights in `HookedAudioLM`.
+"""Names of Hugging Face Qwen2-Audio, AudioFlamingo3 and Voxtral weights in `HookedAudioLM`.
 
 Weights keep Hugging Face's layout (the port packs projections the same
 way), so converting a checkpoint is a renaming plus a dtype/device move,
 done one tensor at a time by `lens_audio.model.loading`. Both the current
 transformers layout (`model.language_model.layers...`) and the layout of the
 checkpoints on the Hub (`language_model.model.layers...`, `audio_tower...`)
-are understood.
+are understood. The three families name their audio towers and decoders alike; only the projector differs
+(`multi_modal_projector.linear` or `linear_1`/`linear_2`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _RULES = (
     (r"model\.audio_tower\.layers\.(\d+)\.fc2\.(weight|bias)", r"audio.blocks.\1.mlp.fc_out.\2"),
     (r"model\.audio_tower\.layer_norm\.(weight|bias)", r"audio.ln_post.{norm}"),
     (r"model\.multi_modal_projector\.linear\.(weight|bias)", r"audio.projector.\1"),
+    (r"model\.multi_modal_projector\.(linear_[12])\.(weight|bias)", r"audio.projector.\1.\2"),
     (r"model\.language_model\.embed_tokens\.weight", r"embed.weight"),
     (r"model\.language_model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.(weight|bias)", r"blocks.\1.attn.\2_proj.\3"),
     (r"model\.language_model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),
@@ -46,10 +48,10 @@ _COMPILED = tuple((re.compile(pattern), replacement) for pattern, replacement in
 
 
 def hf_key_to_lens(key: str) -> str:
-    """The `HookedAudioLM` parameter name of a Hugging Face Qwen2-Audio weight.
+    """The `HookedAudioLM` parameter name of a Hugging Face weight of a supported family.
 
     Raises:
-        KeyError: for a key that is not part of a Qwen2-Audio checkpoint.
+        KeyError: for a key that is part of none of them.
     """
     for old, new in _LEGACY_PREFIXES:
         if key.startswith(old):
