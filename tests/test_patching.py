@@ -43,6 +43,11 @@ def test_transformer_lens_helpers_run_on_audio(setup):
     assert result.shape == (model.cfg.n_layers, corrupted.input_ids.shape[1])
     audio = clean.audio_mask[0]
     assert result[0, ~audio].abs().max().item() < 1e-6  # text positions are identical at layer 0
+    # lens_audio's map (replicas start at the patched layer) equals TransformerLens's whole forwards per position
+    table, _ = patch_residual_by_position(model, clean, corrupted, metric, group_audio=False, columns_per_pass=3)
+    assert torch.allclose(table, result.cpu(), atol=1e-4)  # a metric normalised by the clean-corrupted span
+    hooked, _ = patch_residual_by_position(model, clean, corrupted, metric, group_audio=False, site="hook_resid_mid")
+    assert hooked.shape == table.shape and not torch.allclose(hooked, table, atol=1e-3)
     with pytest.raises(ValueError, match="share their token layout"):
         bound.run_with_hooks(corrupted.input_ids[:, 1:])
 

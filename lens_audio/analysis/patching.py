@@ -116,18 +116,36 @@ def patch_residual_by_position(
     metric: Metric,
     site: str = "hook_resid_pre",
     group_audio: bool = True,
+    columns_per_pass: int = 8,
 ) -> tuple[Float[Tensor, "layer column"], list[str]]:
     """Metric after patching the clean residual into the corrupted run, per (layer, position).
 
     With `group_audio`, every example's audio positions are patched together as one column
     labelled "audio"; other columns are single text positions, labelled by example 0's tokens.
     Returns the `[layer, column]` table and the column labels.
+
+    At the default site (`hook_resid_pre`) a patched run only differs from the corrupted run from the
+    patched layer on, so each starts there from the corrupted run's cached residual, `columns_per_pass`
+    patched copies of the batch in one forward; other sites run one whole hooked forward per cell.
     """
     check_same_layout(clean, corrupted)
     names = [block_hook_name(layer, site) for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
     columns, labels = _position_groups(model, clean, group_audio)
     table = torch.zeros(model.cfg.n_layers, len(columns))
+    if site == "hook_resid_pre":
+        _, corrupted_cache = model.run_with_cache(corrupted, names_filter=names, return_cache_object=False)
+        mask = corrupted.attention_mask.to(model.device)
+        b = corrupted.batch_size
+        for layer, name in enumerate(names):
+            for start in range(0, len(columns), columns_per_pass):
+                chunk = [m.to(model.device) for m in columns[start : start + columns_per_pass]]
+                resid = torch.cat([torch.where(m[..., None], cache[name], corrupted_cache[name]) for m in chunk])
+                state = model.decoder_state(resid, mask.repeat(len(chunk), 1))
+                logits = model.unembed(model.ln_final(model.run_blocks(state, layer)))
+                for r in range(len(chunk)):
+                    table[layer, start + r] = metric(logits[r * b : (r + 1) * b])
+        return table, labels
     for layer, name in enumerate(names):
         for c, mask in enumerate(columns):
             def put(resid, hook, mask=mask.to(model.device), clean_resid=cache[name]):  # noqa: B008 (binds this iteration's mask)
