@@ -70,6 +70,7 @@ class SetsTrainSettings:
     steps_select: int = 1200  # stage 3: the same mix, plus probes that teach where each clip is (see train_sets)
     select_learning_rate: float = 1e-3
     probe_weight: float = 1.0
+    probe_layer: int = 0  # the decoder layer after which the stage-3 probes read the residual stream
     projector_scale: float = 0.02  # v1's audio embeddings (norm ~80) rescaled to the fresh decoder's token scale
     threads: int = 2
 
@@ -259,7 +260,8 @@ def run_stages(model: Any, data: ClipSetData, settings: SetsTrainSettings, progr
 
 
 def select_stage(model: Any, data: ClipSetData, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
-    """Stage 3: stage 2's mix with a fresh optimizer and sampler, plus the `ClipProbes` loss after layer 0."""
+    """Stage 3: stage 2's mix with a fresh optimizer and sampler, plus the `ClipProbes` loss after decoder layer
+    `settings.probe_layer` (0 for the shipped model)."""
     data.rng = np.random.default_rng(settings.seed + 2)
     torch.manual_seed(settings.seed + 2)
     probes = ClipProbes(model.config.text_config.hidden_size)
@@ -285,7 +287,7 @@ def _train_loop(model: Any, data: ClipSetData, stages: list[int], learning_rate:
         if probes is None:
             logits, aid = decoder_logits(*args), None
         else:
-            logits, hidden = decoder_logits(*args, probe_layer=0)
+            logits, hidden = decoder_logits(*args, probe_layer=settings.probe_layer)
             aid = probes.loss(hidden, batch, model.config.audio_token_id)
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
         total_loss = loss if aid is None else loss + settings.probe_weight * aid
