@@ -464,9 +464,10 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         """
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
-        tokens = torch.as_tensor(tokens, device=self.unembed.weight.device)
-        directions = self.unembed.weight[tokens]
-        return directions if self.ln_final.w is None else directions * self.ln_final.w
+        weight = dispatch.materialized(self.unembed)  # loaded from accelerate's offload store if offloaded
+        directions = weight[torch.as_tensor(tokens, device=weight.device)]
+        norm = dispatch.materialized(self.ln_final, "w")
+        return directions if norm is None else directions * norm.to(directions.device)
 
     # ------------------------------------------------------------------ tokens and text
 
