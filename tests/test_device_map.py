@@ -153,3 +153,31 @@ def test_experiment_cli_takes_a_device_map(tmp_path):
     assert runs["one"]["accuracy"] == runs["spread"]["accuracy"]
     assert torch.allclose(torch.tensor(runs["one"]["mean_audio_mass"]), torch.tensor(runs["spread"]["mean_audio_mass"]),
                           atol=1e-6)
+
+
+def test_explore_takes_the_device_map(tmp_path, monkeypatch):
+    """`lens-audio explore --device-map ... --offload-folder ...` loads the model through accelerate, as the
+    experiment stages do, and writes the page from the offloaded model."""
+    import json
+
+    from lens_audio import cli, explorer
+
+    made = {}
+    real_page = explorer.explore_page
+
+    def page(model, *args, **kwargs):
+        made["model"] = model
+        return real_page(model, *args, **kwargs)
+
+    monkeypatch.setattr(explorer, "explore_page", page)
+    split = {"audio": "cpu", "embed": "cpu", **{f"blocks.{i}": "disk" if i % 2 else "cpu" for i in range(8)},
+             "ln_final": "cpu", "unembed": "disk"}
+    out = tmp_path / "page.html"
+    assert cli.main(["explore", "--item", "set0-cal-00000-a1-conflicting", "--device-map", json.dumps(split),
+                     "--offload-folder", str(tmp_path / "off"), "--out", str(out)]) == 0
+    model = made["model"]
+    assert model.hf_device_map == split and model.unembed.weight.device.type == "meta"
+    assert out.stat().st_size > 10_000
+    args = cli.argparse.Namespace(device_map="auto", max_memory='{"0": "70GiB", "cpu": "1GiB"}', offload_folder="o")
+    assert cli.placement_args(args) == {"device_map": "auto", "max_memory": {0: "70GiB", "cpu": "1GiB"},
+                                        "offload_folder": "o"}
