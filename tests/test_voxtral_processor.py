@@ -130,3 +130,24 @@ def test_without_mistral_common_the_error_names_the_extra(tekken_checkpoint, mon
         model.to_batch(clips[0], QUESTIONS[0])
     with pytest.raises(ValueError, match="mistral-common"):
         model.to_tokens("hello")
+
+
+def test_the_experiment_cli_runs_on_the_checkpoint(tekken_checkpoint, tmp_path):
+    """`lens-audio listen` (the experiment's first stage) on a Voxtral checkpoint folder with its tekken.json."""
+    import json
+
+    from lens_audio import cli
+    from lens_audio.workshop import benchmark_for
+
+    folder, _, _, _ = tekken_checkpoint
+    bench = json.loads(benchmark_for("workshop").read_text())
+    root = benchmark_for("workshop").parent
+    items = [dict(i, audio_id=[str(root / a) for a in i["audio_id"]]) for i in bench if i["split"] == "calibration"][:3]
+    (tmp_path / "bench.json").write_text(json.dumps(items))
+    assert cli.main(["listen", "--model", str(folder), "--benchmark", str(tmp_path / "bench.json"), "--split",
+                     "calibration", "--template", "instruct", "--out", str(tmp_path / "run"), "--json",
+                     str(tmp_path / "listen.json")]) == 0
+    result = json.loads((tmp_path / "listen.json").read_text())
+    mass = np.array(result["mean_audio_mass"])
+    assert result["split"] == "calibration" and 0.0 <= result["accuracy"] <= 1.0
+    assert mass.shape == (2, 4) and ((mass > 0) & (mass < 1)).all()  # the three clips' audio tokens were found
