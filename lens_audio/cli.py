@@ -67,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     explore.add_argument(
         "--layers", type=int, nargs="+", help="starting source layers of the steering direction (default: all)"
     )
-    explore.add_argument("--dtype", default="float32")
-    explore.add_argument("--device", default="cpu")
+    _add_placement_arguments(explore)
     explore.add_argument("--out", required=True, help="HTML file to write")
     stages = {
         "experiment": "the paper's experiment, all stages: specialist heads, beta sweep, steered test",
@@ -157,7 +156,7 @@ def run_explore(args: argparse.Namespace) -> int:
             f"no item {args.item!r} in the benchmark ({len(items)} items, e.g. {shown}); pass --item with one of its "
             "ids."
         )
-    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
     path = explore_page(model, items[args.item], args.out, prompt=args.template, layers=args.layers)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
     return 0
@@ -196,6 +195,19 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         help="steer from the layers' residual stream (default) or the heads' own outputs",
     )
     parser.add_argument("--gate", choices=["signal"], help="scale beta per item by how little the specialists listen")
+    _add_placement_arguments(parser)
+    parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
+    parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
+    if stage == "listen":
+        parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
+    if stage == "evaluate":
+        parser.add_argument(
+            "--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)"
+        )
+
+
+def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dtype, --device and accelerate's --device-map, --max-memory, --offload-folder (see `placement_args`)."""
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -206,14 +218,6 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
     )
     parser.add_argument("--max-memory", help="with --device-map auto: JSON caps per device, e.g. '{\"0\": \"70GiB\"}'")
     parser.add_argument("--offload-folder", help="folder for the weights of modules the device map puts on 'disk'")
-    parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
-    parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
-    if stage == "listen":
-        parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
-    if stage == "evaluate":
-        parser.add_argument(
-            "--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)"
-        )
 
 
 def placement_args(args: argparse.Namespace) -> dict:

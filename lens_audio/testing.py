@@ -71,3 +71,46 @@ def save_checkpoint(model: Any, processor: Any, folder: str | Path, max_shard_si
     if hasattr(processor, "save_pretrained"):  # VoxtralPromptProcessor has no files to save
         processor.save_pretrained(folder)
     return folder
+
+
+# Voxtral's special tokens by rank: mistral-common's instruct tokens in its order
+# (`Tekkenizer.DEPRECATED_SPECIAL_TOKENS`, then [ARGS], [CALL_ID]), [AUDIO] at 24 (transformers' VoxtralProcessor
+# takes it to be id 24) and [BEGIN_AUDIO] at 25; mistral-common fills the ranks after these with <SPECIAL_i>.
+VOXTRAL_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                          "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+                          "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+                          "[TOOL_CONTENT]", "[ARGS]", "[CALL_ID]", "<SPECIAL_22>", "<SPECIAL_23>", "[AUDIO]",
+                          "[BEGIN_AUDIO]", "[TRANSCRIBE]")
+
+def save_tekken(folder: str | Path, n_mels: int = 16, chunk_seconds: int = 2, n_vocab: int = 400,
+                n_special: int = 40, version: str = "v7") -> Path:
+    """Write a small `tekken.json` (mistral-common's Tekken format) and Voxtral's feature-extractor config to `folder`.
+
+    The vocabulary is the first `n_vocab` byte-level BPE ranks of the Tekken vocabulary that mistral-common ships
+    (the 256 bytes, then its first merges), after `n_special` special tokens laid out as Voxtral's; the audio
+    section is Voxtral's (16 kHz, 12.5 audio tokens a second, padded to whole chunks) with `n_mels` mel bins and
+    `chunk_seconds` chunks. The model's vocabulary is `n_special + n_vocab` tokens. Needs mistral-common.
+    """
+    import json
+
+    import mistral_common
+    from transformers import WhisperFeatureExtractor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shipped = json.loads((Path(mistral_common.__file__).parent / "data" / "tekken_240911.json").read_text())
+    specials = [{"rank": rank, "token_str": name, "is_control": True}
+                for rank, name in enumerate(VOXTRAL_SPECIAL_TOKENS)]
+    tekken = {
+        "config": {"pattern": shipped["config"]["pattern"], "num_vocab_tokens": n_vocab,
+                   "default_vocab_size": n_special + n_vocab, "default_num_special_tokens": n_special,
+                   "version": version},
+        "vocab": shipped["vocab"][:n_vocab],
+        "special_tokens": specials,
+        "audio": {"sampling_rate": 16_000, "frame_rate": 12.5, "chunk_length_s": float(chunk_seconds),
+                  "audio_encoding_config": {"num_mel_bins": n_mels, "hop_length": 160, "window_size": 400}},
+    }
+    (folder / "tekken.json").write_text(json.dumps(tekken))
+    WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16_000, hop_length=160, chunk_length=chunk_seconds,
+                            n_fft=400).save_pretrained(folder)
+    return folder

@@ -36,6 +36,40 @@ def test_weights_are_really_offloaded(pair):
     assert spread.hf_device_map == SPLIT and spread.device == torch.device("cpu")
 
 
+
+WEIGHT_VIEWS = ["W_E", "W_U", "b_U", "W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_in", "W_gate", "W_out",
+                "b_in", "b_out"]
+
+
+def test_weight_views_of_offloaded_modules_read_the_real_weights(pair):
+    """`W_U`, `W_Q`, `QK`, ... of modules on disk are loaded from accelerate's offload store, not meta tensors;
+    the modules stay offloaded."""
+    whole, spread = pair
+    for name in WEIGHT_VIEWS:
+        got = getattr(spread, name)
+        assert got.device.type == "cpu" and torch.equal(got, getattr(whole, name)), name
+    assert spread.W_U.abs().sum() > 0 and spread.W_Q[1].abs().sum() > 0
+    for layer in (1, 2):  # both on disk
+        for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_O"):
+            assert torch.equal(getattr(spread.blocks[layer].attn, name), getattr(whole.blocks[layer].attn, name))
+        assert torch.equal(spread.blocks[layer].mlp.W_out, whole.blocks[layer].mlp.W_out)
+    assert torch.allclose(spread.QK.AB, whole.QK.AB) and torch.allclose(spread.OV.AB, whole.OV.AB)
+    assert torch.equal(spread.tokens_to_residual_directions([3, 5]), whole.tokens_to_residual_directions([3, 5]))
+    assert spread.unembed.weight.device.type == "meta" and spread.blocks[1].attn.o_proj.weight.device.type == "meta"
+
+
+def test_per_head_results_of_offloaded_blocks(pair, two_example_batch):
+    """`hook_result` projects through W_O without running o_proj's forward: an offloaded o_proj is loaded for it."""
+    whole, spread = pair
+    names = lambda name: name.endswith("hook_result")
+    with torch.no_grad():
+        _, cache = whole.run_with_cache(two_example_batch, names_filter=names)
+        _, spread_cache = spread.run_with_cache(two_example_batch, names_filter=names)
+    assert {"blocks.1.attn.hook_result", "blocks.2.attn.hook_result"} <= set(spread_cache.keys())
+    for name in cache.keys():
+        assert torch.allclose(cache[name], spread_cache[name], atol=1e-5, rtol=0), name
+
+
 def test_logits_cache_and_generation_match(pair, two_example_batch):
     whole, spread = pair
     with torch.no_grad():
@@ -119,3 +153,31 @@ def test_experiment_cli_takes_a_device_map(tmp_path):
     assert runs["one"]["accuracy"] == runs["spread"]["accuracy"]
     assert torch.allclose(torch.tensor(runs["one"]["mean_audio_mass"]), torch.tensor(runs["spread"]["mean_audio_mass"]),
                           atol=1e-6)
+
+
+def test_explore_takes_the_device_map(tmp_path, monkeypatch):
+    """`lens-audio explore --device-map ... --offload-folder ...` loads the model through accelerate, as the
+    experiment stages do, and writes the page from the offloaded model."""
+    import json
+
+    from lens_audio import cli, explorer
+
+    made = {}
+    real_page = explorer.explore_page
+
+    def page(model, *args, **kwargs):
+        made["model"] = model
+        return real_page(model, *args, **kwargs)
+
+    monkeypatch.setattr(explorer, "explore_page", page)
+    split = {"audio": "cpu", "embed": "cpu", **{f"blocks.{i}": "disk" if i % 2 else "cpu" for i in range(8)},
+             "ln_final": "cpu", "unembed": "disk"}
+    out = tmp_path / "page.html"
+    assert cli.main(["explore", "--item", "set0-cal-00000-a1-conflicting", "--device-map", json.dumps(split),
+                     "--offload-folder", str(tmp_path / "off"), "--out", str(out)]) == 0
+    model = made["model"]
+    assert model.hf_device_map == split and model.unembed.weight.device.type == "meta"
+    assert out.stat().st_size > 10_000
+    args = cli.argparse.Namespace(device_map="auto", max_memory='{"0": "70GiB", "cpu": "1GiB"}', offload_folder="o")
+    assert cli.placement_args(args) == {"device_map": "auto", "max_memory": {0: "70GiB", "cpu": "1GiB"},
+                                        "offload_folder": "o"}

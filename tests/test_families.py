@@ -164,3 +164,20 @@ def test_silence_twin_listening_and_steering(family_pair, family):
         with steer(model, direction, beta=4.0):
             steered = model(batch)
     assert torch.equal(plain[:, :-1], steered[:, :-1]) and not torch.allclose(plain[:, -1], steered[:, -1])
+
+
+def test_voxtral_shared_silence_prefix_equals_the_full_silence_pass(family_pair):
+    """Voxtral batches carry no frame mask: rows whose clips give the same chunks share one silence prefix."""
+    from lens_audio.analysis.silence_prefix import shared_silence_residuals
+    from lens_audio.analysis.steering import final_residuals
+
+    _, model, processor = family_pair("voxtral")
+    batch = make_batch(processor, [waveform(0.8, 1), waveform(1.5, 2), [waveform(0.5, 3), waveform(0.6, 4)]],
+                       ["What is the sound?", "Is this music or a voice?", "Which clip is louder?"],
+                       sampling_rate=16000)
+    assert batch.feature_attention_mask is None
+    full = final_residuals(model, batch.silence_twin(), [0, 1])
+    shared = shared_silence_residuals(model, batch, [0, 1])
+    assert shared is not None and torch.allclose(shared, full, atol=1e-5)
+    assert torch.allclose(adaptive_direction(model, batch, [0, 1]),
+                          (final_residuals(model, batch, [0, 1]) - full).mean(1), atol=1e-5)

@@ -48,6 +48,8 @@ def shared_silence_residuals(
     width = ids.shape[1]
     if min(cuts) >= width or 0 in cuts:
         return None
+    if batch.input_features.shape[0] != sum(len(spans) for spans in batch.audio_spans):
+        return None  # a clip over several feature windows (e.g. a Voxtral clip of two chunks): the plain pass
     groups, group_of_row, clips_of_group = _prefix_groups(batch, cuts)
     if len(groups) == batch.batch_size:
         return None
@@ -61,7 +63,7 @@ def shared_silence_residuals(
         prefix_ids,
         prefix_mask,
         batch.silence_twin().input_features[clips],
-        batch.feature_attention_mask[clips],
+        None if batch.feature_attention_mask is None else batch.feature_attention_mask[clips],  # Voxtral: no mask
         past_kv_cache=cache,
     )
     model.run_blocks(state, 0, deepest + 1)
@@ -97,7 +99,9 @@ def _prefix_groups(batch: "AudioBatch", cuts: list[int]) -> tuple[list[int], lis
     clips) of each group's first row, in order.
     """
     ids, mask = batch.input_ids.cpu(), batch.attention_mask.cpu()
-    lengths = batch.feature_attention_mask.sum(-1).tolist()
+    frames = batch.feature_attention_mask
+    # Without a frame mask (Voxtral) every silent clip is whole zero windows: its token count (in the key) says all.
+    lengths = frames.sum(-1).tolist() if frames is not None else [0] * batch.input_features.shape[0]
     first_clip = 0
     keys: dict[tuple, int] = {}
     groups, group_of_row, clips_of_group = [], [], []

@@ -29,6 +29,7 @@ from torch import Tensor
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
+from lens_audio.model.dispatch import materialized
 from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class ExplorerData:
     def page_payload(self) -> dict[str, Any]:
         """What the standalone page's JavaScript needs to redo the controls' arithmetic (numpy arrays stay numpy)."""
         model = self.model
-        w = model.ln_final.w
+        w = materialized(model.ln_final, "w")  # offloaded modules' weights are loaded (accelerate)
         d_model = self.points_audio.shape[1]
         return {
             "rows": self.rows.float().numpy(),
@@ -175,7 +176,7 @@ class ExplorerData:
             "h_audio": self.points_audio[-1].float().numpy(),
             "h_silence": self.points_silence[-1].float().numpy(),
             "deltas": (self.points_audio - self.points_silence).float().numpy(),
-            "unembed": model.unembed.weight[self.option_ids].detach().float().cpu().numpy(),
+            "unembed": materialized(model.unembed)[self.option_ids].detach().float().cpu().numpy(),
             "b_U": model.b_U[self.option_ids].detach().float().cpu().numpy(),
             "ln_w": (np.ones(d_model, np.float32) if w is None else w.detach().float().cpu().numpy()),
             "eps": float(model.ln_final.eps),

@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lens_audio.inputs import voxtral
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, AudioSource, fit_to_window, load_audio, refuse_too_short
 
 AUDIO_PLACEHOLDER = "<|AUDIO|>"
@@ -152,12 +153,15 @@ def make_batch(
     e.g. for base models `"<|audio_bos|><|AUDIO|><|audio_eos|>Generate the caption in English:"`;
     AudioFlamingo3's `<sound>`; Voxtral's `[AUDIO]` after `[BEGIN_AUDIO]`). The processor is the model
     family's (see `lens_audio.inputs.offline_processor`), which expands each placeholder into its audio tokens.
+    A released Voxtral checkpoint's processor (transformers' `VoxtralProcessor` over mistral-common's Tekken)
+    renders `question=` through its own chat template (`lens_audio.inputs.voxtral`) and takes no raw `prompt=`.
     Arrays need `sampling_rate`; everything is resampled to 16 kHz mono.
     Batches are left-padded by default, as generation needs.
     """
     if processor is None:
         raise ValueError(
-            "No processor: load the model from a folder with processor files, or pass a Qwen2AudioProcessor."
+            "No processor: load the model from a folder with processor files (Voxtral's tekken.json needs "
+            f"`{voxtral.INSTALL_HINT}`), or pass the family's processor (e.g. AutoProcessor.from_pretrained(folder))."
         )
     if (question is None) == (prompt is None):
         raise ValueError(
@@ -173,28 +177,23 @@ def make_batch(
         [_prepare_clip(processor, clip, sampling_rate, _clip_name(clip, i, j), on_long) for j, clip in enumerate(clips)]
         for i, clips in enumerate(clips_per_example)
     ]
-    if question is not None:
-        rendered = [
-            render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))
-        ]
-    else:
-        rendered = texts
-        placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
-        for i, (p, w) in enumerate(zip(texts, waveforms)):
-            if p.count(placeholder) != len(w):
-                raise ValueError(
-                    f"prompt {i} holds {p.count(placeholder)} {placeholder} placeholder(s) but has "
-                    f"{len(w)} clip(s); put one {placeholder} per clip (Qwen2-Audio: inside "
-                    "<|audio_bos|>...<|audio_eos|>)."
-                )
-    flat = [w for clips in waveforms for w in clips]
     tokenizer = processor.tokenizer
     previous_side, tokenizer.padding_side = tokenizer.padding_side, padding_side
     try:
-        kwargs = {"audio": flat, "sampling_rate": TARGET_SAMPLE_RATE} if flat else {}
-        # Padding is the text's only: each family's processor pads its audio features itself.
-        text_kwargs = {"padding": True, "padding_side": padding_side}
-        encoded = processor(text=rendered, return_tensors="pt", text_kwargs=text_kwargs, **kwargs)
+        if voxtral.is_tekken_processor(processor):
+            if question is None:
+                raise ValueError(
+                    "Voxtral's released tokenizer (mistral-common's Tekken) reads no special tokens from raw text, so "
+                    "prompt= cannot hold [BEGIN_AUDIO][AUDIO] placeholders; pass question= (its chat template)."
+                )
+            encoded, rendered = voxtral.encode(processor, texts, waveforms, system_prompt)
+        else:
+            rendered = _render(processor, question, prompt, texts, waveforms, system_prompt)
+            flat = [w for clips in waveforms for w in clips]
+            kwargs = {"audio": flat, "sampling_rate": TARGET_SAMPLE_RATE} if flat else {}
+            # Padding is the text's only: each family's processor pads its audio features itself.
+            text_kwargs = {"padding": True, "padding_side": padding_side}
+            encoded = processor(text=rendered, return_tensors="pt", text_kwargs=text_kwargs, **kwargs)
     finally:
         tokenizer.padding_side = previous_side
     input_ids = encoded["input_ids"]
@@ -209,6 +208,22 @@ def make_batch(
         padding_side=padding_side,
         processor=processor,
     )
+
+
+def _render(processor: Any, question: Any, prompt: Any, texts: list[str], waveforms: list[list[np.ndarray]],
+            system_prompt: str | None) -> list[str]:
+    """The prompts' text with one placeholder per clip: the chat template's, or the raw prompts checked."""
+    if question is not None:
+        return [render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))]
+    placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
+    for i, (p, w) in enumerate(zip(texts, waveforms)):
+        if p.count(placeholder) != len(w):
+            raise ValueError(
+                f"prompt {i} holds {p.count(placeholder)} {placeholder} placeholder(s) but has "
+                f"{len(w)} clip(s); put one {placeholder} per clip (Qwen2-Audio: inside "
+                "<|audio_bos|>...<|audio_eos|>)."
+            )
+    return texts
 
 
 def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None = None, index: int = 0) -> str:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformer_lens import FactoredMatrix
 
 from lens_audio.model.config import AttentionImplementation
+from lens_audio.model.dispatch import execution_device, materialized
 from lens_audio.model.hook_point import HookPoint
 
 
@@ -111,10 +112,11 @@ class AttentionHooks(nn.Module):
         """Project `z` through the output matrix; per head (firing `hook_result`) only on demand."""
         z = self.hook_z(z)
         if always_result or self.hook_result.has_hooks():
-            w_o = einops.rearrange(o_proj.weight, "m (h d) -> h d m", h=z.shape[2])
+            # o_proj's own forward does not run here: an offloaded o_proj is loaded for the einsum
+            w_o = einops.rearrange(materialized(o_proj), "m (h d) -> h d m", h=z.shape[2])
             result = self.hook_result(einops.einsum(z, w_o, "b p h d, h d m -> b p h m"))
             out = result.sum(dim=2)
-            return out if o_proj.bias is None else out + o_proj.bias
+            return out if o_proj.bias is None else out + materialized(o_proj, "bias")
         return o_proj(einops.rearrange(z, "b p h d -> b p (h d)"))
 
 
@@ -125,7 +127,9 @@ class TLWeightViews:
     d_model]`) so plain forwards use one matmul per projection. `W_Q`, `W_O`,
     `b_Q`, `b_O` and the raw key/value weights `_W_K`, `_W_V`, `_b_K`, `_b_V`
     (`[n_kv_heads, ...]`) are views, so in-place edits (e.g. zeroing one
-    head's `W_O` under `torch.no_grad()`) change the model. As in
+    head's `W_O` under `torch.no_grad()`) change the model, except for a
+    projection accelerate offloaded (`device_map`), whose views are copies
+    loaded from the offload store (`dispatch.materialized`). As in
     TransformerLens, `W_K`, `W_V`, `b_K`, `b_V` are per *query* head
     (`[n_heads, ...]`, each key/value head repeated for the query heads that
     share it): copies, so edit `_W_K`/`_W_V` instead.
@@ -139,12 +143,12 @@ class TLWeightViews:
     n_kv_heads: int
 
     def _w_in(self, proj: nn.Linear, n: int) -> Tensor:
-        return einops.rearrange(proj.weight, "(h d) m -> h m d", h=n)
+        return einops.rearrange(materialized(proj), "(h d) m -> h m d", h=n)
 
     def _b_in(self, proj: nn.Linear, n: int) -> Tensor:
         if proj.bias is None:
-            return torch.zeros(n, proj.out_features // n, dtype=proj.weight.dtype, device=proj.weight.device)
-        return einops.rearrange(proj.bias, "(h d) -> h d", h=n)
+            return torch.zeros(n, proj.out_features // n, dtype=proj.weight.dtype, device=execution_device(proj))
+        return einops.rearrange(materialized(proj, "bias"), "(h d) -> h d", h=n)
 
     def _per_query_head(self, kv: Tensor) -> Tensor:
         """Key/value head `h // n_rep` serves query head `h` (Hugging Face's `repeat_kv`)."""
@@ -172,7 +176,7 @@ class TLWeightViews:
 
     @property
     def W_O(self) -> Float[Tensor, "head d_head d_model"]:
-        return einops.rearrange(self.o_proj.weight, "m (h d) -> h d m", h=self.n_heads)
+        return einops.rearrange(materialized(self.o_proj), "m (h d) -> h d m", h=self.n_heads)
 
     @property
     def b_Q(self) -> Float[Tensor, "head d_head"]:
@@ -198,9 +202,9 @@ class TLWeightViews:
     def b_O(self) -> Float[Tensor, " d_model"]:
         if self.o_proj.bias is None:
             return torch.zeros(
-                self.o_proj.out_features, dtype=self.o_proj.weight.dtype, device=self.o_proj.weight.device
+                self.o_proj.out_features, dtype=self.o_proj.weight.dtype, device=execution_device(self.o_proj)
             )
-        return self.o_proj.bias
+        return materialized(self.o_proj, "bias")
 
     @property
     def QK(self) -> FactoredMatrix:

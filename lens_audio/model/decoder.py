@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lens_audio.model.attention import AttentionHooks, TLWeightViews, attend
 from lens_audio.model.block import PreNormBlock
 from lens_audio.model.config import AudioLMConfig
+from lens_audio.model.dispatch import execution_device, materialized
 from lens_audio.model.hook_point import HookPoint
 from lens_audio.model.kv_cache import LayerKVCache
 
@@ -143,18 +144,18 @@ class GatedMLP(nn.Module):
 
     @property
     def W_gate(self) -> Float[Tensor, "d_model d_mlp"]:
-        return self.gate_proj.weight.T
+        return materialized(self.gate_proj).T
 
     @property
     def W_in(self) -> Float[Tensor, "d_model d_mlp"]:
-        return self.up_proj.weight.T
+        return materialized(self.up_proj).T
 
     @property
     def W_out(self) -> Float[Tensor, "d_mlp d_model"]:
-        return self.down_proj.weight.T
+        return materialized(self.down_proj).T
 
     def _zeros(self, n: int) -> Float[Tensor, " n"]:
-        return torch.zeros(n, dtype=self.down_proj.weight.dtype, device=self.down_proj.weight.device)
+        return torch.zeros(n, dtype=self.down_proj.weight.dtype, device=execution_device(self.down_proj))
 
     @property
     def b_in(self) -> Float[Tensor, " d_mlp"]:
@@ -175,7 +176,7 @@ class Embed(nn.Embedding):
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.weight
+        return materialized(self)
 
 
 class Unembed(nn.Linear):
@@ -183,13 +184,13 @@ class Unembed(nn.Linear):
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.weight.T
+        return materialized(self).T
 
     @property
     def b_U(self) -> Float[Tensor, " d_vocab"]:
         if self.bias is not None:
-            return self.bias
-        return torch.zeros(self.out_features, dtype=self.weight.dtype, device=self.weight.device)
+            return materialized(self, "bias")
+        return torch.zeros(self.out_features, dtype=self.weight.dtype, device=execution_device(self))
 
 
 class DecoderBlock(PreNormBlock):

@@ -11,7 +11,8 @@
    `offload_folder` and loaded only for their forward ("cpu" modules too, when a GPU is the main device).
 
 Hooks, caches and steering then work as on one device: activations live where their module runs, and the
-analyses move what they combine. Weight views (`W_U`, `W_Q`, ...) of offloaded modules are on the meta device.
+analyses move what they combine. Weight views (`W_U`, `W_Q`, `QK`, ...) of offloaded modules are loaded from the
+offload store when read (`materialized`): copies, so editing them in place does not change the model.
 """
 
 from __future__ import annotations
@@ -89,3 +90,31 @@ def main_device(device_map: DeviceMap) -> str:
     gpus = [d for d in device_map.values() if d not in ("cpu", "disk")]
     return str(torch.device(gpus[0] if not isinstance(gpus[0], int) else f"cuda:{gpus[0]}")) if gpus else "cpu"
 
+
+
+def materialized(module: nn.Module, name: str = "weight") -> "torch.Tensor | None":
+    """`module.<name>`, readable whatever accelerate did with the module.
+
+    A module that `dispatch` offloaded (to disk, or to the CPU behind a GPU) holds its weights on the meta device
+    and loads them only for its own forward: for such a module this returns a copy loaded from the offload store
+    onto its execution device (accelerate's `align_module_device`), so weight views (`W_U`, `W_Q`, `QK`, ...) read
+    the real numbers. Writing into that copy does not change the model.
+    """
+    tensor = getattr(module, name)
+    if tensor is None or tensor.device.type != "meta":
+        return tensor
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    if not has_offloaded_params(module):
+        raise RuntimeError(
+            f"{type(module).__name__}.{name} is on the meta device and no accelerate offload hook can load it: the "
+            "model was built without weights; load it with HookedAudioLM.from_pretrained (device_map= to offload)."
+        )
+    with align_module_device(module):
+        return getattr(module, name).detach().clone()
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where `module` computes: accelerate's execution device when it is dispatched, else its weight's device."""
+    execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    return torch.device(execution) if execution is not None else module.weight.device

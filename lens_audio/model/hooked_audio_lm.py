@@ -91,6 +91,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     # Prompts longer than cfg.n_ctx are refused; set True to run them anyway (with a warning).
     allow_long_context: bool = False
+    # Why `from_pretrained` left `processor` unset (e.g. Voxtral's tekken.json without mistral-common), or None.
+    processor_problem: str | None = None
 
     def __init__(self, cfg: AudioLMConfig, processor: Any = None) -> None:
         super().__init__()
@@ -462,20 +464,26 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         """
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
-        tokens = torch.as_tensor(tokens, device=self.unembed.weight.device)
-        directions = self.unembed.weight[tokens]
-        return directions if self.ln_final.w is None else directions * self.ln_final.w
+        weight = dispatch.materialized(self.unembed)  # loaded from accelerate's offload store if offloaded
+        directions = weight[torch.as_tensor(tokens, device=weight.device)]
+        norm = dispatch.materialized(self.ln_final, "w")
+        return directions if norm is None else directions * norm.to(directions.device)
 
     # ------------------------------------------------------------------ tokens and text
 
-    @property
-    def tokenizer(self) -> Any:
+    def _require_processor(self) -> Any:
         if self.processor is None:
             raise ValueError(
-                "This model has no processor (tokenizer and feature extractor). Load it from a checkpoint folder that "
-                "holds the processor files, or set model.processor (e.g. AutoProcessor.from_pretrained(path))."
+                "This model has no processor (tokenizer and feature extractor)"
+                + (f": {self.processor_problem}" if self.processor_problem else ".")
+                + " Load it from a checkpoint folder that holds the processor files, or set model.processor "
+                "(e.g. AutoProcessor.from_pretrained(path))."
             )
-        return self.processor.tokenizer
+        return self.processor
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._require_processor().tokenizer
 
     def to_single_token(self, string: str) -> int:
         ids = self.tokenizer.encode(string, add_special_tokens=False)
@@ -485,7 +493,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     def to_batch(self, audio: Any, question: Any = None, **kwargs: Any) -> "AudioBatch":
         """Build an `AudioBatch` with this model's processor; see `lens_audio.make_batch`."""
-        return make_batch(self.processor, audio, question, **kwargs)
+        return make_batch(self._require_processor(), audio, question, **kwargs)
 
     # ------------------------------------------------------------------ generation
 

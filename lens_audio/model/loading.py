@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from lens_audio.inputs import voxtral
 from lens_audio.model import dispatch
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.family import KNOWN_HUB_IDS, family_of
@@ -55,8 +56,10 @@ def load_pretrained(
         dtype=parse_dtype(dtype), device=str(device), attn_implementation=attn_implementation
     )
     files = weight_files(folder)
+    processor, problem = load_processor(folder)
     with torch.device("meta"):
-        model = cls(cfg, processor=load_processor(folder))
+        model = cls(cfg, processor=processor)
+    model.processor_problem = problem
     resolved = None
     if device_map is not None:
         resolved = dispatch.resolve_device_map(model, device_map, cfg.dtype, max_memory)
@@ -145,25 +148,30 @@ def read_config(folder: Path, name: str) -> AudioLMConfig:
     return AudioLMConfig.from_hf_config(hf_config, model_name=name)
 
 
-def load_processor(folder: Path) -> Any:
-    """The checkpoint's processor, or None (with a warning) when its files are absent or it cannot be built."""
+def load_processor(folder: Path) -> tuple[Any, str | None]:
+    """The checkpoint's processor, or None (with a warning) and the reason when its files are absent or it cannot be
+    built; a Voxtral checkpoint's tekken.json without mistral-common names the install command."""
     has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
     has_features = any((folder / f).exists() for f in ("preprocessor_config.json", "processor_config.json"))
+    if voxtral.has_tekken(folder):
+        has_tokenizer = True
+        missing = voxtral.mistral_common_missing()
+        if missing is not None:
+            warnings.warn(f"{folder}: {missing}", stacklevel=3)
+            return None, missing
     if not (has_tokenizer and has_features):
-        warnings.warn(
-            f"{folder} has no processor files; model.to_batch will need model.processor set by hand.", stacklevel=3
-        )
-        return None
+        reason = f"{folder} has no processor files; model.to_batch will need model.processor set by hand."
+        warnings.warn(reason, stacklevel=3)
+        return None, reason
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(folder, trust_remote_code=False)
-    except (ImportError, ValueError, OSError) as exc:  # e.g. Voxtral's processor needs `mistral-common`
-        warnings.warn(
-            f"{folder}: its processor could not be built ({type(exc).__name__}: {exc}); model.to_batch will need "
-            "model.processor set by hand.", stacklevel=3
-        )
-        return None
+        return AutoProcessor.from_pretrained(folder, trust_remote_code=False), None
+    except (ImportError, ValueError, OSError) as exc:
+        reason = (f"{folder}: its processor could not be built ({type(exc).__name__}: {exc}); model.to_batch will "
+                  "need model.processor set by hand.")
+        warnings.warn(reason, stacklevel=3)
+        return None, reason
 
 
 def weight_files(folder: Path) -> list[Path]:
