@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
 
@@ -14,8 +15,9 @@ def check_setup(model_name: str = "workshop") -> tuple[Any, list[dict[str, Any]]
     versions = {}
     for package in ("torch", "transformer_lens", "transformers", "numpy", "plotly", "jaxtyping"):
         try:
-            versions[package] = importlib.import_module(package).__version__
-        except ImportError as error:
+            importlib.import_module(package)
+            versions[package] = importlib.metadata.version(package)
+        except (ImportError, importlib.metadata.PackageNotFoundError) as error:
             raise RuntimeError(
                 f"setup failed: cannot import {package} ({error}). Install the workbench with "
                 "`pip install -e \".[notebooks]\"` from the repository root, in the kernel's environment."
