@@ -189,7 +189,7 @@ def test_add_direction_hook(model, batch):
 
 
 def test_steered_correct(model, items):
-    chosen = [i for i in items if i["split"] == "dev" and i["hint"] == "conflicting"][:16]
+    chosen = [i for i in items if i["split"] == "dev" and i["hint"] == "conflicting"][:12]
     session3.test_steered_correct(steered_correct, model, chosen)
     fails(session3.test_steered_correct, lambda f, heads, beta: steered_correct(f, [(h, l) for l, h in heads], beta),
           model, chosen, match="a head is \\(layer, head\\)")
