@@ -1,0 +1,219 @@
+"""The workshop checkers (`lens_audio.workshop.exercises`) pass a right answer and explain the usual wrong ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lens_audio import HookedAudioLM
+from lens_audio.analysis.steering import layers_of
+from lens_audio.evaluation import load_mmau
+from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.model.hook_point import block_hook_name
+from lens_audio.workshop import BENCHMARK
+from lens_audio.workshop.exercises import session1, session2, session3
+
+
+@pytest.fixture(scope="module")
+def model():
+    return HookedAudioLM.from_pretrained("workshop")
+
+
+@pytest.fixture(scope="module")
+def items():
+    return load_mmau(BENCHMARK)
+
+
+@pytest.fixture(scope="module")
+def batch(model, items):
+    chosen = [i for i in items if i["split"] == "dev"][:4]
+    return model.to_batch([i["audio_path"] for i in chosen], [render_prompt(i, "workshop") for i in chosen])
+
+
+def fails(check, *args, match: str):
+    with pytest.raises(AssertionError, match=match):
+        check(*args)
+
+
+# ---------------------------------------------------------------- session 1
+
+
+def clip_token_mask(ids, audio_token_id, clip):
+    is_audio = ids == audio_token_id
+    starts = is_audio & ~torch.cat([torch.tensor([False]), is_audio[:-1]])
+    return is_audio & (starts.cumsum(0) == clip)
+
+
+def test_clip_token_mask(batch, model):
+    session1.test_clip_token_mask(clip_token_mask, batch, model.cfg.audio_token_id)
+    fails(session1.test_clip_token_mask, lambda ids, a, clip: clip_token_mask(ids, a, clip + 1), batch,
+          model.cfg.audio_token_id, match="clips count from 1")
+    fails(session1.test_clip_token_mask, lambda ids, a, clip: ids == a, batch, model.cfg.audio_token_id,
+          match="every clip's audio tokens")
+    fails(session1.test_clip_token_mask, lambda ids, a, clip: ..., batch, model.cfg.audio_token_id,
+          match="replace the `...  # TODO`")
+
+
+def option_logits(logits, final, option_ids):
+    return logits[torch.arange(len(final)), final].gather(1, option_ids)
+
+
+def test_option_logits(model, items):
+    chosen = [i for i in items if i["split"] == "test"][:3]
+    session1.test_option_logits(option_logits, model, chosen)
+    fails(session1.test_option_logits, lambda logits, final, ids: logits[:, -1].gather(1, ids), model, chosen,
+          match="position -1")
+    fails(session1.test_option_logits, lambda logits, f, ids: option_logits(logits, f, ids).softmax(-1), model,
+          chosen, match="probabilities")
+
+
+def silence_clip_hook(clip, silent_embeds):
+    def hook(embeds, hook):
+        embeds = embeds.clone()
+        embeds[clip - 1] = silent_embeds[clip - 1]
+        return embeds
+
+    return hook
+
+
+def test_silence_clip_hook(model, items):
+    item = items[0]
+    session1.test_silence_clip_hook(silence_clip_hook, model, item)
+    fails(session1.test_silence_clip_hook, lambda clip, silent: (lambda e, hook: silent), model, item,
+          match="silenced every clip")
+    fails(session1.test_silence_clip_hook, lambda clip, silent: silence_clip_hook(clip % 3 + 1, silent), model, item,
+          match="rows from 0")
+
+    def forgets_to_return(clip, silent):
+        return lambda e, hook: None
+
+    fails(session1.test_silence_clip_hook, forgets_to_return, model, item, match="did not change at all")
+
+
+# ---------------------------------------------------------------- session 2
+
+
+def audio_mass(pattern, audio_mask, final):
+    rows = pattern[torch.arange(len(final)), :, final]
+    return (rows * audio_mask[:, None, :]).sum(-1)
+
+
+def clip_mass(pattern, spans, final):
+    rows = pattern[torch.arange(len(final)), :, final]
+    return torch.stack([torch.stack([rows[b, :, s:e].sum(-1) for s, e in clips], -1) for b, clips in enumerate(spans)])
+
+
+def pearson_by_head(mass, correct):
+    x = mass - mass.mean(0)
+    y = correct.astype(float) - correct.mean()
+    return (x * y[:, None, None]).sum(0) / np.sqrt((x**2).sum(0) * (y**2).sum())
+
+
+def test_audio_mass(model, batch):
+    session2.test_audio_mass(audio_mass, model, batch)
+    fails(session2.test_audio_mass, lambda p, m, f: p[torch.arange(len(f)), :, f].sum(-1), model, batch,
+          match="sums over text positions too")
+    fails(session2.test_audio_mass, lambda p, m, f: (p[torch.arange(len(f)), :, :, f] * m[:, None]).sum(-1), model,
+          batch, match="a column")
+
+
+def test_clip_mass(model, batch):
+    session2.test_clip_mass(clip_mass, model, batch)
+    fails(session2.test_clip_mass, lambda p, s, f: clip_mass(p, [[(a, b + 1) for a, b in c] for c in s], f), model,
+          batch, match=r"\[start, end\)")
+    fails(session2.test_clip_mass, lambda p, s, f: clip_mass(p, s, f).flip(-1), model, batch, match="reverse")
+
+
+def test_pearson_by_head():
+    rng = np.random.default_rng(1)
+    correct = rng.random(30) < 0.7
+    mass = rng.random((30, 3, 4))
+    session2.test_pearson_by_head(pearson_by_head, mass, correct)
+    fails(session2.test_pearson_by_head, lambda m, c: -pearson_by_head(m, c), mass, correct, match="wrong sign")
+
+    def cosine(m, c):
+        return (m * c[:, None, None]).sum(0) / np.sqrt((m**2).sum(0) * c.sum())
+
+    fails(session2.test_pearson_by_head, cosine, mass, correct, match="centred")
+    fails(session2.test_pearson_by_head, lambda m, c: pearson_by_head(m, c).T, mass, correct, match="shape")
+
+
+# ---------------------------------------------------------------- session 3
+
+
+def direction_by_hand(model, batch, layers):
+    names = [block_hook_name(layer, "hook_resid_post") for layer in layers]
+    rows, final = torch.arange(batch.batch_size), batch.final_position
+    finals = []
+    for b in (batch, batch.silence_twin()):
+        _, cache = model.run_with_cache(b, names_filter=names)
+        finals.append(torch.stack([cache[n][rows, final] for n in names], 1))
+    return (finals[0] - finals[1]).mean(1)
+
+
+def add_direction_hook(direction, beta):
+    def hook(resid, hook):
+        resid = resid.clone()
+        resid[:, -1] += beta * direction
+        return resid
+
+    return hook
+
+
+def steered_correct(fast, heads, beta):
+    return fast.correct(fast.layer_direction(layers_of(heads)), beta)
+
+
+def percentile_among(ours, draws):
+    return 100 * ((draws < ours).sum() + 0.5 * (draws == ours).sum()) / draws.size
+
+
+def test_direction(model, batch):
+    session3.test_direction(direction_by_hand, model, batch)
+    fails(session3.test_direction, lambda m, b, ls: -direction_by_hand(m, b, ls), model, batch, match="wrong way")
+    fails(session3.test_direction, lambda m, b, ls: direction_by_hand(m, b, [layer - 1 for layer in ls]), model, batch,
+          match="hook_resid_pre")
+
+
+def test_add_direction_hook(model, batch):
+    direction = torch.randn(batch.batch_size, model.cfg.d_model)
+    session3.test_add_direction_hook(add_direction_hook, model, batch, direction)
+
+    def everywhere(direction, beta):
+        return lambda resid, hook: resid + beta * direction[:, None]
+
+    fails(session3.test_add_direction_hook, everywhere, model, batch, direction, match="every position")
+    fails(session3.test_add_direction_hook, lambda d, beta: add_direction_hook(d, 1.0), model, batch, direction,
+          match="beta is 2.5")
+
+
+def test_steered_correct(model, items):
+    chosen = [i for i in items if i["split"] == "dev" and i["hint"] == "conflicting"][:12]
+    session3.test_steered_correct(steered_correct, model, chosen)
+    fails(session3.test_steered_correct, lambda f, heads, beta: steered_correct(f, [(h, l) for l, h in heads], beta),
+          model, chosen, match="a head is \\(layer, head\\)")
+    fails(session3.test_steered_correct, lambda f, heads, beta: f.correct(), model, chosen, match="unsteered")
+
+
+def test_percentile():
+    session3.test_percentile(percentile_among)
+    fails(session3.test_percentile, lambda ours, d: 100 * (d < ours).mean(), match="below none")
+    fails(session3.test_percentile, lambda ours, d: percentile_among(ours, d) / 100, match="fraction")
+
+
+def test_nothing_in_the_package_imports_the_checkers():
+    """The checkers sit at the top of the workshop layer: only notebooks and these tests import them."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "lens_audio"
+    importers = []
+    for path in package.rglob("*.py"):
+        if "exercises" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                importers += [str(path) for n in names if n.startswith("lens_audio.workshop.exercises")]
+    assert not importers, f"modules outside lens_audio/workshop/exercises import the checkers: {importers}"
