@@ -14,9 +14,9 @@ On a GPU (about 3-5 minutes on an H100)::
 3. The steering API on batches moved to the device: `steered_generate` equals `adaptive_direction`
    followed by a steered `generate`.
 
-`--small` uses tiny shapes so it runs anywhere in seconds (tests run it on the CPU); `--ratios-out`
-additionally writes the ratios the issue tracks (steered / plain generate at batch 8, port / transformers
-generate at batch 1 and 8, adaptive_direction / forward).
+`--small` uses tiny shapes so it runs anywhere in seconds (tests run it on the CPU); `--mid` times the
+50M-parameter CPU config (`--mid --skip-equivalence --out benchmarks/results/cpu_ratios.json` gives the CPU
+ratios the issue tracks: steered / plain generate, port / transformers generate, adaptive_direction / forward).
 """
 
 from __future__ import annotations
