@@ -27,10 +27,18 @@ def test_batched_and_unbatched_scans_agree(setup, kind):
     assert one.margin_change.abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("kind", ["zero", "silence"])
-def test_scan_equals_one_plain_hooked_forward_per_head(setup, kind):
-    """The scan (replicas start at the ablated layer) against the naive way: a whole forward per head."""
+@pytest.mark.parametrize("kind, user_hook", [("zero", False), ("silence", False), ("zero", True)])
+def test_scan_equals_one_plain_hooked_forward_per_head(setup, kind, user_hook):
+    """The scan (replicas start at the ablated layer) against the naive way: a whole forward per head; with
+    a user's hook active at the layer a pass starts from, it still fires once, as in the whole forward."""
     model, batch, choices, answers = setup
+    push = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    hooks = [("blocks.1.hook_resid_pre", lambda resid, hook: resid + push)] if user_hook else []
+    with model.hooks(fwd_hooks=hooks):
+        _check_scan_against_plain_forwards(model, batch, choices, answers, kind)
+
+
+def _check_scan_against_plain_forwards(model, batch, choices, answers, kind):
     scan = scan_heads(model, batch, choices, answers, kind=kind, heads_per_pass=3)
     rows, final = torch.arange(batch.batch_size), batch.final_position
     choice, answer = torch.tensor(choices), torch.tensor(answers)

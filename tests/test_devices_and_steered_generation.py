@@ -93,6 +93,19 @@ def test_shared_silence_prefix_equals_the_full_silence_pass(model, shared_prefix
         assert shared_silence_residuals(model, shared_prefix_batch, layers) is None
 
 
+def test_rows_whose_prompt_ends_with_the_clip_take_the_full_silence_pass(model, processor):
+    from lens_audio.analysis.silence_prefix import shared_silence_residuals
+    from lens_audio.analysis.steering import final_residuals
+
+    audio = processor.audio_token
+    prompts = [f"Listen {audio}", f"Listen {audio}", f"Listen {audio} and tell me what"]
+    clips = [waveform(0.8, 1), waveform(0.8, 2), waveform(0.8, 3)]
+    batch = make_batch(processor, clips, prompt=prompts, sampling_rate=16000)
+    assert shared_silence_residuals(model, batch, [0, 2]) is None  # rows 0-1 have no suffix to run on a shared prefix
+    full = final_residuals(model, batch, [0, 2]) - final_residuals(model, batch.silence_twin(), [0, 2])
+    assert torch.allclose(adaptive_direction(model, batch, [0, 2]), full.mean(1), atol=1e-5)
+
+
 def test_steered_generate_with_a_shared_silence_prefix(model, shared_prefix_batch):
     kwargs = dict(max_new_tokens=6, eos_token_id=[])
     direction = adaptive_direction(model, shared_prefix_batch, [1])

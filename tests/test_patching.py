@@ -46,10 +46,26 @@ def test_transformer_lens_helpers_run_on_audio(setup):
     # lens_audio's map (replicas start at the patched layer) equals TransformerLens's whole forwards per position
     table, _ = patch_residual_by_position(model, clean, corrupted, metric, group_audio=False, columns_per_pass=3)
     assert torch.allclose(table, result.cpu(), atol=1e-4)  # a metric normalised by the clean-corrupted span
+    mid = tl_patching.get_act_patch_resid_mid(bound, corrupted.input_ids, clean_cache, metric)
     hooked, _ = patch_residual_by_position(model, clean, corrupted, metric, group_audio=False, site="hook_resid_mid")
-    assert hooked.shape == table.shape and not torch.allclose(hooked, table, atol=1e-3)
+    assert torch.allclose(hooked, mid.cpu(), atol=1e-4)  # other sites: one whole hooked forward per cell
     with pytest.raises(ValueError, match="share their token layout"):
         bound.run_with_hooks(corrupted.input_ids[:, 1:])
+
+
+def test_residual_patching_with_a_user_hook_active(setup):
+    """A hook the user has on the patched layer fires once per patched run, before the patch, as in a whole run."""
+    model, clean, corrupted, correct, wrong = setup
+    push = 5 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    with model.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda resid, hook: resid + push)]):
+        metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+        _, clean_cache = model.run_with_cache(clean)
+        expected = tl_patching.get_act_patch_resid_pre(
+            BoundAudioModel(model, corrupted), corrupted.input_ids, clean_cache, metric
+        )
+        table, _ = patch_residual_by_position(model, clean, corrupted, metric, group_audio=False)
+    assert torch.allclose(table, expected.cpu(), atol=1e-3)  # the push shrinks the span: float noise grows
+    assert expected.abs().max() > 0.5  # the map is not trivially zero (a push applied twice was off by ~16)
 
 
 def test_a_head_with_zero_output_weights_has_no_effect(setup, two_example_batch):

@@ -11,7 +11,8 @@ different head ablated, so a scan of all heads takes `n_heads_total / heads_per_
 memory grows with `heads_per_pass` (1 = one head per forward). The numbers do not depend on it. The
 audio encoder and the layers below each pass's first ablated layer run once per batch: ablating a head
 in layer L cannot change the residual stream entering layer L, so every replica starts from the baseline
-run's `blocks.{L}.hook_resid_pre` and runs only layers L and up, and only the final position is unembedded.
+run's input to block L (`block_input_hook_name`) and runs only layers L and up, and only the final position is
+unembedded. Hooks active during a scan fire once per pass as in a whole forward, but only from block L on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from lens_audio.model.hook_point import block_hook_name
+from lens_audio.model.hook_point import block_hook_name, block_input_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -110,11 +111,11 @@ def ablate_heads(
     answer = torch.as_tensor(answer_index)
     chunks = [groups[start : start + heads_per_pass] for start in range(0, len(groups), heads_per_pass)]
     firsts = [min(l for group in chunk for l, _ in group) for chunk in chunks]  # each pass starts at its first layer
-    starts = {layer: block_hook_name(layer, "hook_resid_pre") for layer in firsts}
+    starts = {layer: block_input_hook_name(layer) for layer in firsts}
     logits, cache = model.run_with_cache(batch, names_filter=list(starts.values()), return_cache_object=False)
     rows = torch.arange(batch.batch_size, device=logits.device)
-    final = batch.final_position.to(logits.device)
-    base_margin, base_correct = _margins(logits[rows, final].cpu(), choice, answer)
+    base_margin, base_correct = _margins(logits[rows, batch.final_position.to(logits.device)].cpu(), choice, answer)
+    del logits
     replacement = _replacements(model, batch, kind, reference)
     b = batch.batch_size
     mask = batch.attention_mask.to(model.device)
@@ -142,7 +143,8 @@ def ablate_heads(
         state = model.decoder_state(cache[starts[first]].repeat(k, 1, 1), mask.repeat(k, 1))
         with model.hooks(fwd_hooks=[(block_hook_name(l, "attn.hook_z"), ablate) for l in layers]):
             resid = model.run_blocks(state, first)
-            final_resid = resid[torch.arange(k * b, device=resid.device), final.repeat(k)]
+            final = batch.final_position.to(resid.device).repeat(k)
+            final_resid = resid[torch.arange(k * b, device=resid.device), final]
             final_logits = model.unembed(model.ln_final(final_resid[:, None]))[:, 0].cpu()
         margin, correct = _margins(final_logits, choice.repeat(k, 1), answer.repeat(k))
         margins += list((margin.view(k, b) - base_margin).mean(1))

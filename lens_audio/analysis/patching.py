@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from lens_audio.model.hook_point import block_hook_name
+from lens_audio.model.hook_point import block_hook_name, block_input_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -125,8 +125,9 @@ def patch_residual_by_position(
     Returns the `[layer, column]` table and the column labels.
 
     At the default site (`hook_resid_pre`) a patched run only differs from the corrupted run from the
-    patched layer on, so each starts there from the corrupted run's cached residual, `columns_per_pass`
-    patched copies of the batch in one forward; other sites run one whole hooked forward per cell.
+    patched layer on, so each starts there from the corrupted run's cached input to that block,
+    `columns_per_pass` patched copies of the batch in one forward (hooks active fire once, from that block
+    on); other sites run one whole hooked forward per cell.
     """
     check_same_layout(clean, corrupted)
     names = [block_hook_name(layer, site) for layer in range(model.cfg.n_layers)]
@@ -134,17 +135,28 @@ def patch_residual_by_position(
     columns, labels = _position_groups(model, clean, group_audio)
     table = torch.zeros(model.cfg.n_layers, len(columns))
     if site == "hook_resid_pre":
-        _, corrupted_cache = model.run_with_cache(corrupted, names_filter=names, return_cache_object=False)
+        inputs = [block_input_hook_name(layer) for layer in range(model.cfg.n_layers)]
+        _, corrupted_cache = model.run_with_cache(corrupted, names_filter=inputs, return_cache_object=False)
         mask = corrupted.attention_mask.to(model.device)
         b = corrupted.batch_size
         for layer, name in enumerate(names):
             for start in range(0, len(columns), columns_per_pass):
-                chunk = [m.to(model.device) for m in columns[start : start + columns_per_pass]]
-                resid = torch.cat([torch.where(m[..., None], cache[name], corrupted_cache[name]) for m in chunk])
-                state = model.decoder_state(resid, mask.repeat(len(chunk), 1))
-                logits = model.unembed(model.ln_final(model.run_blocks(state, layer)))
-                for r in range(len(chunk)):
-                    table[layer, start + r] = metric(logits[r * b : (r + 1) * b])
+                chunk = columns[start : start + columns_per_pass]
+
+                def put(resid, hook, chunk=chunk, clean_resid=cache[name]):  # after any hook the user has there
+                    resid = resid.clone()
+                    for r, column in enumerate(chunk):
+                        rows = resid[r * b : (r + 1) * b]
+                        column = column.to(rows.device)
+                        rows[column] = clean_resid.to(rows.device)[column]
+                    return resid
+
+                copies = len(chunk)
+                state = model.decoder_state(corrupted_cache[inputs[layer]].repeat(copies, 1, 1), mask.repeat(copies, 1))
+                with model.hooks(fwd_hooks=[(name, put)]):
+                    resid = model.run_blocks(state, layer)
+                for r in range(copies):  # one replica's logits at a time: [b, pos, d_vocab], as a whole forward
+                    table[layer, start + r] = metric(model.unembed(model.ln_final(resid[r * b : (r + 1) * b])))
         return table, labels
     for layer, name in enumerate(names):
         for c, mask in enumerate(columns):

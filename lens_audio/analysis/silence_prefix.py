@@ -46,7 +46,7 @@ def shared_silence_residuals(
     mask = batch.attention_mask.to(model.device)
     cuts = [spans[-1][1] if spans else 0 for spans in batch.audio_spans]  # end of each row's last clip
     width = ids.shape[1]
-    if min(cuts) >= width or 0 in cuts:
+    if max(cuts) >= width or 0 in cuts:  # a row whose prompt ends with its clip has no suffix to run
         return None
     if batch.input_features.shape[0] != sum(len(spans) for spans in batch.audio_spans):
         return None  # a clip over several feature windows (e.g. a Voxtral clip of two chunks): the plain pass
@@ -55,9 +55,9 @@ def shared_silence_residuals(
         return None
     deepest = max(layers)
     cache = KVCache(model.cfg.n_layers)
-    prefix_ids, prefix_mask = _right_aligned(
-        [ids[row, width - int(mask[row].sum()) : cuts[row]] for row in groups], _filler_token(model)
-    )
+    filler = _filler_token(model)
+    prefixes = [ids[row, width - int(mask[row].sum()) : cuts[row]] for row in groups]
+    prefix_ids, prefix_mask = _right_aligned(prefixes, filler)
     clips = torch.tensor(clips_of_group, device=batch.input_features.device)
     state = model.start_decoder(
         prefix_ids,
@@ -73,12 +73,12 @@ def shared_silence_residuals(
     suffix_ids, suffix_mask = ids[:, start:].clone(), mask[:, start:].clone()
     for row, cut in enumerate(cuts):
         suffix_mask[row, : cut - start] = 0  # the prefix's tail in this row: already in the cache
-    suffix_ids[suffix_mask == 0] = _filler_token(model)
+    suffix_ids[suffix_mask == 0] = filler
     names = [block_hook_name(layer, site) for layer in layers]
     captured: dict[str, Tensor] = {}
 
     def capture(resid: Float[Tensor, "batch pos d_model"], hook) -> None:
-        captured[hook.name] = resid[:, -1]  # left padding: every row's final position is the last column
+        captured[hook.name] = resid[:, -1].to(model.device)  # left padding: each row's final position is the last
 
     with model.hooks(fwd_hooks=[(name, capture) for name in set(names)]):
         state = model.start_decoder(suffix_ids, suffix_mask, past_kv_cache=cache)

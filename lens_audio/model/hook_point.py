@@ -26,6 +26,13 @@ def block_hook_name(layer: int, site: str) -> str:
     return f"blocks.{layer}.{site}"
 
 
+def block_input_hook_name(layer: int) -> str:
+    """The hook whose value enters block `layer` before its own `hook_resid_pre` fires: the previous block's
+    `hook_resid_post`, or `hook_embed` for block 0. Restart a forward there with `run_blocks(state, layer)` and
+    every hook from `blocks.{layer}.hook_resid_pre` on fires once, as in a whole forward."""
+    return "hook_embed" if layer == 0 else block_hook_name(layer - 1, "hook_resid_post")
+
+
 class HookPoint(_TLHookPoint):
     def layer(self) -> int:
         """The block index: 3 for `blocks.3.attn.hook_pattern` and for `audio.blocks.3.attn.hook_pattern`."""
