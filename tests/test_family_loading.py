@@ -70,7 +70,7 @@ def test_hub_id_from_the_cache_offline(saved, tmp_path, monkeypatch):
 def test_voxtral_mistral_native_file_is_never_read(saved, tmp_path):
     family, _, _, folder, batch = saved
     if family != "voxtral":
-        pytest.skip("Voxtral's Hub repositories ship consolidated.safetensors beside the Hugging Face shards")
+        pytest.skip("Voxtral only: its Hub repositories alone ship a Mistral-native consolidated.safetensors")
     shutil.copytree(folder, tmp_path / "both")
     (tmp_path / "both" / "consolidated.safetensors").write_bytes(b"not read")
     assert torch.equal(logits_of(load(tmp_path / "both", family), batch), logits_of(load(folder, family), batch))
