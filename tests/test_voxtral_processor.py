@@ -18,7 +18,7 @@ from lens_audio.testing import perturb_, save_tekken
 from tests.conftest import CHUNK_SECONDS, N_MELS, hf_inputs, waveform
 from tests.test_equivalence import assert_matches
 
-pytest.importorskip("mistral_common")
+pytest.importorskip("mistral_common", reason='Voxtral prompts need mistral-common: pip install -e ".[voxtral]"')
 
 N_SPECIAL, N_VOCAB = 40, 400
 QUESTIONS = ["What is the sound?", "Which clip is louder?"]

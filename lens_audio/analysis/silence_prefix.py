@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from lens_audio.model.hook_point import block_hook_name
+from lens_audio.model.hook_point import site_hook_names
 from lens_audio.model.kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def shared_silence_residuals(
     None when sharing does not apply (right padding, no clips, hooks active, no two rows alike, or a prompt
     that ends with audio): then run the plain silence pass.
     """
+    names = site_hook_names(model, layers, site)
     if batch.padding_side != "left" or batch.input_features is None or hooks_active(model):
         return None
     ids = batch.input_ids.to(model.device)
@@ -74,7 +75,6 @@ def shared_silence_residuals(
     for row, cut in enumerate(cuts):
         suffix_mask[row, : cut - start] = 0  # the prefix's tail in this row: already in the cache
     suffix_ids[suffix_mask == 0] = filler
-    names = [block_hook_name(layer, site) for layer in layers]
     captured: dict[str, Tensor] = {}
 
     def capture(resid: Float[Tensor, "batch pos d_model"], hook) -> None:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from lens_audio.analysis.silence_prefix import shared_silence_residuals
 from lens_audio.inputs.batch import AudioBatch
-from lens_audio.model.hook_point import block_hook_name
+from lens_audio.model.hook_point import block_hook_name, site_hook_names
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -37,24 +37,12 @@ def layers_of(heads: Sequence[tuple[int, int]]) -> list[int]:
     return sorted({layer for layer, _ in heads})
 
 
-def site_names(model: "HookedAudioLM", layers: Sequence[int], site: str) -> list[str]:
-    """The hook names `blocks.{L}.{site}` for `layers`, refused with the fix when the model has no such hook."""
-    names = [block_hook_name(layer, site) for layer in layers]
-    unknown = [n for n in names if n not in model.hook_dict]
-    if unknown:
-        raise ValueError(
-            f"no hook point {unknown[0]!r}: layers must be in 0-{model.cfg.n_layers - 1} and site a block hook such "
-            "as 'hook_resid_post'."
-        )
-    return names
-
-
 @torch.no_grad()
 def final_residuals(
     model: "HookedAudioLM", batch: "AudioBatch", layers: Sequence[int], site: str = "hook_resid_post"
 ) -> Float[Tensor, "batch layer d_model"]:
     """The residual stream at each example's final prompt position, at `blocks.{L}.{site}` for each layer."""
-    names = site_names(model, layers, site)
+    names = site_hook_names(model, layers, site)
     _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=max(layers) + 1, return_cache_object=False)
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
@@ -77,7 +65,6 @@ def adaptive_direction(
     if not layers:
         raise ValueError("adaptive_direction needs at least one layer (e.g. layers_of(specialist_heads)).")
     batch.require_audio("adaptive_direction")
-    site_names(model, layers, site)
     silence = shared_silence_residuals(model, batch, layers, site)
     if silence is not None:
         return (final_residuals(model, batch, layers, site) - silence).mean(dim=1)
@@ -299,7 +286,7 @@ def steered_generate(
     batch.require_audio("steered_generate")
     check_left_padded(batch.attention_mask)
     sampling = Sampling(**generate_kwargs)
-    names = site_names(model, layers, site)
+    names = site_hook_names(model, layers, site)
     steering_hooks(model, torch.zeros(model.cfg.d_model), beta, hook_name)  # validates hook_name and beta
     hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
     silence = None if fwd_hooks else shared_silence_residuals(model, batch, layers, site)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from transformer_lens.hook_points import HookPoint as _TLHookPoint
+
+if TYPE_CHECKING:
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 _LAYER = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 
@@ -24,6 +28,18 @@ def block_hook_name(layer: int, site: str) -> str:
     TransformerLens's `get_act_name("z", 3)` gives the same names from its short site names.
     """
     return f"blocks.{layer}.{site}"
+
+
+def site_hook_names(model: "HookedAudioLM", layers: Sequence[int], site: str) -> list[str]:
+    """`block_hook_name(L, site)` for each of `layers`, refused with the fix when the model has no such hook."""
+    names = [block_hook_name(layer, site) for layer in layers]
+    unknown = [n for n in names if n not in model.hook_dict]
+    if unknown:
+        raise ValueError(
+            f"no hook point {unknown[0]!r}: layers must be in 0-{model.cfg.n_layers - 1} and site a block hook such "
+            "as 'hook_resid_post'."
+        )
+    return names
 
 
 def block_input_hook_name(layer: int) -> str:
