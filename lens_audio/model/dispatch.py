@@ -91,7 +91,6 @@ def main_device(device_map: DeviceMap) -> str:
     return str(torch.device(gpus[0] if not isinstance(gpus[0], int) else f"cuda:{gpus[0]}")) if gpus else "cpu"
 
 
-
 def materialized(module: nn.Module, name: str = "weight") -> "torch.Tensor | None":
     """`module.<name>`, readable whatever accelerate did with the module.
 
