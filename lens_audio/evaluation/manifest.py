@@ -171,7 +171,7 @@ class RunManifest:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
