@@ -108,6 +108,8 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
         scan.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin"
     )
 
+    for fig in figures.values():  # each figure's HTML carries what made it (plotly escapes the JSON it inlines)
+        fig.update_layout(meta={"manifest": result.manifest.to_json()})
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}
     (out / "report.html").write_text(

@@ -275,3 +275,17 @@ def test_experiment_result_carries_its_manifest(tmp_path, cli_bench, capsys):
     before = {p.name: p.read_text() for p in (tmp_path / "run").glob("*.jsonl")}
     assert cli.main(argv) == 0
     assert {p.name: p.read_text() for p in (tmp_path / "run").glob("*.jsonl")} == before  # all reused
+
+
+def test_report_and_figures_show_the_manifest(tmp_path, cli_bench):
+    from lens_audio.figures import make_figures
+
+    made = make_figures(benchmark=cli_bench / "workshop.json", out_dir=tmp_path / "figs", runs_dir=tmp_path / "runs",
+                        progress=False, formats=("html",))
+    manifest = made["result"].manifest
+    report = (tmp_path / "figs" / "report.html").read_text()
+    assert "What made these numbers" in report and manifest.model_fingerprint in report
+    assert manifest.items_digest in report and "transformers" in report
+    assert manifest.model_fingerprint in (tmp_path / "figs" / "beta_sweep.html").read_text()
+    saved = ExperimentResult.load(tmp_path / "figs" / "results.json")
+    assert saved.manifest == manifest

@@ -131,7 +131,7 @@ class RunManifest:
         return _digest(self.compared())
 
     def differences(self, other: RunManifest) -> list[str]:
-        """'field: ours -> theirs' for each compared field that differs (the fingerprint is reported as `model`)."""
+        """'field ours -> theirs' for each compared field that differs (the fingerprint is reported as `model`)."""
         ours, theirs = self.compared(), other.compared()
         changes = []
         for name in ours:
@@ -332,7 +332,7 @@ def refusal(run_path: Path, manifest: RunManifest, stored: RunManifest | None, s
             n_records: int) -> str:
     """The one line refusing to resume `run_path` whose records `stale` were not made under `manifest`."""
     if stored is not None and stored.digest != manifest.digest:
-        what = "made under other settings: " + "; ".join(stored.differences(manifest))
+        what = "made under other settings (then -> now): " + "; ".join(stored.differences(manifest))
     elif all(DIGEST_KEY not in r for r in stale):
         what = "written without a manifest (by an older lens_audio), so what made them is unknown"
     else:
