@@ -49,7 +49,7 @@ from lens_audio.analysis.steering import (
     steering_hooks,
 )
 from lens_audio.evaluation.fast_steering import FastSteering
-from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, model_fingerprint, run_manifest
+from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.report import accuracy_with_ci
@@ -97,7 +97,6 @@ class Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         self.benchmark, self.fresh = None if benchmark is None else str(benchmark), fresh
         self._opened: set[Path] = set()
-        self.model_fingerprint = model_fingerprint(model)
         self._heads: HeadSelection | None = None
         self._fast: dict[str, FastSteering] = {}
         self._baselines: dict[str, RunResult] = {}
@@ -133,7 +132,7 @@ class Experiment:
             listening=listening,
             progress=self.progress,
             description=name or "steering",
-            settings={"model_fingerprint": self.model_fingerprint, "benchmark": self.benchmark, **(settings or {})},
+            settings={"benchmark": self.benchmark, **(settings or {})},  # the model's fingerprint is taken each run
             fresh=fresh,
         )
 
@@ -165,7 +164,7 @@ class Experiment:
         return run_manifest(
             self.model, p.prompt, p.mode, max_new_tokens=p.max_new_tokens, listening=True, silence=False,
             steering=None, batch_size=p.batch_size,
-            settings={"model_fingerprint": self.model_fingerprint, "benchmark": self.benchmark, "heads": specialists,
+            settings={"benchmark": self.benchmark, "heads": specialists,
                       "layers": layers_of(specialists), "k_heads": p.k_heads, "beta": beta, "gate": p.gate,
                       "steering_source": p.steering_source, "layer_convention": p.layer_convention, "seed": p.seed,
                       "items_digest": items_digest(digests), "n_items": len(digests)},

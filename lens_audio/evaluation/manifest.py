@@ -238,7 +238,8 @@ def run_manifest(
     steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
 ) -> RunManifest:
     """The manifest of one `run_benchmark` call; `settings` adds or overrides fields (the experiment passes its
-    heads, beta, method options, benchmark path and the model fingerprint it computed once)."""
+    heads, beta, method options and benchmark path). The model's fingerprint is taken anew each call, so a weight
+    edited between two runs is seen."""
     settings = dict(settings or {})
     described = {} if any(k in settings for k in _STEERING_FIELDS) else describe_steering(steering)
     fields: dict[str, Any] = {
