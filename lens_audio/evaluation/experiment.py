@@ -16,9 +16,8 @@
 Heads and beta are chosen on calibration and dev only. Runs of the benchmark are resumable
 JSON-lines files under `out_dir` (for resuming only: results travel as objects), each bound to a manifest of
 what made it (`lens_audio.evaluation.manifest`): resuming under other settings refuses, `fresh` starts each
-run file over. The control
-distribution, the layer spread and the options use `FastSteering` in choice mode with
-single-token options (seconds); otherwise real steered runs, one per distinct layer set.
+run file over. The control distribution, the layer spread and the options use `FastSteering` in choice mode
+with single-token options (seconds); otherwise real steered runs, one per distinct layer set.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def versions() -> dict[str, str]:
+def installed_versions() -> dict[str, str]:
     """Installed versions of lens_audio, torch, transformers and transformer_lens."""
     import lens_audio
 
@@ -88,7 +88,7 @@ class RunManifest:
     mode: str
     dtype: str
     device: str
-    versions: dict[str, str] = field(default_factory=versions)
+    versions: dict[str, str] = field(default_factory=installed_versions)
     max_new_tokens: int | None = None  # generate mode only
     listening: bool = False
     silence: bool = False

@@ -23,8 +23,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lens_audio.evaluation.manifest import DIGEST_KEY, RunManifest, manifest_path, read_manifest, refusal
-from lens_audio.evaluation.manifest import RunMismatchError as RunMismatchError  # raised here, for importers
+from lens_audio.evaluation.manifest import (
+    DIGEST_KEY,
+    RunManifest,
+    RunMismatchError,
+    manifest_path,
+    read_manifest,
+    refusal,
+)
 
 try:
     import fcntl
@@ -83,10 +89,10 @@ class RunFile:
             self.records, dirty = _parse_lines(self.path)
             if self.fresh:
                 self.records, dirty = {}, self.path.exists()
-            if self.manifest is not None:
-                self._bind(self.manifest)
             if dirty:
                 _rewrite(self.path, self.records.values())
+            if self.manifest is not None:
+                self._bind(self.manifest)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except BaseException:
             self._release()
