@@ -51,6 +51,7 @@ CHANGES = {
     "steering_source": ("head_outputs", "steering_source"),
     "layer_convention": ("hf_hidden_states", "layer_convention"),
     "steering": ("my.steering", "steering"),
+    "hooks": (["blocks.0.hook_resid_post"], "hooks"),
     "seed": (3, "seed"),
     "items_digest": ("abc", "items_digest"),
     "n_items": (3, "n_items"),
@@ -171,6 +172,13 @@ def test_changed_template_model_weights_and_steering_are_refused(model, bench, t
         run_benchmark(model, items, path, **{**RUN, "template": "instruct"})
     with pytest.raises(RunMismatchError, match="silence False -> True"):
         run_benchmark(model, items, path, **RUN, silence=True)
+    model.add_hook("blocks.0.attn.hook_z", lambda z, hook: 0 * z)  # a user's ablation left on the model
+    try:
+        with pytest.raises(RunMismatchError, match=r"hooks None -> \['blocks.0.attn.hook_z'\]"):
+            run_benchmark(model, items, path, **RUN)
+    finally:
+        model.reset_hooks()
+    run_benchmark(model, items, path, **RUN)  # hooks gone: reused
     with torch.no_grad():
         model.blocks[1].mlp.W_out[0, 0] += 1e-4  # one weight, in memory
     with pytest.raises(RunMismatchError, match="model .*fingerprint"):

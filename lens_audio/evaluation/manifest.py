@@ -14,7 +14,7 @@ at all (only its hook machinery is used). A field a run's records do not depend 
 has no heads or beta), so changing that setting reuses the run.
 
 Model fingerprint: sha256 over the config (without name, dtype, device and TransformerLens's hook switches), the
-tokenizer's vocabulary and chat template, and for each parameter and buffer its name, dtype, shape, the sum of its
+tokenizer's vocabulary and chat template, the feature extractor's settings, and for each parameter and buffer its name, dtype, shape, the sum of its
 bytes read as 64-bit integers (wrap-around addition: exact and order-free, so the same on any device and thread
 count) and 256 evenly spaced bytes. It reads every weight once (about 0.1 s per GB on one CPU core here; a 7B
 model in float32 is 28 GB) and catches any change of a weight's value in memory, except values swapped within one
@@ -100,6 +100,7 @@ class RunManifest:
     steering_source: str | None = None
     layer_convention: str | None = None
     steering: str | None = None  # a steering function not described by the fields above, by name
+    hooks: tuple[str, ...] | None = None  # hook points that already had hooks when the run began (e.g. an ablation)
     seed: int | None = None
     items_digest: str | None = None  # an experiment's manifest: all its items' content, and how many
     n_items: int | None = None
@@ -112,6 +113,8 @@ class RunManifest:
             object.__setattr__(self, "heads", tuple((int(a), int(b)) for a, b in self.heads))
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(a) for a in self.layers))
+        if self.hooks is not None:
+            object.__setattr__(self, "hooks", tuple(self.hooks))
         if self.beta is not None:
             object.__setattr__(self, "beta", float(self.beta))
         object.__setattr__(self, "versions", dict(self.versions))
@@ -150,6 +153,7 @@ class RunManifest:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["heads"] = None if self.heads is None else [list(h) for h in self.heads]
         data["layers"] = None if self.layers is None else list(self.layers)
+        data["hooks"] = None if self.hooks is None else list(self.hooks)
         return data
 
     @classmethod
@@ -199,6 +203,10 @@ def model_fingerprint(model: HookedAudioLM) -> str:
         vocab = sorted(tokenizer.get_vocab().items())
         templates = [getattr(processor, "chat_template", None), getattr(tokenizer, "chat_template", None)]
         hasher.update(json.dumps([vocab, templates], default=str).encode())
+    features = getattr(processor, "feature_extractor", None)
+    if features is not None:  # sampling rate, mel bins, hop, window: how audio becomes features
+        settings = {k: v for k, v in features.to_dict().items() if isinstance(v, (str, int, float, bool, type(None)))}
+        hasher.update(json.dumps(settings, sort_keys=True).encode())
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         hasher.update(f"{name}:{_tensor_digest(tensor)};".encode())
     return hasher.hexdigest()[:16]
@@ -233,6 +241,11 @@ def describe_steering(steering: Any) -> dict[str, Any]:
     )
 
 
+def active_hooks(model: HookedAudioLM) -> list[str]:
+    """Names of the hook points that have hooks attached now (a user's persistent hooks change every record)."""
+    return [name for name, point in model.hook_dict.items() if point._forward_hooks or point._backward_hooks]
+
+
 def run_manifest(
     model: HookedAudioLM, template: Any, mode: str, *, max_new_tokens: int, listening: bool, silence: bool,
     steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
@@ -251,6 +264,7 @@ def run_manifest(
         "max_new_tokens": max_new_tokens if mode == "generate" else None,
         "listening": bool(listening),
         "silence": bool(silence),
+        "hooks": active_hooks(model) or None,
         "batch_size": batch_size,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **described,
