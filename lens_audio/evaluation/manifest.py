@@ -17,8 +17,8 @@ Model fingerprint: sha256 over the config (without name, dtype, device and Trans
 tokenizer's vocabulary and chat template, the feature extractor's settings, and for each parameter and buffer its
 name, dtype, shape, the sum of its bytes read as 64-bit integers (wrap-around addition: exact and order-free, so
 the same on any device and thread count) and 256 evenly spaced bytes. It reads every weight once (0.05 s for 800 MB
-on one CPU core here; a 7B model in float32 is 28 GB) and catches any change of a weight's value in memory, except
-values swapped within one tensor away from the sample. A model loaded in another dtype has other weights, so
+on one CPU core here; a 7B model in float32 is 28 GB) and catches any edit of one weight in memory (and of many,
+unless their changes cancel in the sum and miss the sample). A model loaded in another dtype has other weights, so
 `dtype` and the fingerprint then both differ.
 """
 
