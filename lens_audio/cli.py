@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     figures.add_argument("--out", default="figures")
     figures.add_argument("--runs", default="runs/figures", help="cached run files, reused unless --fresh")
-    figures.add_argument("--fresh", action="store_true", help="recompute everything instead of reusing cached runs")
+    figures.add_argument("--fresh", action="store_true", help="start every cached run over instead of reusing it")
     figures.add_argument(
         "--formats",
         help="comma-separated figure formats (html, png, svg); default html,png, where PNGs "
@@ -197,6 +197,10 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
     parser.add_argument("--gate", choices=["signal"], help="scale beta per item by how little the specialists listen")
     _add_placement_arguments(parser)
     parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="start every run file this stage uses over (a resume under other settings is refused otherwise)",
+    )
     parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
     if stage == "listen":
         parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
@@ -258,7 +262,8 @@ def run_stage(args: argparse.Namespace) -> int:
         gate=args.gate,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
-    experiment = Experiment(model, load_mmau(args.benchmark or benchmark_for(args.model)), profile, args.out)
+    benchmark = args.benchmark or benchmark_for(args.model)
+    experiment = Experiment(model, load_mmau(benchmark), profile, args.out, benchmark=benchmark, fresh=args.fresh)
     if args.command == "experiment":
         full = experiment.run_all()
         print(format_table(full))

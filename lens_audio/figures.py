@@ -10,7 +10,6 @@ lens) and of 16 no-hint test clips (head-ablation scan).
 from __future__ import annotations
 
 import html
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +56,11 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     from lens_audio.workshop import benchmark_for
 
     out, runs = Path(out_dir), Path(runs_dir)
-    if fresh and runs.exists():
-        shutil.rmtree(runs)
     profile = profile_for(model_name)
     model = HookedAudioLM.from_pretrained(model_name)
-    items = load_mmau(benchmark or benchmark_for(model_name))
-    result = Experiment(model, items, profile, runs, progress).run_all()
+    benchmark = benchmark or benchmark_for(model_name)
+    items = load_mmau(benchmark)
+    result = Experiment(model, items, profile, runs, progress, benchmark=benchmark, fresh=fresh).run_all()
     specialists = result.head_selection.specialists
     figures: dict[str, Any] = {}
     figures["head_correlation"] = plots.head_heatmap(
@@ -110,6 +108,8 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
         scan.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin"
     )
 
+    for fig in figures.values():  # each figure's HTML carries what made it (plotly escapes the JSON it inlines)
+        fig.update_layout(meta={"manifest": result.manifest.to_json()})
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}
     (out / "report.html").write_text(
@@ -197,8 +197,15 @@ def _report(result: "ExperimentResult", table: str, names: list[str], static: bo
         "<h1>lens_audio: are audio-language models listening?</h1><p>Model: "
         f"<code>{html.escape(result.model)}</code></p>"
         f"<h2>Results (test split)</h2><pre>{html.escape(table)}</pre><h2>Settings</h2><table>{settings}</table>"
-        f"<h2>Figures</h2>{gallery}</body></html>"
+        f"<h2>Figures</h2>{gallery}{_provenance(result)}</body></html>"
     )
+
+
+def _provenance(result: "ExperimentResult") -> str:
+    """What made these numbers (the experiment's manifest), as a table; nothing for results without one."""
+    if result.manifest is None:
+        return ""
+    return f"<h2>What made these numbers</h2>{result.manifest.html_table()}"
 
 
 def _embed(name: str, static: bool) -> str:

@@ -14,9 +14,10 @@
    the listening signal (r of the specialists' mass with correctness, dev and test, per condition).
 
 Heads and beta are chosen on calibration and dev only. Runs of the benchmark are resumable
-JSON-lines files under `out_dir` (for resuming only: results travel as objects). The control
-distribution, the layer spread and the options use `FastSteering` in choice mode with
-single-token options (seconds); otherwise real steered runs, one per distinct layer set.
+JSON-lines files under `out_dir` (for resuming only: results travel as objects), each bound to a manifest of
+what made it (`lens_audio.evaluation.manifest`): resuming under other settings refuses, `fresh` starts each
+run file over. The control distribution, the layer spread and the options use `FastSteering` in choice mode
+with single-token options (seconds); otherwise real steered runs, one per distinct layer set.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from lens_audio.analysis.steering import (
     steering_hooks,
 )
 from lens_audio.evaluation.fast_steering import FastSteering
+from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.evaluation.profile import ExperimentProfile
+from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.report import accuracy_with_ci
 from lens_audio.evaluation.results import (
     BetaSweep,
@@ -83,10 +86,16 @@ class Experiment:
         profile: ExperimentProfile,
         out_dir: str | Path,
         progress: bool = True,
+        benchmark: str | Path | None = None,
+        fresh: bool = False,
     ) -> None:
+        """`benchmark` (the items' file) is recorded in the manifests; with `fresh`, each run file this experiment
+        opens is started over (once: later stages of the same experiment reuse what earlier ones wrote)."""
         self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.benchmark, self.fresh = None if benchmark is None else str(benchmark), fresh
+        self._opened: set[Path] = set()
         self._heads: HeadSelection | None = None
         self._fast: dict[str, FastSteering] = {}
         self._baselines: dict[str, RunResult] = {}
@@ -102,13 +111,18 @@ class Experiment:
         return rows
 
     def run(
-        self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False
+        self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False,
+        settings: dict[str, Any] | None = None,
     ) -> RunResult:
+        """A run of `rows` in run file `name` (None: in memory); `settings` describe `steering` for its manifest."""
         p = self.profile
+        path = None if name is None else self.out / f"{name}.jsonl"
+        fresh = self.fresh and path is not None and path not in self._opened
+        self._opened.add(path)
         return run_benchmark(
             self.model,
             rows,
-            None if name is None else self.out / f"{name}.jsonl",
+            path,
             template=p.prompt,
             mode=p.mode,
             steering=steering,
@@ -117,6 +131,42 @@ class Experiment:
             listening=listening,
             progress=self.progress,
             description=name or "steering",
+            settings={"benchmark": self.benchmark, **(settings or {})},  # the model's fingerprint is taken each run
+            fresh=fresh,
+        )
+
+    def steered_run(self, rows: Sequence[dict[str, Any]], name: str, heads: Heads, beta: float, **option) -> RunResult:
+        """A run steered from `heads` at `beta` under the profile's options (`option` overrides them)."""
+        return self.run(rows, name, self.steering(heads, beta, **option),
+                        settings=self.steering_settings(heads, beta, **option))
+
+    def steering_settings(self, heads: Heads, beta: float, **option) -> dict[str, Any]:
+        """The manifest fields of steering from `heads`: what its records depend on, nothing else (residual steering
+        reads only the heads' layers; the gate reads the top-k specialists' audio mass)."""
+        p = self.profile.replace(**option)
+        residual = p.steering_source == "residual"
+        return {
+            "heads": None if residual else sorted(heads),
+            "layers": layers_of(heads) if residual else None,
+            "beta": beta,
+            "gate": p.gate,
+            "steering_source": p.steering_source,
+            "layer_convention": p.layer_convention if residual else None,
+            "k_heads": p.k_heads if p.gate == "signal" else None,
+        }
+
+    def manifest(self, beta: float | None = None) -> RunManifest:
+        """The experiment's manifest: the model, every item's content, the profile's settings, the specialists and
+        `beta`."""
+        p, specialists = self.profile, self.select_heads().specialists
+        digests = {i["id"]: item_digests(i, render_prompt(i, p.prompt)) for i in self.items}
+        return run_manifest(
+            self.model, p.prompt, p.mode, max_new_tokens=p.max_new_tokens, listening=True, silence=False,
+            steering=None, batch_size=p.batch_size,
+            settings={"benchmark": self.benchmark, "heads": specialists,
+                      "layers": layers_of(specialists), "k_heads": p.k_heads, "beta": beta, "gate": p.gate,
+                      "steering_source": p.steering_source, "layer_convention": p.layer_convention, "seed": p.seed,
+                      "items_digest": items_digest(digests), "n_items": len(digests)},
         )
 
     def listen(self, split: str = "calibration") -> RunResult:
@@ -212,7 +262,7 @@ class Experiment:
             else "L" + "-".join(map(str, layers_of(heads)))
         )
         name = f"{split}-steered-{key}-{p.steering_source}-{p.layer_convention}-{p.gate or 'fixed'}-beta{beta}"
-        return self.run(self.split(split), name, self.steering(heads, beta, **option)).correct
+        return self.steered_run(self.split(split), name, heads, beta, **option).correct
 
     # --- dev ----------------------------------------------------------------------------------------------
     def sweep_beta(self) -> BetaSweep:
@@ -220,7 +270,7 @@ class Experiment:
         specialists = self.select_heads().specialists
         sweep = {
             beta: accuracy_with_ci(
-                self.run(self.split("dev"), f"dev-steered-beta{beta}", self.steering(specialists, beta)).correct
+                self.steered_run(self.split("dev"), f"dev-steered-beta{beta}", specialists, beta).correct
             )
             for beta in self.profile.betas
         }
@@ -276,8 +326,8 @@ class Experiment:
         test = self.split("test")
         runs = {
             "baseline": self.listen("test"),
-            "steered": self.run(test, f"test-steered-beta{beta}", self.steering(selection.specialists, beta)),
-            "random_control": self.run(test, f"test-random-beta{beta}", self.steering(selection.control, beta)),
+            "steered": self.steered_run(test, f"test-steered-beta{beta}", selection.specialists, beta),
+            "random_control": self.steered_run(test, f"test-random-beta{beta}", selection.control, beta),
         }
         clusters = np.array([cluster_of(i) for i in test], dtype=object)
         index, name = self.focus(runs["baseline"])
@@ -389,6 +439,7 @@ class Experiment:
             options=self.options(),
             audio_mass=runs["baseline"].listening.mean(0),
             notes=notes,
+            manifest=self.manifest(dev.best_beta),
         )
 
 

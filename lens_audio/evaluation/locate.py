@@ -146,11 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/experiment")
     parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
+    benchmark = args.benchmark or bundled_benchmark(args.model)
     experiment = Experiment(
-        HookedAudioLM.from_pretrained(args.model),
-        load_mmau(args.benchmark or bundled_benchmark(args.model)),
-        profile_for(args.model),
-        args.out,
+        HookedAudioLM.from_pretrained(args.model), load_mmau(benchmark), profile_for(args.model), args.out,
+        benchmark=benchmark,
     )
     result = locate(experiment, args.betas)
     (Path(args.out) / "locate.json").write_text(json.dumps(result, indent=1))

@@ -18,6 +18,7 @@ import numpy as np
 
 from lens_audio.analysis.heads import HeadCorrelation
 from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, PairedComparison, Validity, nan_list
+from lens_audio.evaluation.manifest import RunManifest
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import grouped_accuracy, mmau_report
 
@@ -190,6 +191,7 @@ class ExperimentResult:
     options: dict[str, dict[str, float]] = field(default_factory=dict)  # method option -> setting -> dev focus accuracy
     audio_mass: np.ndarray | None = None  # [layer, head] mean final-token audio mass on the test baseline
     notes: list[str] = field(default_factory=list)
+    manifest: RunManifest | None = None  # what made it: model fingerprint, items' content, settings, versions
 
     @property
     def beta(self) -> float:
@@ -217,6 +219,7 @@ class ExperimentResult:
             "options": self.options,
             "audio_mass": None if self.audio_mass is None else nan_list(self.audio_mass),
             "notes": self.notes,
+            "manifest": optional(self.manifest),
         }
 
     @classmethod
@@ -236,6 +239,7 @@ class ExperimentResult:
             data.get("options", {}),
             None if data.get("audio_mass") is None else np.array(data["audio_mass"], dtype=float),
             data.get("notes", []),
+            manifest=maybe(RunManifest, data.get("manifest")),
         )
 
     def save(self, path: str | Path) -> None:

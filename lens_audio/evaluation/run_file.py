@@ -10,6 +10,10 @@
   record and nothing else, so no later record is ever lost to it.
 - **Readers** (`read_records`) never change the file: they skip what does not parse and keep the first
   record of each id.
+- **Bound to what made it.** Opened with a `RunManifest`, the file's records must all carry that manifest's
+  digest, or opening refuses (`RunMismatchError`, one line naming the settings that differ); the manifest is
+  written beside the file (`<run>.manifest.json`, atomically) before the first record. With `fresh`, the old
+  records are dropped (the file replaced atomically, under the lock) and the run starts over.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from lens_audio.evaluation.manifest import (
+    DIGEST_KEY,
+    RunManifest,
+    RunMismatchError,
+    manifest_path,
+    read_manifest,
+    refusal,
+)
 
 try:
     import fcntl
@@ -57,11 +70,13 @@ def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
 class RunFile:
     """An append-only JSON-lines file of records owned by this process while open (a context manager).
 
-    `records` holds what was already there when it was opened; `append(record)` adds one durably.
+    `records` holds what was already there when it was opened; `append(record)` adds one durably. With a
+    `manifest`, every record must carry its digest (`record["manifest_digest"]`, the caller's to add).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, manifest: RunManifest | None = None, fresh: bool = False) -> None:
         self.path = Path(path)
+        self.manifest, self.fresh = manifest, fresh
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.records: dict[str, dict[str, Any]] = {}
         self._lock_fd: int | None = None
@@ -72,13 +87,26 @@ class RunFile:
         self._lock_fd = _acquire(self.lock_path, self.path)
         try:
             self.records, dirty = _parse_lines(self.path)
+            if self.fresh:
+                self.records, dirty = {}, self.path.exists()
             if dirty:
                 _rewrite(self.path, self.records.values())
+            if self.manifest is not None:
+                self._bind(self.manifest)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except BaseException:
             self._release()
             raise
         return self
+
+    def _bind(self, manifest: RunManifest) -> None:
+        """Refuse records made under another manifest; write ours beside the file unless it is there already."""
+        stored = read_manifest(self.path)
+        stale = [r for r in self.records.values() if r.get(DIGEST_KEY) != manifest.digest]
+        if stale:
+            raise RunMismatchError(refusal(self.path, manifest, stored, stale, len(self.records)))
+        if stored is None or stored.digest != manifest.digest:
+            _replace(manifest_path(self.path), (json.dumps(manifest.to_json(), indent=1) + "\n").encode())
 
     def append(self, record: dict[str, Any]) -> None:
         if self._fd is None:
@@ -135,9 +163,14 @@ def _acquire(lock_path: Path, run_path: Path) -> int:
 
 def _rewrite(path: Path, records: Any) -> None:
     """Replace `path` atomically by exactly `records`, one line each."""
+    _replace(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Replace `path` atomically by `data` (temporary file, fsync, rename)."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
+    with open(temporary, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -11,12 +11,16 @@ of a whole line, synced), and a rerun skips the ids already there, so an
 interrupted run loses nothing and resumes where it stopped; the file is owned
 by one writer at a time (see `lens_audio.evaluation.run_file`). Each record also holds the item's listening signal
 (audio attention mass per layer and head at the final prompt position).
+
+A run file records what made it (`lens_audio.evaluation.manifest`): a manifest beside it, and in each record
+the manifest's digest and digests of its item's content and prompt. A rerun reuses a record only if both
+match, and otherwise refuses with one line naming what differs (`fresh=True` starts over).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
+from lens_audio.evaluation.manifest import DIGEST_KEY, ITEM_KEY, check_items, item_digests, run_manifest
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
@@ -53,6 +58,8 @@ def run_benchmark(
     progress: bool = True,
     description: str = "evaluating",
     silence: bool = False,
+    settings: Mapping[str, Any] | None = None,
+    fresh: bool = False,
 ) -> RunResult:
     """Score `items`; with `out_path`, append records as they finish and resume from what is there.
 
@@ -62,6 +69,11 @@ def run_benchmark(
 
     With `silence`, every clip is replaced by its silence twin (same length, all zeros): the
     control that shows how much the answers depend on the audio at all.
+
+    With `out_path`, the run file records what made it and a rerun under other settings or item content
+    refuses (see `lens_audio.evaluation.manifest`); `settings` names what the arguments do not show (a steering
+    function's heads, layers, beta, ...; a dataclass such as `AdaptiveSteering` or a plain function describes
+    itself), and `fresh` drops the file's old records.
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
@@ -70,8 +82,15 @@ def run_benchmark(
         repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
         raise ValueError(f"item ids must be unique (records are kept by id), but {repeated[:5]} occur more than once; "
                          "rename them.")
-    with RunFile(out_path) if out_path is not None else contextlib.nullcontext() as run:
+    manifest = digests = None
+    if out_path is not None:
+        manifest = run_manifest(model, template, mode, max_new_tokens=max_new_tokens, listening=listening,
+                                silence=silence, steering=steering, settings=settings, batch_size=batch_size)
+        digests = {item["id"]: item_digests(item, render_prompt(item, template)) for item in items}
+    with RunFile(out_path, manifest, fresh) if out_path is not None else contextlib.nullcontext() as run:
         done = dict(run.records) if run is not None else {}
+        if run is not None:
+            check_items(run.path, done, digests)
         pending = [item for item in items if item["id"] not in done]
         with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
             for start in range(0, len(pending), batch_size):
@@ -79,6 +98,7 @@ def run_benchmark(
                 for record in _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence):
                     done[record["id"]] = record
                     if run is not None:
+                        record.update({DIGEST_KEY: manifest.digest, ITEM_KEY: digests[record["id"]]})
                         run.append(record)
                 bar.update(len(chunk))
     records = [done[item["id"]] for item in items]
