@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 900px; margin: auto; padding: 0 12px; color: #222; }
 .scroll { overflow-x: auto; max-width: 100%; margin: 12px 0 20px; }
-table { border-collapse: collapse; font-size: 14px; }
+table { border-collapse: collapse; font-size: 14px; min-width: 520px; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 6px; }
 th, td { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
@@ -66,7 +66,8 @@ def results_tables(result: "ExperimentResult") -> str:
     rows = []
     for table, key in keys:
         cells = [result.test[run]["total"] if table == "total" else result.test[run][table][key] for run in runs]
-        rows.append([f"{table}: {key}" if table != "total" else key, cells[0].get("n", ""), *map(_accuracy, cells)])
+        label = {"total": key, "hint_by_task": f"hint / task: {key.replace('/', ' / ')}"}.get(table, f"{table}: {key}")
+        rows.append([label, cells[0].get("n", ""), *map(_accuracy, cells)])
     parts = [html_table(f"Test accuracy (%) with 95% bootstrap CI; steering beta {result.beta} (chosen on dev)",
                         ["items", "n", *runs], rows)]
     selection = result.head_selection
@@ -109,11 +110,15 @@ def results_tables(result: "ExperimentResult") -> str:
     if result.layer_spread is not None:
         s = result.layer_spread
         parts.append(html_table(
-            f"Steering from one layer at a time, dev {s.items} items (beta {s.beta}); spread {s.spread:.1f} points",
-            ["layer", "accuracy (%)"], [[f"L{k}", f"{v:.1f}"] for k, v in s.accuracy_by_layer.items()]))
-    for name, by_beta in result.options.items():
-        parts.append(html_table(f"Method option {name}: dev focus accuracy (%)", ["beta", "accuracy (%)"],
-                                [[b, f"{v:.1f}"] for b, v in by_beta.items()]))
+            f"Steering from one layer at a time, dev {s.items} items (beta {s.beta}): accuracy (%); spread "
+            f"{s.spread:.1f} points", ["", *(f"L{k}" for k in s.accuracy_by_layer)],
+            [["accuracy (%)", *(f"{v:.1f}" for v in s.accuracy_by_layer.values())]]))
+    if result.options:
+        betas = list(dict.fromkeys(b for by_beta in result.options.values() for b in by_beta))
+        parts.append(html_table(
+            "Method options: dev focus accuracy (%) by beta", ["option", *(f"beta {b}" for b in betas)],
+            [[name, *(f"{by_beta[b]:.1f}" if b in by_beta else "" for b in betas)]
+             for name, by_beta in result.options.items()]))
     if result.notes:
         parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in result.notes) + "</ul>")
     return "".join(parts)
