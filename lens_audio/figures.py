@@ -65,6 +65,9 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     from lens_audio.evaluation.prompts import render_prompt
     from lens_audio.workshop import benchmark_for
 
+    unknown = [fmt for fmt in formats if fmt not in plots.FORMATS]
+    if unknown:  # before the experiment runs, not after
+        raise ValueError(f"unknown figure format {unknown[0]!r} in --formats; use {', '.join(plots.FORMATS)}.")
     out, runs = Path(out_dir), Path(runs_dir)
     if fresh and runs.exists():
         shutil.rmtree(runs)

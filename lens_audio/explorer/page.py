@@ -34,7 +34,8 @@ body { font-family: system-ui, sans-serif; margin: 16px; color: #222; }
 .la-players { display: flex; gap: 18px; flex-wrap: wrap; margin: 10px 0; }
 .la-players figure { margin: 0; } .la-players figcaption { font-weight: 600; }
 .la-row { display: flex; gap: 12px; align-items: flex-start; flex-wrap: wrap; }
-.la-controls { display: flex; flex-direction: column; gap: 10px; padding-top: 40px; min-width: 220px; max-width: 280px; }
+.la-controls { display: flex; flex-direction: column; gap: 10px; padding-top: 40px; min-width: 220px;
+  max-width: 280px; }
 .la-layers label { margin-right: 8px; white-space: nowrap; }
 """
 
