@@ -133,13 +133,16 @@ def control_cannot_differ(result: "ExperimentResult", matched) -> bool:
 
 
 def provenance_section(result: "ExperimentResult") -> str:
-    """What made this run, as HTML: the run manifest when the result carries one (empty otherwise)."""
+    """What made these numbers, as HTML: the run manifest when the result carries one (empty otherwise)."""
     manifest = getattr(result, "manifest", None)
     if manifest is None:
         return ""
-    data = manifest.to_json() if hasattr(manifest, "to_json") else dict(manifest)
-    rows = [[k, v if isinstance(v, (str, int, float)) else repr(v)] for k, v in data.items()]
-    return "<h2>Provenance</h2>" + html_table("What made this run", ["field", "value"], rows, numeric_from=99)
+    if hasattr(manifest, "html_table"):  # the manifest renders itself
+        table = f"<div class='scroll'>{manifest.html_table()}</div>"
+    else:
+        data = manifest.to_json() if hasattr(manifest, "to_json") else dict(manifest)
+        table = html_table("Run manifest", ["field", "value"], [[k, v] for k, v in data.items()], numeric_from=99)
+    return f"<h2>What made these numbers</h2>{table}"
 
 
 def report_html(result: "ExperimentResult", figures: Mapping[str, str], static: bool = True) -> str:

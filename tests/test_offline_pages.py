@@ -82,4 +82,4 @@ def test_report_tables_hold_the_result_numbers():
     for head in result.head_selection.specialists:
         assert f"<td>L{head[0]}H{head[1]}</td>" in page
     assert "cannot differ (same layers)" in page  # residual source: the layer-matched control is the specialists
-    assert "<pre>" not in page and "Provenance" not in page  # no manifest on this result: no empty section
+    assert "<pre>" not in page and "What made these numbers" not in page  # no manifest here: no empty section
