@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures.add_argument("--fresh", action="store_true", help="start every cached run over instead of reusing it")
     figures.add_argument(
         "--formats",
-        help="comma-separated figure formats (html, png, svg); default html,png, where PNGs "
+        help="comma-separated figure formats (html, png, svg, pdf; svg and pdf are vector); default html,png, "
+        "where PNGs "
         "are skipped with a warning if this machine cannot export them (naming png here makes that an error)",
     )
     explore = sub.add_parser("explore", help="write one item's interactive explorer as a self-contained HTML page")

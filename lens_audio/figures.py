@@ -9,33 +9,42 @@ lens) and of 16 no-hint test clips (head-ablation scan).
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lens_audio import plots
+from lens_audio.report_page import control_cannot_differ, report_html
 
 if TYPE_CHECKING:
     from lens_audio.evaluation.results import ExperimentResult
 
 FIGURES = {
     "head_correlation": "Pearson r between each head's audio attention (final prompt token) and correctness, "
-    "calibration split; "
-    "grey cells: heads whose audio mass does not vary over the calibration items (r undefined).",
-    "audio_mass": "Mean audio attention mass of each head at the final prompt token, test split (baseline).",
-    "beta_sweep": "Dev accuracy of adaptive audio-minus-silence steering from the specialists' layers, by beta (95% "
-    "CI).",
+    "calibration split; outlined: the specialists (highest r) and the heads whose zero-ablation lowers the answer "
+    "margin most; grey cells: heads whose audio mass does not vary over the calibration items (r undefined).",
+    "audio_mass": "Mean audio attention mass of each head at the final prompt token, test split (baseline); the same "
+    "heads outlined.",
+    "beta_sweep": "Dev accuracy of adaptive audio-minus-silence steering from the specialists' layers, by beta, and "
+    "the unsteered baseline (shaded: 95% bootstrap CI); dashed line: the beta chosen on dev and used on test.",
     "steering_results": "Test accuracy by hint condition: baseline, steered, random-head control (dots, 95% bootstrap "
     "CI whiskers; series side by side).",
-    "control_distribution": "The specialists' steered accuracy (red) against seeded random-head draws (grey; blue: "
-    "layer-matched), test focus items.",
-    "audio_attention": "Attention of the final token over the audio of each clip of one item, for the top specialist "
-    "heads, under the spectrograms (the clip the question asks about shaded).",
-    "patching": "Patching the clean (audio) residual stream into the silence run, by layer and position: 1 = answer "
-    "restored.",
+    "control_distribution": "The specialists' steered accuracy (red line) against seeded random-head draws (grey "
+    "bars; shaded: the middle 90% of draws), test focus items; a control that cannot differ by construction is "
+    "named under the chart, not drawn.",
+    "audio_attention": "Attention of the final token over the audio of each clip of one item (0-1 axis; each head's "
+    "total audio mass in the legend), for the top specialists (solid) and the heads whose zero-ablation lowers the "
+    "answer margin most (dashed) and the heads with the most attention on the asked clip on this item (dotted), under "
+    "the spectrograms; the clip the question asks about is outlined.",
+    "patching": "Patching the clean (audio) residual stream into the silence run, by layer and position in prompt "
+    "order, each clip's audio one column: 0 = the silence run's answer, 1 = the audio run's (colour saturates at "
+    "±1).",
     "logit_lens": "Probability of each option across layers at the final position, for the same clip.",
-    "ablation": "Change of the answer's logit margin when each head is zero-ablated, 16 no-hint test clips.",
+    "ablation": "Change of the answer's logit margin when each head is zero-ablated, 16 no-hint test clips; the same "
+    "heads outlined.",
 }
+CAUSAL_LABEL = "largest ablation drop"  # heads whose zero-ablation lowers the answer margin most
+ASKED_LABEL = "most on the asked clip"  # heads whose final-token attention on this item's asked clip is largest
+N_SHOWN = 2  # heads per rule in the attention figure
 
 
 def make_figures(model_name: str = "workshop", benchmark: str | Path | None = None, out_dir: str | Path = "figures",
@@ -50,11 +59,14 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
         scan_heads,
     )
     from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.experiment import Experiment, format_table
+    from lens_audio.evaluation.experiment import Experiment
     from lens_audio.evaluation.profile import profile_for
     from lens_audio.evaluation.prompts import render_prompt
     from lens_audio.workshop import benchmark_for
 
+    unknown = [fmt for fmt in formats if fmt not in plots.FORMATS]
+    if unknown:  # before the experiment runs, not after
+        raise ValueError(f"unknown figure format {unknown[0]!r} in --formats; use {', '.join(plots.FORMATS)}.")
     out, runs = Path(out_dir), Path(runs_dir)
     profile = profile_for(model_name)
     model = HookedAudioLM.from_pretrained(model_name)
@@ -62,50 +74,60 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     items = load_mmau(benchmark)
     result = Experiment(model, items, profile, runs, progress, benchmark=benchmark, fresh=fresh).run_all()
     specialists = result.head_selection.specialists
-    figures: dict[str, Any] = {}
-    figures["head_correlation"] = plots.head_heatmap(
-        result.head_selection.correlation.r,
-        "Which heads' audio attention predicts a correct answer?",
-        "Pearson r",
-        blank_reason="no r: the head's audio mass does not vary over calibration items",
-    )
-    figures["audio_mass"] = plots.head_heatmap(
-        result.audio_mass, "Audio attention mass at the final prompt token", "mass", diverging=False
-    )
-    figures.update(_statistics_figures(result))
-
     test = [i for i in items if i.get("split") == "test"]
-    example = next((i for i in test if i.get("hint") == "conflicting"), test[0])
-    batch = model.to_batch(example["audio_path"], render_prompt(example, profile.prompt))
-    asked = example.get("target_clip")
-    label = (f"Audio {asked}: " if asked else "") + f"answer {example['answer']}" + (
-        f", hint {example['hinted_choice']}" if example.get("hinted_choice") else ""
-    )
-    figures["audio_attention"] = plots.audio_attention(listening_signal(model, batch, heads=specialists[:2]), batch,
-                                                       title=f"Where the top specialists listen ({label})",
-                                                       highlight=asked - 1 if asked else None)
     tok = model.tokenizer
     first_token = lambda text: tok.encode(text, add_special_tokens=False)[0]
-    option_ids = [first_token(c) for c in example["choices"]]
-    wrong = example.get("hinted_choice") or next(c for c in example["choices"] if c != example["answer"])
-    corrupted = batch.silence_twin()
-    try:
-        metric = normalized_logit_diff(model, batch, corrupted, [first_token(example["answer"])], [first_token(wrong)])
-        table, labels = patch_residual_by_position(model, batch, corrupted, metric)
-        figures["patching"] = plots.patching_map(table, labels, f"Restoring the audio: residual patching ({label})")
-    except ValueError:  # audio and silence give the same logit difference: nothing to restore
-        pass
-    figures["logit_lens"] = plots.logit_lens_plot(
-        logit_lens(model, batch, [option_ids]), example["choices"], title=f"Logit lens ({label})"
-    )
     no_hint = [i for i in test if i.get("hint", "none") == "none"][:16]
     ablation_batch = model.to_batch(
         [i["audio_path"] for i in no_hint], [render_prompt(i, profile.prompt) for i in no_hint]
     )
     scan = scan_heads(model, ablation_batch, [[first_token(c) for c in i["choices"]] for i in no_hint],
                       [i["choices"].index(i["answer"]) for i in no_hint], kind="zero", heads_per_pass=4)
+    causal = heads_by_ablation(scan.margin_change, len(specialists))
+    marked = {"specialists": specialists, CAUSAL_LABEL: causal}
+
+    figures: dict[str, Any] = {}
+    figures["head_correlation"] = plots.head_heatmap(
+        result.head_selection.correlation.r,
+        "Which heads' audio attention predicts a correct answer?",
+        "Pearson r",
+        blank_reason="no r: the head's audio mass does not vary over calibration items",
+        marked=marked,
+    )
+    figures["audio_mass"] = plots.head_heatmap(
+        result.audio_mass, "Audio attention mass at the final prompt token", "mass", diverging=False, marked=marked
+    )
+    figures.update(_statistics_figures(result))
+
+    example = next((i for i in test if i.get("hint") == "conflicting"), test[0])
+    batch = model.to_batch(example["audio_path"], render_prompt(example, profile.prompt))
+    asked = example.get("target_clip")
+    label = (f"Audio {asked}: " if asked else "") + f"answer {example['answer']}" + (
+        f", hint {example['hinted_choice']}" if example.get("hinted_choice") else ""
+    )
+    every_head = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    signal = listening_signal(model, batch, heads=every_head)
+    shown = {"specialist": specialists[:N_SHOWN], CAUSAL_LABEL: causal[:N_SHOWN]}
+    if asked:
+        shown[ASKED_LABEL] = heads_on_clip(signal, batch.audio_spans[0][asked - 1], N_SHOWN)
+    figures["audio_attention"] = plots.audio_attention(
+        signal, batch, title=f"Final-token attention over the audio ({label})", highlight=asked - 1 if asked else None,
+        groups=shown,
+    )
+    option_ids = [first_token(c) for c in example["choices"]]
+    wrong = example.get("hinted_choice") or next(c for c in example["choices"] if c != example["answer"])
+    corrupted = batch.silence_twin()
+    try:
+        metric = normalized_logit_diff(model, batch, corrupted, [first_token(example["answer"])], [first_token(wrong)])
+        table, labels = patch_residual_by_position(model, batch, corrupted, metric, group_audio="clip")
+        figures["patching"] = plots.patching_map(table, labels, f"Restoring the audio: residual patching ({label})")
+    except ValueError:  # audio and silence give the same logit difference: nothing to restore
+        pass
+    figures["logit_lens"] = plots.logit_lens_plot(
+        logit_lens(model, batch, [option_ids]), example["choices"], title=f"Logit lens ({label})"
+    )
     figures["ablation"] = plots.head_heatmap(
-        scan.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin"
+        scan.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin", marked=marked
     )
 
     for fig in figures.values():  # each figure's HTML carries what made it (plotly escapes the JSON it inlines)
@@ -113,7 +135,7 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}
     (out / "report.html").write_text(
-        _report(result, format_table(result), list(figures), static=static_problem is None)
+        report_html(result, {name: FIGURES[name] for name in figures}, static=static_problem is None)
     )
     result.save(out / "results.json")
     return {"figures": written, "result": result, "static_problem": static_problem}
@@ -147,6 +169,7 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
         name="baseline",
         fig=fig,
     )
+    plots.mark_chosen(figures["beta_sweep"], result.beta, f"chosen on dev: beta {result.beta:g}")
     series = {}
     for run, label in (
         ("baseline", "baseline"),
@@ -169,7 +192,14 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
     )
     if result.control is not None:
         c = result.control
-        matched = result.layer_matched_control
+        matched, not_drawn = result.layer_matched_control, []
+        if matched is not None and control_cannot_differ(result, matched):
+            not_drawn.append(
+                f"Layer-matched control not drawn: with the residual steering source the direction depends only on "
+                f"the layers, so its {len(matched.draws)} draws are the specialists "
+                f"({matched.specialists_accuracy:.1f}%) by construction."
+            )
+            matched = None
         figures["control_distribution"] = plots.control_distribution_plot(
             c.accuracies,
             c.specialists_accuracy,
@@ -177,39 +207,21 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
             f"Specialists vs {len(c.draws)} random-head draws ({c.items} test items, beta {result.beta})",
             c.versus_median.n,
             matched=None if matched is None else matched.accuracies,
+            not_drawn=not_drawn,
         )
     return figures
 
 
-def _report(result: "ExperimentResult", table: str, names: list[str], static: bool = True) -> str:
-    settings = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in result.profile.to_json().items()
-    )
-    gallery = "".join(
-        f'<figure>{_embed(name, static)}<figcaption>{html.escape(FIGURES[name])} '
-        f'(<a href="{name}.html">interactive</a>)</figcaption></figure>' for name in names
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>lens_audio report</title>"
-        "<style>body{font-family:sans-serif;max-width:900px;margin:auto}td{padding:2px 8px}figure{margin:24px "
-        "0}</style></head><body>"
-        "<h1>lens_audio: are audio-language models listening?</h1><p>Model: "
-        f"<code>{html.escape(result.model)}</code></p>"
-        f"<h2>Results (test split)</h2><pre>{html.escape(table)}</pre><h2>Settings</h2><table>{settings}</table>"
-        f"<h2>Figures</h2>{gallery}{_provenance(result)}</body></html>"
-    )
+def heads_on_clip(signal, span: tuple[int, int], k: int) -> list[tuple[int, int]]:
+    """The `k` heads of `signal` (example 0) whose final-token attention puts the most mass on positions `span`."""
+    mass = signal.rows[0, :, span[0] : span[1]].float().sum(-1)
+    return [tuple(signal.heads[i]) for i in mass.argsort(descending=True, stable=True)[:k].tolist()]
 
 
-def _provenance(result: "ExperimentResult") -> str:
-    """What made these numbers (the experiment's manifest), as a table; nothing for results without one."""
-    if result.manifest is None:
-        return ""
-    return f"<h2>What made these numbers</h2>{result.manifest.html_table()}"
+def heads_by_ablation(margin_change, k: int) -> list[tuple[int, int]]:
+    """The `k` heads whose ablation lowers the answer margin most (most negative mean change), largest drop first."""
+    import numpy as np
 
-
-def _embed(name: str, static: bool) -> str:
-    """The PNG when static export ran, else the interactive HTML figure in a frame."""
-    if static:
-        return f'<img src="{name}.png" width="760">'
-    return f'<iframe src="{name}.html" width="780" height="540" style="border:0"></iframe>'
+    values = np.nan_to_num(np.asarray(margin_change, dtype=float), nan=np.inf)
+    order = np.argsort(values, axis=None, kind="stable")[:k]
+    return [tuple(int(i) for i in np.unravel_index(o, values.shape)) for o in order]

@@ -2,19 +2,26 @@
 
 Each function takes an analysis result and returns a `plotly.graph_objects.Figure`; nothing here
 computes model quantities. `save_figure` writes `<name>.html` and `<name>.png` (kaleido drives a
-local Chromium; on Debian `apt-get install chromium`) into `figures/` or a folder you choose.
+local Chromium; on Debian `apt-get install chromium`) into `figures/` or a folder you choose; PDF and
+SVG on request. The HTML files work offline: they load one copy of plotly.js, `plotly.min.js`, written
+once into the same folder (nothing comes from a CDN).
+
+Figures that show heads take `marked`, labelled head lists (e.g. {"specialists": [...], "largest
+ablation effect": [...]}) drawn as outlined cells, so every selection rule is visible on every map.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
@@ -39,11 +46,19 @@ def _styled(fig: go.Figure, title: str, width: int = 760, height: int = 520) -> 
     return fig
 
 
+HeadLists = Mapping[str, Sequence[tuple[int, int]]]  # label -> heads, e.g. {"specialists": [(1, 0), (5, 4)]}
+MARK_SYMBOLS = ("square-open", "circle-open", "diamond-open", "cross-thin-open")
+MARK_COLOURS = ("black", "#ff7f0e", "#2ca02c", "#9467bd")
+
+
+# ---- head maps (correlation, audio mass, ablation, head patching)
 def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hover: str = "value",
-                 blank_reason: str = "undefined (no variance across examples)") -> go.Figure:
+                 blank_reason: str = "undefined (no variance across examples)",
+                 marked: HeadLists | None = None) -> go.Figure:
     """A layer x head map (e.g. correlation r, ablation effect, patching); diverging colours centred on 0.
 
-    NaN cells stay blank; their hover text and a note under the map give `blank_reason`.
+    NaN cells stay blank; their hover text and a note under the map give `blank_reason`. `marked` outlines
+    each labelled list of heads (one symbol per list, named in the legend).
     """
     z = np.asarray(values, dtype=float)
     limit = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
@@ -56,8 +71,11 @@ def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hove
     ))
     fig.update_xaxes(title_text="head")
     fig.update_yaxes(title_text="layer", autorange="reversed")
+    mark_heads(fig, marked)
     blanks = int(np.isnan(z).sum())
     fig = _styled(fig, title)
+    if marked:
+        fig.update_layout(legend=dict(orientation="h", y=-0.16, x=0), margin=dict(b=110))
     if blanks:  # grey behind the map, so a blank cell is not read as a value of 0 (white)
         fig.update_xaxes(showgrid=False)
         fig.update_yaxes(showgrid=False)
@@ -66,12 +84,28 @@ def head_heatmap(values, title: str, colorbar: str, diverging: bool = True, hove
             xref="paper",
             yref="paper",
             x=0,
-            y=-0.24,
+            y=-0.3 if marked else -0.24,
             showarrow=False,
             xanchor="left",
             font=dict(size=12, color="#555"),
         )
-        fig.update_layout(plot_bgcolor="#bdbdbd", margin=dict(b=100))
+        fig.update_layout(plot_bgcolor="#bdbdbd", margin=dict(b=130 if marked else 100))
+    return fig
+
+
+def mark_heads(fig: go.Figure, marked: HeadLists | None) -> go.Figure:
+    """Outline each labelled list of heads on a `head_heatmap` (categorical axes "H{head}", "L{layer}")."""
+    for n, (label, heads) in enumerate((marked or {}).items()):
+        heads = [tuple(map(int, h)) for h in heads]
+        if not heads:
+            continue
+        names = ", ".join(f"L{l}H{h}" for l, h in heads)
+        fig.add_trace(go.Scatter(
+            x=[f"H{h}" for _, h in heads], y=[f"L{l}" for l, _ in heads], mode="markers", name=f"{label}: {names}",
+            marker=dict(symbol=MARK_SYMBOLS[n % len(MARK_SYMBOLS)], size=26 - 5 * n, color=MARK_COLOURS[n % 4],
+                        line=dict(width=3)),
+            hovertemplate=f"{label}: " + "%{y}%{x}<extra></extra>",
+        ))
     return fig
 
 
@@ -109,6 +143,7 @@ def grouped_points(groups: Sequence[str], series: dict[str, tuple[Sequence[float
     return _styled(fig, title)
 
 
+# ---- control distribution (specialists against random-head draws)
 def control_distribution_plot(
     accuracies: Sequence[float],
     specialists: float,
@@ -117,125 +152,202 @@ def control_distribution_plot(
     n_items: int,
     label: str = "accuracy (%)",
     matched: Sequence[float] | None = None,
+    not_drawn: Sequence[str] = (),
 ) -> go.Figure:
-    """Histogram of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart) with the
-    specialists' line."""
+    """Bars of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart), their 5-95%
+    band and the specialists' line, each named in the legend; `matched` adds the layer-matched draws beside them.
+
+    `not_drawn`: one line per control that cannot differ from the specialists by construction (e.g. layer-matched
+    draws when the direction depends only on the layers); printed under the chart instead of drawn.
+    """
     fig = go.Figure()
     step = 100 / n_items
-    values = list(accuracies) + list(matched if matched is not None else []) + [specialists]
-    bins = dict(start=min(values) - step / 2, end=max(values) + step / 2, size=step)
-    series = [(accuracies, "random heads", "#7f7f7f", 0.75)]
+    values = np.asarray(list(accuracies) + list(matched if matched is not None else []) + [specialists], float)
+    edges = np.arange(values.min() - step / 2, values.max() + step, step)
+    centres = (edges[:-1] + edges[1:]) / 2
+    series = [(accuracies, "random heads", "#7f7f7f")]
     if matched is not None:
-        series.append((matched, "layer-matched", "#1f77b4", 0.5))
-    for draws, label, colour, opacity in series:
-        fig.add_trace(go.Histogram(x=list(draws), xbins=bins, name=f"{label} ({len(draws)} draws)", marker_color=colour,
-                                   opacity=opacity, hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
-    low, high = np.quantile(accuracies, [0.05, 0.95])
-    fig.add_vrect(
-        x0=low,
-        x1=high,
-        fillcolor="#7f7f7f",
-        opacity=0.12,
-        line_width=0,
-        annotation_text="5-95%",
-        annotation_position="top left",
-    )
-    fig.add_vline(
-        x=specialists,
-        line=dict(color="#d62728", width=3),
-        annotation_text=f"specialists {specialists:.1f}% (percentile {percentile:.0f})",
-        annotation_position="top right",
-    )
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.2))
+        series.append((matched, "layer-matched heads", "#1f77b4"))
+    top = 1
+    for draws, name, colour in series:
+        counts, _ = np.histogram(np.asarray(draws, float), bins=edges)
+        keep = counts > 0
+        top = max(top, int(counts.max()))
+        fig.add_trace(go.Bar(x=centres[keep], y=counts[keep], name=f"{name} ({len(draws)} draws)", marker_color=colour,
+                             hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
+    low, high = np.quantile(np.asarray(accuracies, float), [0.05, 0.95])
+    fig.add_trace(go.Scatter(x=[low, low, high, high, low], y=[0, top * 1.08, top * 1.08, 0, 0], fill="toself",
+                             mode="lines", line=dict(width=0), fillcolor="rgba(127,127,127,0.15)", hoverinfo="skip",
+                             name=f"random heads: middle 90% of draws ({low:.1f}-{high:.1f}%)"))
+    fig.add_trace(go.Scatter(x=[specialists, specialists], y=[0, top * 1.08], mode="lines",
+                             line=dict(color="#d62728", width=3), hoverinfo="skip",
+                             name=f"specialists {specialists:.1f}% (percentile {percentile:.0f} of random draws)"))
+    fig.update_layout(barmode="group", bargap=0.15, legend=dict(orientation="v", y=-0.2, x=0, yanchor="top"))
     fig.update_xaxes(title_text=label)
-    fig.update_yaxes(title_text="draws")
-    return _styled(fig, title)
+    fig.update_yaxes(title_text="draws", rangemode="tozero")
+    fig = _styled(fig, title, height=560 + 50 * len(not_drawn))
+    if not_drawn:
+        note = "<br>".join(textwrap.fill(line, 100).replace("\n", "<br>") for line in not_drawn)
+        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.5, yanchor="top", showarrow=False,
+                           xanchor="left", align="left", font=dict(size=12, color="#555"))
+    fig.update_layout(margin=dict(b=190 + 50 * len(not_drawn)))
+    return fig
 
 
+# ---- attention over audio time
 def audio_attention(
     signal: "ListeningSignal", batch: "AudioBatch", example: int = 0, title: str | None = None,
-    highlight: int | None = None,
+    highlight: int | None = None, groups: HeadLists | None = None,
 ) -> go.Figure:
-    """Each clip's log-mel spectrogram above the chosen heads' attention from the final token over audio time.
+    """Each clip's log-mel spectrogram above chosen heads' attention from the final token over audio time.
 
+    The attention axis is fixed at 0-1 (the share of the final token's attention on each audio token), and each
+    head's legend entry prints its total audio mass (and its mass on the highlighted clip), so a head that barely
+    looks at the audio cannot look like a listener. `groups` names the heads by the rule that chose them
+    (default: every head of `signal`, as "heads"); each group has its own line style.
     Several clips in one prompt are drawn one after another on one time axis ("Audio 1", "Audio 2", ...);
-    `highlight` (0-based) shades the clip the question asks about.
+    `highlight` (0-based) outlines the clip the question asks about.
     """
     if signal.rows is None or not signal.heads:
         raise ValueError(
             "compute the listening signal with heads=[(layer, head), ...] to plot attention over audio time."
         )
-    first_clip = sum(len(spans) for spans in batch.audio_spans[:example])
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.55, 0.45], vertical_spacing=0.06)
-    offset, gap = 0.0, 0.1
-    times, weights = [], [[] for _ in signal.heads]
-    for j, (start, end) in enumerate(batch.audio_spans[example]):
+    groups = dict(groups) if groups else {"heads": list(signal.heads)}
+    index = {tuple(h): i for i, h in enumerate(signal.heads)}
+    missing = [h for heads in groups.values() for h in heads if tuple(h) not in index]
+    if missing:
+        raise ValueError(f"heads {missing} are not in the listening signal; compute it with heads= including them.")
+    spans = batch.audio_spans[example]
+    first_clip = sum(len(s) for s in batch.audio_spans[:example])
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.5, 0.5], vertical_spacing=0.06)
+    offset, gap, times, starts = 0.0, 0.1, [], []
+    for j, (start, end) in enumerate(spans):
         frames = int(batch.feature_attention_mask[first_clip + j].sum())
         mel = batch.input_features[first_clip + j, :, :frames].float().cpu().numpy()
         hover = "%{x:.2f} s, mel bin %{y}<br>log-mel %{z:.2f}<extra></extra>"
         fig.add_trace(go.Heatmap(z=mel, x=offset + np.arange(frames) * FRAME_SECONDS, colorscale=SEQUENTIAL,
                                  showscale=False, hovertemplate=hover), row=1, col=1)
         span_seconds = frames * FRAME_SECONDS
-        if len(batch.audio_spans[example]) > 1:
-            fig.add_annotation(x=offset + span_seconds / 2, y=1.0, yref="paper", text=f"Audio {j + 1}", showarrow=False,
-                               yanchor="bottom")
+        fig.add_annotation(x=offset + span_seconds / 2, y=1.0, yref="paper", showarrow=False, yanchor="bottom",
+                           text=f"Audio {j + 1}" + (" (asked about)" if highlight == j else ""))
         if highlight == j:
             fig.add_vrect(x0=offset, x1=offset + span_seconds, fillcolor="rgba(0,0,0,0)",
                           line=dict(color="orange", width=3), row="all", col=1)
         times += list(offset + (np.arange(end - start) + 0.5) * AUDIO_TOKEN_SECONDS) + [None]
-        for i in range(len(signal.heads)):
-            weights[i] += list(signal.rows[example, i, start:end].float().numpy()) + [None]
+        starts.append(offset)
         offset += span_seconds + gap
-    for i, (layer, head) in enumerate(signal.heads):
-        fig.add_trace(
-            go.Scatter(x=times, y=weights[i], mode="lines", name=f"L{layer}H{head}",
-                       hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>"),
-            row=2, col=1,
-        )
+    dashes = ("solid", "dash", "dot", "dashdot")
+    for g, (group, heads) in enumerate(groups.items()):
+        for layer, head in heads:
+            row = signal.rows[example, index[(layer, head)]].float().cpu().numpy()
+            weights = [w for start, end in spans for w in [*row[start:end], None]]
+            total = float(sum(row[start:end].sum() for start, end in spans))
+            asked = "" if highlight is None else f", on Audio {highlight + 1} {row[slice(*spans[highlight])].sum():.4f}"
+            fig.add_trace(
+                go.Scatter(x=times, y=weights, mode="lines",
+                           name=f"{group} L{layer}H{head}: audio mass {total:.4f}{asked}",
+                           line=dict(dash=dashes[g % len(dashes)], width=2),
+                           hovertemplate=f"L{layer}H{head}<br>%{{x:.2f}} s: %{{y:.4f}}<extra></extra>"),
+                row=2, col=1,
+            )
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
-    fig.update_yaxes(title_text="attention", row=2, col=1)
-    several = len(batch.audio_spans[example]) > 1
+    fig.update_yaxes(title_text="share of attention", range=[0, 1], row=2, col=1)
+    several = len(spans) > 1
     fig.update_xaxes(title_text="time (s), clips one after another" if several else "time in clip (s)", row=2, col=1)
-    fig.update_layout(legend=dict(orientation="h", y=-0.18))
-    return _styled(fig, title or "Final-token attention over the clip", height=600)
+    fig.update_layout(legend=dict(orientation="v", y=-0.14, x=0, yanchor="top"))
+    fig = _styled(fig, title or "Final-token attention over the clip", width=860,
+                  height=640 + 24 * sum(len(h) for h in groups.values()))
+    fig.update_layout(margin=dict(b=80 + 26 * sum(len(h) for h in groups.values())))
+    return fig
 
 
-def patching_map(table, labels: Sequence[str], title: str) -> go.Figure:
-    """Layer x position patching results, columns labelled by token (audio positions may be one 'audio' column)."""
+# ---- residual patching by position
+RESTORED_TITLE = "share of the<br>audio's effect<br>restored"
+
+
+def patching_map(table, labels: Sequence[str], title: str, bound: float = 1.0) -> go.Figure:
+    """Layer x position patching results, in prompt order; columns labelled by token, audio columns ("Audio k",
+    or "audio" for all of them) in bold.
+
+    Values are the normalised logit difference (0 = the silence run, 1 = the audio run). The colour scale is fixed
+    at +-`bound`; cells beyond it (a patch that overshoots the audio run) saturate and are counted under the map,
+    and their hover text gives the value.
+    """
     z = np.asarray(table, dtype=float)
-    text = [repr(label)[1:-1] if label != "audio" else "[audio]" for label in labels]
+    audio = [label == "audio" or str(label).startswith("Audio ") for label in labels]
+    text = [f"[{label}]" if is_audio else repr(label)[1:-1] for label, is_audio in zip(labels, audio)]
+    ticks = [f"<b>{t}</b>" if is_audio else t for t, is_audio in zip(text, audio)]
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=list(range(len(text))),
             y=[f"L{l}" for l in range(z.shape[0])],
             colorscale=DIVERGING,
-            zmid=0,
-            colorbar=dict(title="restored"),
+            zmin=-bound,
+            zmax=bound,
+            colorbar=dict(title=RESTORED_TITLE, tickvals=[-bound, 0, bound],
+                          ticktext=[f"≤ {-bound:g}", "0 (silence run)", f"≥ {bound:g} (audio run)"]),
             customdata=[text] * z.shape[0],
             hovertemplate="%{y}, %{customdata}<br>restored %{z:.3f}<extra></extra>",
         )
     )
     fig.update_xaxes(
-        title_text="position", tickmode="array", tickvals=list(range(len(text))), ticktext=text, tickangle=-60
+        title_text="position in the prompt", tickmode="array", tickvals=list(range(len(text))), ticktext=ticks,
+        tickangle=-60,
     )
-    fig.update_yaxes(title_text="layer", autorange="reversed")
-    return _styled(fig, title, width=max(760, 18 * len(text)))
+    fig.update_yaxes(title_text="layer (residual stream entering it)", autorange="reversed")
+    fig = _styled(fig, title, width=max(760, 20 * len(text) + 200), height=560)
+    beyond = int((np.abs(z) > bound).sum())
+    if beyond:
+        fig.add_annotation(text=f"{beyond} cell{'s' if beyond > 1 else ''} beyond ±{bound:g} (overshoot) drawn at "
+                           f"the end of the scale; largest {np.nanmax(np.abs(z)):.2f}", xref="paper", yref="paper",
+                           x=0, y=-0.45, showarrow=False, xanchor="left", font=dict(size=12, color="#555"))
+        fig.update_layout(margin=dict(b=160))
+    return fig
 
 
+# ---- curves with confidence bands (beta sweep, cumulative ablation)
 def curve_with_band(
     x, mean, low, high, title: str, x_title: str, y_title: str, name: str = "", fig: go.Figure | None = None
 ) -> go.Figure:
-    """A line with a shaded confidence band (beta sweeps, cumulative ablations); call again with `fig` to overlay."""
+    """A line with a shaded confidence band (beta sweeps, cumulative ablations); call again with `fig` to overlay.
+
+    The band is its own legend entry ("<name> 95% CI"), toggled with its line.
+    """
     fig = fig or go.Figure()
     colour = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][len(fig.data) // 2 % 4]
     x, low, high = list(x), list(low), list(high)
     fig.add_trace(go.Scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=colour, opacity=0.2,
-                             line=dict(width=0), hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter(x=x, y=list(mean), mode="lines+markers", name=name, line=dict(color=colour)))
+                             mode="lines", line=dict(width=0), hoverinfo="skip", name=f"{name} 95% CI",
+                             legendgroup=name))
+    fig.add_trace(go.Scatter(x=x, y=list(mean), mode="lines+markers", name=name, line=dict(color=colour),
+                             legendgroup=name))
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
+    fig.update_layout(legend=dict(orientation="h", y=-0.2))
     return _styled(fig, title)
+
+
+def mark_chosen(fig: go.Figure, x: float, text: str) -> go.Figure:
+    """A dashed vertical line at the chosen value (e.g. the beta chosen on dev), labelled."""
+    fig.add_vline(x=x, line=dict(color="#333", width=2, dash="dash"), annotation_text=text,
+                  annotation_position="top left")
+    return fig
+
+
+# ---- logit lens
+def residual_stream_labels(labels: Sequence[str]) -> list[str]:
+    """TransformerLens's `0_pre ... final_post` in words: "embeddings", "after layer 0", ..."""
+    words = []
+    for label in labels:
+        if label == "final_post":
+            words.append(f"after layer {len(labels) - 2}")
+        elif label.endswith("_pre"):
+            layer = int(label[: -len("_pre")])
+            words.append("embeddings" if layer == 0 else f"after layer {layer - 1}")
+        else:
+            words.append(label)
+    return words
 
 
 def logit_lens_plot(
@@ -243,60 +355,82 @@ def logit_lens_plot(
 ) -> go.Figure:
     """Probability of each answer option across layers at the final prompt position."""
     fig = go.Figure()
+    x = residual_stream_labels(lens.labels)
     for i, name in enumerate(option_names):
-        fig.add_trace(go.Scatter(x=lens.labels, y=lens.prob[:, example, i].numpy(), mode="lines+markers", name=name,
+        fig.add_trace(go.Scatter(x=x, y=lens.prob[:, example, i].numpy(), mode="lines+markers", name=name,
                                  customdata=lens.rank[:, example, i].numpy(),
                                  hovertemplate=f"{name}<br>%{{x}}: p=%{{y:.3f}}, rank %{{customdata}}<extra></extra>"))
-    fig.update_xaxes(title_text="residual stream (entering layer)")
-    fig.update_yaxes(title_text="probability", range=[0, 1])
+    fig.update_xaxes(title_text="residual stream read through the final norm and unembedding")
+    fig.update_yaxes(title_text="probability (full vocabulary)", range=[0, 1])
     return _styled(fig, title or "Logit lens at the final prompt position")
 
 
-STATIC_FORMATS = ("png", "svg")
+# ---- writing figures
+STATIC_FORMATS = ("png", "svg", "pdf")
+FORMATS = ("html", *STATIC_FORMATS)
+PLOTLY_JS = "plotly.min.js"  # the one local copy the HTML figures of a folder share
 STATIC_EXPORT_HINT = (
-    "static export (PNG/SVG) needs kaleido>=1 and a Chromium-based browser: on Debian/Ubuntu `apt-get install "
-    "chromium`, "
-    "elsewhere `plotly_get_chrome` or set BROWSER_PATH"
+    "static export (PNG/SVG/PDF) needs kaleido>=1 and a Chromium-based browser: on Debian/Ubuntu `apt-get install "
+    "chromium`, elsewhere `plotly_get_chrome` or set BROWSER_PATH"
 )
 
 
 class StaticExportUnavailable(RuntimeError):
-    """PNG/SVG export cannot run on this machine (kaleido or a Chromium browser is missing)."""
+    """PNG/SVG/PDF export cannot run on this machine (kaleido or a Chromium browser is missing)."""
 
 
 def save_figure(
     fig: go.Figure, name: str, folder: str | Path = "figures", formats: Sequence[str] = ("html", "png")
 ) -> list[Path]:
-    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg); each file appears complete or not
-    at all.
+    """Write `fig` as `<folder>/<name>.<format>` for each format (html, png, svg, pdf); each file appears complete
+    or not at all.
 
-    Raises `StaticExportUnavailable` (after writing the other formats) when PNG/SVG export cannot run here.
+    An HTML figure loads `plotly.min.js` from its own folder (written there once, see `write_plotly_js`), so it
+    works with no network. Raises `StaticExportUnavailable` (after writing the other formats) when PNG/SVG/PDF
+    export cannot run here.
     """
-    unknown = [fmt for fmt in formats if fmt not in ("html", *STATIC_FORMATS)]
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown figure format {unknown[0]!r}; use html, png or svg.")
+        raise ValueError(f"unknown figure format {unknown[0]!r}; use {', '.join(FORMATS)}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written, missing = [], None
     for fmt in formats:
-        target = folder / f"{name}.{fmt}"
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=f".{fmt}", dir=folder)
-        os.close(handle)
+        if fmt == "html":
+            write_plotly_js(folder)
+            _write_atomically(folder / f"{name}.html",
+                              lambda path: fig.write_html(path, include_plotlyjs=PLOTLY_JS, full_html=True))
+            written.append(folder / f"{name}.html")
+            continue
         try:
-            if fmt == "html":
-                fig.write_html(temporary, include_plotlyjs="cdn")
-            else:
-                _write_static(fig, temporary, fmt)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-            written.append(target)
+            _write_atomically(folder / f"{name}.{fmt}", lambda path, fmt=fmt: _write_static(fig, path, fmt))
+            written.append(folder / f"{name}.{fmt}")
         except StaticExportUnavailable as exc:
             missing = exc
-        finally:
-            Path(temporary).unlink(missing_ok=True)
     if missing is not None:
         raise missing
     return written
+
+
+def write_plotly_js(folder: str | Path) -> Path:
+    """`<folder>/plotly.min.js`, the plotly.js bundled with the installed plotly; rewritten only if it differs."""
+    target = Path(folder) / PLOTLY_JS
+    source = get_plotlyjs()
+    if not (target.exists() and target.stat().st_size == len(source.encode()) and target.read_text() == source):
+        _write_atomically(target, lambda path: Path(path).write_text(source, encoding="utf-8"))
+    return target
+
+
+def _write_atomically(target: Path, write) -> None:
+    """`write(temporary_path)` next to `target`, then rename it into place; nothing half-written is left."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def save_figures(figures: dict[str, go.Figure], folder: str | Path, formats: Sequence[str] = ("html", "png"),

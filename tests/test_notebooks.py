@@ -33,6 +33,9 @@ def test_notebook_runs(path, tmp_path):
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
+    if path.parent == ROOT:  # the main notebooks display their key figures inline (plotly's mimetype, offline)
+        shown = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if "data" in o]
+        assert any("application/vnd.plotly.v1+json" in o["data"] for o in shown), f"{path.name} draws no figure"
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: str(p.relative_to(ROOT)))

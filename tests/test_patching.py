@@ -122,3 +122,21 @@ def test_transformer_lens_layer_and_head_helpers(setup):
     )
     # same up to float rounding (the full cache runs the explicit attention path, patch_heads the SDPA one)
     assert torch.allclose(heads, patch_heads(model, clean, corrupted, metric), atol=1e-3)
+
+
+def test_clip_columns_follow_the_prompt(setup):
+    """group_audio='clip': each clip one column at its place in the prompt; with one clip it equals the 'audio'
+    column, and the text columns equal the grouped map's."""
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    grouped, labels = patch_residual_by_position(model, clean, corrupted, metric)
+    by_clip, clip_labels = patch_residual_by_position(model, clean, corrupted, metric, group_audio="clip")
+    assert len(clean.audio_spans[0]) == 1 and clip_labels.count("Audio 1") == 1
+    where = clip_labels.index("Audio 1")
+    tokens = model.to_str_tokens(clean.input_ids[0])
+    assert clip_labels[:where] == tokens[: clean.audio_spans[0][0][0]]  # the text before the clip, in order
+    assert torch.allclose(by_clip[:, where], grouped[:, 0], atol=1e-6)
+    rest = [c for c in range(len(clip_labels)) if c != where]
+    assert torch.allclose(by_clip[:, rest], grouped[:, 1:], atol=1e-6)
+    with pytest.raises(ValueError, match="group_audio must be"):
+        patch_residual_by_position(model, clean, corrupted, metric, group_audio="clips")

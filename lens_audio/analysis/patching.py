@@ -115,13 +115,15 @@ def patch_residual_by_position(
     corrupted: "AudioBatch",
     metric: Metric,
     site: str = "hook_resid_pre",
-    group_audio: bool = True,
+    group_audio: bool | str = True,
     columns_per_pass: int = 8,
 ) -> tuple[Float[Tensor, "layer column"], list[str]]:
     """Metric after patching the clean residual into the corrupted run, per (layer, position).
 
     With `group_audio`, every example's audio positions are patched together as one column
-    labelled "audio"; other columns are single text positions, labelled by example 0's tokens.
+    labelled "audio"; other columns are single text positions, labelled by example 0's tokens. With
+    `group_audio="clip"` the columns follow the prompt's order and each clip's audio is its own column
+    ("Audio 1", "Audio 2", ...).
     Returns the `[layer, column]` table and the column labels.
 
     At the default site (`hook_resid_pre`) a patched run only differs from the corrupted run from the
@@ -168,11 +170,16 @@ def patch_residual_by_position(
     return table, labels
 
 
-def _position_groups(model: "HookedAudioLM", batch: "AudioBatch", group_audio: bool) -> tuple[list[Tensor], list[str]]:
-    """`[batch, pos]` masks: every example's audio tokens together (if grouped), then each other position.
+def _position_groups(
+    model: "HookedAudioLM", batch: "AudioBatch", group_audio: bool | str
+) -> tuple[list[Tensor], list[str]]:
+    """`[batch, pos]` masks: every example's audio tokens together (if grouped), then each other position; with
+    `group_audio="clip"`, every position in prompt order with each clip's audio tokens one column ("Audio k").
 
     Labels are example 0's tokens; with left padding, positions line up at the end of the prompt.
     """
+    if group_audio not in (True, False, "clip"):
+        raise ValueError(f"group_audio must be True, False or 'clip', not {group_audio!r}.")
     audio = batch.audio_mask.cpu()
     tokens = (
         model.to_str_tokens(batch.input_ids[0])
@@ -180,10 +187,27 @@ def _position_groups(model: "HookedAudioLM", batch: "AudioBatch", group_audio: b
         else [str(t) for t in batch.input_ids[0].tolist()]
     )
     columns, labels = [], []
-    if group_audio and audio.any():
+    clip_starts: dict[int, int] = {}
+    if group_audio == "clip":
+        counts = {len(spans) for spans in batch.audio_spans}
+        if len(counts) > 1:
+            raise ValueError(
+                f"group_audio='clip' needs the same number of clips in every example, not {sorted(counts)}; "
+                "use group_audio=True."
+            )
+        clip_starts = {start: k for k, (start, _) in enumerate(batch.audio_spans[0])}
+    elif group_audio and audio.any():
         columns.append(audio)
         labels.append("audio")
     for pos in range(batch.input_ids.shape[1]):
+        if pos in clip_starts:
+            k = clip_starts[pos]
+            mask = torch.zeros_like(audio)
+            for row, spans in enumerate(batch.audio_spans):
+                mask[row, spans[k][0] : spans[k][1]] = True
+            columns.append(mask)
+            labels.append(f"Audio {k + 1}")
+            continue
         if group_audio and audio[0, pos]:
             continue
         mask = torch.zeros_like(audio)

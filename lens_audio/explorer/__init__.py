@@ -35,7 +35,8 @@ def explore(
 
     `prompt`: the item's template (default: the model's profile); `options`: answer options for a bare batch
     (default: the model's top next tokens); `head`, `beta`, `layers`: the controls' starting values
-    (default: the head that attends most to the audio, no push, a direction from every layer).
+    (default: the head with the most final-token attention on the asked clip, `charts.DEFAULT_HEAD_RULE`; no
+    push; a direction from every layer).
     """
     from lens_audio.explorer.widget import Explorer
 

@@ -23,10 +23,26 @@ STYLE = dict(template="plotly_white", font=dict(size=13), margin=dict(l=60, r=20
 TARGET_COLOUR = "rgba(255, 160, 0, 0.15)"
 
 
+DEFAULT_HEAD_RULE = (
+    "the head whose final-token attention puts the most mass on the clip the question asks about "
+    "(on all the audio when the item names no clip)"
+)
+
+
 def default_head(data: "ExplorerData") -> tuple[int, int]:
-    """The head that attends most to the audio from the final token."""
-    layer, head = np.unravel_index(int(np.nanargmax(data.audio_mass.float().numpy())), tuple(data.audio_mass.shape))
+    """The head the explorer opens on: see `DEFAULT_HEAD_RULE`."""
+    clips = [data.clips[data.target_clip]] if data.target_clip is not None else data.clips
+    rows = data.rows.float()
+    mass = sum(rows[:, :, clip.span[0] : clip.span[1]].sum(-1) for clip in clips).numpy()
+    layer, head = np.unravel_index(int(np.nanargmax(mass)), mass.shape)
     return int(layer), int(head)
+
+
+def default_head_note(data: "ExplorerData", layer: int, head: int) -> str:
+    """One line saying which head the page opened on and why (or that the caller chose it)."""
+    if (layer, head) != default_head(data):
+        return f"Opened on L{layer}H{head}, as requested."
+    return f"Opened on L{layer}H{head}: {DEFAULT_HEAD_RULE}."
 
 
 def clip_offsets(data: "ExplorerData") -> list[float]:
@@ -36,12 +52,33 @@ def clip_offsets(data: "ExplorerData") -> list[float]:
     return [float(s) for s in starts]
 
 
-HEAD_TITLE = "L{layer}H{head}: attention of the final prompt token over the audio"  # the page fills it in too
+HEAD_TITLE = "L{layer}H{head}: {mass} of the final token's attention on the audio ({clips})"  # page.js fills it too
 OPTIONS_TITLE = "Options, beta = {beta}, direction from layers {layers}"
 
 
-def head_title(layer: int, head: int) -> str:
-    return HEAD_TITLE.format(layer=layer, head=head)
+def head_title(data: "ExplorerData", layer: int, head: int) -> str:
+    """The timeline's title: the head and its attention mass on all the audio and on each clip."""
+    per_clip = [float(w.sum()) for w in data.clip_attention(layer, head)]
+    clips = ", ".join(f"Audio {k + 1} {m:.3f}" for k, m in enumerate(per_clip))
+    return HEAD_TITLE.format(layer=layer, head=head, mass=f"{sum(per_clip):.3f}", clips=clips)
+
+
+def clip_caption(data: "ExplorerData", k: int) -> str:
+    """"Audio k (0.90 s)", "(asked about)" for the clip the question names; the player may round short clips to 0:00."""
+    asked = " (asked about)" if k == data.target_clip else ""
+    return f"Audio {k + 1}{asked}, {data.clips[k].seconds:.2f} s"
+
+
+def clip_ticks(data: "ExplorerData") -> tuple[list[float], list[str]]:
+    """Ticks in each clip's own seconds (0 at each clip's start) on the end-to-end timeline."""
+    longest = max(clip.seconds for clip in data.clips)
+    step = next(s for s in (0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 30) if longest / s <= 5)
+    values, texts = [], []
+    for clip, start in zip(data.clips, clip_offsets(data)):
+        for t in np.arange(0, clip.seconds + 1e-9, step):
+            values.append(float(start + t))
+            texts.append(f"{t:g}")
+    return values, texts
 
 
 def timeline(data: "ExplorerData", layer: int, head: int) -> go.Figure:
@@ -84,9 +121,12 @@ def timeline(data: "ExplorerData", layer: int, head: int) -> go.Figure:
         fig.add_annotation(x=start + clip.seconds / 2, y=1.0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
                            text=f"<b>Audio {k + 1}</b>" + (" (asked about)" if asked else ""))
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
-    fig.update_yaxes(title_text="attention", rangemode="tozero", row=2, col=1)
-    fig.update_xaxes(title_text="time (s), clips end to end", row=2, col=1)
-    fig.update_layout(title=dict(text=head_title(layer, head), y=0.98, x=0.5, xanchor="center"), height=430, **STYLE)
+    fig.update_yaxes(title_text="share of attention", range=[0, 1], row=2, col=1)  # absolute: 0-1 for every head
+    ticks, texts = clip_ticks(data)
+    fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=texts, row=1, col=1)
+    fig.update_xaxes(title_text="time in each clip (s)", tickmode="array", tickvals=ticks, ticktext=texts, row=2, col=1)
+    title = dict(text=head_title(data, layer, head), y=0.98, x=0.5, xanchor="center", font=dict(size=14))
+    fig.update_layout(title=title, height=430, **STYLE)
     fig.update_layout(margin=dict(t=70))
     return fig
 
@@ -94,9 +134,10 @@ def timeline(data: "ExplorerData", layer: int, head: int) -> go.Figure:
 def head_map(data: "ExplorerData", layer: int, head: int) -> go.Figure:
     """The listening signal of every head (layer x head); click a cell to choose that head."""
     mass = data.audio_mass.float().numpy()
+    names = [[f"L{l}H{h}" for h in range(data.n_heads)] for l in range(data.n_layers)]
     fig = go.Figure(go.Heatmap(z=mass, x=list(range(data.n_heads)), y=list(range(data.n_layers)), colorscale="Viridis",
-                               colorbar=dict(title="audio<br>mass", thickness=12),
-                               hovertemplate="L%{y}H%{x}: audio mass %{z:.3f}<extra></extra>"))
+                               zmin=0, zmax=1, colorbar=dict(title="audio<br>mass", thickness=12), customdata=names,
+                               hovertemplate="%{customdata}: audio mass %{z:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=[head], y=[layer], mode="markers", hoverinfo="skip", showlegend=False,
                              marker=dict(symbol="square-open", size=18, color="red", line=dict(width=3))))
     fig.update_xaxes(

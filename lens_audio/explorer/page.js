@@ -47,7 +47,10 @@
     state.layer = layer; state.head = head;
     const traces = Array.from({ length: P.n_clips }, (_, k) => P.n_clips + k);
     Plotly.restyle("la-timeline", { y: clipAttention(layer, head) }, traces);
-    Plotly.relayout("la-timeline", { "title.text": fill(P.titles.head, { layer, head }) });
+    const perClip = clipAttention(layer, head).map((w) => w.reduce((s, v) => s + v, 0));  // as charts.head_title
+    const mass = perClip.reduce((s, v) => s + v, 0).toFixed(3);
+    const clips = perClip.map((m, k) => `Audio ${k + 1} ${m.toFixed(3)}`).join(", ");
+    Plotly.relayout("la-timeline", { "title.text": fill(P.titles.head, { layer, head, mass, clips }) });
     Plotly.restyle("la-heads", { x: [[head]], y: [[layer]] }, [1]);
     document.getElementById("la-head").value = `${layer},${head}`;
     renderTokens(layer, head);
@@ -144,6 +147,7 @@
       marker: [document.getElementById("la-heads").data[1].y[0], document.getElementById("la-heads").data[1].x[0]],
       options: options.slice(0, 2).map((trace) => Array.from(trace.y)),
       tokens: document.getElementById("la-tokens").innerHTML,
+      title: document.getElementById("la-timeline").layout.title.text,
     };
   };
 })();

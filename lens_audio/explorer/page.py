@@ -34,7 +34,8 @@ body { font-family: system-ui, sans-serif; margin: 16px; color: #222; }
 .la-players { display: flex; gap: 18px; flex-wrap: wrap; margin: 10px 0; }
 .la-players figure { margin: 0; } .la-players figcaption { font-weight: 600; }
 .la-row { display: flex; gap: 12px; align-items: flex-start; flex-wrap: wrap; }
-.la-controls { display: flex; flex-direction: column; gap: 10px; padding-top: 40px; min-width: 220px; }
+.la-controls { display: flex; flex-direction: column; gap: 10px; padding-top: 40px; min-width: 220px;
+  max-width: 280px; }
 .la-layers label { margin-right: 8px; white-space: nowrap; }
 """
 
@@ -44,11 +45,24 @@ def _array(values: np.ndarray) -> dict[str, Any]:
     return {"shape": list(values.shape), "b64": base64.b64encode(values.tobytes()).decode("ascii")}
 
 
+SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """JSON safe to inline in a `<script>` element: `<`, `>` and `&` (which only occur inside JSON strings) become
+    `\\u003c`-style escapes, so no item text can close the element or open a comment (`</script>`, `<!--`,
+    `<script>`); the parsed value is unchanged."""
+    text = json.dumps(value)
+    for raw, escaped in SCRIPT_ESCAPES.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
 def page_html(
     data: ExplorerData, head: tuple[int, int] | None = None, beta: float = 0.0, layers: Sequence[int] | None = None
 ) -> str:
     """The whole page as a string; `write_page` writes it."""
-    head = head if head is not None else charts.default_head(data)
+    head = tuple(map(int, head)) if head is not None else charts.default_head(data)
     data.check_head(*head)
     layers = data.check_layers(range(data.n_layers) if layers is None else layers)
     figures = {
@@ -64,18 +78,19 @@ def page_html(
         "titles": {"head": charts.HEAD_TITLE, "options": charts.OPTIONS_TITLE},
     }
     players = "".join(
-        f"<figure><figcaption>Audio {k + 1}{' (asked about)' if k == data.target_clip else ''}</figcaption>"
+        f"<figure><figcaption>{html.escape(charts.clip_caption(data, k))}</figcaption>"
         f"<audio controls preload='auto' data-clip='{k}' "
         f"src='data:audio/wav;base64,{base64.b64encode(clip.wav_bytes()).decode('ascii')}'>"
         "</audio></figure>"
         for k, clip in enumerate(data.clips)
     )
     title = html.escape(f"lens_audio explorer: {(data.item or {}).get('id', 'prompt')}")
-    blob = json.dumps(payload).replace("</", "<\\/")  # nothing in the data may close the script element
+    blob = script_json(payload)
     script = resources.files("lens_audio.explorer").joinpath("page.js").read_text()
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>\n"
         f"<script>{get_plotlyjs()}</script></head>\n<body>\n<h2>{title}</h2>\n{charts.item_html(data)}\n"
+        f"<p class='la-note'>{html.escape(charts.default_head_note(data, *head))}</p>\n"
         f"<div class='la-players'>{players}</div>\n<div id='la-timeline'></div>\n"
         "<div class='la-row'><div id='la-heads'></div><div class='la-controls'>"
         "<label>head <select id='la-head'></select></label>"

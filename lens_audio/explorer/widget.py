@@ -76,12 +76,13 @@ class Explorer:
             lambda c: c["new"] and sorted(c["new"]) != self.layers and self.set_layers(c["new"]), names="value"
         )
         self.tokens = W.HTML(charts.tokens_html(data.text_attention(*self.head)))
-        players = [W.VBox([W.HTML(f"<b>Audio {k + 1}</b>" + (" (asked about)" if k == data.target_clip else "")),
+        players = [W.VBox([W.HTML(f"<b>{charts.clip_caption(data, k)}</b>"),
                            W.Audio(value=clip.wav_bytes(), format="wav", autoplay=False, loop=False)])
                    for k, clip in enumerate(data.clips)]
         controls = W.VBox([self.head_menu, self.beta_slider, self.layer_menu])
         self.widget = W.VBox([
-            W.HTML(charts.item_html(data)), W.HBox(players), self.timeline,
+            W.HTML(charts.item_html(data)), W.HTML(charts.default_head_note(data, *self.head)), W.HBox(players),
+            self.timeline,
             W.HBox([self.head_map, W.VBox([controls, self.options])]),
             W.HTML("<b>Prompt tokens, shaded by the chosen head's attention</b>"), self.tokens,
         ])
@@ -102,7 +103,7 @@ class Explorer:
         with self.timeline.batch_update():
             for k, weights in enumerate(self.data.clip_attention(layer, head)):
                 self.timeline.data[n + k].y = weights
-            self.timeline.layout.title.text = charts.head_title(layer, head)
+            self.timeline.layout.title.text = charts.head_title(self.data, layer, head)
         with self.head_map.batch_update():
             self.head_map.data[1].x, self.head_map.data[1].y = [head], [layer]
         self.tokens.value = charts.tokens_html(self.data.text_attention(layer, head))
