@@ -129,6 +129,14 @@ def test_state_dict_round_trip_through_the_constructor(hf, processor, two_exampl
         assert torch.equal(fresh(two_example_batch), source(two_example_batch))
 
 
+def test_the_constructor_builds_the_configs_dtype_and_norms(model):
+    half = HookedAudioLM(model.cfg.replace(dtype=torch.bfloat16))
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.ln_final.w is None and all(b.ln1.w is None and b.ln2.w is None for b in half.blocks)  # "RMSPre"
+    with pytest.raises(ValueError, match="normalization_type"):
+        HookedAudioLM(model.cfg.replace(normalization_type="LN"))
+
+
 def test_a_block_called_with_the_residual_alone_gives_resid_post(model, processor):
     tokens = model.to_tokens(TEXT)
     with torch.no_grad():

@@ -101,7 +101,7 @@ class TLTextMixin:
                     "pass a list of rows."
                 )
             tokens = tokens[0]
-        ids = [[int(t)] for t in tokens.reshape(-1)]
+        ids = [[t] for t in tokens.reshape(-1).tolist()]
         return self.tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False)
 
     def to_single_str_token(self, int_token: int) -> str:
