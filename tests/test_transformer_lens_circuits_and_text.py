@@ -11,25 +11,11 @@ from transformer_lens import SVDInterpreter
 from transformer_lens.utilities import test_prompt as tl_test_prompt
 
 from lens_audio import HookedAudioLM
-from lens_audio.testing import tiny_hf_model
+from tests import test_transformer_lens_conformance as conformance
 
-GQA = {"n_heads": 4, "n_kv_heads": 2, "n_layers": 3}
+hf, model, raw = conformance.hf, conformance.model, conformance.raw  # the same fixtures (2 layers, grouped-query)
+
 TEXT = "the cat sat on the mat and the cat sat"
-
-
-@pytest.fixture(scope="module")
-def hf(processor):
-    return tiny_hf_model(processor, seed=5, **GQA)[0]
-
-
-@pytest.fixture(scope="module")
-def model(hf, processor):
-    return HookedAudioLM.from_hf_model(hf, processor)
-
-
-@pytest.fixture(scope="module")
-def raw(hf, processor):
-    return HookedAudioLM.from_hf_model(hf, processor, fold_ln=False)
 
 
 # ------------------------------------------------------------------ circuits
@@ -81,10 +67,10 @@ def test_svd_interpreter_vectors_equal_torch_svd(which, model, raw):
         _, _, vh = torch.linalg.svd(m.blocks[1].attn.W_V[2] @ m.blocks[1].attn.W_O[2])
         _same_up_to_sign(ov[:, 0], W_U.T @ vh[:3].T)
 
-        w_in = svd.get_singular_vectors("w_in", layer_index=2, num_vectors=2)
-        dense_in = m.blocks[2].mlp.W_in.T
-        if m.blocks[2].ln2.w is not None:  # unfolded: SVDInterpreter multiplies the norm weight in
-            dense_in = dense_in * m.blocks[2].ln2.w
+        w_in = svd.get_singular_vectors("w_in", layer_index=1, num_vectors=2)
+        dense_in = m.blocks[1].mlp.W_in.T
+        if m.blocks[1].ln2.w is not None:  # unfolded: SVDInterpreter multiplies the norm weight in
+            dense_in = dense_in * m.blocks[1].ln2.w
         _same_up_to_sign(w_in[:, 0], W_U.T @ torch.linalg.svd(dense_in)[2][:2].T)
 
         w_out = svd.get_singular_vectors("w_out", layer_index=0, num_vectors=2)
@@ -100,8 +86,8 @@ def test_tl_parameters_are_views_of_the_stored_weights(model, raw):
         "blocks.1.attn.W_Q": model.blocks[1].attn.q_proj.weight,
         "blocks.1.attn.W_O": model.blocks[1].attn.o_proj.weight,
         "blocks.1.attn._W_V": model.blocks[1].attn.v_proj.weight,
-        "blocks.2.mlp.W_in": model.blocks[2].mlp.up_proj.weight,
-        "blocks.2.mlp.W_out": model.blocks[2].mlp.down_proj.weight,
+        "blocks.1.mlp.W_in": model.blocks[1].mlp.up_proj.weight,
+        "blocks.1.mlp.W_out": model.blocks[1].mlp.down_proj.weight,
     }
     for name, weight in same_storage.items():
         assert params[name].untyped_storage().data_ptr() == weight.untyped_storage().data_ptr(), name
