@@ -208,8 +208,9 @@ def test_generate_on_a_list_of_strings_returns_strings(model):
     texts = model.generate(prompts, **kwargs)
     assert texts == [model.generate(p, **kwargs) for p in prompts]  # batched (left-padded) = one at a time
     assert all(t.startswith(p) for t, p in zip(texts, prompts))
-    with pytest.raises(ValueError, match="keyword-only"):
-        model.generate("the cat", 5)
+    for prompt in ("the cat", model.to_tokens("the cat")):  # TransformerLens's generate(input, max_new_tokens)
+        with pytest.raises(ValueError, match="keyword-only"):
+            model.generate(prompt, 5)
 
 
 def test_generate_samples_by_default_as_torch_multinomial(model):

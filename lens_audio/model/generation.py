@@ -132,7 +132,7 @@ def decode(
     for i in range(s.max_new_tokens):
         next_logits = next_logits.to(tokens.device)
         if s.do_sample and s.freq_penalty:
-            next_logits = penalise_frequency(next_logits, tokens, mask, s.freq_penalty * max(s.temperature, 0.0))
+            next_logits = penalise_frequency(next_logits, tokens, mask, s.freq_penalty * s.temperature)
         next_tokens = _choose(next_logits, s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)

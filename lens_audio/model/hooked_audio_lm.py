@@ -552,10 +552,13 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         text = isinstance(input, (str, list))
         if prepend_bos is not None and not text:
             raise ValueError("prepend_bos applies to text input (a string or a list of strings) only.")
-        if text and (attention_mask is not None or input_features is not None or feature_attention_mask is not None):
+        extras = (attention_mask, input_features, feature_attention_mask)
+        given = [x for x in extras if x is not None]
+        if (text and given) or not all(isinstance(x, Tensor) for x in given):
             raise ValueError(
-                "generate(text, ...) takes no mask or features (and max_new_tokens is keyword-only here: "
-                "generate(text, max_new_tokens=20))."
+                "generate's arguments after input are Hugging Face's attention_mask, input_features and "
+                "feature_attention_mask (tensors; none for text), and max_new_tokens is keyword-only: "
+                "generate(input, max_new_tokens=20)."
             )
         if return_type not in ("input", "tokens", "str"):
             raise ValueError(f"return_type must be 'input', 'tokens' or 'str', not {return_type!r}.")

@@ -93,7 +93,7 @@ class TLTextMixin:
         if isinstance(input, str):
             tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side, move_to_device=False)
         else:
-            tokens = torch.as_tensor(np.asarray(input) if isinstance(input, np.ndarray) else input)
+            tokens = torch.as_tensor(input)
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
                 raise ValueError(
