@@ -128,8 +128,10 @@ def test_a_block_called_with_the_residual_alone_gives_resid_post(model, processo
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
         for layer in range(model.cfg.n_layers):
-            out = model.blocks[layer](cache["resid_pre", layer])
+            block = model.blocks[layer]
+            out = block(cache["resid_pre", layer])
             assert torch.allclose(out, cache["resid_post", layer], atol=1e-5), layer
+            assert torch.allclose(block.attn(block.ln1(cache["resid_pre", layer])), cache["attn_out", layer], atol=1e-5)
     with pytest.raises(ValueError, match="cos_sin"):
         model.blocks[0](cache["resid_pre", 0], kv_cache=object())
 
@@ -148,6 +150,7 @@ def test_cfg_fields_transformer_lens_users_read(model):
     d = cfg.to_dict()
     assert d["n_layers"] == cfg.n_layers and d["n_params"] == hidden and d["audio"]["n_mels"] == cfg.audio.n_mels
     assert d["normalization_type"] == "RMSPre" and d["rotary_dim"] == cfg.d_head
+    assert type(cfg).from_dict(d) == cfg
 
 
 # ------------------------------------------------------------------ text helpers

@@ -217,5 +217,14 @@ class AudioLMConfig:
             **fields,
         )
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "AudioLMConfig":
+        """The config `to_dict` describes (derived entries such as `n_params` are recomputed, not read)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in fields.items() if k in names}
+        if isinstance(kept.get("audio"), dict):
+            kept["audio"] = AudioEncoderConfig(**kept["audio"])
+        return cls(**kept)
+
     def replace(self, **changes: Any) -> "AudioLMConfig":
         return dataclasses.replace(self, **changes)

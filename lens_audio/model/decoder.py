@@ -79,6 +79,17 @@ class RotaryEmbedding:
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+def unpadded_cos_sin(
+    cfg: AudioLMConfig, x: Float[Tensor, "batch pos ..."], kv_cache: LayerKVCache | None
+) -> tuple[Tensor, Tensor]:
+    """Rotary angles for positions `0..pos-1`: what the model uses for an unpadded prompt without a cache (a block
+    or attention layer called by hand, as in TransformerLens)."""
+    if kv_cache is not None:
+        raise ValueError("a block called with a kv_cache needs its cos_sin (model.start_decoder gives them).")
+    positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[:2])
+    return RotaryEmbedding(cfg.d_head, cfg.rotary_base).cos_sin(positions, x.dtype)
+
+
 def apply_rotary(
     x: Float[Tensor, "batch pos head d_head"], cos: Tensor, sin: Tensor
 ) -> Float[Tensor, "batch pos head d_head"]:
@@ -104,11 +115,14 @@ class DecoderAttention(TLWeightViews, AttentionHooks):
     def forward(
         self,
         x: Float[Tensor, "batch pos d_model"] | tuple[Tensor, Tensor, Tensor],
-        cos_sin: tuple[Tensor, Tensor],
-        allowed: Bool[Tensor, "batch 1 query key"] | None,
-        kv_cache: LayerKVCache | None,
+        cos_sin: tuple[Tensor, Tensor] | None = None,
+        allowed: Bool[Tensor, "batch 1 query key"] | None = None,
+        kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """`x` is the normalised stream, or (with `use_split_qkv_input`) one normalised copy per head for q, k, v."""
+        """`x` is the normalised stream, or (with `use_split_qkv_input`) one normalised copy per head for q, k, v.
+        Without `cos_sin` and `allowed`: positions `0..pos-1`, plain causal (as `DecoderBlock.forward`)."""
+        if cos_sin is None:
+            cos_sin = unpadded_cos_sin(self.cfg, x[0] if isinstance(x, tuple) else x, kv_cache)
         q, k, v = self._project(x)
         if self.cfg.ungroup_grouped_query_attention and k.shape[2] != self.n_heads:
             k, v = (t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2) for t in (k, v))
@@ -229,11 +243,7 @@ class DecoderBlock(PreNormBlock):
         """One block on the residual stream. Called as in TransformerLens (`model.blocks[l](resid_pre)`), it uses
         positions `0..pos-1` and a plain causal mask, which is what the model does for an unpadded prompt; a padded
         batch needs the model's own rotary angles and key mask (`model.start_decoder(...)` gives both)."""
-        if cos_sin is None:
-            if kv_cache is not None:
-                raise ValueError("a block called with a kv_cache needs its cos_sin (model.start_decoder gives them).")
-            positions = torch.arange(resid.shape[1], device=resid.device).expand(resid.shape[:2])
-            cos_sin = RotaryEmbedding(self.cfg.d_head, self.cfg.rotary_base).cos_sin(positions, resid.dtype)
+        cos_sin = cos_sin if cos_sin is not None else unpadded_cos_sin(self.cfg, resid, kv_cache)
         cfg = self.cfg
         if not (cfg.use_split_qkv_input or cfg.use_hook_mlp_in):
             return self.residual(resid, lambda x: self.attn(x, cos_sin, allowed, kv_cache))
