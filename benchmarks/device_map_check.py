@@ -53,7 +53,7 @@ def check(family: str, device: str, folder: Path) -> dict:
             steered_a = whole(batch)
         with steer(spread, direction, 2.0):
             steered_b = spread(batch)
-    kwargs = dict(max_new_tokens=8, eos_token_id=[])
+    kwargs = dict(max_new_tokens=8, eos_token_id=[], do_sample=False)
     return {
         "device_map": device_map,
         "max_abs_logit_diff": float((a - b.to(device)).abs().max()),

@@ -120,7 +120,7 @@ def timings(
         batch = prompts(processor, size, seconds, seed=size).to(device)
         inputs = {**batch.model_inputs(), "position_ids": position_ids_from_mask(batch.attention_mask)}
         gen_hf = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-        gen = dict(max_new_tokens=new_tokens, eos_token_id=[])
+        gen = dict(max_new_tokens=new_tokens, eos_token_id=[], do_sample=False)
         resid = [block_hook_name(i, "hook_resid_post") for i in range(n_layers)]
         contenders = {
             "transformers forward (SDPA)": lambda: hf(**inputs),
@@ -168,7 +168,7 @@ def steering_on_device(shape: dict, processor, device: str, seconds: float) -> d
         batch = prompts(processor, 2, seconds, seed=5)
         batch = batch.to(device) if where == "device" else batch
         direction = adaptive_direction(port, batch, [1, 2])
-        gen = dict(max_new_tokens=6, eos_token_id=[])
+        gen = dict(max_new_tokens=6, eos_token_id=[], do_sample=False)
         two_pass = port.generate(batch, fwd_hooks=steering_hooks(port, direction, 8.0), **gen)
         fused = steered_generate(port, batch, [1, 2], 8.0, **gen)
         report[f"batch on {where}"] = {

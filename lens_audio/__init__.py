@@ -1,6 +1,6 @@
 """lens_audio: a TransformerLens workbench for audio-language models (Qwen2-Audio)."""
 
-# TransformerLens 4 has no `transformer_lens.utils`; get_act_name lives in transformer_lens.utilities.
+# get_act_name lives in transformer_lens.utilities in TransformerLens 3.9+ and 4.x (4 has no transformer_lens.utils).
 from transformer_lens.utilities import get_act_name
 
 from lens_audio.inputs import AudioBatch, AudioError, load_audio, make_batch

@@ -386,7 +386,7 @@ def run_demo(args: argparse.Namespace) -> int:
     batch = model.to_batch(audio, questions)
     with torch.no_grad():
         logits, cache = model.run_with_cache(batch)
-    tokens = model.generate(batch, max_new_tokens=8)
+    tokens = model.generate(batch, max_new_tokens=8, do_sample=False)
     prompt_length = batch.input_ids.shape[1]
     summary = {
         "model": model.cfg.model_name,

@@ -46,7 +46,7 @@ def model(tiny_pair):
     ids=["shallow", "deepest-is-last", "hook-before-direction (fallback)", "mid-hook"],
 )
 def test_steered_generate_equals_direction_then_steered_generate(model, two_example_batch, layers, hook_name):
-    kwargs = dict(max_new_tokens=6, eos_token_id=[])
+    kwargs = dict(max_new_tokens=6, eos_token_id=[], do_sample=False)
     for beta in (4.0, 200.0):
         direction = adaptive_direction(model, two_example_batch, layers)
         expected = model.generate(
@@ -107,7 +107,7 @@ def test_rows_whose_prompt_ends_with_the_clip_take_the_full_silence_pass(model, 
 
 
 def test_steered_generate_with_a_shared_silence_prefix(model, shared_prefix_batch):
-    kwargs = dict(max_new_tokens=6, eos_token_id=[])
+    kwargs = dict(max_new_tokens=6, eos_token_id=[], do_sample=False)
     direction = adaptive_direction(model, shared_prefix_batch, [1])
     expected = model.generate(shared_prefix_batch, fwd_hooks=steering_hooks(model, direction, 50.0), **kwargs)
     assert torch.equal(steered_generate(model, shared_prefix_batch, [1], 50.0, **kwargs), expected)
@@ -131,7 +131,7 @@ def _analyses(model, batch):
         "ablation": scan_heads(model, batch, [[5, 9, 13], [5, 9, 13]], [0, 2], kind="silence").margin_change,
         "lens": logit_lens(model, batch, [[5, 9], [5, 9]]).prob,
     }
-    kwargs = dict(max_new_tokens=4, eos_token_id=[])
+    kwargs = dict(max_new_tokens=4, eos_token_id=[], do_sample=False)
     out["generate"] = model.generate(batch, fwd_hooks=steering_hooks(model, direction, 4.0), **kwargs)
     out["steered_generate"] = steered_generate(model, batch, [0, 2], 4.0, **kwargs)
     return {k: v.detach().cpu().float() if v.is_floating_point() else v.cpu() for k, v in out.items()}

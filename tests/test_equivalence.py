@@ -102,10 +102,12 @@ def test_greedy_generation_matches_transformers_for_20_tokens(tiny_pair, two_exa
     hf.generation_config.eos_token_id = None
     with torch.no_grad():
         expected = hf.generate(**two_example_batch.model_inputs(), max_new_tokens=20, do_sample=False)
-    ours = model.generate(two_example_batch, max_new_tokens=20, eos_token_id=[])
+    ours = model.generate(two_example_batch, max_new_tokens=20, eos_token_id=[], do_sample=False)
     assert ours.shape == expected.shape == (2, two_example_batch.input_ids.shape[1] + 20)
     assert torch.equal(ours, expected)
-    no_cache = model.generate(two_example_batch, max_new_tokens=5, eos_token_id=[], use_past_kv_cache=False)
+    no_cache = model.generate(
+        two_example_batch, max_new_tokens=5, eos_token_id=[], use_past_kv_cache=False, do_sample=False
+    )
     assert torch.equal(no_cache, expected[:, : no_cache.shape[1]])
 
 
@@ -116,16 +118,18 @@ def test_generation_keeps_hooks_on_every_step(tiny_pair, two_example_batch):
         calls.append(resid.shape[1])
 
     model.generate(
-        two_example_batch, max_new_tokens=6, eos_token_id=[], fwd_hooks=[("blocks.0.hook_resid_post", record)]
+        two_example_batch, max_new_tokens=6, eos_token_id=[], do_sample=False,
+        fwd_hooks=[("blocks.0.hook_resid_post", record)],
     )
     assert calls == [two_example_batch.input_ids.shape[1]] + [1] * 5
-    plain = model.generate(two_example_batch, max_new_tokens=6, eos_token_id=[])
+    plain = model.generate(two_example_batch, max_new_tokens=6, eos_token_id=[], do_sample=False)
     def push(resid, hook):
         resid[:, -1] += 50 * model.W_U[:, 7]  # strongly favour token 7 at the final position
         return resid
 
     steered = model.generate(
-        two_example_batch, max_new_tokens=6, eos_token_id=[], fwd_hooks=[("blocks.1.hook_resid_post", push)]
+        two_example_batch, max_new_tokens=6, eos_token_id=[], do_sample=False,
+        fwd_hooks=[("blocks.1.hook_resid_post", push)],
     )
     prompt = two_example_batch.input_ids.shape[1]
     assert not torch.equal(plain, steered)
@@ -135,9 +139,9 @@ def test_generation_keeps_hooks_on_every_step(tiny_pair, two_example_batch):
 
 def test_generation_stops_and_pads_after_eos(tiny_pair, two_example_batch):
     _, model = tiny_pair(**CONFIGS["grouped-query"])
-    first = model.generate(two_example_batch, max_new_tokens=1, eos_token_id=[])[:, -1]
+    first = model.generate(two_example_batch, max_new_tokens=1, eos_token_id=[], do_sample=False)[:, -1]
     eos = int(first[0])
-    out = model.generate(two_example_batch, max_new_tokens=8, eos_token_id=eos, pad_token_id=-1)
+    out = model.generate(two_example_batch, max_new_tokens=8, eos_token_id=eos, pad_token_id=-1, do_sample=False)
     prompt = two_example_batch.input_ids.shape[1]
     assert out[0, prompt] == eos and (out[0, prompt + 1 :] == -1).all()
 

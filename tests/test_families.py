@@ -140,7 +140,7 @@ def test_greedy_generation_matches_transformers_for_20_tokens(family_pair, famil
     hf.generation_config.eos_token_id = None
     with torch.no_grad():
         expected = hf.generate(**hf_inputs(hf, batch), max_new_tokens=20, do_sample=False)
-    ours = model.generate(batch, max_new_tokens=20, eos_token_id=[])
+    ours = model.generate(batch, max_new_tokens=20, eos_token_id=[], do_sample=False)
     assert ours.shape == expected.shape == (2, batch.input_ids.shape[1] + 20)
     assert torch.equal(ours, expected)
 

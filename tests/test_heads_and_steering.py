@@ -62,7 +62,7 @@ def test_steering_moves_the_final_logits_and_generation(model, two_example_batch
         with steer(model, direction, beta=4.0):
             steered = model(two_example_batch)
     assert torch.equal(plain[:, :-1], steered[:, :-1]) and not torch.allclose(plain[:, -1], steered[:, -1])
-    kwargs = dict(max_new_tokens=5, eos_token_id=[])
+    kwargs = dict(max_new_tokens=5, eos_token_id=[], do_sample=False)
     strong = model.generate(two_example_batch, fwd_hooks=steering_hooks(model, direction, 200.0), **kwargs)
     assert not torch.equal(strong, model.generate(two_example_batch, **kwargs))
 

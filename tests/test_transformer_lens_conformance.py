@@ -314,9 +314,9 @@ def test_generate_takes_transformer_lens_arguments(model, processor, two_example
 
     params = inspect.signature(model.generate).parameters
     assert {"verbose", "stop_at_eos", "return_type", "max_new_tokens"} <= set(params)
-    tokens = model.generate(two_example_batch, max_new_tokens=4, stop_at_eos=False, verbose=True)
+    tokens = model.generate(two_example_batch, max_new_tokens=4, stop_at_eos=False, verbose=True, do_sample=False)
     assert tokens.shape[1] == two_example_batch.input_ids.shape[1] + 4
-    texts = model.generate(two_example_batch, max_new_tokens=4, stop_at_eos=False, return_type="str")
+    texts = model.generate(two_example_batch, max_new_tokens=4, stop_at_eos=False, return_type="str", do_sample=False)
     assert texts == processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
     text = model.generate("hello", max_new_tokens=3, stop_at_eos=False)
     assert isinstance(text, str) and text.startswith("hello")

@@ -107,7 +107,7 @@ def test_greedy_generation_and_silence_twin(tekken_checkpoint):
     hf.generation_config.eos_token_id = None
     with torch.no_grad():
         theirs = hf.generate(**hf_inputs(hf, batch), max_new_tokens=8, do_sample=False)
-    ours = model.generate(batch, max_new_tokens=8, eos_token_id=[])
+    ours = model.generate(batch, max_new_tokens=8, eos_token_id=[], do_sample=False)
     assert ours.shape == (2, batch.input_ids.shape[1] + 8) and torch.equal(ours, theirs)
     assert isinstance(model.to_string(ours[0, -8:]), str)
 

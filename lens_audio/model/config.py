@@ -100,6 +100,11 @@ class AudioLMConfig:
     gated_mlp: bool = True
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
+    # Qwen's tokenizer has no BOS and transformers prepends none, so text helpers prepend none by default; with
+    # prepend_bos=True they prepend the tokenizer's bos_token, which is its EOS when it has none (as in
+    # TransformerLens). `tokenizer_prepends_bos` is set when a processor is attached (`len(encode("")) > 0`).
+    default_prepend_bos: bool = False
+    tokenizer_prepends_bos: bool | None = None
 
     @property
     def n_rep(self) -> int:
@@ -109,6 +114,34 @@ class AudioLMConfig:
     @property
     def d_vocab_out(self) -> int:
         return self.d_vocab
+
+    @property
+    def rotary_dim(self) -> int:
+        """Rotary embedding covers the whole head (Qwen2 / Llama)."""
+        return self.d_head
+
+    @property
+    def attention_dir(self) -> Literal["causal"]:
+        """The decoder's attention is causal (the audio encoder's, under `audio.`, is bidirectional)."""
+        return "causal"
+
+    @property
+    def n_params(self) -> int:
+        """TransformerLens's count of "hidden weight" parameters: attention (`4 * d_model * d_head * n_heads` per
+        layer, counted per query head as TransformerLens does, even with grouped-query attention) plus MLP weights
+        (`3 * d_model * d_mlp`, gated); no embeddings, biases, norms or audio encoder. `sum(p.numel() for p in
+        model.parameters())` is the full count."""
+        attention = self.d_model * self.d_head * self.n_heads * 4
+        mlp = 0 if self.attn_only else self.d_model * self.d_mlp * (2 + self.gated_mlp)
+        return self.n_layers * (attention + mlp)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (the audio encoder's as a nested dict) and the derived TransformerLens fields, as
+        `HookedTransformerConfig.to_dict()` gives them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["audio"] = dataclasses.asdict(self.audio)
+        derived = ("n_rep", "d_vocab_out", "rotary_dim", "attention_dir", "n_params")
+        return out | {name: getattr(self, name) for name in derived}
 
     def check_heads(self, heads: "Iterable[tuple[int, int]]", caller: str) -> None:
         """Raise a ValueError naming the first (layer, head) pair that this decoder does not have."""
@@ -183,6 +216,15 @@ class AudioLMConfig:
             family=family.name,
             **fields,
         )
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "AudioLMConfig":
+        """The config `to_dict` describes (derived entries such as `n_params` are recomputed, not read)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in fields.items() if k in names}
+        if isinstance(kept.get("audio"), dict):
+            kept["audio"] = AudioEncoderConfig(**kept["audio"])
+        return cls(**kept)
 
     def replace(self, **changes: Any) -> "AudioLMConfig":
         return dataclasses.replace(self, **changes)

@@ -29,14 +29,15 @@ from lens_audio.model.kv_cache import LayerKVCache
 class RMSNorm(nn.Module):
     """RMSNorm with TransformerLens's `hook_scale` ([batch, pos, 1]) and `hook_normalized` (pre-weight).
 
-    After `fold_ln` its weight is None (TransformerLens's `RMSNormPre`): it only normalises.
+    After `fold_ln` its weight is None (TransformerLens's `RMSNormPre`): it only normalises. `weighted=False`
+    builds it that way (a config whose `normalization_type` is "RMSPre").
     """
 
     w: nn.Parameter | None
 
-    def __init__(self, d_model: int, eps: float) -> None:
+    def __init__(self, d_model: int, eps: float, weighted: bool = True) -> None:
         super().__init__()
-        self.w = nn.Parameter(torch.ones(d_model))
+        self.w = nn.Parameter(torch.ones(d_model)) if weighted else None
         self.eps = eps
         self.hook_scale = HookPoint()
         self.hook_normalized = HookPoint()
@@ -50,6 +51,15 @@ class RMSNorm(nn.Module):
             x32 = x32 * torch.rsqrt(variance + self.eps)
         normalized = self.hook_normalized(x32.to(x.dtype))
         return normalized if self.w is None else self.w * normalized  # w is None once folded (fold_ln)
+
+
+def weighted_norms(cfg: AudioLMConfig) -> bool:
+    """Whether the decoder's RMSNorms carry a weight: "RMS" yes, "RMSPre" (weights folded by `fold_ln`) no."""
+    if cfg.normalization_type not in ("RMS", "RMSPre"):
+        raise ValueError(
+            f"normalization_type must be 'RMS' or 'RMSPre' (RMSNorm, weight folded), not {cfg.normalization_type!r}."
+        )
+    return cfg.normalization_type == "RMS"
 
 
 class RotaryEmbedding:
@@ -67,6 +77,17 @@ class RotaryEmbedding:
         freqs = position_ids[..., None].float() * inv_freq
         angles = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
         return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def unpadded_cos_sin(
+    cfg: AudioLMConfig, x: Float[Tensor, "batch pos ..."], kv_cache: LayerKVCache | None
+) -> tuple[Tensor, Tensor]:
+    """Rotary angles for positions `0..pos-1`: what the model uses for an unpadded prompt without a cache (a block
+    or attention layer called by hand, as in TransformerLens)."""
+    if kv_cache is not None:
+        raise ValueError("a block called with a kv_cache needs its cos_sin (model.start_decoder gives them).")
+    positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[:2])
+    return RotaryEmbedding(cfg.d_head, cfg.rotary_base).cos_sin(positions, x.dtype)
 
 
 def apply_rotary(
@@ -94,11 +115,14 @@ class DecoderAttention(TLWeightViews, AttentionHooks):
     def forward(
         self,
         x: Float[Tensor, "batch pos d_model"] | tuple[Tensor, Tensor, Tensor],
-        cos_sin: tuple[Tensor, Tensor],
-        allowed: Bool[Tensor, "batch 1 query key"] | None,
-        kv_cache: LayerKVCache | None,
+        cos_sin: tuple[Tensor, Tensor] | None = None,
+        allowed: Bool[Tensor, "batch 1 query key"] | None = None,
+        kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """`x` is the normalised stream, or (with `use_split_qkv_input`) one normalised copy per head for q, k, v."""
+        """`x` is the normalised stream, or (with `use_split_qkv_input`) one normalised copy per head for q, k, v.
+        Without `cos_sin` and `allowed`: positions `0..pos-1`, plain causal (as `DecoderBlock.forward`)."""
+        if cos_sin is None:
+            cos_sin = unpadded_cos_sin(self.cfg, x[0] if isinstance(x, tuple) else x, kv_cache)
         q, k, v = self._project(x)
         if self.cfg.ungroup_grouped_query_attention and k.shape[2] != self.n_heads:
             k, v = (t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2) for t in (k, v))
@@ -200,9 +224,9 @@ class DecoderBlock(PreNormBlock):
     def __init__(self, cfg: AudioLMConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ln1 = RMSNorm(cfg.d_model, cfg.eps)
+        self.ln1 = RMSNorm(cfg.d_model, cfg.eps, weighted_norms(cfg))
         self.attn = DecoderAttention(cfg)
-        self.ln2 = RMSNorm(cfg.d_model, cfg.eps)
+        self.ln2 = RMSNorm(cfg.d_model, cfg.eps, weighted_norms(cfg))
         self.mlp = GatedMLP(cfg)
         self.hook_q_input = HookPoint()  # [batch, pos, head, d_model]
         self.hook_k_input = HookPoint()  # [batch, pos, kv_head, d_model]
@@ -212,10 +236,14 @@ class DecoderBlock(PreNormBlock):
     def forward(
         self,
         resid: Float[Tensor, "batch pos d_model"],
-        cos_sin: tuple[Tensor, Tensor],
-        allowed: Bool[Tensor, "batch 1 query key"] | None,
+        cos_sin: tuple[Tensor, Tensor] | None = None,
+        allowed: Bool[Tensor, "batch 1 query key"] | None = None,
         kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
+        """One block on the residual stream. Called as in TransformerLens (`model.blocks[l](resid_pre)`), it uses
+        positions `0..pos-1` and a plain causal mask, which is what the model does for an unpadded prompt; a padded
+        batch needs the model's own rotary angles and key mask (`model.start_decoder(...)` gives both)."""
+        cos_sin = cos_sin if cos_sin is not None else unpadded_cos_sin(self.cfg, resid, kv_cache)
         cfg = self.cfg
         if not (cfg.use_split_qkv_input or cfg.use_hook_mlp_in):
             return self.residual(resid, lambda x: self.attn(x, cos_sin, allowed, kv_cache))

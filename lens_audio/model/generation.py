@@ -1,10 +1,12 @@
 """Autoregressive decoding for `HookedAudioLM`, with a KV cache and hooks active on every step.
 
 Mirrors Hugging Face's `generate` for the settings interpretability work
-uses: greedy (`do_sample=False`, the default) or sampling with temperature,
-top-k and top-p; rows that emit an end-of-sequence token are padded with
-the pad token afterwards; decoding stops when every row has finished. The
-audio encoder runs once, on the prefill step.
+uses, with TransformerLens's defaults and arguments: sampling (`do_sample=True`,
+the default, as in TransformerLens) with temperature (0 means greedy), top-k,
+top-p and TransformerLens's `freq_penalty`, or greedy (`do_sample=False`, what
+every evaluation in lens_audio passes); rows that emit an end-of-sequence
+token are padded with the pad token afterwards; decoding stops when every
+row has finished. The audio encoder runs once, on the prefill step.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ def generate(
     input_features: Float[Tensor, "clips mels frames"] | None = None,
     feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
     *,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
+    max_new_tokens: int = 10,
+    do_sample: bool = True,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    freq_penalty: float = 0.0,
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     fwd_hooks: Sequence[Hook] = (),
@@ -56,7 +59,9 @@ def generate(
     check_left_padded(attention_mask)
     device = model.device
     tokens, mask = input_ids.to(device), attention_mask.to(device)
-    sampling = Sampling(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, generator)
+    sampling = Sampling(
+        max_new_tokens, do_sample, temperature, top_k, top_p, freq_penalty, eos_token_id, pad_token_id, generator
+    )
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         if not use_past_kv_cache:
             step = lambda toks, m: model(toks, m, input_features, feature_attention_mask)[:, -1]  # noqa: E731
@@ -81,16 +86,23 @@ def check_left_padded(attention_mask: Int[Tensor, "batch pos"]) -> None:
 
 @dataclass
 class Sampling:
-    """How `decode` picks tokens and when it stops (the keyword arguments of `generate`)."""
+    """How `decode` picks tokens and when it stops (the keyword arguments of `generate`, TransformerLens's defaults)."""
 
-    max_new_tokens: int = 32
-    do_sample: bool = False
+    max_new_tokens: int = 10
+    do_sample: bool = True
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    freq_penalty: float = 0.0
     eos_token_id: int | Sequence[int] | None = None
     pad_token_id: int | None = None
     generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, not {self.temperature} (0, or do_sample=False, is greedy).")
+        if self.freq_penalty < 0:
+            raise ValueError(f"freq_penalty must be non-negative, not {self.freq_penalty}.")
 
 
 def decode(
@@ -118,7 +130,10 @@ def decode(
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     one = torch.ones_like(mask[:, :1])
     for i in range(s.max_new_tokens):
-        next_tokens = _choose(next_logits.to(tokens.device), s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
+        next_logits = next_logits.to(tokens.device)
+        if s.do_sample and s.freq_penalty:
+            next_logits = penalise_frequency(next_logits, tokens, mask, s.freq_penalty * s.temperature)
+        next_tokens = _choose(next_logits, s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
         mask = torch.cat([mask, one], dim=1)
@@ -143,12 +158,8 @@ def _choose(
     top_p: float | None,
     generator: torch.Generator | None,
 ) -> Int[Tensor, " batch"]:
-    if not do_sample:
+    if not do_sample or temperature == 0:
         return logits.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError(
-            f"temperature must be positive when sampling, not {temperature}; use do_sample=False for greedy."
-        )
     logits = logits.float() / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -160,6 +171,20 @@ def _choose(
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def penalise_frequency(
+    logits: Float[Tensor, "batch d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    mask: Int[Tensor, "batch pos"],
+    penalty: float,
+) -> Float[Tensor, "batch d_vocab"]:
+    """`logits - penalty * count`, count = how often each token occurs in the row so far (prompt and generated,
+    padding not counted). `decode` passes `freq_penalty * temperature`, so that after `_choose` divides by the
+    temperature this is TransformerLens's `logits / temperature - freq_penalty * count`."""
+    counts = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+    counts.scatter_add_(1, tokens.to(logits.device), mask.to(device=logits.device, dtype=torch.float32))
+    return logits.float() - penalty * counts
 
 
 def _as_list(token_ids: int | Sequence[int] | None) -> list[int]:

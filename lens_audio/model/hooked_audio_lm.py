@@ -38,10 +38,10 @@ from lens_audio.model import loss as lm_loss
 from lens_audio.model.attention import causal_mask
 from lens_audio.model.audio_encoder import AudioEncoder
 from lens_audio.model.config import AudioLMConfig
-from lens_audio.model.decoder import DecoderBlock, Embed, RMSNorm, RotaryEmbedding, Unembed
+from lens_audio.model.decoder import DecoderBlock, Embed, RMSNorm, RotaryEmbedding, Unembed, weighted_norms
 from lens_audio.model.hook_point import HookPoint
 from lens_audio.model.kv_cache import KVCache
-from lens_audio.model.tl_text import TLTextMixin
+from lens_audio.model.tl_text import TLTextMixin, adopt_tokenizer
 from lens_audio.model.tl_weights import TLWeightsMixin
 
 ReturnType = Literal["logits", "loss", "both"] | None
@@ -102,12 +102,16 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         self.embed = Embed(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()  # token embeddings with the audio embeddings spliced in
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
-        self.ln_final = RMSNorm(cfg.d_model, cfg.eps)
+        self.ln_final = RMSNorm(cfg.d_model, cfg.eps, weighted_norms(cfg))
         # Never tied to the embedding: the *ForConditionalGeneration classes of all three families keep their own
         # lm_head, whatever text_config.tie_word_embeddings says.
         self.unembed = Unembed(cfg.d_model, cfg.d_vocab, bias=False)
         self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
         self.setup()
+        if cfg.dtype != torch.float32:  # built as the config says (TransformerLens's constructor does the same)
+            nn.Module.to(self, cfg.dtype)
+            if cfg.audio.fp32_positions:
+                self.audio.W_pos.data = self.audio.W_pos.data.float()
 
     # ------------------------------------------------------------------ construction
 
@@ -471,6 +475,18 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
     # ------------------------------------------------------------------ tokens and text
 
+    @property
+    def processor(self) -> Any:
+        """The Hugging Face processor (tokenizer and feature extractor), or None. Setting it records
+        `cfg.tokenizer_prepends_bos` and, for a tokenizer without BOS, makes its `bos_token` the EOS token (as
+        `HookedTransformer.set_tokenizer` does)."""
+        return self._processor
+
+    @processor.setter
+    def processor(self, processor: Any) -> None:
+        self._processor = processor
+        adopt_tokenizer(self.cfg, processor)
+
     def _require_processor(self) -> Any:
         if self.processor is None:
             raise ValueError(
@@ -504,26 +520,46 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         input_features: Float[Tensor, "clips mels frames"] | None = None,
         feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
         *,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
+        max_new_tokens: int = 10,
         stop_at_eos: bool = True,
         eos_token_id: int | Sequence[int] | None = None,
+        do_sample: bool = True,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        freq_penalty: float = 0.0,
+        use_past_kv_cache: bool = True,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left"] | None = None,
+        return_type: Literal["input", "tokens", "str"] = "input",
+        verbose: bool = False,
         pad_token_id: int | None = None,
         fwd_hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
         generator: torch.Generator | None = None,
-        use_past_kv_cache: bool = True,
-        verbose: bool = False,
-        return_type: Literal["input", "tokens", "str"] = "input",
     ) -> "Int[Tensor, 'batch total'] | str | list[str]":
-        """Greedy or sampled decoding with a KV cache; see `lens_audio.model.generation.generate`.
+        """Sample (or, with `do_sample=False`, greedily decode) with a KV cache; see `lens_audio.model.generation`.
 
-        As in TransformerLens: `stop_at_eos=False` generates exactly `max_new_tokens`; `verbose` shows a progress
-        bar; `return_type="str"` decodes prompt plus continuation (special tokens such as the audio placeholders
-        dropped), `"tokens"` returns ids, and `"input"` (the default) returns a string for a string prompt.
+        TransformerLens's arguments and defaults: `max_new_tokens=10`, `do_sample=True` at `temperature=1.0`
+        (`temperature=0` is greedy), `top_k`, `top_p`, `freq_penalty`; pass `do_sample=False` for reproducible
+        greedy output (every evaluation in lens_audio does). `stop_at_eos=False` generates exactly `max_new_tokens`;
+        `verbose` shows a progress bar (off by default here); `return_type="str"` decodes prompt plus continuation
+        (special tokens such as the audio placeholders dropped), `"tokens"` returns ids, and `"input"` (the default)
+        returns what came in: a string for a string, a list of strings for a list of strings, ids otherwise.
+        Sampling draws from torch's global generator unless `generator` is given; batches are left-padded.
         """
+        if padding_side not in (None, "left"):
+            raise ValueError("generate pads batched prompts on the left (padding_side='left' or None).")
+        text = isinstance(input, (str, list))
+        if prepend_bos is not None and not text:
+            raise ValueError("prepend_bos applies to text input (a string or a list of strings) only.")
+        extras = (attention_mask, input_features, feature_attention_mask)
+        given = [x for x in extras if x is not None]
+        if (text and given) or not all(isinstance(x, Tensor) for x in given):
+            raise ValueError(
+                "generate's arguments after input are Hugging Face's attention_mask, input_features and "
+                "feature_attention_mask (tensors; none for text), and max_new_tokens is keyword-only: "
+                "generate(input, max_new_tokens=20)."
+            )
         if return_type not in ("input", "tokens", "str"):
             raise ValueError(f"return_type must be 'input', 'tokens' or 'str', not {return_type!r}.")
         hooks = list(fwd_hooks)
@@ -532,15 +568,20 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
 
             bar = tqdm(total=max_new_tokens)
             hooks.append(("ln_final.hook_scale", lambda x, hook: bar.update(1)))  # one final norm per step
+        inputs = (
+            (*self._tokenize(input, prepend_bos), None, None)
+            if text
+            else self._unpack_inputs(input, attention_mask, input_features, feature_attention_mask)
+        )
         tokens = generation.generate(
-            self, *self._unpack_inputs(input, attention_mask, input_features, feature_attention_mask),
+            self, *inputs,
             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            eos_token_id=eos_token_id if stop_at_eos else [], pad_token_id=pad_token_id, fwd_hooks=hooks,
-            generator=generator, use_past_kv_cache=use_past_kv_cache,
+            freq_penalty=freq_penalty, eos_token_id=eos_token_id if stop_at_eos else [], pad_token_id=pad_token_id,
+            fwd_hooks=hooks, generator=generator, use_past_kv_cache=use_past_kv_cache,
         )
         if verbose:
             bar.close()
-        if return_type == "str" or (return_type == "input" and isinstance(input, str)):
+        if return_type == "str" or (return_type == "input" and text):
             texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
             return texts[0] if isinstance(input, str) else texts
         return tokens

@@ -82,9 +82,10 @@ def process_weights_(
         weight = model.unembed.weight.detach()
         mean = sum(weight[i : i + _ROWS].float().sum(0) for i in range(0, weight.shape[0], _ROWS)) / weight.shape[0]
         _map_rows(model.unembed, "weight", lambda rows: rows - mean, overwrite)
-    if fold_value_biases:
+    if fold_value_biases and model.cfg.qkv_bias:
         for block in model.blocks:
             _fold_value_biases(block.attn)
+        model.cfg.o_bias = True  # the output projections now carry the folded biases: HookedAudioLM(cfg) builds them
     return model
 
 

@@ -1,9 +1,11 @@
 """`HookedTransformer`'s text helpers for `HookedAudioLM`: `to_tokens`, `to_string`, `to_str_tokens`,
-`get_token_position`.
+`to_single_str_token`, `get_token_position`.
 
-Qwen's tokenizer has no beginning-of-sequence token and transformers prepends none, so neither do these helpers
-(`prepend_bos` is accepted for TransformerLens code and must not be True). Audio prompts are built with
-`model.to_batch(audio, question)`; these helpers are for text.
+Qwen's tokenizer has no beginning-of-sequence token and transformers prepends none, so by default neither do these
+helpers (`cfg.default_prepend_bos` is False), and the logits equal transformers'. `prepend_bos=True` prepends the
+tokenizer's `bos_token`, which, as in TransformerLens, is its EOS token when it has no BOS of its own
+(`adopt_tokenizer` sets it when a processor is attached, so `model.tokenizer.bos_token_id` is never None). Audio
+prompts are built with `model.to_batch(audio, question)`; these helpers are for text.
 """
 
 from __future__ import annotations
@@ -11,15 +13,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 
+def adopt_tokenizer(cfg: Any, processor: Any) -> None:
+    """What `HookedTransformer.set_tokenizer` does to a tokenizer without BOS: its `bos_token` becomes its EOS token
+    (tokenization is unchanged: nothing prepends it unless asked). Records `cfg.tokenizer_prepends_bos`."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        return
+    if getattr(tokenizer, "bos_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
+        tokenizer.bos_token = tokenizer.eos_token
+    cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
+
+
 class TLTextMixin:
-    """Mixed into `HookedAudioLM`; needs `self.tokenizer` and `self.device`."""
+    """Mixed into `HookedAudioLM`; needs `self.tokenizer`, `self.cfg` and `self.device`."""
 
     tokenizer: Any
+    cfg: Any
     device: torch.device
 
     def to_tokens(
@@ -40,12 +55,14 @@ class TLTextMixin:
         move_to_device: bool = True,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
         """Token ids and attention mask (left padding by default, as generation needs)."""
-        if prepend_bos:
-            raise ValueError("Qwen's tokenizer has no BOS token and transformers prepends none: drop prepend_bos=True.")
         texts = [input] if isinstance(input, str) else list(input)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"Expected a string or a list of strings, got {input!r}.")
         tok = self.tokenizer
+        if self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos:
+            if tok.bos_token is None:
+                raise ValueError("prepend_bos=True needs a tokenizer with a bos_token (or an eos_token to stand in).")
+            texts = [tok.bos_token + text for text in texts]  # a special token's text encodes to its id
         side, tok.padding_side = tok.padding_side, padding_side or "left"
         try:
             encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -63,18 +80,35 @@ class TLTextMixin:
             return [self.tokenizer.decode(row.tolist()) for row in tokens]
         return self.tokenizer.decode(tokens.tolist())
 
-    def to_str_tokens(self, input: "str | int | Sequence[int] | Int[Tensor, '...']") -> list[str]:
-        """One string per token of a string, an id list, a `[pos]` tensor or a `[1, pos]` tensor (axis labels)."""
+    def to_str_tokens(
+        self,
+        input: "str | int | Sequence | np.ndarray | Int[Tensor, '...']",
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> list[str] | list[list[str]]:
+        """One string per token (axis labels), as in TransformerLens: of a string, a `[pos]` or `[1, pos]` tensor or
+        array, or an id list; a list of strings (or of tensors) gives one list per element."""
+        if isinstance(input, (list, tuple)) and input and not isinstance(input[0], (int, np.integer)):
+            return [self.to_str_tokens(item, prepend_bos, padding_side) for item in input]
         if isinstance(input, str):
-            input = self.to_tokens(input)
-        tokens = torch.as_tensor(input)
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side, move_to_device=False)
+        else:
+            tokens = torch.as_tensor(input)
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
                 raise ValueError(
-                    f"to_str_tokens takes one sequence; got a batch of shape {tuple(tokens.shape)}: index a row."
+                    f"to_str_tokens takes one sequence; got a batch of shape {tuple(tokens.shape)}: index a row, or "
+                    "pass a list of rows."
                 )
             tokens = tokens[0]
-        return [self.tokenizer.decode([int(t)]) for t in tokens.reshape(-1)]
+        ids = [[t] for t in tokens.reshape(-1).tolist()]
+        return self.tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False)
+
+    def to_single_str_token(self, int_token: int) -> str:
+        """The string of one token id."""
+        if isinstance(int_token, bool) or not isinstance(int_token, (int, np.integer)):
+            raise ValueError(f"to_single_str_token takes one int token id, not {int_token!r}.")
+        return self.to_str_tokens([int(int_token)])[0]
 
     def get_token_position(
         self,

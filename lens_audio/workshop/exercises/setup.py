@@ -22,10 +22,11 @@ def check_setup(model_name: str = "workshop") -> tuple[Any, list[dict[str, Any]]
                 f"setup failed: cannot import {package} ({error}). Install the workbench with "
                 "`pip install -e \".[notebooks]\"` from the repository root, in the kernel's environment."
             ) from error
-    if int(versions["transformer_lens"].split(".")[0]) < 4:
+    major, minor = (int(part) for part in versions["transformer_lens"].split(".")[:2])
+    if (major, minor) < (3, 9):
         raise RuntimeError(
-            f"setup failed: transformer_lens {versions['transformer_lens']} is installed; lens_audio needs 4.x "
-            "(`pip install -U 'transformer_lens>=4,<5'`)."
+            f"setup failed: transformer_lens {versions['transformer_lens']} is installed; lens_audio needs 3.9+ or 4.x "
+            "(`pip install -U 'transformer_lens>=3.9,<5'`)."
         )
     import lens_audio
     from lens_audio import HookedAudioLM
