@@ -46,6 +46,7 @@ from lens_audio.analysis.steering import (
     layers_of,
     steering_hooks,
 )
+from lens_audio.checks import check_int
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import accuracy_with_ci
@@ -85,6 +86,8 @@ class Experiment:
         progress: bool = True,
     ) -> None:
         self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
+        # before any work: the specialists and each random draw (from the other heads) need k_heads heads each
+        check_int("k_heads", profile.k_heads, 1, model.cfg.n_layers * model.cfg.n_heads // 2)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self._heads: HeadSelection | None = None

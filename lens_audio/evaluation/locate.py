@@ -23,6 +23,7 @@ from lens_audio.evaluation.runner import run_benchmark
 from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
+    from lens_audio.checks import OneLineParser, cli_float
     from lens_audio.evaluation.experiment import Experiment
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
@@ -130,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     DIR is the experiment's run folder (default `runs/experiment`, as `lens-audio experiment`): the calibration
     run there is reused, or computed if missing.
     """
-    import argparse
     import json
     from pathlib import Path
 
@@ -140,11 +140,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
     from lens_audio.model.registry import bundled_benchmark
 
-    parser = argparse.ArgumentParser(prog="python -m lens_audio.evaluation.locate")
+    parser = OneLineParser(prog="python -m lens_audio.evaluation.locate")
     parser.add_argument("--model", default="workshop")
     parser.add_argument("--benchmark")
     parser.add_argument("--out", default="runs/experiment")
-    parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--betas", type=cli_float(), nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
     experiment = Experiment(
         HookedAudioLM.from_pretrained(args.model),

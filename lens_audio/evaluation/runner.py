@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
+from lens_audio.checks import check_int
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
@@ -65,6 +66,8 @@ def run_benchmark(
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
+    check_int("batch_size", batch_size, 1)
+    check_int("max_new_tokens", max_new_tokens, 1)
     ids = [item["id"] for item in items]
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
