@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     explore.add_argument(
         "--benchmark", help="MMAU-format JSON holding the item (default: the bundled workshop benchmark)"
     )
+    _add_allow_outside_argument(explore)
     explore.add_argument("--template", help="prompt template (default: the model's profile)")
     explore.add_argument(
         "--layers", type=cli_int(0), nargs="+", help="starting source layers of the steering direction (default: all)"
@@ -153,7 +154,8 @@ def run_explore(args: argparse.Namespace) -> int:
     from lens_audio.explorer import explore_page
     from lens_audio.workshop import benchmark_for
 
-    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model))}
+    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model),
+                                                    allow_outside=args.allow_outside_audio)}
     if args.item not in items:
         shown = ", ".join(list(items)[:5])
         raise ValueError(
@@ -172,6 +174,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         "--benchmark",
         help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
     )
+    _add_allow_outside_argument(parser)
     parser.add_argument(
         "--template",
         help="prompt template (instruct, r1-aqa, letters; default: the model's profile, see evaluation.profile)",
@@ -209,6 +212,11 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
             "--beta", type=cli_float(),
             help="steering strength (default: the sweep's best, running the sweep if needed)",
         )
+
+
+def _add_allow_outside_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-outside-audio", action="store_true",
+                        help="read audio_id paths that lead outside the benchmark file's folder (refused by default)")
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -263,7 +271,8 @@ def run_stage(args: argparse.Namespace) -> int:
         gate=args.gate,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
-    experiment = Experiment(model, load_mmau(args.benchmark or benchmark_for(args.model)), profile, args.out)
+    items = load_mmau(args.benchmark or benchmark_for(args.model), allow_outside=args.allow_outside_audio)
+    experiment = Experiment(model, items, profile, args.out)
     if args.command == "experiment":
         full = experiment.run_all()
         print(format_table(full))
