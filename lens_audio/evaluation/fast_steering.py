@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.analysis.steering import steered
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.model.hook_point import block_hook_name
 
@@ -108,7 +109,7 @@ class FastSteering:
         h = self.points_audio[:, -1]
         if direction is not None:
             scale = torch.as_tensor(beta, dtype=h.dtype, device=h.device)
-            h = h + (scale[:, None] if scale.ndim == 1 else scale) * direction
+            h = steered(h, scale[:, None] if scale.ndim == 1 else scale, direction)
         logprobs = self.model.unembed(self.model.ln_final(h)).log_softmax(-1)
         return [logprobs[row, ids] for row, ids in enumerate(self.option_ids)]
 

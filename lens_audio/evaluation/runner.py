@@ -30,6 +30,7 @@ from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
+from lens_audio.model.finite import NonFiniteError, check_finite_logits
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -79,7 +80,12 @@ def run_benchmark(
         with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
-                for record in _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence):
+                try:
+                    scored = _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence)
+                except NonFiniteError as exc:  # name the items; the records before them are kept
+                    ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
+                    raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
+                for record in scored:
                     done[record["id"]] = record
                     if run is not None:
                         run.append(record)
@@ -142,7 +148,9 @@ def choice_log_likelihoods(
     scores = torch.full((batch.batch_size, width), float("-inf"))
     if all(len(ids) == 1 for row in encoded for ids in row):
         with model.hooks(fwd_hooks=list(hooks)):
-            logprobs = model(batch)[:, -1].log_softmax(-1).cpu()
+            last = model(batch)[:, -1]
+        check_finite_logits(model, last, "choice scoring")
+        logprobs = last.log_softmax(-1).cpu()
         for i, row in enumerate(encoded):
             scores[i, : len(row)] = logprobs[i, [ids[0] for ids in row]]
         return scores
@@ -157,6 +165,7 @@ def choice_log_likelihoods(
         with model.hooks(fwd_hooks=list(hooks)):
             logits = model(ids, mask, batch.input_features, batch.feature_attention_mask)
         prompt = batch.input_ids.shape[1]
+        check_finite_logits(model, logits[:, prompt - 1 : -1], "choice scoring")
         logprobs = logits[:, prompt - 1 : -1].log_softmax(-1).cpu()
         gathered = logprobs.gather(-1, extra[..., None]).squeeze(-1) * extra_mask
         for i, s in enumerate(suffixes):

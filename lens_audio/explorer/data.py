@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.steering import checked_push, steered
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.dispatch import materialized
@@ -158,8 +159,9 @@ class ExplorerData:
         audio-minus-silence direction is zero), so the silence row shows what the push does without the audio.
         """
         model = self.model
-        push = (beta * self.direction(layers)).to(model.dtype)
-        h = torch.stack([self.points_audio[-1], self.points_silence[-1]]).to(model.device) + push.to(model.device)
+        direction = self.direction(layers).to(model.device)
+        checked_push(beta, direction, model.dtype)
+        h = steered(torch.stack([self.points_audio[-1], self.points_silence[-1]]).to(model.device), beta, direction)
         logits = model.unembed(model.ln_final(h[:, None]))[:, 0, self.option_ids]
         probs = logits.float().softmax(-1).cpu()
         return probs[0], probs[1]

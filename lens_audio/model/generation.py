@@ -17,6 +17,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from lens_audio.checks import check_float, check_int
+from lens_audio.model.finite import check_finite_logits
 from lens_audio.model.kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -92,6 +94,14 @@ class Sampling:
     pad_token_id: int | None = None
     generator: torch.Generator | None = None
 
+    def __post_init__(self) -> None:
+        check_int("max_new_tokens", self.max_new_tokens, 0)
+        check_float("temperature", self.temperature)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        if self.top_p is not None:
+            check_float("top_p", self.top_p, 0.0, 1.0)
+
 
 def decode(
     model: "HookedAudioLM",
@@ -118,6 +128,7 @@ def decode(
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     one = torch.ones_like(mask[:, :1])
     for i in range(s.max_new_tokens):
+        check_finite_logits(model, next_logits, f"generate (new token {i})")
         next_tokens = _choose(next_logits.to(tokens.device), s.do_sample, s.temperature, s.top_k, s.top_p, s.generator)
         next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
         tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)

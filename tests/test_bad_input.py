@@ -1,0 +1,161 @@
+"""Bad input, second round: non-finite results, hostile item fields, argument ranges, steering overflow, damaged
+checkpoints and full disks. Each test checks that the message names the input (or that a result equals a second
+computation); the checks sit at one place per kind, so the tests try several cases of each kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file, save_file
+
+from lens_audio import HookedAudioLM
+from lens_audio.analysis.statistics import random_head_draws
+from lens_audio.analysis.steering import overflow_limit, steered_generate, steering_hooks
+from lens_audio.cli import main
+from lens_audio.evaluation import load_mmau
+from lens_audio.evaluation.mmau import BenchmarkError
+from lens_audio.evaluation.profile import ExperimentProfile
+from lens_audio.evaluation.runner import run_benchmark
+from lens_audio.model.finite import NonFiniteError
+from lens_audio.testing import save_checkpoint, tiny_hf_model
+from tests.conftest import waveform
+
+RUN = dict(template="letters", mode="choice", batch_size=2, progress=False, listening=False)
+
+
+def item(id_="x", **fields):
+    return {"id": id_, "audio_id": "a.wav", "question": "What is it?", "choices": ["dog", "cat"], "answer": "dog",
+            **fields}
+
+
+def bench(folder: Path, items: list[dict]) -> Path:
+    soundfile.write(folder / "a.wav", waveform(0.5, 1), 16000)
+    path = folder / "bench.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, processor):
+    hf, _ = tiny_hf_model(processor, seed=7, n_heads=4, n_kv_heads=2, n_layers=2)
+    return save_checkpoint(hf, processor, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def copy_checkpoint(checkpoint: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for file in checkpoint.iterdir():
+        (folder / file.name).symlink_to(file)
+    return folder
+
+
+# --- item fields ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fields, names",
+    [
+        ({"question": None}, "question must be a non-empty string, not None"),
+        ({"question": 3}, "question must be a non-empty string, not 3"),
+        ({"question": "  "}, "question must be a non-empty string"),
+        ({"choices": ["dog", None]}, "choices must all be non-empty strings, but None"),
+        ({"choices": [1, 2], "answer": 1}, "choices must all be non-empty strings, but 1 (int)"),
+        ({"choices": ["dog", ""], "answer": ""}, "choices must all be non-empty strings, but ''"),
+        ({"choices": ["dog", "Dog "]}, "choices repeat"),
+        ({"choices": "dog, cat"}, "choices must be a non-empty list"),
+        ({"answer": "cow"}, "answer 'cow' is not among its choices"),
+        ({"answer": None}, "answer must be a string"),
+        ({"choices": ["dog", "?"], "answer": "?"}, "answer '?' holds no word"),
+        ({"split": 1}, "split must be a string"),
+        ({"category": ["a", "b"]}, "category must be a string or a one-element list"),
+        ({"audio_id": "../a.wav"}, "audio_id '../a.wav' leads outside the benchmark folder"),
+        ({"audio_id": ["a.wav", "/etc/passwd"]}, "audio_id '/etc/passwd' leads outside"),
+    ],
+)
+def test_bad_item_fields_are_named(tmp_path, fields, names):
+    path = bench(tmp_path, [item("good"), item("bad-one", **fields)])
+    with pytest.raises(BenchmarkError) as raised:
+        load_mmau(path)
+    message = str(raised.value)
+    assert "item 1 ('bad-one')" in message and names in message and "1 problem(s)" in message
+
+
+def test_mmau_quirks_still_load(tmp_path):
+    quirky = item("q", category=["Sound"], **{"sub-category": "x", "difficulty": "easy", "task": "sound"})
+    loaded = load_mmau(bench(tmp_path, [quirky, item("n", category="Music", choices=["1", "2"], answer="2")]))
+    assert [i["category"] for i in loaded] == ["Sound", "Music"]
+
+
+def test_outside_audio_is_read_when_allowed(tmp_path):
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    soundfile.write(tmp_path / "out.wav", waveform(0.5, 2), 16000)
+    path = bench(inner, [item("o", audio_id="../out.wav")])
+    with pytest.raises(BenchmarkError, match="leads outside"):
+        load_mmau(path)
+    assert load_mmau(path, allow_outside=True)[0]["audio_path"] == str((tmp_path / "out.wav").resolve())
+    link = inner / "linked.wav"  # a link the user put inside the folder is theirs: allowed
+    link.symlink_to(tmp_path / "out.wav")
+    assert load_mmau(bench(inner, [item("l", audio_id="linked.wav")]))[0]["id"] == "l"
+
+
+# --- argument ranges --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, flag, says",
+    [
+        (["listen", "--batch-size", "0"], "--batch-size", "at least 1, not 0"),
+        (["listen", "--batch-size", "-2"], "--batch-size", "at least 1, not -2"),
+        (["select-heads", "--k-heads", "0"], "--k-heads", "at least 1"),
+        (["evaluate", "--draws", "0"], "--draws", "at least 1"),
+        (["listen", "--seed", "-1"], "--seed", "between 0 and 4294967295"),
+        (["listen", "--seed", "1.5"], "--seed", "not a whole number"),
+        (["sweep-beta", "--betas", "1", "inf"], "--betas", "finite"),
+        (["evaluate", "--beta", "nan"], "--beta", "finite"),
+        (["explore", "--item", "x", "--out", "x.html", "--layers", "-1"], "--layers", "at least 0"),
+        (["workshop", "benchmark", "--out", "x", "--clips", "0"], "--clips", "at least 1"),
+        (["workshop", "train", "--out", "x", "--steps-audio", "-5"], "--steps-audio", "at least 0"),
+    ],
+)
+def test_cli_numbers_are_checked_before_work(capsys, argv, flag, says):
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {flag}" in err and says in err
+
+
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        ({"k_heads": 0}, "k_heads must be at least 1"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"n_random_draws": 0}, "n_random_draws must be at least 1"),
+        ({"seed": -1}, "seed must be between 0"),
+        ({"seed": 1.5}, "seed must be a whole number"),
+        ({"betas": (1.0, float("nan"))}, "betas[1] is nan"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"k_heads": True}, "k_heads must be a whole number"),
+    ],
+)
+def test_profile_checks_its_numbers(changes, says):
+    with pytest.raises(ValueError) as raised:
+        ExperimentProfile(**changes)
+    assert says in str(raised.value)
+
+
+def test_analysis_functions_check_their_numbers(tiny_pair):
+    with pytest.raises(ValueError, match="n_draws must be at least 1"):
+        random_head_draws(2, 4, 2, 0)
+    with pytest.raises(ValueError, match="k must be between 1 and 8"):
+        random_head_draws(2, 4, 0, 3)
+    model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1]
+    with pytest.raises(ValueError, match="batch_size must be at least 1, not 0"):
+        run_benchmark(model, [], None, **{**RUN, "batch_size": 0})
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 0"):
+        model.generate("hello", max_new_tokens=-1)
+    with pytest.raises(ValueError, match="k_heads must be between 1 and 4"):
+        from lens_audio.evaluation.experiment import Experiment
+
+        Experiment(model, [], ExperimentProfile(k_heads=5), "unused", progress=False)
