@@ -159,3 +159,87 @@ def test_analysis_functions_check_their_numbers(tiny_pair):
         from lens_audio.evaluation.experiment import Experiment
 
         Experiment(model, [], ExperimentProfile(k_heads=5), "unused", progress=False)
+
+
+# --- non-finite results -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def items(tmp_path_factory):
+    from lens_audio.workshop.benchmark import write_benchmark
+
+    folder = write_benchmark(tmp_path_factory.mktemp("bench") / "w", seed=4, n_clips=2, progress=False)
+    return load_mmau(folder / "workshop.json")
+
+
+# from_pretrained folds the final norm's weight into the unembedding (fold_ln), so its NaN shows there
+@pytest.mark.parametrize("key, lens_name", [("language_model.model.norm.weight", "unembed.weight"),
+                                            ("language_model.model.layers.1.mlp.up_proj.weight",
+                                             "blocks.1.mlp.up_proj.weight")])
+@pytest.mark.parametrize("mode", ["choice", "generate"])
+def test_non_finite_checkpoint_stops_the_run(checkpoint, tmp_path, items, key, lens_name, mode):
+    folder = copy_checkpoint(checkpoint, tmp_path / "nan")
+    (folder / "model.safetensors").unlink()
+    tensors = load_file(checkpoint / "model.safetensors")
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan") if "norm" in key else float("inf")
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    model = HookedAudioLM.from_pretrained(folder)
+    out = tmp_path / "run.jsonl"
+    with pytest.raises(NonFiniteError) as raised:
+        run_benchmark(model, items[:2], out, **{**RUN, "mode": mode, "max_new_tokens": 2})
+    message = str(raised.value)
+    assert str(folder) in message and repr(lens_name) in message and items[0]["id"] in message
+    assert not out.exists() or out.read_text() == "", "nothing was scored"
+
+
+def test_activation_overflow_is_told_apart_from_a_damaged_checkpoint(tiny_pair, two_example_batch):
+    model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1]
+
+    def blow_up(resid, hook):
+        return resid * float("inf")
+
+    with pytest.raises(NonFiniteError, match="parameters are all finite, so an activation overflowed"):
+        model.generate(two_example_batch, max_new_tokens=1, fwd_hooks=[("blocks.0.hook_resid_post", blow_up)])
+
+
+# --- steering overflow ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("beta", [1e39, -1e39, 1e17])
+def test_overflowing_beta_is_refused_with_the_largest_that_fits(tiny_pair, two_example_batch, beta):
+    model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1]
+    direction = torch.ones(model.cfg.d_model)
+    with pytest.raises(ValueError, match="steering beta") as raised:
+        steering_hooks(model, direction, beta)
+    largest = float(str(raised.value).split("can take is ")[1].split(" ")[0])
+    assert largest <= overflow_limit(model.dtype) and largest == pytest.approx(overflow_limit(model.dtype), rel=1e-2)
+    with pytest.raises(ValueError, match="steering beta"):
+        steered_generate(model, two_example_batch, [0], 1e39 * np.sign(beta), max_new_tokens=1)
+
+
+def test_steered_residual_overflow_names_the_largest_beta(tiny_pair, two_example_batch):
+    model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1]
+    limit, name = overflow_limit(model.dtype), "blocks.0.hook_resid_post"
+    big = (name, lambda resid, hook: torch.full_like(resid, 5e16))  # a residual already near the limit
+    ones = torch.ones(model.cfg.d_model)
+    with pytest.raises(ValueError, match="pushes the residual stream past") as raised:
+        with model.hooks(fwd_hooks=[big] + steering_hooks(model, ones, 5e16, hook_name=name)):
+            model(two_example_batch)
+    largest = float(str(raised.value).split("can take is about ")[1].rstrip("."))
+    assert largest <= limit - 5e16 and largest == pytest.approx(limit - 5e16, rel=1e-2)  # by hand
+    with model.hooks(fwd_hooks=[big] + steering_hooks(model, ones, largest, hook_name=name)):
+        model(two_example_batch)  # the beta it names is taken
+
+
+def test_steering_below_the_limit_is_unchanged(tiny_pair, two_example_batch):
+    """The checked hook gives the logits of adding beta * direction by hand."""
+    model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1]
+    direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+    def by_hand(resid, hook):
+        resid = resid.clone()
+        resid[:, -1:] += 3.0 * direction
+        return resid
+
+    with model.hooks(fwd_hooks=[(name, by_hand)]):
+        expected = model(two_example_batch)
+    with model.hooks(fwd_hooks=steering_hooks(model, direction, 3.0)):
+        assert torch.equal(model(two_example_batch), expected)

@@ -150,10 +150,11 @@ def _check_beta(beta: float) -> None:
 def overflow_limit(dtype: torch.dtype) -> float:
     """The largest residual magnitude steering may produce: finite in `dtype`, and squared finite in float32.
 
-    The norms square the residual in float32 (`RMSNorm`): beyond sqrt(float32 max) ~ 1.8e19 the variance is
-    infinite and the normalised residual silently becomes zero (every logit equal), below it all is finite.
+    The norms sum the squared residual in float32 (`RMSNorm`); if that sum overflows, the normalised residual
+    silently becomes zero (every logit equal). sqrt(float32 max) / 256 ~ 7.2e16 keeps the sum finite for residual
+    streams up to 65536 wide.
     """
-    return min(torch.finfo(dtype).max, math.sqrt(torch.finfo(torch.float32).max))
+    return min(torch.finfo(dtype).max, math.sqrt(torch.finfo(torch.float32).max) / 256)
 
 
 def checked_push(
@@ -170,10 +171,18 @@ def checked_push(
     if abs(beta) * peak > limit:
         raise ValueError(
             f"steering beta {beta:g} times the direction (largest entry {peak:.3g}) exceeds {limit:.3g}, beyond which "
-            f"{dtype} or the model's norms overflow; the largest beta this direction can take is {limit / peak:.3g} "
+            f"{dtype} or the model's norms overflow; the largest beta this direction can take is {_down(limit / peak)} "
             "(useful strengths are far smaller: the direction is on the residual stream's own scale)."
         )
     return (beta * direction).to(dtype)
+
+
+def _down(value: float) -> str:
+    """`value` to three significant figures, rounded towards zero (so the beta it names does fit)."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.floor(value / step) * step:.3g}"
 
 
 def steered(resid: Tensor, beta: float | Tensor, direction: Tensor) -> Tensor:
@@ -189,7 +198,7 @@ def steered(resid: Tensor, beta: float | Tensor, direction: Tensor) -> Tensor:
     magnitude = float(torch.as_tensor(beta).abs().max())
     raise ValueError(
         f"steering by beta {magnitude:g} pushes the residual stream past {limit:.3g} (or to NaN), where {resid.dtype} "
-        f"or the model's norms overflow; the largest beta these inputs can take is about {room / peak:.3g}."
+        f"or the model's norms overflow; the largest beta these inputs can take is about {_down(room / peak)}."
     )
 
 
