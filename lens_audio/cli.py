@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lens_audio.checks import OneLineParser, cli_float, cli_int, cli_seed
+from lens_audio.files import write_atomically
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,7 +318,7 @@ def run_stage(args: argparse.Namespace) -> int:
             print(f"{name:16s} {100 * run.correct.mean():6.2f}%")
         print("\n".join(f"{name}: {v.describe()}" for name, v in paired.items()))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(result, indent=1))
+        write_atomically(args.json_path, json.dumps(result, indent=1))
     return 0
 
 
@@ -423,7 +424,7 @@ def run_demo(args: argparse.Namespace) -> int:
     summary["seconds"] = round(time.perf_counter() - started, 2)
     print(json.dumps(summary, indent=1))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(summary, indent=2))
+        write_atomically(args.json_path, json.dumps(summary, indent=2))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lens_audio import plots
+from lens_audio.files import write_atomically
 
 if TYPE_CHECKING:
     from lens_audio.evaluation.results import ExperimentResult
@@ -112,9 +113,8 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
 
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}
-    (out / "report.html").write_text(
-        _report(result, format_table(result), list(figures), static=static_problem is None)
-    )
+    write_atomically(out / "report.html", _report(result, format_table(result), list(figures),
+                                                 static=static_problem is None))
     result.save(out / "results.json")
     return {"figures": written, "result": result, "static_problem": static_problem}
 

@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lens_audio.files import naming_the_file
+
 if TYPE_CHECKING:
     from lens_audio.analysis.lens import LogitLens
     from lens_audio.analysis.listening import ListeningSignal
@@ -283,12 +285,13 @@ def save_figure(
         handle, temporary = tempfile.mkstemp(prefix=f".{name}-", suffix=f".{fmt}", dir=folder)
         os.close(handle)
         try:
-            if fmt == "html":
-                fig.write_html(temporary, include_plotlyjs="cdn")
-            else:
-                _write_static(fig, temporary, fmt)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
+            with naming_the_file(target):
+                if fmt == "html":
+                    fig.write_html(temporary, include_plotlyjs="cdn")
+                else:
+                    _write_static(fig, temporary, fmt)
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, target)
             written.append(target)
         except StaticExportUnavailable as exc:
             missing = exc

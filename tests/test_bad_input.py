@@ -4,7 +4,10 @@ computation); the checks sit at one place per kind, so the tests try several cas
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import soundfile
 import torch
 from safetensors.torch import load_file, save_file
 
-from lens_audio import HookedAudioLM
+from lens_audio import AudioError, HookedAudioLM, load_audio, make_batch
 from lens_audio.analysis.statistics import random_head_draws
 from lens_audio.analysis.steering import overflow_limit, steered_generate, steering_hooks
 from lens_audio.cli import main
@@ -243,3 +246,150 @@ def test_steering_below_the_limit_is_unchanged(tiny_pair, two_example_batch):
         expected = model(two_example_batch)
     with model.hooks(fwd_hooks=steering_hooks(model, direction, 3.0)):
         assert torch.equal(model(two_example_batch), expected)
+
+
+# --- audio shapes -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", [0, -16000, 0.5, 44100.5, float("nan"), True, "16000", 999])
+def test_bad_sampling_rate_is_named(rate):
+    with pytest.raises(AudioError, match=r"audio array: sampling_rate must be a whole number.*not"):
+        load_audio(waveform(0.2, 1), rate)
+
+
+def test_integral_float_sampling_rate_and_tensors_are_read():
+    clip = waveform(0.2, 1)
+    expected = load_audio(clip, 22050)
+    np.testing.assert_array_equal(load_audio(clip, 22050.0), expected)
+    np.testing.assert_array_equal(load_audio(torch.from_numpy(clip), 22050), expected)
+
+
+@pytest.mark.parametrize("audio", [[0.1] * 8000, [[0.1] * 8000, [0.2] * 8000], (0, 1, 2, 3)])
+def test_waveform_as_a_python_list_is_named(processor, audio):
+    with pytest.raises(AudioError, match="example 0: its audio is a Python list of .* numbers"):
+        make_batch(processor, audio, "What is it?", sampling_rate=16000)
+    with pytest.raises(AudioError, match="example 1: its audio is a Python list"):
+        make_batch(processor, [waveform(0.5, 1), audio], ["a?", "b?"], sampling_rate=16000)
+    with pytest.raises(AudioError, match="a Python list of numbers is not a clip"):
+        load_audio(audio, 16000)
+
+
+def test_non_audio_clip_is_named_by_its_type(processor):
+    with pytest.raises(AudioError, match=r"example 0, clip 1 \(dict\): expected a file path or a numpy array"):
+        make_batch(processor, [waveform(0.5, 1), {"array": [0.1]}], "What is it?", sampling_rate=16000)
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+def _rewrite_header(path: Path, edit) -> None:
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
+
+
+def _first_tensor(header: dict) -> dict:
+    return header[next(k for k in header if k != "__metadata__")]
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda raw: (64 * 2**30).to_bytes(8, "little") + raw[8:], "header claims 68719476736 bytes"),
+        (lambda raw: raw[:5], "header claims"),
+        (lambda raw: raw[:8] + b"{not json" + raw[17:], "unreadable header"),
+    ],
+)
+def test_damaged_safetensors_header_is_refused_before_allocation(checkpoint, tmp_path, damage, says):
+    folder = copy_checkpoint(checkpoint, tmp_path / "bad")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").write_bytes(damage((checkpoint / "model.safetensors").read_bytes()))
+    with pytest.raises(ValueError, match=f"{re.escape(str(folder / 'model.safetensors'))}.*{says}"):
+        HookedAudioLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda t: t.update(data_offsets=[0, 64 * 2**30]), "outside the file's"),
+        (lambda t: t.update(data_offsets=[t["data_offsets"][0], t["data_offsets"][1] - 4]), "spans"),
+        (lambda t: t.update(shape=[t["shape"][0] * 2, *t["shape"][1:]]), "needs"),
+        (lambda t: t.update(shape=[-1]), "not a list of non-negative integers"),
+        (lambda t: t.update(dtype="F8_E9"), "dtype F8_E9"),
+        (lambda t: t.pop("shape"), "not dtype, shape and data_offsets"),
+    ],
+)
+def test_tensor_offsets_are_checked_against_file_and_shape(checkpoint, tmp_path, edit, says):
+    folder = copy_checkpoint(checkpoint, tmp_path / "bad")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
+    _rewrite_header(folder / "model.safetensors", lambda header: edit(_first_tensor(header)))
+    with pytest.raises(ValueError, match=f"{re.escape(str(folder))}.*tensor '.*' .*{says}"):
+        HookedAudioLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("text, says", [("{not json", "is not valid JSON"), ("[1, 2]", "must hold a JSON object")])
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_config_that_is_not_json_names_the_file(checkpoint, tmp_path, text, says, name):
+    folder = copy_checkpoint(checkpoint, tmp_path / "bad")
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).write_text(text)
+    with pytest.raises(ValueError, match=f"{re.escape(str(folder / name))} {says}"):
+        HookedAudioLM.from_pretrained(folder)
+
+
+# --- full disk --------------------------------------------------------------------------------------------------
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_names_the_run_file_and_keeps_its_lines(tmp_path, monkeypatch):
+    from lens_audio.evaluation import run_file
+    from lens_audio.evaluation.run_file import RunFile, read_records
+
+    path = tmp_path / "run.jsonl"
+    with RunFile(path) as run:
+        run.append({"id": "a"})
+        monkeypatch.setattr(run_file.os, "write", _full_disk)
+        with pytest.raises(OSError) as raised:
+            run.append({"id": "b"})
+    assert raised.value.errno == errno.ENOSPC
+    assert str(path) in str(raised.value) and "the disk is full" in str(raised.value)
+    monkeypatch.undo()
+    assert read_records(path) == {"a": {"id": "a"}}
+
+
+@pytest.mark.parametrize("writer", ["result", "direction", "page_like"])
+def test_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, monkeypatch, writer):
+    from lens_audio import files
+    from lens_audio.analysis.steering import FixedDirection
+
+    target = tmp_path / "out" / f"{writer}.data"
+    target.parent.mkdir()
+    target.write_text("the previous version")
+    monkeypatch.setattr(files.os, "fsync", _full_disk)
+    with pytest.raises(OSError) as raised:
+        if writer == "direction":
+            FixedDirection(torch.ones(4), "m", [0], 1.0).save(target)
+        elif writer == "result":
+            from lens_audio.analysis.heads import correlate_heads
+
+            rng = np.random.default_rng(0)
+            correlate_heads(rng.random((6, 2, 2)), rng.random(6) > 0.5, n_bootstrap=10).save(target)
+        else:
+            files.write_atomically(target, "<html>")
+    assert str(target) in str(raised.value) and "the disk is full" in str(raised.value)
+    assert target.read_text() == "the previous version"
+    assert [p.name for p in target.parent.iterdir()] == [target.name], "no temporary file left"
+
+
+def test_full_disk_in_an_atomic_folder_names_the_folder(tmp_path, monkeypatch):
+    from lens_audio.files import atomic_folder
+
+    folder = tmp_path / "checkpoint"
+    with pytest.raises(OSError, match=f"could not write {re.escape(str(folder))}.*the disk is full"):
+        with atomic_folder(folder) as staging:
+            with open(staging / "weights", "wb") as handle:
+                handle.write(b"x")
+                _full_disk()
+    assert list(tmp_path.iterdir()) == []

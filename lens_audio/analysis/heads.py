@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lens_audio.analysis.statistics import fisher_ci, nan_list, pearson_columns, random_head_draws
 from lens_audio.checks import check_confidence, check_int, check_seed
+from lens_audio.files import write_atomically
 
 
 @dataclass
@@ -71,7 +72,7 @@ class HeadCorrelation:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json()))
+        write_atomically(path, json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadCorrelation":

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from lens_audio.analysis.silence_prefix import shared_silence_residuals
+from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.hook_point import block_hook_name, site_hook_names
 
@@ -250,19 +252,21 @@ class FixedDirection:
             "site": self.site,
             "d_model": str(self.vector.shape[0]),
         }
-        save_file({"direction": self.vector.contiguous()}, str(path), metadata=metadata)
+        write_atomically(path, save({"direction": self.vector.contiguous()}, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path, model: "HookedAudioLM | None" = None) -> "FixedDirection":
         """Load; with `model`, refuse a direction saved from a model of another width."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-        vector = load_file(str(path))["direction"]
-        loaded = cls(
-            vector, metadata["model_name"], json.loads(metadata["layers"]), float(metadata["beta"]), metadata["site"]
-        )
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata()
+            vector = load_file(str(path))["direction"]
+            loaded = cls(vector, metadata["model_name"], json.loads(metadata["layers"]), float(metadata["beta"]),
+                         metadata["site"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise ValueError(f"{path} is not a steering direction saved by FixedDirection.save ({exc}).") from exc
         if model is not None and vector.shape[0] != model.cfg.d_model:
             raise ValueError(
                 f"{path} holds a direction of width {vector.shape[0]} from {loaded.model_name!r}, but this model's "

@@ -23,7 +23,6 @@ from lens_audio.evaluation.runner import run_benchmark
 from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
-    from lens_audio.checks import OneLineParser, cli_float
     from lens_audio.evaluation.experiment import Experiment
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
@@ -134,9 +133,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     import json
     from pathlib import Path
 
+    from lens_audio.checks import OneLineParser, cli_float
     from lens_audio.evaluation.experiment import Experiment
     from lens_audio.evaluation.mmau import load_mmau
     from lens_audio.evaluation.profile import profile_for
+    from lens_audio.files import write_atomically
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
     from lens_audio.model.registry import bundled_benchmark
 
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.out,
     )
     result = locate(experiment, args.betas)
-    (Path(args.out) / "locate.json").write_text(json.dumps(result, indent=1))
+    write_atomically(Path(args.out) / "locate.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

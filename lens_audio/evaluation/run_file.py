@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lens_audio.files import naming_the_file, write_atomically
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; the lock file is still written for humans to see
@@ -84,10 +86,11 @@ class RunFile:
         if self._fd is None:
             raise RuntimeError(f"{self.path}: append() needs the run file open (use `with RunFile(path) as run:`).")
         data = (json.dumps(record) + "\n").encode()
-        written = os.write(self._fd, data)
-        while written < len(data):  # regular files take the whole line at once; this is only for safety
-            written += os.write(self._fd, data[written:])
-        os.fsync(self._fd)
+        with naming_the_file(self.path):  # a full disk names the run file (the lines before stay whole)
+            written = os.write(self._fd, data)
+            while written < len(data):  # regular files take the whole line at once; this is only for safety
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
         self.records[record["id"]] = record
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -135,9 +138,4 @@ def _acquire(lock_path: Path, run_path: Path) -> int:
 
 def _rewrite(path: Path, records: Any) -> None:
     """Replace `path` atomically by exactly `records`, one line each."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))

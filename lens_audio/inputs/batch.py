@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,15 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_audio.inputs import voxtral
-from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, AudioSource, fit_to_window, load_audio, refuse_too_short
+from lens_audio.inputs.audio import (
+    TARGET_SAMPLE_RATE,
+    AudioError,
+    AudioSource,
+    fit_to_window,
+    is_number_list,
+    load_audio,
+    refuse_too_short,
+)
 
 AUDIO_PLACEHOLDER = "<|AUDIO|>"
 
@@ -249,7 +258,12 @@ def _prepare_clip(processor: Any, clip: AudioSource, sampling_rate: int | None, 
     return refuse_too_short(waveform, int(extractor.hop_length), label)
 
 
-def _as_clip_list(audio: Any) -> list[AudioSource]:
+def _as_clip_list(audio: Any, example: int = 0) -> list[AudioSource]:
+    if is_number_list(audio):
+        raise AudioError(
+            f"example {example}: its audio is a Python list of {len(audio)} numbers, which would be read as that many "
+            "clips; pass the samples as a numpy array, np.asarray(samples, dtype=np.float32), with sampling_rate=."
+        )
     if isinstance(audio, (list, tuple)):
         return list(audio)
     return [audio]
@@ -262,11 +276,13 @@ def _per_example(audio: Any, n_examples: int) -> list[list[AudioSource]]:
             f"{n_examples} questions/prompts need a list of {n_examples} audio items (one clip or a list of clips "
             f"each); got {got}."
         )
-    return [_as_clip_list(item) for item in audio]
+    return [_as_clip_list(item, i) for i, item in enumerate(audio)]
 
 
 def _clip_name(clip: Any, example: int, index: int) -> str:
-    return str(clip) if not isinstance(clip, np.ndarray) else f"example {example}, clip {index} (array)"
+    if isinstance(clip, (np.ndarray, torch.Tensor)):
+        return f"example {example}, clip {index} (array)"
+    return str(clip) if isinstance(clip, (str, Path)) else f"example {example}, clip {index} ({type(clip).__name__})"
 
 
 def _spans(is_audio: Bool[Tensor, " pos"]) -> list[tuple[int, int]]:
