@@ -136,14 +136,16 @@ def _check_audio(audio_id: Any, folder: Path, allow_outside: bool) -> list[str]:
     clips = audio_id if isinstance(audio_id, list) else [audio_id]
     if not clips or not all(isinstance(c, str) and c for c in clips):
         return [f"audio_id must be a path or a non-empty list of paths, not {audio_id!r}"]
+    # Lexically, so a symlink the user put inside the folder stays allowed; `..` and absolute paths do not.
+    outside = [c for c in clips if not _inside(Path(os.path.normpath(folder / c)), Path(os.path.normpath(folder)))]
+    if outside and not allow_outside:
+        more = f" (and {len(outside) - 1} more of its clips)" if len(outside) > 1 else ""
+        return [f"audio_id {outside[0]!r}{more} leads outside the benchmark folder {str(folder)!r}; move the clips "
+                "into it, or allow this with allow_outside=True (--allow-outside-audio)"]
     wrong = []
     for clip in clips:
         target = folder / clip
-        # Lexically, so a symlink the user put inside the folder stays allowed; `..` and absolute paths do not.
-        if not allow_outside and not _inside(Path(os.path.normpath(target)), Path(os.path.normpath(folder))):
-            wrong.append(f"audio_id {clip!r} leads outside the benchmark folder {str(folder)!r}; move the clip into "
-                         "it, or allow this with allow_outside=True (--allow-outside-audio)")
-        elif not target.is_file():
+        if not target.is_file():
             wrong.append(f"audio file {str(target)!r} " + ("is a folder" if target.is_dir() else "does not exist"))
     return wrong
 
