@@ -30,6 +30,7 @@ from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
+from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.finite import NonFiniteError, check_finite_logits
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def choice_log_likelihoods(
     if not bool(batch.attention_mask[:, -1].all()):
         raise ValueError("choice scoring needs a left-padded batch (model.to_batch's default).")
     tok = model.tokenizer
-    encoded = [[tok.encode(c, add_special_tokens=False) for c in row] for row in choices]
+    encoded = [[encode_text(tok, c) for c in row] for row in choices]
     width = max(len(row) for row in encoded)
     scores = torch.full((batch.batch_size, width), float("-inf"))
     if all(len(ids) == 1 for row in encoded for ids in row):

@@ -30,6 +30,7 @@ from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.steering import checked_push, steered
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
+from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.dispatch import materialized
 from lens_audio.model.hook_point import block_hook_name
 
@@ -256,7 +257,7 @@ def _options(
         logits = model.unembed(model.ln_final(h_final.to(model.device)[None, None]))[0, 0]
         ids = logits.float().topk(TOP_TOKENS).indices.tolist()
         return ids, [tok.decode([i]) for i in ids]
-    ids = [tok.encode(name, add_special_tokens=False)[:1] for name in names]
+    ids = [encode_text(tok, name)[:1] for name in names]
     if any(not i for i in ids) or len({i[0] for i in ids}) < len(ids):
         raise ValueError(
             f"options {names} must each start with a different token to be told apart by the next token's probability."

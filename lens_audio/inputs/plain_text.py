@@ -38,6 +38,13 @@ def holds_special_tokens(tokenizer: Any, texts: Sequence[str | None]) -> bool:
     return any(text is not None and any(token in text for token in tokens) for text in texts)
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of user text (a choice, an answer) with no special tokens added or parsed from it."""
+    if holds_special_tokens(tokenizer, [text]):
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
 class PlainTextTokenizer:
     """Stands in for `tokenizer` inside a processor call: sentinels become `user_texts`, tokenized as plain text.
 
