@@ -74,6 +74,8 @@ def copy_checkpoint(checkpoint: Path, folder: Path) -> Path:
         ({"split": 1}, "split must be a string"),
         ({"category": ["a", "b"]}, "category must be a string or a one-element list"),
         ({"audio_id": "../a.wav"}, "audio_id '../a.wav' leads outside the benchmark folder"),
+        ({"hint": {"text": "dog"}}, "hint must be a string"),
+        ({"audio_id": 7}, "audio_id must be a path or a non-empty list of paths, not 7"),
         ({"audio_id": ["a.wav", "/etc/passwd"]}, "audio_id '/etc/passwd' leads outside"),
     ],
 )
@@ -83,6 +85,13 @@ def test_bad_item_fields_are_named(tmp_path, fields, names):
         load_mmau(path)
     message = str(raised.value)
     assert "item 1 ('bad-one')" in message and names in message and "1 problem(s)" in message
+
+
+@pytest.mark.parametrize("bad_id", ["", None, True, 1.5])
+def test_bad_item_id_is_named(tmp_path, bad_id):
+    says = f"item 1 .*its id must be a non-empty string, not {re.escape(repr(bad_id))}"
+    with pytest.raises(BenchmarkError, match=says):
+        load_mmau(bench(tmp_path, [item("good"), item(bad_id)]))
 
 
 def test_mmau_quirks_still_load(tmp_path):

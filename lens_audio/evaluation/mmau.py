@@ -83,8 +83,8 @@ def _check_item(item: Any, folder: Path, seen: dict[Any, int], index: int, allow
     if missing:
         return f"lacks {missing}"
     wrong = []
-    if isinstance(item["id"], bool) or not isinstance(item["id"], (str, int)):
-        wrong.append(f"its id must be a string, not {type(item['id']).__name__}")
+    if isinstance(item["id"], bool) or not isinstance(item["id"], (str, int)) or item["id"] == "":
+        wrong.append(f"its id must be a non-empty string, not {item['id']!r}")
     elif item["id"] in seen:
         wrong.append(f"duplicate id (also item {seen[item['id']]}); give every item its own id")
     else:
