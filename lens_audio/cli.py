@@ -25,9 +25,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lens_audio.checks import OneLineParser, cli_float, cli_int, cli_seed
+from lens_audio.files import write_atomically
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models."
     )
     parser.add_argument(
@@ -64,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     explore.add_argument(
         "--benchmark", help="MMAU-format JSON holding the item (default: the bundled workshop benchmark)"
     )
+    _add_allow_outside_argument(explore)
     explore.add_argument("--template", help="prompt template (default: the model's profile)")
     explore.add_argument(
-        "--layers", type=int, nargs="+", help="starting source layers of the steering direction (default: all)"
+        "--layers", type=cli_int(0), nargs="+", help="starting source layers of the steering direction (default: all)"
     )
     _add_placement_arguments(explore)
     explore.add_argument("--out", required=True, help="HTML file to write")
@@ -87,19 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
     bench.add_argument("--out", required=True, help="folder to write (the JSON and audios/)")
     bench.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=cli_seed(), default=0)
     bench.add_argument(
-        "--clips", type=int, default=180, help="v1 only: clips; each gives three items (hint conditions)"
+        "--clips", type=cli_int(1), default=180, help="v1 only: clips; each gives three items (hint conditions)"
     )
     bench.add_argument("--overwrite", action="store_true")
     train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
     train.add_argument("--out", required=True, help="checkpoint folder to write")
     train.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps-audio", type=int, help="stage 1 steps (no hints)")
-    train.add_argument("--steps-mixed", type=int, help="stage 2 steps (hints)")
-    train.add_argument("--steps-select", type=int, help="clip-sets only: stage 3 steps (hints, with the clip probes)")
-    train.add_argument("--pool-clips", type=int, help="training clips synthesised up front (clip-sets: per class)")
+    train.add_argument("--seed", type=cli_seed(), default=0)
+    train.add_argument("--steps-audio", type=cli_int(0), help="stage 1 steps (no hints)")
+    train.add_argument("--steps-mixed", type=cli_int(0), help="stage 2 steps (hints)")
+    train.add_argument("--steps-select", type=cli_int(0),
+                       help="clip-sets only: stage 3 steps (hints, with the clip probes)")
+    train.add_argument("--pool-clips", type=cli_int(1),
+                       help="training clips synthesised up front (clip-sets: per class)")
     train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -150,7 +156,8 @@ def run_explore(args: argparse.Namespace) -> int:
     from lens_audio.explorer import explore_page
     from lens_audio.workshop import benchmark_for
 
-    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model))}
+    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model),
+                                                    allow_outside=args.allow_outside_audio)}
     if args.item not in items:
         shown = ", ".join(list(items)[:5])
         raise ValueError(
@@ -169,6 +176,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         "--benchmark",
         help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
     )
+    _add_allow_outside_argument(parser)
     parser.add_argument(
         "--template",
         help="prompt template (instruct, r1-aqa, letters; default: the model's profile, see evaluation.profile)",
@@ -178,13 +186,13 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         choices=["generate", "choice"],
         help="default: the model's profile (choice for workshop models, else generate)",
     )
-    parser.add_argument("--k-heads", type=int, help="specialist heads (default 4)")
+    parser.add_argument("--k-heads", type=cli_int(1), help="specialist heads (default 4)")
     parser.add_argument(
-        "--betas", type=float, nargs="+", help="steering strengths swept on dev (default 0.5 1 1.5 2 3 4)"
+        "--betas", type=cli_float(), nargs="+", help="steering strengths swept on dev (default 0.5 1 1.5 2 3 4)"
     )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--draws", type=int, help="random-head draws for the control distribution (default 200)")
+    parser.add_argument("--seed", type=cli_seed())
+    parser.add_argument("--batch-size", type=cli_int(1))
+    parser.add_argument("--draws", type=cli_int(1), help="random-head draws for the control distribution (default 200)")
     parser.add_argument(
         "--layer-convention",
         choices=["resid_post", "hf_hidden_states"],
@@ -207,8 +215,14 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
     if stage == "evaluate":
         parser.add_argument(
-            "--beta", type=float, help="steering strength (default: the sweep's best, running the sweep if needed)"
+            "--beta", type=cli_float(),
+            help="steering strength (default: the sweep's best, running the sweep if needed)",
         )
+
+
+def _add_allow_outside_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-outside-audio", action="store_true",
+                        help="read audio_id paths that lead outside the benchmark file's folder (refused by default)")
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +278,8 @@ def run_stage(args: argparse.Namespace) -> int:
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
     benchmark = args.benchmark or benchmark_for(args.model)
-    experiment = Experiment(model, load_mmau(benchmark), profile, args.out, benchmark=benchmark, fresh=args.fresh)
+    items = load_mmau(benchmark, allow_outside=args.allow_outside_audio)
+    experiment = Experiment(model, items, profile, args.out, benchmark=benchmark, fresh=args.fresh)
     if args.command == "experiment":
         full = experiment.run_all()
         print(format_table(full))
@@ -309,7 +324,7 @@ def run_stage(args: argparse.Namespace) -> int:
             print(f"{name:16s} {100 * run.correct.mean():6.2f}%")
         print("\n".join(f"{name}: {v.describe()}" for name, v in paired.items()))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(result, indent=1))
+        write_atomically(args.json_path, json.dumps(result, indent=1))
     return 0
 
 
@@ -415,7 +430,7 @@ def run_demo(args: argparse.Namespace) -> int:
     summary["seconds"] = round(time.perf_counter() - started, 2)
     print(json.dumps(summary, indent=1))
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(summary, indent=2))
+        write_atomically(args.json_path, json.dumps(summary, indent=2))
     return 0
 
 

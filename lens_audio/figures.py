@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lens_audio import plots
+from lens_audio.files import write_atomically
 from lens_audio.report_page import control_cannot_differ, report_html
 
 if TYPE_CHECKING:
@@ -134,9 +135,8 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
         fig.update_layout(meta={"manifest": result.manifest.to_json()})
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}
-    (out / "report.html").write_text(
-        report_html(result, {name: FIGURES[name] for name in figures}, static=static_problem is None)
-    )
+    write_atomically(out / "report.html",
+                     report_html(result, {name: FIGURES[name] for name in figures}, static=static_problem is None))
     result.save(out / "results.json")
     return {"figures": written, "result": result, "static_problem": static_problem}
 

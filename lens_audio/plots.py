@@ -24,6 +24,8 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from lens_audio.files import naming_the_file
+
 if TYPE_CHECKING:
     from lens_audio.analysis.lens import LogitLens
     from lens_audio.analysis.listening import ListeningSignal
@@ -426,9 +428,10 @@ def _write_atomically(target: Path, write) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
     os.close(handle)
     try:
-        write(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
+        with naming_the_file(target):
+            write(temporary)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
     finally:
         Path(temporary).unlink(missing_ok=True)
 

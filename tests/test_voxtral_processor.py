@@ -145,8 +145,8 @@ def test_the_experiment_cli_runs_on_the_checkpoint(tekken_checkpoint, tmp_path):
     items = [dict(i, audio_id=[str(root / a) for a in i["audio_id"]]) for i in bench if i["split"] == "calibration"][:3]
     (tmp_path / "bench.json").write_text(json.dumps(items))
     assert cli.main(["listen", "--model", str(folder), "--benchmark", str(tmp_path / "bench.json"), "--split",
-                     "calibration", "--template", "instruct", "--out", str(tmp_path / "run"), "--json",
-                     str(tmp_path / "listen.json")]) == 0
+                     "calibration", "--template", "instruct", "--out", str(tmp_path / "run"), "--allow-outside-audio",
+                     "--json", str(tmp_path / "listen.json")]) == 0
     result = json.loads((tmp_path / "listen.json").read_text())
     mass = np.array(result["mean_audio_mass"])
     assert result["split"] == "calibration" and 0.0 <= result["accuracy"] <= 1.0

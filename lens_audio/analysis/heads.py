@@ -21,6 +21,8 @@ from scipy import stats
 from torch import Tensor
 
 from lens_audio.analysis.statistics import fisher_ci, nan_list, pearson_columns, random_head_draws
+from lens_audio.checks import check_confidence, check_int, check_seed
+from lens_audio.files import write_atomically
 
 
 @dataclass
@@ -41,6 +43,7 @@ class HeadCorrelation:
 
     def top_k(self, k: int) -> list[tuple[int, int]]:
         """The `k` heads with the highest r (heads with undefined r are never chosen)."""
+        check_int("k", k, 1, int(np.prod(self.shape)))
         order = np.argsort(np.where(np.isnan(self.r), -np.inf, self.r), axis=None)[::-1]
         return [tuple(int(i) for i in np.unravel_index(flat, self.shape)) for flat in order[:k]]
 
@@ -69,7 +72,7 @@ class HeadCorrelation:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json()))
+        write_atomically(path, json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadCorrelation":
@@ -85,6 +88,9 @@ def correlate_heads(
     model_name: str = "",
 ) -> HeadCorrelation:
     """Correlate every head's audio attention mass with correctness across examples."""
+    check_int("n_bootstrap", n_bootstrap, 1)
+    check_confidence(confidence)
+    check_seed("seed", seed)
     mass = np.asarray(audio_mass.cpu() if isinstance(audio_mass, torch.Tensor) else audio_mass, dtype=float)
     y = np.asarray(correct.cpu() if isinstance(correct, torch.Tensor) else correct, dtype=float)
     if mass.ndim != 3 or mass.shape[0] != y.shape[0]:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from lens_audio.checks import check_confidence, check_int, check_seed
+
 
 @dataclass
 class PairedComparison:
@@ -99,6 +101,8 @@ def cluster_bootstrap_ci(
     values: np.ndarray, clusters: Sequence[Any] | None, n_bootstrap: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> list[float]:
     """Percentile bootstrap interval (in percent) of the mean of `values`, resampling whole clusters."""
+    check_int("n_bootstrap", n_bootstrap, 1)
+    check_confidence(confidence)
     values = np.asarray(values, dtype=float)
     if clusters is None:
         clusters = np.arange(values.size)
@@ -106,7 +110,7 @@ def cluster_bootstrap_ci(
         raise ValueError(f"clusters must name one group per item: {len(clusters)} names for {values.size} items.")
     _, index = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
     sums, counts = np.bincount(index, weights=values), np.bincount(index).astype(float)
-    draws = np.random.default_rng(seed).integers(0, sums.size, size=(n_bootstrap, sums.size))
+    draws = np.random.default_rng(check_seed("seed", seed)).integers(0, sums.size, size=(n_bootstrap, sums.size))
     means = sums[draws].sum(1) / counts[draws].sum(1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
@@ -169,6 +173,8 @@ def max_r_permutation(
     A head's adjusted p is (1 + #{permutations with max |r| >= its |r|}) / (1 + n_permutations):
     the single-step max-T correction, valid for any dependence between heads.
     """
+    check_int("n_permutations", n_permutations, 1)
+    check_seed("seed", seed)
     mass = np.asarray(audio_mass, dtype=float)
     y = np.asarray(correct, dtype=float)
     flat = mass.reshape(mass.shape[0], -1)
@@ -209,8 +215,10 @@ def random_head_draws(
     With `layer_matched` (the specialists), each draw replaces every specialist by another head of the same
     layer, so a draw shares the specialists' layer set (and, for residual steering, their direction).
     """
+    check_int("k", k, 1, n_layers * n_heads)
+    check_int("n_draws", n_draws, 1)
     excluded = {tuple(h) for h in exclude}
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     if layer_matched is None:
         pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
         if k > len(pool):

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from lens_audio.analysis.silence_prefix import shared_silence_residuals
+from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.hook_point import block_hook_name, site_hook_names
 
@@ -126,20 +128,17 @@ def steering_hooks(
             "wide: "
             "compute the direction on this model (or load a fixed direction saved from a model of the same shape)."
         )
-    _check_beta(beta)
-    if not bool(torch.isfinite(direction).all()):
-        raise ValueError(
-            "the steering direction holds NaN or infinite values; recompute it (a NaN in the model's activations "
-            "or a saved direction that was corrupted)."
-        )
-    push = (beta * direction).to(device=model.device, dtype=model.dtype)
+    checked_push(beta, direction, model.dtype)
+    direction = direction.to(model.device)
 
     def add(resid: Tensor, hook) -> Tensor:
-        if push.ndim == 2 and push.shape[0] != resid.shape[0]:
-            raise ValueError(f"steering direction is for {push.shape[0]} examples but the batch has {resid.shape[0]}.")
+        if direction.ndim == 2 and direction.shape[0] != resid.shape[0]:
+            raise ValueError(
+                f"steering direction is for {direction.shape[0]} examples but the batch has {resid.shape[0]}."
+            )
+        on_device = direction.to(resid.device)
         resid = resid.clone()
-        on_device = push.to(resid.device)
-        resid[:, start:] += on_device[:, None] if push.ndim == 2 else on_device
+        resid[:, start:] = steered(resid[:, start:], beta, on_device[:, None] if direction.ndim == 2 else on_device)
         return resid
 
     return [(hook_name, add)]
@@ -148,6 +147,61 @@ def steering_hooks(
 def _check_beta(beta: float) -> None:
     if not math.isfinite(beta):
         raise ValueError(f"steering beta is {beta}; give a finite number (e.g. 1.0).")
+
+
+def overflow_limit(dtype: torch.dtype) -> float:
+    """The largest residual magnitude steering may produce: finite in `dtype`, and squared finite in float32.
+
+    The norms sum the squared residual in float32 (`RMSNorm`); if that sum overflows, the normalised residual
+    silently becomes zero (every logit equal). sqrt(float32 max) / 256 ~ 7.2e16 keeps the sum finite for residual
+    streams up to 65536 wide.
+    """
+    return min(torch.finfo(dtype).max, math.sqrt(torch.finfo(torch.float32).max) / 256)
+
+
+def checked_push(
+    beta: float, direction: Float[Tensor, "*batch d_model"], dtype: torch.dtype
+) -> Float[Tensor, "*batch d_model"]:
+    """`beta * direction` in `dtype`, refused if beta or the direction is not finite or the product overflows."""
+    _check_beta(beta)
+    if not bool(torch.isfinite(direction).all()):
+        raise ValueError(
+            "the steering direction holds NaN or infinite values; recompute it (a NaN in the model's activations "
+            "or a saved direction that was corrupted)."
+        )
+    peak, limit = float(direction.abs().max()) if direction.numel() else 0.0, overflow_limit(dtype)
+    if abs(beta) * peak > limit:
+        raise ValueError(
+            f"steering beta {beta:g} times the direction (largest entry {peak:.3g}) exceeds {limit:.3g}, beyond which "
+            f"{dtype} or the model's norms overflow; the largest beta this direction can take is {_down(limit / peak)} "
+            "(useful strengths are far smaller: the direction is on the residual stream's own scale)."
+        )
+    return (beta * direction).to(dtype)
+
+
+def _down(value: float) -> str:
+    """`value` to three significant figures, rounded towards zero (so the beta it names does fit)."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    return f"{math.floor(value / step) * step:.3g}"
+
+
+def steered(resid: Tensor, beta: float | Tensor, direction: Tensor) -> Tensor:
+    """`resid + beta * direction` (the push cast to `resid`'s dtype, as steering adds it), refused where the sum
+    leaves `overflow_limit`, naming the largest beta these inputs can take. `beta` may be a tensor broadcasting
+    against `direction` (one strength per row)."""
+    out = resid + (beta * direction).to(resid.dtype)
+    limit = overflow_limit(resid.dtype)
+    if bool((out.abs() <= limit).all()):  # one reduction per steered forward; False for NaN too
+        return out
+    room = max(limit - float(resid.float().abs().max()), 0.0)
+    peak = float(direction.float().abs().max())
+    magnitude = float(torch.as_tensor(beta).abs().max())
+    raise ValueError(
+        f"steering by beta {magnitude:g} pushes the residual stream past {limit:.3g} (or to NaN), where {resid.dtype} "
+        f"or the model's norms overflow; the largest beta these inputs can take is about {_down(room / peak)}."
+    )
 
 
 @contextlib.contextmanager
@@ -198,19 +252,21 @@ class FixedDirection:
             "site": self.site,
             "d_model": str(self.vector.shape[0]),
         }
-        save_file({"direction": self.vector.contiguous()}, str(path), metadata=metadata)
+        write_atomically(path, save({"direction": self.vector.contiguous()}, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path, model: "HookedAudioLM | None" = None) -> "FixedDirection":
         """Load; with `model`, refuse a direction saved from a model of another width."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-        vector = load_file(str(path))["direction"]
-        loaded = cls(
-            vector, metadata["model_name"], json.loads(metadata["layers"]), float(metadata["beta"]), metadata["site"]
-        )
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata()
+            vector = load_file(str(path))["direction"]
+            loaded = cls(vector, metadata["model_name"], json.loads(metadata["layers"]), float(metadata["beta"]),
+                         metadata["site"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise ValueError(f"{path} is not a steering direction saved by FixedDirection.save ({exc}).") from exc
         if model is not None and vector.shape[0] != model.cfg.d_model:
             raise ValueError(
                 f"{path} holds a direction of width {vector.shape[0]} from {loaded.model_name!r}, but this model's "
@@ -307,9 +363,12 @@ def steered_generate(
         if "direction" not in state:
             state["early"] = True
             return resid
-        vector = (beta * state["direction"]).to(model.dtype)
+        direction = state["direction"]
+        checked_push(beta, direction, model.dtype)
         resid = resid.clone()
-        resid[:, -1:] += (vector if resid.shape[0] == b else torch.cat([vector, vector]))[:, None]
+        resid[:, -1:] = steered(
+            resid[:, -1:], beta, (direction if resid.shape[0] == b else torch.cat([direction, direction]))[:, None]
+        )
         return resid
 
     cache = KVCache(model.cfg.n_layers)

@@ -47,6 +47,7 @@ from lens_audio.analysis.steering import (
     layers_of,
     steering_hooks,
 )
+from lens_audio.checks import check_int
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.evaluation.profile import ExperimentProfile
@@ -92,6 +93,8 @@ class Experiment:
         """`benchmark` (the items' file) is recorded in the manifests; with `fresh`, each run file this experiment
         opens is started over (once: later stages of the same experiment reuse what earlier ones wrote)."""
         self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
+        # before any work: the specialists and each random draw (from the other heads) need k_heads heads each
+        check_int("k_heads", profile.k_heads, 1, model.cfg.n_layers * model.cfg.n_heads // 2)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.benchmark, self.fresh = None if benchmark is None else str(benchmark), fresh

@@ -28,7 +28,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.analysis.steering import steered
 from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ class FastSteering:
         """True in choice mode when every option of every item is a single token."""
         tok = model.tokenizer
         return mode == "choice" and all(
-            len(tok.encode(c, add_special_tokens=False)) == 1 for i in items for c in i["choices"]
+            len(encode_text(tok, c)) == 1 for i in items for c in i["choices"]
         )
 
     @classmethod
@@ -82,7 +84,7 @@ class FastSteering:
             silence.append(s_points)
             deltas.append(a_heads - s_heads if heads else None)
         tok = model.tokenizer
-        option_ids = [[tok.encode(c, add_special_tokens=False)[0] for c in i["choices"]] for i in items]
+        option_ids = [[encode_text(tok, c)[0] for c in i["choices"]] for i in items]
         answers = np.array([i["choices"].index(i["answer"]) for i in items])
         return cls(
             model, torch.cat(audio), torch.cat(silence), torch.cat(deltas) if heads else None, option_ids, answers
@@ -108,7 +110,7 @@ class FastSteering:
         h = self.points_audio[:, -1]
         if direction is not None:
             scale = torch.as_tensor(beta, dtype=h.dtype, device=h.device)
-            h = h + (scale[:, None] if scale.ndim == 1 else scale) * direction
+            h = steered(h, scale[:, None] if scale.ndim == 1 else scale, direction)
         logprobs = self.model.unembed(self.model.ln_final(h)).log_softmax(-1)
         return [logprobs[row, ids] for row, ids in enumerate(self.option_ids)]
 

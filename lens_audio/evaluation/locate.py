@@ -130,21 +130,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     DIR is the experiment's run folder (default `runs/experiment`, as `lens-audio experiment`): the calibration
     run there is reused, or computed if missing.
     """
-    import argparse
     import json
     from pathlib import Path
 
+    from lens_audio.checks import OneLineParser, cli_float
     from lens_audio.evaluation.experiment import Experiment
     from lens_audio.evaluation.mmau import load_mmau
     from lens_audio.evaluation.profile import profile_for
+    from lens_audio.files import write_atomically
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
     from lens_audio.model.registry import bundled_benchmark
 
-    parser = argparse.ArgumentParser(prog="python -m lens_audio.evaluation.locate")
+    parser = OneLineParser(prog="python -m lens_audio.evaluation.locate")
     parser.add_argument("--model", default="workshop")
     parser.add_argument("--benchmark")
     parser.add_argument("--out", default="runs/experiment")
-    parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--betas", type=cli_float(), nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
     benchmark = args.benchmark or bundled_benchmark(args.model)
     experiment = Experiment(
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         benchmark=benchmark,
     )
     result = locate(experiment, args.betas)
-    (Path(args.out) / "locate.json").write_text(json.dumps(result, indent=1))
+    write_atomically(Path(args.out) / "locate.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lens_audio.checks import check_float, check_int, check_seed
 from lens_audio.evaluation.templates import TEMPLATES
 
 PromptFn = Callable[[dict[str, Any]], str]
@@ -76,7 +77,11 @@ class ExperimentProfile:
             raise ValueError(f"gate must be None or 'signal', not {self.gate!r}.")
         if not self.betas:
             raise ValueError("betas must hold at least one steering strength.")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "betas", tuple(check_float(f"betas[{i}]", b) for i, b in enumerate(self.betas)))
+        for name, minimum in (("k_heads", 1), ("batch_size", 1), ("max_new_tokens", 1), ("n_random_draws", 1),
+                              ("n_permutations", 1), ("n_bootstrap", 2)):  # the sweep's CIs use n_bootstrap // 2
+            check_int(name, getattr(self, name), minimum)
+        check_seed("seed", self.seed)
 
     @property
     def site(self) -> str:

@@ -21,6 +21,7 @@ from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, Paired
 from lens_audio.evaluation.manifest import RunManifest
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import grouped_accuracy, mmau_report
+from lens_audio.files import write_atomically
 
 
 @dataclass
@@ -243,7 +244,7 @@ class ExperimentResult:
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+        write_atomically(path, json.dumps(self.to_json(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentResult":

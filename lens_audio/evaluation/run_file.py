@@ -31,6 +31,7 @@ from lens_audio.evaluation.manifest import (
     read_manifest,
     refusal,
 )
+from lens_audio.files import naming_the_file, write_atomically
 
 try:
     import fcntl
@@ -106,16 +107,17 @@ class RunFile:
         if stale:
             raise RunMismatchError(refusal(self.path, manifest, stored, stale, len(self.records)))
         if stored is None or stored.digest != manifest.digest:
-            _replace(manifest_path(self.path), (json.dumps(manifest.to_json(), indent=1) + "\n").encode())
+            write_atomically(manifest_path(self.path), json.dumps(manifest.to_json(), indent=1) + "\n")
 
     def append(self, record: dict[str, Any]) -> None:
         if self._fd is None:
             raise RuntimeError(f"{self.path}: append() needs the run file open (use `with RunFile(path) as run:`).")
         data = (json.dumps(record) + "\n").encode()
-        written = os.write(self._fd, data)
-        while written < len(data):  # regular files take the whole line at once; this is only for safety
-            written += os.write(self._fd, data[written:])
-        os.fsync(self._fd)
+        with naming_the_file(self.path):  # a full disk names the run file (the lines before stay whole)
+            written = os.write(self._fd, data)
+            while written < len(data):  # regular files take the whole line at once; this is only for safety
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
         self.records[record["id"]] = record
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -163,14 +165,4 @@ def _acquire(lock_path: Path, run_path: Path) -> int:
 
 def _rewrite(path: Path, records: Any) -> None:
     """Replace `path` atomically by exactly `records`, one line each."""
-    _replace(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Replace `path` atomically by `data` (temporary file, fsync, rename)."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))

@@ -29,11 +29,14 @@ import torch
 from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
+from lens_audio.checks import check_int
 from lens_audio.evaluation.manifest import DIGEST_KEY, ITEM_KEY, check_items, item_digests, run_manifest
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
+from lens_audio.inputs.plain_text import encode_text
+from lens_audio.model.finite import NonFiniteError, check_finite_logits
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -77,6 +80,8 @@ def run_benchmark(
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
+    check_int("batch_size", batch_size, 1)
+    check_int("max_new_tokens", max_new_tokens, 1)
     ids = [item["id"] for item in items]
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
@@ -95,7 +100,12 @@ def run_benchmark(
         with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
-                for record in _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence):
+                try:
+                    scored = _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence)
+                except NonFiniteError as exc:  # name the items; the records before them are kept
+                    ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
+                    raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
+                for record in scored:
                     done[record["id"]] = record
                     if run is not None:
                         record.update({DIGEST_KEY: manifest.digest, ITEM_KEY: digests[record["id"]]})
@@ -154,12 +164,14 @@ def choice_log_likelihoods(
     if not bool(batch.attention_mask[:, -1].all()):
         raise ValueError("choice scoring needs a left-padded batch (model.to_batch's default).")
     tok = model.tokenizer
-    encoded = [[tok.encode(c, add_special_tokens=False) for c in row] for row in choices]
+    encoded = [[encode_text(tok, c) for c in row] for row in choices]
     width = max(len(row) for row in encoded)
     scores = torch.full((batch.batch_size, width), float("-inf"))
     if all(len(ids) == 1 for row in encoded for ids in row):
         with model.hooks(fwd_hooks=list(hooks)):
-            logprobs = model(batch)[:, -1].log_softmax(-1).cpu()
+            last = model(batch)[:, -1]
+        check_finite_logits(model, last, "choice scoring")
+        logprobs = last.log_softmax(-1).cpu()
         for i, row in enumerate(encoded):
             scores[i, : len(row)] = logprobs[i, [ids[0] for ids in row]]
         return scores
@@ -174,6 +186,7 @@ def choice_log_likelihoods(
         with model.hooks(fwd_hooks=list(hooks)):
             logits = model(ids, mask, batch.input_features, batch.feature_attention_mask)
         prompt = batch.input_ids.shape[1]
+        check_finite_logits(model, logits[:, prompt - 1 : -1], "choice scoring")
         logprobs = logits[:, prompt - 1 : -1].log_softmax(-1).cpu()
         gathered = logprobs.gather(-1, extra[..., None]).squeeze(-1) * extra_mask
         for i, s in enumerate(suffixes):

@@ -27,8 +27,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.steering import checked_push, steered
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
+from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.dispatch import materialized
 from lens_audio.model.hook_point import block_hook_name
 
@@ -158,8 +160,9 @@ class ExplorerData:
         audio-minus-silence direction is zero), so the silence row shows what the push does without the audio.
         """
         model = self.model
-        push = (beta * self.direction(layers)).to(model.dtype)
-        h = torch.stack([self.points_audio[-1], self.points_silence[-1]]).to(model.device) + push.to(model.device)
+        direction = self.direction(layers).to(model.device)
+        checked_push(beta, direction, model.dtype)
+        h = steered(torch.stack([self.points_audio[-1], self.points_silence[-1]]).to(model.device), beta, direction)
         logits = model.unembed(model.ln_final(h[:, None]))[:, 0, self.option_ids]
         probs = logits.float().softmax(-1).cpu()
         return probs[0], probs[1]
@@ -254,7 +257,7 @@ def _options(
         logits = model.unembed(model.ln_final(h_final.to(model.device)[None, None]))[0, 0]
         ids = logits.float().topk(TOP_TOKENS).indices.tolist()
         return ids, [tok.decode([i]) for i in ids]
-    ids = [tok.encode(name, add_special_tokens=False)[:1] for name in names]
+    ids = [encode_text(tok, name)[:1] for name in names]
     if any(not i for i in ids) or len({i[0] for i in ids}) < len(ids):
         raise ValueError(
             f"options {names} must each start with a different token to be told apart by the next token's probability."

@@ -27,6 +27,7 @@ from plotly.offline import get_plotlyjs
 from lens_audio.explorer import charts
 from lens_audio.explorer.data import ExplorerData
 from lens_audio.explorer.widget import BETA_RANGE
+from lens_audio.files import write_atomically
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 16px; color: #222; }
@@ -107,6 +108,5 @@ def write_page(data: ExplorerData, path: str | Path, head: tuple[int, int] | Non
                layers: Sequence[int] | None = None) -> Path:
     """Write the explorer of `data` as one self-contained HTML file at `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page_html(data, head, beta, layers), encoding="utf-8")
+    write_atomically(path, page_html(data, head, beta, layers))
     return path

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from jaxtyping import Float
 
 from lens_audio.inputs.frames import mel_frames, n_audio_tokens
 
 TARGET_SAMPLE_RATE = 16_000
-AudioSource = str | Path | np.ndarray
+AudioSource = str | Path | np.ndarray | torch.Tensor
+MIN_SAMPLE_RATE = 1000  # below this a "sample rate" is almost surely something else (and resampling would explode)
 FLOAT_PEAK_WARNING = 2.0  # float audio peaking above this is probably unscaled integer PCM
 
 
@@ -45,10 +49,16 @@ def load_audio(
         if not path.is_file():
             raise AudioError(f"{label}: no such audio file.")
         waveform, rate = _read_file(path, label)
-    elif isinstance(source, np.ndarray):
+    elif isinstance(source, (np.ndarray, torch.Tensor)):
         if sampling_rate is None:
             raise AudioError(f"{label}: an array needs its sampling_rate (e.g. sampling_rate=44100).")
-        waveform, rate = pcm_to_float(source, label), int(sampling_rate)
+        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
+        waveform, rate = pcm_to_float(array, label), check_sampling_rate(sampling_rate, label)
+    elif is_number_list(source):
+        raise AudioError(
+            f"{label}: a Python list of numbers is not a clip (a list means several clips); pass the samples as a "
+            "numpy array, np.asarray(samples, dtype=np.float32), with their sampling_rate."
+        )
     else:
         raise AudioError(f"{label}: expected a file path or a numpy array, got {type(source).__name__}.")
     waveform = _to_mono(np.asarray(waveform), label)
@@ -60,6 +70,25 @@ def load_audio(
     if rate != TARGET_SAMPLE_RATE:
         waveform = librosa.resample(waveform, orig_sr=rate, target_sr=TARGET_SAMPLE_RATE)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def check_sampling_rate(sampling_rate: object, label: str) -> int:
+    """A whole number of samples per second, at least MIN_SAMPLE_RATE, else an AudioError naming the input."""
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, numbers.Real) or not (
+        math.isfinite(sampling_rate) and sampling_rate == int(sampling_rate) and sampling_rate >= MIN_SAMPLE_RATE
+    ):
+        raise AudioError(
+            f"{label}: sampling_rate must be a whole number of samples per second, at least {MIN_SAMPLE_RATE} "
+            f"(e.g. 16000 or 44100), not {sampling_rate!r}."
+        )
+    return int(sampling_rate)
+
+
+def is_number_list(value: object) -> bool:
+    """A (nested) Python list or tuple of plain numbers: samples typed as a list rather than an array."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    return all(isinstance(v, numbers.Number) or is_number_list(v) for v in value)
 
 
 def pcm_to_float(waveform: np.ndarray, label: str) -> np.ndarray:

@@ -10,9 +10,11 @@ all-zero audio of the same durations (identical token layout).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,16 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_audio.inputs import voxtral
-from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, AudioSource, fit_to_window, load_audio, refuse_too_short
+from lens_audio.inputs.audio import (
+    TARGET_SAMPLE_RATE,
+    AudioError,
+    AudioSource,
+    fit_to_window,
+    is_number_list,
+    load_audio,
+    refuse_too_short,
+)
+from lens_audio.inputs.plain_text import SENTINEL, PlainTextTokenizer, holds_special_tokens
 
 AUDIO_PLACEHOLDER = "<|AUDIO|>"
 
@@ -141,6 +152,7 @@ def make_batch(
     sampling_rate: int | None = None,
     padding_side: str = "left",
     on_long: str = "truncate",
+    parse_special_tokens: bool = False,
 ) -> AudioBatch:
     """Build an `AudioBatch` through the model's `Qwen2AudioProcessor`.
 
@@ -157,6 +169,12 @@ def make_batch(
     renders `question=` through its own chat template (`lens_audio.inputs.voxtral`) and takes no raw `prompt=`.
     Arrays need `sampling_rate`; everything is resampled to 16 kHz mono.
     Batches are left-padded by default, as generation needs.
+
+    `question` and `system_prompt` are user text: a special-token string inside them (`<|im_end|>`,
+    `<|AUDIO|>`, ...) is tokenized as the plain characters it is made of (`lens_audio.inputs.plain_text`), so it
+    can neither end the user turn nor add audio markers. `parse_special_tokens=True` tokenizes them as
+    transformers' processor does (special-token strings become control tokens). A raw `prompt=` is markup: its
+    special tokens are always parsed.
     """
     if processor is None:
         raise ValueError(
@@ -188,21 +206,29 @@ def make_batch(
                 )
             encoded, rendered = voxtral.encode(processor, texts, waveforms, system_prompt)
         else:
-            rendered = _render(processor, question, prompt, texts, waveforms, system_prompt)
+            rendered = _render(processor, question, prompt, texts, waveforms, system_prompt, parse_special_tokens)
             flat = [w for clips in waveforms for w in clips]
             kwargs = {"audio": flat, "sampling_rate": TARGET_SAMPLE_RATE} if flat else {}
             # Padding is the text's only: each family's processor pads its audio features itself.
             text_kwargs = {"padding": True, "padding_side": padding_side}
-            encoded = processor(text=rendered, return_tensors="pt", text_kwargs=text_kwargs, **kwargs)
+            user = [*texts, *([system_prompt] if system_prompt is not None else [])]
+            if question is not None and not parse_special_tokens and holds_special_tokens(tokenizer, user):
+                marked = _render_marked(processor, texts, waveforms, system_prompt)
+                with _tokenizer_replaced(processor, PlainTextTokenizer(tokenizer, user)):
+                    encoded = processor(text=marked, return_tensors="pt", text_kwargs=text_kwargs, **kwargs)
+            else:
+                encoded = processor(text=rendered, return_tensors="pt", text_kwargs=text_kwargs, **kwargs)
     finally:
         tokenizer.padding_side = previous_side
     input_ids = encoded["input_ids"]
+    audio_spans = [_spans(row == processor.audio_token_id) for row in input_ids]
+    _check_splice(audio_spans, waveforms)
     return AudioBatch(
         input_ids=input_ids,
         attention_mask=encoded["attention_mask"],
         input_features=encoded.get("input_features"),
         feature_attention_mask=encoded.get("feature_attention_mask", encoded.get("input_features_mask")),
-        audio_spans=[_spans(row == processor.audio_token_id) for row in input_ids],
+        audio_spans=audio_spans,
         waveforms=waveforms,
         texts=rendered,
         padding_side=padding_side,
@@ -211,10 +237,11 @@ def make_batch(
 
 
 def _render(processor: Any, question: Any, prompt: Any, texts: list[str], waveforms: list[list[np.ndarray]],
-            system_prompt: str | None) -> list[str]:
+            system_prompt: str | None, parse_special_tokens: bool = True) -> list[str]:
     """The prompts' text with one placeholder per clip: the chat template's, or the raw prompts checked."""
     if question is not None:
-        return [render_chat(processor, q, len(w), system_prompt, i) for i, (q, w) in enumerate(zip(texts, waveforms))]
+        return [render_chat(processor, q, len(w), system_prompt, i, refuse_placeholder=parse_special_tokens)
+                for i, (q, w) in enumerate(zip(texts, waveforms))]
     placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
     for i, (p, w) in enumerate(zip(texts, waveforms)):
         if p.count(placeholder) != len(w):
@@ -226,10 +253,15 @@ def _render(processor: Any, question: Any, prompt: Any, texts: list[str], wavefo
     return texts
 
 
-def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None = None, index: int = 0) -> str:
-    """The chat-template text of one user turn: one `Audio i:` placeholder line per clip, then `question`."""
+def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str | None = None, index: int = 0,
+                refuse_placeholder: bool = True) -> str:
+    """The chat-template text of one user turn: one `Audio i:` placeholder line per clip, then `question`.
+
+    With `refuse_placeholder` (for text whose special tokens will be parsed), a question holding the audio
+    placeholder is refused: parsed, it would add an audio slot with no clip.
+    """
     placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
-    if placeholder in question:
+    if refuse_placeholder and placeholder in question:
         raise ValueError(
             f"question {index} contains {placeholder}; the chat template adds one per clip itself. "
             "Use prompt= for raw text with your own placeholders."
@@ -242,6 +274,42 @@ def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str 
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def _render_marked(processor: Any, texts: list[str], waveforms: list[list[np.ndarray]],
+                   system_prompt: str | None) -> list[str]:
+    """The chat texts with a sentinel for each user text (questions 0..n-1, then the system prompt as n)."""
+    system = None if system_prompt is None else SENTINEL.format(len(texts))
+    marked = [render_chat(processor, SENTINEL.format(i), len(w), system, i) for i, w in enumerate(waveforms)]
+    for i, text in enumerate(marked):
+        wanted = [SENTINEL.format(i)] + ([system] if system is not None else [])
+        if any(text.count(s) != 1 for s in wanted):
+            raise ValueError(
+                "this processor's chat template changes the user text it is given, so it cannot be kept as plain "
+                "text; pass parse_special_tokens=True (special-token strings in it then become control tokens)."
+            )
+    return marked
+
+
+@contextlib.contextmanager
+def _tokenizer_replaced(processor: Any, tokenizer: Any) -> Iterator[None]:
+    original = processor.tokenizer
+    processor.tokenizer = tokenizer
+    try:
+        yield
+    finally:
+        processor.tokenizer = original
+
+
+def _check_splice(audio_spans: list[list[tuple[int, int]]], waveforms: list[list[np.ndarray]]) -> None:
+    """Every example holds exactly one run of audio tokens per clip: the placeholders the template put there."""
+    for row, (spans, clips) in enumerate(zip(audio_spans, waveforms)):
+        if len(spans) != len(clips):
+            raise ValueError(
+                f"example {row} holds {len(spans)} run(s) of audio tokens for {len(clips)} clip(s); its text adds or "
+                "merges audio placeholders (with parse_special_tokens=True or a raw prompt=, special-token strings "
+                "in the text are parsed)."
+            )
+
+
 def _prepare_clip(processor: Any, clip: AudioSource, sampling_rate: int | None, label: str, on_long: str) -> np.ndarray:
     """One clip as the model will see it: 16 kHz mono, cut to the audio window, long enough for one audio token."""
     extractor = processor.feature_extractor
@@ -249,7 +317,12 @@ def _prepare_clip(processor: Any, clip: AudioSource, sampling_rate: int | None, 
     return refuse_too_short(waveform, int(extractor.hop_length), label)
 
 
-def _as_clip_list(audio: Any) -> list[AudioSource]:
+def _as_clip_list(audio: Any, example: int = 0) -> list[AudioSource]:
+    if is_number_list(audio):
+        raise AudioError(
+            f"example {example}: its audio is a Python list of {len(audio)} numbers, which would be read as that many "
+            "clips; pass the samples as a numpy array, np.asarray(samples, dtype=np.float32), with sampling_rate=."
+        )
     if isinstance(audio, (list, tuple)):
         return list(audio)
     return [audio]
@@ -262,11 +335,13 @@ def _per_example(audio: Any, n_examples: int) -> list[list[AudioSource]]:
             f"{n_examples} questions/prompts need a list of {n_examples} audio items (one clip or a list of clips "
             f"each); got {got}."
         )
-    return [_as_clip_list(item) for item in audio]
+    return [_as_clip_list(item, i) for i, item in enumerate(audio)]
 
 
 def _clip_name(clip: Any, example: int, index: int) -> str:
-    return str(clip) if not isinstance(clip, np.ndarray) else f"example {example}, clip {index} (array)"
+    if isinstance(clip, (np.ndarray, torch.Tensor)):
+        return f"example {example}, clip {index} (array)"
+    return str(clip) if isinstance(clip, (str, Path)) else f"example {example}, clip {index} ({type(clip).__name__})"
 
 
 def _spans(is_audio: Bool[Tensor, " pos"]) -> list[tuple[int, int]]:

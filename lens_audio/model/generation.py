@@ -19,6 +19,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from lens_audio.checks import check_float, check_int
+from lens_audio.model.finite import check_finite_logits
 from lens_audio.model.kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -99,10 +101,13 @@ class Sampling:
     generator: torch.Generator | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, not {self.temperature} (0, or do_sample=False, is greedy).")
-        if self.freq_penalty < 0:
-            raise ValueError(f"freq_penalty must be non-negative, not {self.freq_penalty}.")
+        check_int("max_new_tokens", self.max_new_tokens, 0)
+        check_float("temperature", self.temperature, 0.0)  # 0, or do_sample=False, is greedy
+        check_float("freq_penalty", self.freq_penalty, 0.0)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        if self.top_p is not None:
+            check_float("top_p", self.top_p, 0.0, 1.0)
 
 
 def decode(
@@ -130,6 +135,7 @@ def decode(
     finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     one = torch.ones_like(mask[:, :1])
     for i in range(s.max_new_tokens):
+        check_finite_logits(model, next_logits, f"generate (new token {i})")
         next_logits = next_logits.to(tokens.device)
         if s.do_sample and s.freq_penalty:
             next_logits = penalise_frequency(next_logits, tokens, mask, s.freq_penalty * s.temperature)

@@ -11,12 +11,13 @@ of the converted weights rather than twice it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +136,7 @@ def read_config(folder: Path, name: str) -> AudioLMConfig:
         if not list(folder.glob("*.safetensors")):
             _refuse_pickle_only(folder)
         raise FileNotFoundError(f"{name!r}: no config.json in {folder}; is this a Hugging Face checkpoint folder?")
-    family = family_of(json.loads(config_file.read_text()).get("model_type"), name)
+    family = family_of(read_json_object(config_file).get("model_type"), name)
     from transformers import AutoConfig
 
     try:  # the family's own config class (never remote code)
@@ -178,7 +179,10 @@ def weight_files(folder: Path) -> list[Path]:
     """The safetensors shards of a checkpoint, refusing pickle-only checkpoints."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index} has no weight_map object (tensor name -> shard file); re-download it.")
+        shards = sorted(set(map(str, weight_map.values())))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise FileNotFoundError(
@@ -220,29 +224,87 @@ def iter_safetensors(files: Iterable[Path]) -> Iterator[tuple[str, Tensor]]:
     pages out of the process: only the tensor being converted exists twice,
     so loading peaks at the converted weights plus one source tensor. The
     format (an 8-byte header length, a JSON header of dtype/shape/offsets,
-    then raw little-endian data) is safetensors' documented layout.
+    then raw little-endian data) is safetensors' documented layout. Each
+    shard's header is checked whole against the file's size before any tensor
+    is read (`read_safetensors_header`), so a damaged header allocates nothing.
     """
     for file in files:
         with open(file, "rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            try:
-                header = json.loads(handle.read(header_size))
-            except ValueError as exc:
-                raise ValueError(f"{file} is not a valid safetensors file (unreadable header).") from exc
-            data_start = 8 + header_size
-            for key, info in header.items():
-                if key == "__metadata__":
-                    continue
-                begin, end = info["data_offsets"]
+            data_start, tensors = read_safetensors_header(file, handle)
+            for key, (dtype, shape, begin, end) in tensors.items():
                 buffer = bytearray(end - begin)
                 handle.seek(data_start + begin)
                 if handle.readinto(buffer) != len(buffer):
                     raise ValueError(f"{file} is truncated: tensor {key!r} ends past the end of the file.")
-                dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
-                if dtype is None:
-                    raise ValueError(f"{file}: tensor {key!r} has dtype {info['dtype']}, which lens_audio cannot read.")
                 tensor = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
-                yield key, tensor.reshape(info["shape"])
+                yield key, tensor.reshape(shape)
+
+
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+
+
+def read_safetensors_header(
+    file: Path, handle: BinaryIO
+) -> tuple[int, dict[str, tuple[torch.dtype, list[int], int, int]]]:
+    """(offset of the data, {key: (dtype, shape, begin, end)}), every entry checked against the file's size.
+
+    Checked before anything is allocated: the header length fits the file; each tensor has a known dtype, a shape
+    of non-negative integers and offsets inside the data whose length is the shape's size times the dtype's.
+    """
+    size = os.fstat(handle.fileno()).st_size
+    prefix = handle.read(8)
+    header_size = int.from_bytes(prefix, "little")
+    if len(prefix) < 8 or header_size > min(size - 8, MAX_HEADER_BYTES):
+        raise ValueError(
+            f"{file} is not a valid safetensors file: its header claims {header_size} bytes but the file has {size}; "
+            "it is damaged or not safetensors: re-download it."
+        )
+    try:
+        header = json.loads(handle.read(header_size))
+    except ValueError as exc:
+        raise ValueError(f"{file} is not a valid safetensors file (unreadable header).") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{file} is not a valid safetensors file (its header is not a JSON object).")
+    data_start, data_size = 8 + header_size, size - 8 - header_size
+    tensors = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        problem = _header_problem(info, data_size)
+        if problem:
+            raise ValueError(f"{file}: tensor {key!r} {problem}; the file is damaged: re-download it.")
+        tensors[key] = (_SAFETENSORS_DTYPES[info["dtype"]], list(info["shape"]), *info["data_offsets"])
+    return data_start, tensors
+
+
+def _header_problem(info: Any, data_size: int) -> str | None:
+    """What is wrong with one tensor's header entry (None if nothing)."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        return f"has header entry {info!r}, not dtype, shape and data_offsets"
+    dtype = _SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+    if dtype is None:
+        return f"has dtype {info['dtype']}, which lens_audio cannot read"
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        return f"has shape {shape!r}, not a list of non-negative integers"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data_size):
+        return f"has data_offsets {offsets!r}, outside the file's {data_size} bytes of data"
+    expected = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    if offsets[1] - offsets[0] != expected:
+        return (f"spans {offsets[1] - offsets[0]} bytes but its shape {shape} of {info['dtype']} needs {expected}")
+    return None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file as a dict; an error naming the file if it is not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); fix it or re-download the checkpoint.") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, not a {type(data).__name__}; re-download the checkpoint.")
+    return data
 
 
 def assign_weights(

@@ -14,6 +14,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lens_audio.inputs.plain_text import encode_text
+
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -63,7 +65,7 @@ def answer_loss(
         raise ValueError(f"Got {len(answers)} answers for a batch of {batch.batch_size} prompts; give one per prompt.")
     if batch.padding_side != "left":
         raise ValueError("answer_loss appends answers after each prompt: build the batch with padding_side='left'.")
-    ids = [model.tokenizer.encode(a, add_special_tokens=False) for a in answers]
+    ids = [encode_text(model.tokenizer, a) for a in answers]
     if not all(ids):
         raise ValueError(f"An answer tokenises to nothing: {answers!r}.")
     width = max(len(i) for i in ids)

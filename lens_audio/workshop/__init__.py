@@ -13,12 +13,9 @@ Both are rebuilt by `lens-audio workshop benchmark` and `lens-audio workshop
 train` (`--recipe clip-sets` or `--recipe v1`).
 """
 
-import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from lens_audio.files import atomic_folder  # re-exported: the benchmark and training writers use it
 
 CHECKPOINT_SETS = Path(__file__).parent / "checkpoint_sets"  # the clip-set model organism
 BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
@@ -32,27 +29,6 @@ def benchmark_for(model_name: str) -> Path:
     from lens_audio.model.registry import bundled_benchmark
 
     return bundled_benchmark(model_name)
-
-
-@contextlib.contextmanager
-def atomic_folder(folder: Path) -> Iterator[Path]:
-    """Yield a staging folder beside `folder`; on success it replaces `folder`, on any failure it is removed.
-
-    So an interrupted benchmark or training run never leaves a half-written folder behind.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        yield staging
-        staging.chmod(0o755)  # mkdtemp makes it private
-        for path in staging.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 __all__ = [

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
 from lens_audio.inputs.frames import n_audio_tokens
 from lens_audio.inputs.offline_processor import build_offline_processor
@@ -218,4 +219,4 @@ def save_atomically(model: Any, processor: Any, metrics: dict[str, Any], out_dir
     with atomic_folder(out_dir) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_atomically(staging / "metrics.json", json.dumps(metrics, indent=1))
