@@ -33,6 +33,64 @@ def test_notebook_runs(path, tmp_path):
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
+    if "workshop" in path.parts:
+        missing = stated_numbers_missing(notebook)
+        assert not missing, f"numbers a 'You should see' cell states that the cells around it do not print: {missing}"
+
+
+BOLD = re.compile(r"\*\*(.+?)\*\*", flags=re.S)
+NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
+
+
+def printed_text(cell) -> str:
+    """What a code cell printed or returned as text."""
+    parts = [o.get("text", "") for o in cell.get("outputs", [])]
+    parts += [o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", [])]
+    return "".join(parts)
+
+
+def outputs_near(cells, index: int) -> str:
+    """The printed text of the run of code cells just before cell `index` and the run just after it."""
+    near = []
+    for step in (-1, 1):
+        j = index + step
+        while 0 <= j < len(cells) and cells[j].cell_type == "code":
+            near.append(printed_text(cells[j]))
+            j += step
+    return "\n".join(near)
+
+
+def stated_numbers_missing(notebook) -> list[str]:
+    """Each number in bold after "You should see" in a markdown cell that the code cells next to it do not print.
+
+    A number counts as printed when it appears in their output as a whole number (not inside a longer one); signs
+    are ignored, so a stated "−0.018" matches a printed "-0.018".
+    """
+    missing = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "markdown" or "You should see" not in cell.source:
+            continue
+        text = outputs_near(notebook.cells, index)
+        stated = cell.source.split("You should see", 1)[1]
+        for bold in BOLD.findall(stated):
+            for number in NUMBER.findall(bold):
+                if not re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", text):
+                    missing.append(f"cell {index}: {number} (in **{bold}**)")
+    return missing
+
+
+def test_stated_numbers_are_checked_against_the_outputs():
+    """The check above fails on a number the cells do not print, passes on one they do, and skips L1H3-style names."""
+    notebook = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("print(...)")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="accuracy 76.7% | L1H3 0.99 r -0.018\n")]
+    notebook.cells = [code, nbformat.v4.new_markdown_cell(
+        "You should see **76.7%**, **L1H3 (0.99)** and **−0.018**, and **76.0%** once (in 76.70 too).")]
+    assert stated_numbers_missing(notebook) == ["cell 1: 76.0 (in **76.0%**)"]
+    notebook.cells[1].source = "You should see **76.7%**."
+    assert stated_numbers_missing(notebook) == []
+    notebook.cells[1].source = "**6.7** before the words is not a stated number. You should see **76.7**."
+    assert stated_numbers_missing(notebook) == []
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: str(p.relative_to(ROOT)))
