@@ -71,7 +71,7 @@ def stated_numbers_missing(notebook) -> list[str]:
         if cell.cell_type != "markdown" or "You should see" not in cell.source:
             continue
         text = outputs_near(notebook.cells, index)
-        stated = cell.source.split("You should see", 1)[1]
+        stated = cell.source.split("You should see", 1)[1].removeprefix("**")  # "**You should see**" opens bold
         for bold in BOLD.findall(stated):
             for number in NUMBER.findall(bold):
                 if not re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", text):
@@ -91,6 +91,8 @@ def test_stated_numbers_are_checked_against_the_outputs():
     assert stated_numbers_missing(notebook) == []
     notebook.cells[1].source = "**6.7** before the words is not a stated number. You should see **76.7**."
     assert stated_numbers_missing(notebook) == []
+    notebook.cells[1].source = "**You should see** the accuracy, **76.0%**, and a name, L1H3 (0.42)."
+    assert stated_numbers_missing(notebook) == ["cell 1: 76.0 (in **76.0%**)"]
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -302,3 +302,51 @@ def test_nothing_in_the_package_imports_the_checkers():
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 importers += [str(path) for n in names if n.startswith("lens_audio.workshop.exercises")]
     assert not importers, f"modules outside lens_audio/workshop/exercises import the checkers: {importers}"
+
+
+def session_prose(stem: str) -> str:
+    """The markdown of a solution notebook, quote markers and line breaks folded, minus signs as '-'."""
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "workshop" / f"{stem}_solution.ipynb"
+    text = " ".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return re.sub(r"\s+", " ", text.replace("\n> ", " ").replace("−", "-"))
+
+
+@torch.no_grad()
+def test_bonus_numbers_in_the_sessions_are_measured(model, items):
+    """Numbers the bonuses state without a cell to print them, measured here: session 1's hint-following on the
+    Audio-3 conflicting test items and on all of them, session 3's single-layer directions on its four prompts."""
+    from lens_audio.analysis import adaptive_direction
+
+    conflicting = [i for i in items if i["split"] == "test" and i["hint"] == "conflicting"]
+
+    def followed(chosen):
+        batch = model.to_batch([i["audio_path"] for i in chosen], [render_prompt(i, "workshop") for i in chosen])
+        logits = model(batch)[torch.arange(len(chosen)), batch.final_position]
+        picks = option_logits(logits[:, None], torch.zeros(len(chosen), dtype=torch.long),
+                              session1.option_ids_of(model, chosen)).argmax(-1)
+        return sum(i["choices"][j] == i["hinted_choice"] for i, j in zip(chosen, picks.tolist()))
+
+    audio3 = [i for i in conflicting if i["target_clip"] == 3]
+    k = followed(audio3)
+    m = sum(followed(conflicting[s : s + 40]) for s in range(0, len(conflicting), 40))
+    prose = session_prose("01_hooks_and_the_cache")
+    assert f"{k} of {len(audio3)} ({100 * k / len(audio3):.1f}%)" in prose
+    assert f"{m} of {len(conflicting)}, {100 * m / len(conflicting):.1f}%" in prose
+
+    dev = [i for i in items if i["split"] == "dev" and i["hint"] == "conflicting"]
+    four = dev[::15][:4]
+    batch = model.to_batch([i["audio_path"] for i in four], [render_prompt(i, "workshop") for i in four])
+    last = adaptive_direction(model, batch, [model.cfg.n_layers - 1])
+    by_layer = [adaptive_direction(model, batch, [layer]) for layer in range(model.cfg.n_layers)]
+    cos = np.array([float(torch.cosine_similarity(d, last, dim=-1).mean()) for d in by_layer])
+    ratio = np.array([float((d.norm(dim=-1) / last.norm(dim=-1)).mean()) for d in by_layer])
+    prose = session_prose("03_steering")
+    assert cos[1] == cos[1:7].min() and cos[6] == cos[1:7].max()
+    assert f"cosines from {cos[1]:.2f} (layer 1) to {cos[6]:.2f} (layer 6)" in prose
+    assert f"norm ratios from {ratio[1:7].min():.2f} to {ratio[1:7].max():.2f}" in prose
+    assert f"norm ratio of {ratio[0]:.2f} at layer 0 (its cosine, {cos[0]:.2f}," in prose
