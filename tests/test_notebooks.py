@@ -39,7 +39,7 @@ def test_notebook_runs(path, tmp_path):
 
 
 BOLD = re.compile(r"\*\*(.+?)\*\*", flags=re.S)
-NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")
+NUMBER = re.compile(r"(?<![A-Za-z\d.])[+\-−]?\d+(?:\.\d+)?")  # "L1H3" names no number; "91.7-95.0" is two
 
 
 def printed_text(cell) -> str:
@@ -63,8 +63,8 @@ def outputs_near(cells, index: int) -> str:
 def stated_numbers_missing(notebook) -> list[str]:
     """Each number in bold after "You should see" in a markdown cell that the code cells next to it do not print.
 
-    A number counts as printed when it appears in their output as a whole number (not inside a longer one); signs
-    are ignored, so a stated "−0.018" matches a printed "-0.018".
+    A number counts as printed when it appears in their output as a whole number (not inside a longer one), with
+    its sign where one is stated (a stated "−0.018" matches a printed "-0.018", not "+0.018").
     """
     missing = []
     for index, cell in enumerate(notebook.cells):
@@ -74,7 +74,8 @@ def stated_numbers_missing(notebook) -> list[str]:
         stated = cell.source.split("You should see", 1)[1].removeprefix("**")  # "**You should see**" opens bold
         for bold in BOLD.findall(stated):
             for number in NUMBER.findall(bold):
-                if not re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", text):
+                printed = re.escape(number.replace("−", "-"))
+                if not re.search(rf"(?<![\d.]){printed}(?![\d])", text):
                     missing.append(f"cell {index}: {number} (in **{bold}**)")
     return missing
 
@@ -87,6 +88,8 @@ def test_stated_numbers_are_checked_against_the_outputs():
     notebook.cells = [code, nbformat.v4.new_markdown_cell(
         "You should see **76.7%**, **L1H3 (0.99)** and **−0.018**, and **76.0%** once (in 76.70 too).")]
     assert stated_numbers_missing(notebook) == ["cell 1: 76.0 (in **76.0%**)"]
+    notebook.cells[1].source = "You should see **+0.018** and **0.99-1.00**."
+    assert stated_numbers_missing(notebook) == ["cell 1: +0.018 (in **+0.018**)", "cell 1: 1.00 (in **0.99-1.00**)"]
     notebook.cells[1].source = "You should see **76.7%**."
     assert stated_numbers_missing(notebook) == []
     notebook.cells[1].source = "**6.7** before the words is not a stated number. You should see **76.7**."
