@@ -127,3 +127,27 @@ def test_exercise_runs_up_to_its_first_blank(path, tmp_path):
     client.execute()
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "setup OK" in outputs, "the setup cell ran but did not print 'setup OK'"
+
+
+OUTSIDE = re.compile(r"issue #?\d+|\(#\d+[):]|stage-3|(?:^|[^\w.~-])/(?:work|home|Users)/", flags=re.I)
+
+
+def test_nothing_points_outside_the_repository():
+    """No README line, notebook, session page or docstring cites an issue number, development jargon or a path on
+    one machine; the sessions' relative links resolve inside the repository."""
+    repo = ROOT.parent
+    files = [repo / "README.md", *ROOT.rglob("*.md"), *ROOT.rglob("*.ipynb")]
+    files += [p for folder in ("lens_audio", "tests", "benchmarks") for p in (repo / folder).rglob("*.py")]
+    hits = []
+    for path in files:
+        text = path.read_text()
+        if path.suffix == ".ipynb":
+            text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        if path.name == "test_notebooks.py":
+            text = text.replace(OUTSIDE.pattern, "")
+        hits += [f"{path.relative_to(repo)}: {m.group(0)!r}" for m in OUTSIDE.finditer(text)]
+    assert not hits, f"references a reader cannot follow: {hits}"
+    for path in (ROOT / "workshop").glob("*.ipynb"):
+        source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        for link in re.findall(r"\]\(([^)#:]+\.md)\)", source):
+            assert (path.parent / link).is_file(), f"{path.name} links to {link}, which is not in the repository"
