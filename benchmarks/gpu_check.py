@@ -16,7 +16,7 @@ On a GPU (about 3-5 minutes on an H100)::
 
 `--small` uses tiny shapes so it runs anywhere in seconds (tests run it on the CPU); `--mid` times the
 50M-parameter CPU config (`--mid --skip-equivalence --out benchmarks/results/cpu_ratios.json` gives the CPU
-ratios the issue tracks: steered / plain generate, port / transformers generate, adaptive_direction / forward).
+ratios the project tracks: steered / plain generate, port / transformers generate, adaptive_direction / forward).
 """
 
 from __future__ import annotations

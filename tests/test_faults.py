@@ -1,4 +1,4 @@
-"""Bad input and faults (issue 12): one small test per catalogue case, each checking that the message names
+"""Bad input and faults: one small test per catalogue case, each checking that the message names
 the input; a SIGKILL fault test; two writers on one run file."""
 
 from __future__ import annotations

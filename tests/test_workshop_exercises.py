@@ -31,6 +31,20 @@ def batch(model, items):
     return model.to_batch([i["audio_path"] for i in chosen], [render_prompt(i, "workshop") for i in chosen])
 
 
+@pytest.fixture(scope="module")
+def four(items):
+    return [i for i in items if i["split"] == "dev"][:4]
+
+
+def differs_at_one_place(function, index):
+    """A wrong answer that differs from `function`'s only at `index` (by 0.25): the message must point there."""
+    def wrong(*args):
+        out = function(*args).clone()
+        out[index] += 0.25
+        return out
+    return wrong
+
+
 def fails(check, *args, match: str):
     with pytest.raises(AssertionError, match=match):
         check(*args)
@@ -66,6 +80,9 @@ def test_option_logits(model, items):
           match="position -1")
     fails(session1.test_option_logits, lambda logits, f, ids: option_logits(logits, f, ids).softmax(-1), model,
           chosen, match="probabilities")
+    fails(session1.test_option_logits, lambda logits, final, ids: logits[:, final].gather(1, ids), model, chosen,
+          match=r"option_logits raised RuntimeError.*should return shape \(3, 4\).*`logits\[:, final\]` pairs")
+    fails(session1.test_option_logits, differs_at_one_place(option_logits, (1, 2)), model, chosen, match="item 1")
 
 
 def silence_clip_hook(clip, silent_embeds):
@@ -110,19 +127,80 @@ def pearson_by_head(mass, correct):
     return (x * y[:, None, None]).sum(0) / np.sqrt((x**2).sum(0) * (y**2).sum())
 
 
-def test_audio_mass(model, batch):
-    session2.test_audio_mass(audio_mass, model, batch)
-    fails(session2.test_audio_mass, lambda p, m, f: p[torch.arange(len(f)), :, f].sum(-1), model, batch,
+def test_audio_mass(model, four):
+    session2.test_audio_mass(audio_mass, model, four)
+    fails(session2.test_audio_mass, lambda p, m, f: p[torch.arange(len(f)), :, f].sum(-1), model, four,
           match="sums over text positions too")
     fails(session2.test_audio_mass, lambda p, m, f: (p[torch.arange(len(f)), :, :, f] * m[:, None]).sum(-1), model,
-          batch, match="a column")
+          four, match="a column")
+    fails(session2.test_audio_mass, lambda p, m, f: (p[:, :, -1] * m[:, None]).sum(-1), model, four,
+          match="right-padded batch: you read query position -1")
+    fails(session2.test_audio_mass, lambda p, m, f: (p[torch.arange(len(f)), :, f] * m[:, None]).sum(-1) / m.sum(-1,
+          keepdim=True), model, four, match="mean instead of sum")
+    fails(session2.test_audio_mass, lambda p, m, f: (p[:, :, f] * m[:, None, None]).sum(-1), model, four,
+          match=r"expected \(4, 8\) = \[batch head\]. `pattern\[:, :, final\]`")
+    fails(session2.test_audio_mass, lambda p, m, f: (p[:, :, f] * m[:, None, :]).sum(-1), model, four,
+          match=r"audio_mass raised RuntimeError.*`pattern\[:, :, final\]` pairs")
+    fails(session2.test_audio_mass, differs_at_one_place(audio_mass, (2, 5)), model, four, match="prompt 2 head 5")
 
 
-def test_clip_mass(model, batch):
-    session2.test_clip_mass(clip_mass, model, batch)
-    fails(session2.test_clip_mass, lambda p, s, f: clip_mass(p, [[(a, b + 1) for a, b in c] for c in s], f), model,
-          batch, match=r"\[start, end\)")
-    fails(session2.test_clip_mass, lambda p, s, f: clip_mass(p, s, f).flip(-1), model, batch, match="reverse")
+def test_clip_mass(model, four):
+    session2.test_clip_mass(clip_mass, model, four)
+
+    def shifted(ds, de):
+        return lambda p, s, f: clip_mass(p, [[(a + ds, b + de) for a, b in c] for c in s], f)
+
+    fails(session2.test_clip_mass, shifted(0, 1), model, four, match="one position too many at the end")
+    fails(session2.test_clip_mass, shifted(0, -1), model, four, match="one position too few at the end")
+    fails(session2.test_clip_mass, shifted(-1, 0), model, four, match="one position too many at the start")
+    fails(session2.test_clip_mass, shifted(1, 0), model, four, match="one position too few at the start")
+    fails(session2.test_clip_mass, lambda p, s, f: clip_mass(p, s, f).flip(-1), model, four, match="reverse")
+
+    def mean_per_clip(p, spans, f):
+        rows = p[torch.arange(len(f)), :, f]
+        return torch.stack([torch.stack([rows[b, :, s:e].mean(-1) for s, e in c], -1) for b, c in enumerate(spans)])
+
+    fails(session2.test_clip_mass, mean_per_clip, model, four, match="mean instead of sum")
+    fails(session2.test_clip_mass, lambda p, s, f: clip_mass(p[:, :, f], s, f), model, four,
+          match=r"clip_mass raised .*should return shape \(4, 8, 3\)")
+    fails(session2.test_clip_mass, differs_at_one_place(clip_mass, (3, 6, 1)), model, four,
+          match="prompt 3 head 6 Audio 2")
+
+
+def within_stratum_r(mass, correct, strata):
+    strata = np.asarray(strata)
+    x, y = mass.astype(float).copy(), correct.astype(float).copy()
+    for s in np.unique(strata):
+        x[strata == s] -= x[strata == s].mean(0)
+        y[strata == s] -= y[strata == s].mean()
+    return pearson_by_head(x, y)
+
+
+def test_within_stratum_r():
+    rng = np.random.default_rng(2)
+    strata = list(rng.choice(["a", "b", "c"], 45))
+    correct = rng.random(45) < 0.7
+    mass = rng.random((45, 2, 3))
+    session2.test_within_stratum_r(within_stratum_r, mass, correct, strata)
+    fails(session2.test_within_stratum_r, lambda m, c, s: pearson_by_head(m, c), mass, correct, strata,
+          match="plain r over all examples")
+
+    def mass_only(m, c, s):
+        s = np.asarray(s)
+        x = m.copy()
+        for g in np.unique(s):
+            x[s == g] -= x[s == g].mean(0)
+        return pearson_by_head(x, c.astype(float))
+
+    fails(session2.test_within_stratum_r, mass_only, mass, correct, strata, match="but not `correct`")
+
+    def averaged(m, c, s):
+        s = np.asarray(s)
+        return np.mean([pearson_by_head(m[s == g], c[s == g]) for g in np.unique(s)], 0)
+
+    fails(session2.test_within_stratum_r, averaged, mass, correct, strata, match="averaged the r of each stratum")
+    fails(session2.test_within_stratum_r, lambda m, c, s: within_stratum_r(m, c, s)[0], mass, correct, strata,
+          match="shape")
 
 
 def test_pearson_by_head():
@@ -190,10 +268,17 @@ def test_add_direction_hook(model, batch):
 
 def test_steered_correct(model, items):
     chosen = [i for i in items if i["split"] == "dev" and i["hint"] == "conflicting"][:12]
-    session3.test_steered_correct(steered_correct, model, chosen)
-    fails(session3.test_steered_correct, lambda f, heads, beta: steered_correct(f, [(h, l) for l, h in heads], beta),
-          model, chosen, match="a head is \\(layer, head\\)")
-    fails(session3.test_steered_correct, lambda f, heads, beta: f.correct(), model, chosen, match="unsteered")
+    check = session3.test_steered_correct
+    check(steered_correct, model, chosen)
+    fails(check, lambda f, heads, beta: steered_correct(f, [(h, l) for l, h in heads], beta), model, chosen,
+          match="a head is \\(layer, head\\)")
+    fails(check, lambda f, heads, beta: f.correct(), model, chosen, match="unsteered")
+    fails(check, lambda f, heads, beta: f.correct(f.layer_direction([l for l, _ in heads]), beta), model, chosen,
+          match="counted once per head")
+    fails(check, lambda f, heads, beta: f.correct(f.layer_direction([max(l for l, _ in heads)]), beta), model,
+          chosen, match="deepest layer only")
+    fails(check, lambda f, heads, beta: f.correct(f.layer_direction(layers_of(heads)), 1.0), model, chosen,
+          match="strength 1.0")
 
 
 def test_percentile():
@@ -217,3 +302,51 @@ def test_nothing_in_the_package_imports_the_checkers():
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 importers += [str(path) for n in names if n.startswith("lens_audio.workshop.exercises")]
     assert not importers, f"modules outside lens_audio/workshop/exercises import the checkers: {importers}"
+
+
+def session_prose(stem: str) -> str:
+    """The markdown of a solution notebook, quote markers and line breaks folded, minus signs as '-'."""
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "workshop" / f"{stem}_solution.ipynb"
+    text = " ".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return re.sub(r"\s+", " ", text.replace("\n> ", " ").replace("−", "-"))
+
+
+@torch.no_grad()
+def test_bonus_numbers_in_the_sessions_are_measured(model, items):
+    """Numbers the bonuses state without a cell to print them, measured here: session 1's hint-following on the
+    Audio-3 conflicting test items and on all of them, session 3's single-layer directions on its four prompts."""
+    from lens_audio.analysis import adaptive_direction
+
+    conflicting = [i for i in items if i["split"] == "test" and i["hint"] == "conflicting"]
+
+    def followed(chosen):
+        batch = model.to_batch([i["audio_path"] for i in chosen], [render_prompt(i, "workshop") for i in chosen])
+        logits = model(batch)[torch.arange(len(chosen)), batch.final_position]
+        picks = option_logits(logits[:, None], torch.zeros(len(chosen), dtype=torch.long),
+                              session1.option_ids_of(model, chosen)).argmax(-1)
+        return sum(i["choices"][j] == i["hinted_choice"] for i, j in zip(chosen, picks.tolist()))
+
+    audio3 = [i for i in conflicting if i["target_clip"] == 3]
+    k = followed(audio3)
+    m = sum(followed(conflicting[s : s + 40]) for s in range(0, len(conflicting), 40))
+    prose = session_prose("01_hooks_and_the_cache")
+    assert f"{k} of {len(audio3)} ({100 * k / len(audio3):.1f}%)" in prose
+    assert f"{m} of {len(conflicting)}, {100 * m / len(conflicting):.1f}%" in prose
+
+    dev = [i for i in items if i["split"] == "dev" and i["hint"] == "conflicting"]
+    four = dev[::15][:4]
+    batch = model.to_batch([i["audio_path"] for i in four], [render_prompt(i, "workshop") for i in four])
+    last = adaptive_direction(model, batch, [model.cfg.n_layers - 1])
+    by_layer = [adaptive_direction(model, batch, [layer]) for layer in range(model.cfg.n_layers)]
+    cos = np.array([float(torch.cosine_similarity(d, last, dim=-1).mean()) for d in by_layer])
+    ratio = np.array([float((d.norm(dim=-1) / last.norm(dim=-1)).mean()) for d in by_layer])
+    prose = session_prose("03_steering")
+    assert cos[1] == cos[1:7].min() and cos[6] == cos[1:7].max()
+    assert f"cosines from {cos[1]:.2f} (layer 1) to {cos[6]:.2f} (layer 6)" in prose
+    assert f"norm ratios from {ratio[1:7].min():.2f} to {ratio[1:7].max():.2f}" in prose
+    assert f"norm ratio of {ratio[0]:.2f} at layer 0 (its cosine, {cos[0]:.2f}," in prose

@@ -70,7 +70,7 @@ class SetsTrainSettings:
     steps_select: int = 1200  # stage 3: the same mix, plus probes that teach where each clip is (see train_sets)
     select_learning_rate: float = 1e-3
     probe_weight: float = 1.0
-    probe_layer: int = 0  # the decoder layer after which the stage-3 probes read the residual stream
+    probe_layer: int = 0  # the decoder layer after which the clip probes of training stage 3 read the residual stream
     projector_scale: float = 0.02  # v1's audio embeddings (norm ~80) rescaled to the fresh decoder's token scale
     threads: int = 2
 
@@ -191,7 +191,7 @@ def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_
                    probe_layer: int | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """The logits with the projected audio written over the `<|AUDIO|>` tokens (as HF does), from the encoder output.
 
-    With `probe_layer`, also the residual stream after that decoder layer (for the stage-3 probes).
+    With `probe_layer`, also the residual stream after that decoder layer (for the clip probes of training stage 3).
     """
     audio_embeds = model.model.multi_modal_projector(audio_encoded)
     embeds = model.get_input_embeddings()(input_ids)

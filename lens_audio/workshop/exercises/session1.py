@@ -12,13 +12,17 @@ from torch import Tensor
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.inputs.audio import load_audio
 from lens_audio.model.hook_point import block_hook_name
-from lens_audio.workshop.exercises.checks import as_tensor, check_shape, max_diff, same
+from lens_audio.workshop.exercises.checks import as_tensor, call_learner, check_shape, max_diff, same, worst_example
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 AUDIO_EMBEDS = "audio.hook_audio_embeds"
+PAIR_ROWS_WITH_FINAL = (
+    "`logits[:, final]` pairs every row with every row's final position ([batch, batch, vocab]); index rows and "
+    "positions together, `logits[torch.arange(batch), final]` ([batch, vocab]), then gather the option tokens."
+)
 
 
 def test_clip_token_mask(clip_token_mask: Callable, batch: "AudioBatch", audio_token_id: int) -> None:
@@ -85,8 +89,8 @@ def test_option_logits(option_logits: Callable, model: "HookedAudioLM", items: l
         rows = torch.arange(batch.batch_size)
         expected = model.unembed(model.ln_final(cache[last][rows, final]))
         expected = torch.gather(expected, 1, ids)
-        got = as_tensor(option_logits(logits.clone(), final.clone(), ids.clone()), "option_logits")
-        check_shape(got, tuple(ids.shape), "option_logits", "batch choice")
+        got = call_learner(option_logits, "option_logits", (logits.clone(), final.clone(), ids.clone()),
+                           tuple(ids.shape), "batch choice", PAIR_ROWS_WITH_FINAL)
         if same(got, expected):
             continue
         at_minus_one = torch.gather(logits[:, -1], 1, ids)
@@ -106,9 +110,11 @@ def test_option_logits(option_logits: Callable, model: "HookedAudioLM", items: l
             "right values in the wrong order: column j must be the logit of option j (`option_ids[:, j]`), in the "
             "item's own order of choices."
         )
+        row, _ = worst_example(got, expected)
         raise AssertionError(
-            f"{side}-padded batch: expected {expected[0].tolist()} for the first item, got {got[0].tolist()} "
-            f"(max difference {max_diff(got, expected):.3g}). Gather `logits[row, final[row], option_ids[row]]`."
+            f"{side}-padded batch, item {row} (the one that differs most): expected {expected[row].tolist()}, got "
+            f"{got[row].tolist()} (max difference {max_diff(got, expected):.3g}). Gather "
+            "`logits[row, final[row], option_ids[row]]`."
         )
     print("option_logits: matches the unembedded final residual stream, left- and right-padded. Passed!")
 

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from scipy import stats
+from torch import Tensor
 
 from lens_audio.analysis.steering import adaptive_direction, adaptive_steering, steering_hooks
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.workshop.evaluate import PROFILE, score_items
-from lens_audio.workshop.exercises.checks import as_tensor, check_shape, max_diff, same
+from lens_audio.workshop.exercises.checks import as_tensor, call_learner, max_diff, same
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -26,8 +27,10 @@ def test_direction(direction_by_hand: Callable, model: "HookedAudioLM", batch: "
     """`direction_by_hand(model, batch, layers)` against `adaptive_direction` (one batched audio+silence pass)."""
     layers = list(layers)
     expected = adaptive_direction(model, batch, layers)
-    got = as_tensor(direction_by_hand(model, batch, list(layers)), "direction_by_hand")
-    check_shape(got, tuple(expected.shape), "direction_by_hand", "batch d_model")
+    got = call_learner(direction_by_hand, "direction_by_hand", (model, batch, list(layers)), tuple(expected.shape),
+                       "batch d_model", "`cache[name][:, final]` pairs every prompt with every prompt's final position "
+                       "([batch, batch, d_model]); take `cache[name][torch.arange(batch), final]` ([batch, d_model]), "
+                       "then average over layers.")
     if same(got, expected, atol=1e-4):
         print(f"direction_by_hand: layers {layers}, {batch.batch_size} prompts, matches adaptive_direction. Passed!")
         return
@@ -87,41 +90,97 @@ def test_add_direction_hook(add_direction_hook: Callable, model: "HookedAudioLM"
     )
 
 
+class RecordingSteering:
+    """A `FastSteering` that remembers every push (`beta * direction`) asked of `correct`, so the checker can see
+    the direction the learner built even where the items' right/wrong answers happen not to change."""
+
+    def __init__(self, fast: FastSteering) -> None:
+        self.fast, self.pushes = fast, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fast, name)
+
+    def correct(self, direction: Tensor | None = None, beta: float | Tensor = 0.0) -> np.ndarray:
+        self.pushes.append(None if direction is None else torch.as_tensor(beta) * direction)
+        return self.fast.correct(direction, beta)
+
+
+STEERED_CORRECT_CASES = (  # head sets; the last repeats layer 0 three times
+    [(0, 5)],  # read as (head, layer) it is layer 5
+    [(5, 0), (1, 3)],  # layers 1 and 5; read as (head, layer), layers 0 and 3
+    [(0, 1), (0, 2), (0, 6), (5, 4)],  # layers 0 and 5, each counted once
+)
+
+
 def test_steered_correct(steered_correct: Callable, model: "HookedAudioLM", items: list[dict[str, Any]],
                          beta: float = 3.0) -> None:
-    """`steered_correct(fast, heads, beta)` against real steered runs (hooks on the model) of the same items."""
+    """`steered_correct(fast, heads, beta)` against real steered runs (hooks on the model) of the same items, and
+    the push it asks of `fast.correct` against the direction of the heads' layers, each layer once."""
     fast = FastSteering.collect(model, items, PROFILE.prompt, heads=False)
-    for heads in ([(0, 5)], [(5, 0), (1, 3)]):  # read as (head, layer): layers 5, then 0 and 3
+    for heads in STEERED_CORRECT_CASES:
         layers = sorted({layer for layer, _ in heads})
         records = score_items(model, items, steering=adaptive_steering(layers, beta), progress=False)
         expected = np.array([r["correct"] for r in records])
-        result = steered_correct(fast, heads, beta)
+        recording = RecordingSteering(fast)
+        try:
+            result = steered_correct(recording, list(heads), beta)
+        except Exception as error:
+            raise AssertionError(
+                f"steered_correct raised {type(error).__name__}: {error} (heads {heads}). It should return "
+                f"({len(items)},) booleans, one per item: `fast.correct(direction, beta)`."
+            ) from error
         got = as_tensor(None if result is None else np.asarray(result), "steered_correct").numpy()
         assert got.shape == expected.shape, (
             f"steered_correct returned shape {got.shape}; expected ({len(items)},): one True/False per item."
         )
-        if np.array_equal(got.astype(bool), expected):
+        pushes = [push for push in recording.pushes if push is not None]
+        push = pushes[-1] if pushes else None
+        if np.array_equal(got.astype(bool), expected) and (
+            push is None or same(push, beta * fast.layer_direction(layers), atol=1e-5)
+        ):
             continue
-        by_head_index = fast.correct(fast.layer_direction(sorted({h for _, h in heads})), beta)
-        unsteered = fast.correct()
-        assert not (np.array_equal(got.astype(bool), unsteered) and np.array_equal(got.astype(bool), by_head_index)), (
-            f"for heads {heads} you returned the unsteered correctness, or steered from layers "
-            f"{sorted({h for _, h in heads})} (the head indices) where the push does nothing. Pass "
-            f"`fast.layer_direction` of the heads' layers, {layers}, and beta to `fast.correct`."
-        )
-        assert not np.array_equal(got.astype(bool), by_head_index), (
-            f"for heads {heads} you steered from layers {sorted({h for _, h in heads})}: a head is (layer, head), and "
-            f"the direction comes from the heads' layers, {layers}."
-        )
-        assert not np.array_equal(got.astype(bool), unsteered), (
-            f"for heads {heads} you returned the unsteered correctness; pass the direction and beta to `fast.correct`."
-        )
+        explain_steered_correct(fast, heads, layers, beta, got.astype(bool), push)
         raise AssertionError(
             f"for heads {heads}, beta {beta}: real steered runs get {int(expected.sum())}/{len(items)} right, you "
             f"predict {int(got.astype(bool).sum())}; items that differ: "
             f"{[i for i in range(len(items)) if bool(got[i]) != expected[i]]}."
         )
-    print(f"steered_correct: matches real steered runs on {len(items)} items for two head sets. Passed!")
+    print(f"steered_correct: matches real steered runs on {len(items)} items for {len(STEERED_CORRECT_CASES)} head "
+          "sets (one with several heads in a layer). Passed!")
+
+
+def explain_steered_correct(fast: FastSteering, heads: list[tuple[int, int]], layers: list[int], beta: float,
+                            got: np.ndarray, push: Tensor | None) -> None:
+    """Raise the AssertionError that names the slip behind a wrong `steered_correct`."""
+    head_indices = sorted({h for _, h in heads})
+    every_layer = [layer for layer, _ in heads]
+    if push is None:
+        assert not np.array_equal(got, fast.correct()), (
+            f"for heads {heads} you returned the unsteered correctness; pass the direction and beta to `fast.correct`."
+        )
+        return
+    slips = {
+        f"you steered from layers {every_layer}: a layer holding several heads counted once per head. The direction "
+        f"averages the heads' layers, each layer once: {layers}": every_layer,
+        f"you steered from the deepest layer only ({layers[-1]}); average the direction over every layer of the "
+        f"heads, {layers}": layers[-1:],
+        f"you steered from the shallowest layer only ({layers[0]}); average the direction over every layer of the "
+        f"heads, {layers}": layers[:1],
+        f"you steered from layers {head_indices} (the head indices): a head is (layer, head), and the direction "
+        f"comes from the heads' layers, {layers}": head_indices,
+    }
+    for message, wrong_layers in slips.items():
+        if wrong_layers != layers:
+            assert not same(push, beta * fast.layer_direction(wrong_layers), atol=1e-5), f"for heads {heads} {message}."
+    direction = fast.layer_direction(layers)
+    for wrong in (1.0, -beta):
+        assert not same(push, wrong * direction, atol=1e-5), (
+            f"for heads {heads} you pushed with strength {wrong}, but beta is {beta}: pass `beta` to `fast.correct`."
+        )
+    raise AssertionError(
+        f"for heads {heads} the push you asked of `fast.correct` is not beta * `fast.layer_direction({layers})` "
+        f"(largest difference {max_diff(push, beta * direction):.3g}): steer from the heads' layers, each once."
+    )
 
 
 def test_percentile(percentile_among: Callable) -> None:
