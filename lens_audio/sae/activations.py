@@ -181,7 +181,8 @@ def collect_activations(
     for start in tqdm(range(0, len(items), batch_size), desc=f"activations ({positions})", disable=not progress,
                       unit="batch"):
         chunk = items[start : start + batch_size]
-        batch = model.to_batch([item["audio_path"] for item in chunk], [render_prompt(item, template) for item in chunk])
+        texts = [render_prompt(item, template) for item in chunk]
+        batch = model.to_batch([item["audio_path"] for item in chunk], texts)
         if silence:
             batch = batch.silence_twin()
         _, cache = model.run_with_cache(batch, names_filter=hook_names, stop_at_layer=stop, return_cache_object=False)

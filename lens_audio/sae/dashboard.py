@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 
 N_LOGITS = 10
 N_SPECTROGRAMS = 4
-TEXT_CONTEXT = (8, 3)
+TEXT_CONTEXT = (8, 3)  # prompt tokens shown before and after a text row
 PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:16px;color:#222} .la-top td,.la-top th{padding:3px 8px;"
-              "text-align:left;vertical-align:middle} .la-top tr:nth-child(even){background:#f6f6f6}")  # prompt tokens shown before and after a text row
+              "text-align:left;vertical-align:middle} .la-top tr:nth-child(even){background:#f6f6f6}")
 
 
 @dataclass
