@@ -35,7 +35,7 @@ from lens_audio.workshop.evaluate import score_items
 AUDIO_SAE = SAES / "blocks.1.hook_resid_post-audio"
 TEXT_SAES = [SAES / f"blocks.{layer}.hook_resid_post-text" for layer in (1, 2, 4, 5)]
 # Thresholds for the shipped SAEs, on the test split (the README states the measured values).
-MIN_FVE_AUDIO, MIN_FVE_TEXT = 0.98, 0.99
+MIN_FVE_AUDIO, MIN_FVE_TEXT = 0.97, 0.99
 MAX_ACCURACY_DROP = 0.05  # spliced (no error term) vs the clean model, no-hint test items
 
 
@@ -230,3 +230,16 @@ def test_decomposition_rebuilds_the_adaptive_direction(model, test_items):
     batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, PROFILE.prompt) for i in items])
     assert torch.allclose(result.direction, adaptive_direction(model, batch, [1, 2, 4, 5]).cpu(), atol=1e-4)
     assert result.push.shape == (4, 4, 256) and bool((result.fraction_explained() > 0.5).all())
+
+
+def test_readme_sae_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme[readme.index("## SAEs") :], re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README SAEs", "exec"), scope)
+    assert scope["latents"].shape[-1] == 256 and (tmp_path / "feature.html").stat().st_size > 1_000_000
+    assert scope["board"].top[0].snippet[:4] == b"RIFF"

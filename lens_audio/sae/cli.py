@@ -12,7 +12,7 @@ from lens_audio.sae.train import SAETrainSettings
 # adaptive direction's layers (the workshop specialists' layers 1, 2, 4, 5) at the text positions, silence twins
 # included. (hooks, positions, silence twins, settings)
 WORKSHOP_SAES = (
-    (("blocks.1.hook_resid_post",), "audio", False, SAETrainSettings(d_sae=128, k=8, steps=2000)),
+    (("blocks.1.hook_resid_post",), "audio", False, SAETrainSettings(d_sae=256, k=4, steps=2000)),
     (tuple(f"blocks.{layer}.hook_resid_post" for layer in (1, 2, 4, 5)), "text", True,
      SAETrainSettings(d_sae=256, k=16, steps=2000)),
 )
