@@ -243,3 +243,54 @@ def test_readme_sae_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README SAEs", "exec"), scope)
     assert scope["latents"].shape[-1] == 256 and (tmp_path / "feature.html").stat().st_size > 1_000_000
     assert scope["board"].top[0].snippet[:4] == b"RIFF"
+
+
+def test_positions_final_encoder_hooks_and_audio_folders(model, test_items, tmp_path):
+    import shutil
+
+    from lens_audio.analysis.steering import final_residuals
+    from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.sae import items_from_folder
+    from lens_audio.workshop.evaluate import PROFILE
+
+    items = test_items[:3]
+    batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, PROFILE.prompt) for i in items])
+    final = collect_activations(model, items, ["blocks.4.hook_resid_post"], "final", progress=False)
+    assert torch.allclose(final["blocks.4.hook_resid_post"].acts, final_residuals(model, batch, [4])[:, 0], atol=1e-5)
+    encoder = collect_activations(model, items[:1], ["audio.hook_audio_embeds"], "all", progress=False)
+    _, cache = model.run_with_cache(batch, names_filter="audio.hook_audio_embeds")
+    rows = encoder["audio.hook_audio_embeds"]
+    for k, (start, end) in enumerate(batch.audio_spans[0]):  # each clip's valid audio tokens, in order
+        mine = rows.acts[rows.clip == k]
+        assert len(mine) == end - start and torch.allclose(mine, cache["audio.hook_audio_embeds"][k, : end - start])
+    for path in items[0]["audio_path"]:
+        shutil.copy(path, tmp_path)
+    folder = items_from_folder(tmp_path, "What kind of sound is this?")
+    assert len(folder) == 3
+    sets = collect_activations(model, folder, ["blocks.1.hook_resid_post"], "audio", prompt=lambda i: i["question"],
+                               progress=False)
+    assert set(sets["blocks.1.hook_resid_post"].clip.tolist()) == {0}
+    with pytest.raises(ValueError, match="audio-encoder hook"):
+        collect_activations(model, folder, ["audio.hook_audio_embeds"], "text", progress=False)
+    with pytest.raises(ValueError, match="no audio files"):
+        items_from_folder(tmp_path / "nowhere")
+
+
+def test_text_feature_dashboard_shows_prompt_tokens_that_equal_a_spliced_forward(model, test_items):
+    from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.workshop.evaluate import PROFILE
+
+    sae = SparseAutoencoder.load(TEXT_SAES[-1])
+    items = test_items[:6]
+    acts = collect_activations(model, items, [sae.cfg.hook_name], "text", progress=False)[sae.cfg.hook_name]
+    feature = int(sae.encode(acts.acts).sum(0).argmax())
+    board = feature_dashboard(model, sae, items, feature, activations=acts, n_top=3)
+    name = f"{sae.cfg.hook_name}.hook_sae_acts_post"
+    by_id = {i["id"]: i for i in items}
+    for top in board.top:
+        assert top.context and any(abs(v - top.value) < 1e-5 for _, v in top.context)
+        batch = model.to_batch(by_id[top.item_id]["audio_path"], render_prompt(by_id[top.item_id], PROFILE.prompt))
+        with splice(model, sae):
+            _, cache = model.run_with_cache(batch, names_filter=name)
+        assert float(cache[name][0, top.position, feature]) == pytest.approx(top.value, abs=1e-3)
+    assert board.promoted and board.suppressed and not board.spectrograms
