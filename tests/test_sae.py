@@ -294,3 +294,30 @@ def test_text_feature_dashboard_shows_prompt_tokens_that_equal_a_spliced_forward
             _, cache = model.run_with_cache(batch, names_filter=name)
         assert float(cache[name][0, top.position, feature]) == pytest.approx(top.value, abs=1e-3)
     assert board.promoted and board.suppressed and not board.spectrograms
+
+
+def test_generation_under_a_splice_with_the_error_term_is_unchanged(model, test_items):
+    sae = SparseAutoencoder.load(TEXT_SAES[0])  # text positions: every generated token is spliced
+    batch = model.to_batch([i["audio_path"] for i in test_items[:2]], [i["question"] for i in test_items[:2]])
+    clean = model.generate(batch, max_new_tokens=4, do_sample=False)
+    seen = []
+    with splice(model, sae, use_error_term=True):
+        with model.hooks(fwd_hooks=[(f"{sae.cfg.hook_name}.hook_sae_acts_post", lambda x, hook: seen.append(x.shape))]):
+            spliced = model.generate(batch, max_new_tokens=4, do_sample=False)
+    assert torch.equal(clean, spliced) and len(seen) >= 2  # the prefill, then one token a step
+    assert seen[0][1] == batch.input_ids.shape[1] and all(shape[1] == 1 for shape in seen[1:])
+
+
+def test_cli_trains_an_sae_and_resumes_nothing_twice(tmp_path, capsys):
+    from lens_audio.cli import main
+
+    args = ["sae", "train", "--hook", "blocks.0.hook_resid_post", "--positions", "final", "--out", str(tmp_path),
+            "--d-sae", "16", "--k", "2", "--steps", "30", "--batch-size", "64"]
+    assert main(args) == 0
+    folder = tmp_path / "blocks.0.hook_resid_post-final"
+    sae = SparseAutoencoder.load(folder)
+    assert sae.cfg.k == 2 and sae.cfg.positions == "final" and sae.cfg.model_name == "workshop"
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["train"]["n_rows"] == 360 and record["held_out"]["n_rows"] == 360  # one final position per item
+    assert "variance explained" in capsys.readouterr().out
+    assert main(args) == 0 and torch.equal(SparseAutoencoder.load(folder).W_dec, sae.W_dec)  # cached, not retrained

@@ -11,21 +11,21 @@ hookable). One difference from SAELens: the original name stays a hook point, an
 spliced value), so caching `blocks.3.hook_resid_post` or steering there still works while spliced.
 
 An SAE trained at some positions (`cfg.positions`: "audio", "text", "final") is applied at those positions only;
-elsewhere the activation passes unchanged and the latents are zero. The positions are read from the input of each
-forward (an `AudioBatch`, or `input_ids` and `attention_mask`; during generation the new tokens are text and each
-step's last token is its final position).
+elsewhere the activation passes unchanged and the latents are zero. The positions are read from the token ids and mask
+each forward (and generation's prefill) starts the decoder with; during generation the new tokens are text and
+each step's last token is its final position. A forward started from a residual stream (`start_at_layer`) has no
+token ids, so an SAE of a position scope refuses it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.hook_point import HookPoint
 from lens_audio.sae.activations import position_mask
 from lens_audio.sae.sae import SparseAutoencoder
@@ -62,21 +62,6 @@ class SplicedHookPoint(HookPoint):
             raise ValueError(f"the SAE at {sae.cfg.hook_name} expected activations for {tuple(where.shape)} "
                              f"positions but got {tuple(x.shape[:2])}.")
         return sae(on_sae, where).to(x.device)
-
-
-def _model_inputs(model: "HookedAudioLM", args: tuple, kwargs: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
-    """(input_ids, attention_mask) of a forward call, or None when it starts from a residual stream."""
-    first = args[0] if args else kwargs.get("input_ids")
-    if kwargs.get("start_at_layer") is not None:
-        return None
-    if isinstance(first, AudioBatch):
-        return first.input_ids, first.attention_mask
-    if isinstance(first, str) or (isinstance(first, list) and first and isinstance(first[0], str)):
-        return model._tokenize(first)
-    if isinstance(first, Tensor) and first.ndim == 2 and not first.is_floating_point():
-        mask = args[1] if len(args) > 1 and args[1] is not None else kwargs.get("attention_mask")
-        return first, torch.ones_like(first) if mask is None else mask
-    return None
 
 
 def _locate(model: "HookedAudioLM", name: str) -> tuple[torch.nn.Module, str]:
@@ -116,17 +101,27 @@ def splice(
         setattr(parent, attr, point)
         spliced.append(point)
 
-    def capture(module, args, kwargs):
-        inputs = _model_inputs(model, args, kwargs)
-        for point in spliced:
-            point.inputs = inputs
+    # Every forward and generation's prefill go through start_decoder with the prompt's token ids and mask; a
+    # forward from a residual stream (start_at_layer) does not, so each forward first forgets the last ones.
+    start_decoder = model.start_decoder
 
-    handle = model.register_forward_pre_hook(capture, with_kwargs=True)
+    def capture(input_ids, attention_mask, *args, **kwargs):
+        for point in spliced:
+            point.inputs = (input_ids, attention_mask)
+        return start_decoder(input_ids, attention_mask, *args, **kwargs)
+
+    def forget(module, args):
+        for point in spliced:
+            point.inputs = None
+
+    model.start_decoder = capture
+    handle = model.register_forward_pre_hook(forget)
     model.setup()
     try:
         yield model
     finally:
         handle.remove()
+        del model.start_decoder  # the class's method again
         for (parent, attr, original), sae, term in zip(originals, saes, previous_terms):
             setattr(parent, attr, original)
             sae.use_error_term = term
