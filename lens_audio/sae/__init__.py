@@ -8,7 +8,9 @@
   `{hook}.hook_sae_acts_post`.
 - `dashboard.py`: `feature_dashboard` (a feature's top audio tokens with playable snippets, spectrograms,
   histogram, logits, top prompt tokens) for Jupyter and as one offline HTML page.
+- `features.py`: each feature's class precision on a labelled benchmark.
 - `steering.py`: the adaptive audio-minus-silence direction decomposed into SAE features.
+- `recipe.py`, `cli.py`: SAEs over a benchmark's splits in one call; `lens-audio sae train` / `sae workshop`.
 """
 
 from lens_audio.sae.activations import ActivationSet, collect_activations, items_from_folder, unique_by_audio
