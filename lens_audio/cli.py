@@ -14,6 +14,8 @@ Subcommands (`lens-audio <command> --help` for the options):
   evaluate             test: baseline, steered and random-head control
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
   workshop train       train the workshop model on CPU and evaluate it
+  sae train            train sparse autoencoders at any hooks on a benchmark's activations (SAELens's format)
+  sae workshop         train the SAEs shipped with the workshop model
 """
 
 from __future__ import annotations
@@ -107,10 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--pool-clips", type=cli_int(1),
                        help="training clips synthesised up front (clip-sets: per class)")
     train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
+    from lens_audio.sae.cli import add_sae_parser, run_sae
+
+    add_sae_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
+        if args.command == "sae":
+            return run_sae(args)
         if args.command == "workshop":
             return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
         if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):

@@ -21,6 +21,7 @@ CHECKPOINT_SETS = Path(__file__).parent / "checkpoint_sets"  # the clip-set mode
 BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
 CHECKPOINT_V1 = Path(__file__).parent / "checkpoint"  # "workshop-v1": the first workshop model (one clip per prompt)
 BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
+SAES = Path(__file__).parent / "saes"  # SAEs of the "workshop" model (`lens-audio sae workshop`), SAELens format
 CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
 
 
@@ -39,5 +40,6 @@ __all__ = [
     "CHECKPOINT",
     "CHECKPOINT_SETS",
     "CHECKPOINT_V1",
+    "SAES",
     "atomic_folder",
 ]

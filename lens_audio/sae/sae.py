@@ -1,0 +1,216 @@
+"""A sparse autoencoder in SAELens's file format: `cfg.json` + `sae_weights.safetensors`.
+
+The weights carry SAELens's names and shapes — `W_enc [d_in, d_sae]`, `b_enc [d_sae]`, `W_dec [d_sae, d_in]`,
+`b_dec [d_in]`, and for JumpReLU `threshold [d_sae]` — and the config is SAELens 6's `SAEConfig.to_dict()`
+layout (`architecture`, `d_in`, `d_sae`, `dtype`, `device`, `apply_b_dec_to_input`, `normalize_activations`,
+`reshape_activations`, `metadata` with `hook_name`, `model_name`, ...; `k` and `rescale_acts_by_decoder_norm`
+for TopK), so `sae_lens.SAE.load_from_disk(folder)` reads a folder written here. The arithmetic is SAELens's
+inference path:
+
+    pre  = (x - b_dec) @ W_enc + b_enc                       (hook_sae_acts_pre)
+    topk:     acts = relu of the k largest entries of pre, zero elsewhere
+    jumprelu: acts = relu(pre) * (pre > threshold)           (hook_sae_acts_post)
+    recons = acts @ W_dec + b_dec                            (hook_sae_recons)
+    output = recons (+ x - recons without hooks, with the error term)   (hook_sae_error, hook_sae_output)
+
+`metadata["positions"]` (a lens_audio key SAELens keeps but does not read) says which positions of the hook
+the SAE was trained on: "audio" (audio-token positions), "text" (every other real token), "final" (the final
+prompt position) or "all"; splicing applies the SAE there only (`lens_audio.sae.splice`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from lens_audio.model.hook_point import HookPoint
+
+CFG_FILENAME = "cfg.json"  # SAELens's SAE_CFG_FILENAME
+WEIGHTS_FILENAME = "sae_weights.safetensors"  # SAELens's SAE_WEIGHTS_FILENAME
+FORMAT_VERSION = "6.0.0"  # the SAELens config layout written here (SAELens >= 6 reads it without conversion)
+ARCHITECTURES = ("topk", "jumprelu")
+POSITIONS = ("audio", "text", "final", "all")
+HOOK_NAMES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_output", "hook_sae_recons",
+              "hook_sae_error")  # SAELens's hook names inside an SAE
+
+
+@dataclass
+class SAEConfig:
+    """The fields of SAELens's `TopKSAEConfig` / `JumpReLUSAEConfig` that an SAE made here uses."""
+
+    architecture: Literal["topk", "jumprelu"]
+    d_in: int
+    d_sae: int
+    hook_name: str
+    model_name: str = ""
+    k: int | None = None  # TopK only
+    positions: str = "all"
+    dtype: str = "float32"
+    metadata: dict[str, Any] = field(default_factory=dict)  # anything else kept in SAELens's metadata
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}.")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}.")
+        if self.architecture == "topk" and not (self.k and 0 < self.k <= self.d_sae):
+            raise ValueError(f"a TopK SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k}.")
+        if self.hook_name.startswith("audio.") and self.positions not in ("all",):
+            raise ValueError(
+                f"{self.hook_name} is an audio-encoder hook, where every position is audio: use positions='all'."
+            )
+
+    def to_saelens_dict(self) -> dict[str, Any]:
+        """`cfg.json` as SAELens 6 writes it."""
+        out: dict[str, Any] = {
+            "architecture": self.architecture, "d_in": self.d_in, "d_sae": self.d_sae, "dtype": self.dtype,
+            "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
+            "reshape_activations": "none",
+            "metadata": {
+                **self.metadata, "hook_name": self.hook_name, "model_name": self.model_name,
+                "hook_head_index": None, "prepend_bos": False, "positions": self.positions,
+                "sae_lens_version": FORMAT_VERSION, "sae_lens_training_version": FORMAT_VERSION,
+                "model_class_name": "HookedAudioLM",
+            },
+        }
+        if self.architecture == "topk":
+            out.update(k=self.k, rescale_acts_by_decoder_norm=False)
+        return out
+
+    @classmethod
+    def from_saelens_dict(cls, cfg: dict[str, Any], source: str = "cfg.json") -> "SAEConfig":
+        problems = [f"{name} must be {want!r} (got {cfg.get(name)!r})" for name, want in (
+            ("apply_b_dec_to_input", True), ("normalize_activations", "none"), ("reshape_activations", "none"),
+            ("rescale_acts_by_decoder_norm", False)) if cfg.get(name, want) != want]
+        if cfg.get("architecture") not in ARCHITECTURES:
+            problems.append(f"architecture must be one of {ARCHITECTURES} (got {cfg.get('architecture')!r})")
+        meta = dict(cfg.get("metadata") or {})
+        hook = meta.pop("hook_name", None) or cfg.get("hook_name")
+        if not hook:
+            problems.append("metadata.hook_name is missing")
+        if problems:
+            raise ValueError(f"{source}: this SAE cannot be read by lens_audio: " + "; ".join(problems) + ".")
+        for key in ("hook_head_index", "prepend_bos", "sae_lens_version", "sae_lens_training_version",
+                    "model_class_name"):
+            meta.pop(key, None)
+        return cls(architecture=cfg["architecture"], d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), hook_name=hook,
+                   model_name=meta.pop("model_name", "") or "", k=cfg.get("k"),
+                   positions=meta.pop("positions", "all"), dtype=cfg.get("dtype", "float32"), metadata=meta)
+
+
+class SparseAutoencoder(nn.Module):
+    """A TopK or JumpReLU SAE with SAELens's parameters and hook points; see the module docstring.
+
+    Its hook points are named `hook_sae_input`, ... inside the SAE; spliced into a model at `blocks.3.hook_resid_post`
+    they become `blocks.3.hook_resid_post.hook_sae_acts_post` and so on, as in SAELens's `HookedSAETransformer`.
+    """
+
+    def __init__(self, cfg: SAEConfig, use_error_term: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.use_error_term = use_error_term
+        dtype = getattr(torch, cfg.dtype)
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        if cfg.architecture == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        for name in HOOK_NAMES:
+            setattr(self, name, HookPoint())
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        return {name: getattr(self, name) for name in HOOK_NAMES}
+
+    def pre_activations(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        """`(x - b_dec) @ W_enc + b_enc`, through `hook_sae_input` and `hook_sae_acts_pre`."""
+        self._check_width(x)
+        x = self.hook_sae_input(x.to(self.W_enc.dtype))
+        return self.hook_sae_acts_pre((x - self.b_dec) @ self.W_enc + self.b_enc)
+
+    def activation(self, pre: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_sae"]:
+        if self.cfg.architecture == "topk":
+            values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            return torch.zeros_like(pre).scatter_(-1, indices, values.relu())
+        return pre.relu() * (pre > self.threshold).to(pre.dtype)
+
+    def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
+        """Feature activations (`hook_sae_acts_post`)."""
+        return self.hook_sae_acts_post(self.activation(self.pre_activations(x)))
+
+    def decode(self, acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_in"]:
+        """Reconstruction `acts @ W_dec + b_dec` (`hook_sae_recons`)."""
+        return self.hook_sae_recons(acts @ self.W_dec + self.b_dec)
+
+    def forward(
+        self, x: Float[Tensor, "... d_in"], where: Bool[Tensor, "..."] | None = None
+    ) -> Float[Tensor, "... d_in"]:
+        """The reconstruction, plus the error term `x - reconstruction` (computed without hooks) when
+        `use_error_term`; through `hook_sae_output`. With `where` (a mask over the leading axes), only those rows
+        are reconstructed: elsewhere the latents are zero and `x` is returned unchanged."""
+        keep = None if where is None else where[..., None].to(self.W_enc.device)
+        latents = self.activation(self.pre_activations(x))
+        latents = self.hook_sae_acts_post(latents if keep is None else latents * keep)
+        out = self.decode(latents)
+        if self.use_error_term:
+            with torch.no_grad():
+                error = x.to(self.W_enc.dtype) - self.plain_reconstruction(x)
+            out = out + self.hook_sae_error(error if keep is None else error * keep)
+        out = self.hook_sae_output(out.to(x.dtype))
+        return out if keep is None else torch.where(keep, out, x)
+
+    def plain_reconstruction(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
+        """The reconstruction with no hook running (what the error term is measured against)."""
+        x = x.to(self.W_enc.dtype)
+        return self.activation((x - self.b_dec) @ self.W_enc + self.b_enc) @ self.W_dec + self.b_dec
+
+    def _check_width(self, x: Tensor) -> None:
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"the SAE for {self.cfg.hook_name} reads width {self.cfg.d_in}, but got activations of width "
+                f"{x.shape[-1]}: use it on the hook (and model) it was trained on."
+            )
+
+    # ---------------------------------------------------------------- files
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `cfg.json` and `sae_weights.safetensors` (SAELens's format) into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: p.detach().cpu().contiguous() for name, p in self.named_parameters()}
+        save_file(tensors, str(folder / WEIGHTS_FILENAME))
+        (folder / CFG_FILENAME).write_text(json.dumps(self.cfg.to_saelens_dict(), indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu",
+             use_error_term: bool = False) -> "SparseAutoencoder":
+        """Read an SAE in SAELens's format (written here or by SAELens: TopK or JumpReLU, no input normalisation)."""
+        folder = Path(folder)
+        if not (folder / CFG_FILENAME).is_file() or not (folder / WEIGHTS_FILENAME).is_file():
+            raise FileNotFoundError(
+                f"{folder} is not an SAE folder: it needs {CFG_FILENAME} and {WEIGHTS_FILENAME} (SAELens's format)."
+            )
+        cfg = SAEConfig.from_saelens_dict(json.loads((folder / CFG_FILENAME).read_text()), str(folder / CFG_FILENAME))
+        sae = cls(cfg, use_error_term)
+        state = load_file(str(folder / WEIGHTS_FILENAME))
+        expected = {name for name, _ in sae.named_parameters()}
+        if set(state) != expected:
+            raise ValueError(f"{folder / WEIGHTS_FILENAME} holds {sorted(state)}; a {cfg.architecture} SAE needs "
+                             f"exactly {sorted(expected)}.")
+        sae.load_state_dict({k: v.to(getattr(torch, cfg.dtype)) for k, v in state.items()})
+        return sae.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self.cfg), "parameters": sum(p.numel() for p in self.parameters())}
