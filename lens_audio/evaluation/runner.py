@@ -16,6 +16,7 @@ by one writer at a time (see `lens_audio.evaluation.run_file`). Each record also
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +30,7 @@ from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
+from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, add_white_noise, load_audio
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -53,6 +55,7 @@ def run_benchmark(
     progress: bool = True,
     description: str = "evaluating",
     silence: bool = False,
+    noise_snr_db: float | None = None,
 ) -> RunResult:
     """Score `items`; with `out_path`, append records as they finish and resume from what is there.
 
@@ -61,7 +64,9 @@ def run_benchmark(
     `template` is a template name or a function item -> prompt (a profile's `prompt`).
 
     With `silence`, every clip is replaced by its silence twin (same length, all zeros): the
-    control that shows how much the answers depend on the audio at all.
+    control that shows how much the answers depend on the audio at all. With `noise_snr_db`, seeded white
+    noise at that SNR is added to every clip (`inputs.audio.add_white_noise`, seeded by the item's id and the
+    clip's index, so a resumed run hears the same noise).
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
@@ -76,7 +81,9 @@ def run_benchmark(
         with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
-                for record in _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence):
+                for record in _score_chunk(
+                    model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db
+                ):
                     done[record["id"]] = record
                     if run is not None:
                         run.append(record)
@@ -87,8 +94,15 @@ def run_benchmark(
 
 
 @torch.no_grad()
-def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence) -> list[dict[str, Any]]:
-    batch = model.to_batch([item["audio_path"] for item in chunk], [render_prompt(item, template) for item in chunk])
+def _score_chunk(
+    model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db=None
+) -> list[dict[str, Any]]:
+    prompts = [render_prompt(item, template) for item in chunk]
+    if noise_snr_db is None:
+        batch = model.to_batch([item["audio_path"] for item in chunk], prompts)
+    else:
+        batch = model.to_batch([noisy_clips(item, noise_snr_db) for item in chunk], prompts,
+                               sampling_rate=TARGET_SAMPLE_RATE)
     if silence:
         batch = batch.silence_twin()
     prompt_length = batch.input_ids.shape[1]
@@ -121,6 +135,13 @@ def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listeni
             )  # float32 values, exact: resuming reads back the same array
         records.append(record)
     return records
+
+
+def noisy_clips(item: dict[str, Any], snr_db: float) -> list[np.ndarray]:
+    """The item's clips at 16 kHz with seeded white noise at `snr_db` (seed: crc32 of the id, the clip's index)."""
+    paths = item["audio_path"] if isinstance(item["audio_path"], (list, tuple)) else [item["audio_path"]]
+    key = zlib.crc32(str(item["id"]).encode())
+    return [add_white_noise(load_audio(path), snr_db, [key, index]) for index, path in enumerate(paths)]
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,18 @@ def load_audio(
     if rate != TARGET_SAMPLE_RATE:
         waveform = librosa.resample(waveform, orig_sr=rate, target_sr=TARGET_SAMPLE_RATE)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def add_white_noise(
+    waveform: Float[np.ndarray, " samples"], snr_db: float, seed: int | Sequence[int] = 0
+) -> Float[np.ndarray, " samples"]:
+    """`waveform` plus seeded Gaussian white noise at `snr_db` (the clip's mean power over the noise's, in dB)."""
+    if not np.isfinite(snr_db):
+        raise ValueError(f"snr_db must be a finite number of dB, not {snr_db!r}.")
+    x = np.asarray(waveform, dtype=np.float32)
+    power = float(np.mean(x.astype(np.float64) ** 2))
+    noise = np.random.default_rng(seed).standard_normal(x.shape) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (x + noise).astype(np.float32)
 
 
 def pcm_to_float(waveform: np.ndarray, label: str) -> np.ndarray:
