@@ -30,6 +30,10 @@ FIGURES = {
     "CI whiskers; series side by side).",
     "control_distribution": "The specialists' steered accuracy (red) against seeded random-head draws (grey; blue: "
     "layer-matched), test focus items.",
+    "listening_check": "Is it listening? For each specialist and the heads whose output matters most, test focus "
+    "items: r of its audio mass with correctness with the real audio, with the silence twin's mass (nothing to hear) "
+    "and within task x sub-category; and the drop of the answer margin when its final-position output takes its "
+    "silence-run value.",
     "audio_attention": "Attention of the final token over the audio of each clip of one item, for the top specialist "
     "heads, under the spectrograms (the clip the question asks about shaded).",
     "patching": "Patching the clean (audio) residual stream into the silence run, by layer and position: 1 = answer "
@@ -178,6 +182,8 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
             c.versus_median.n,
             matched=None if matched is None else matched.accuracies,
         )
+    if "test" in result.validity_controls:
+        figures["listening_check"] = plots.listening_check_plot(result.validity_controls["test"])
     return figures
 
 

@@ -50,7 +50,7 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert not [n for n in result.notes if "disagree" in n]  # the fast path agreed with the steered run on every item
     # residual steering: layer-matched draws share the specialists' direction, so they are stated, not drawn
     assert result.layer_matched_control is None and any("by construction" in n for n in result.notes)
-    # each v1 clip is asked three times (once per hint condition): pooled intervals resample clips, one condition's items
+    # each v1 clip is asked three times (once per hint condition): pooled intervals resample clips
     assert result.test["baseline"]["total"]["ci_unit"] == "clip"
     assert result.test["baseline"]["hint"]["conflicting"]["ci_unit"] == "item"
     controls = result.validity_controls["test"]
@@ -80,6 +80,15 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert (tmp_path / "run" / "test-baseline.jsonl").read_text() == before  # reused, not recomputed
     assert json.loads((tmp_path / "eval.json").read_text())["test"] == result.test
     assert cli.main(["select-heads", *common]) == 0 and "random control:" in capsys.readouterr().out
+    from lens_audio.analysis.validity import NoiseSweep
+
+    assert cli.main(["noise-sweep", *common, "--snrs", "-20", "--json", str(tmp_path / "noise.json")]) == 0
+    sweep = NoiseSweep.from_json(json.loads((tmp_path / "noise.json").read_text()))
+    clean, noisy = sweep.points
+    assert clean.snr_db is None and noisy.snr_db == -20.0 and (tmp_path / "run" / "noise_sweep.html").exists()
+    assert clean.accuracy["all"] == pytest.approx(result.test["baseline"]["total"]["accuracy"], abs=0.01)
+    noisy_run = [json.loads(line) for line in (tmp_path / "run" / "test-noise-20dB.jsonl").read_text().splitlines()]
+    assert noisy.accuracy["all"] == pytest.approx(100 * np.mean([r["correct"] for r in noisy_run]))
 
 
 def test_experiment_result_round_trips_through_json(tmp_path):

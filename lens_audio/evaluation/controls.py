@@ -36,10 +36,9 @@ if TYPE_CHECKING:
 
 
 class HeadEffects(NamedTuple):
-    """Per item set: each head's silence-output effect by attribution (`[layer, head]`), exact ones, item margins."""
+    """Over a list of items: each head's silence-output effect by attribution (`[layer, head]`), each item's margin."""
 
     attribution: np.ndarray
-    exact: dict[str, float]
     margins: np.ndarray
 
 
@@ -92,23 +91,24 @@ def batches(experiment: "Experiment", rows: Sequence[dict[str, Any]]):
         yield batch, padded, answer
 
 
-def head_effects(
-    experiment: "Experiment", rows: Sequence[dict[str, Any]], exact: Sequence[tuple[int, int]] = ()
-) -> HeadEffects:
-    """Answer margins of `rows` and each head's silence-output effect on them (attribution; `exact` heads exactly)."""
-    attribution, exact_sum, margins = 0.0, torch.zeros(len(exact)), []
+def head_effects(experiment: "Experiment", rows: Sequence[dict[str, Any]]) -> HeadEffects:
+    """Answer margins of `rows` and each head's silence-output effect on them, by attribution (mean over items)."""
+    attribution, margins = 0.0, []
     for batch, options, answer in batches(experiment, rows):
-        n = batch.batch_size
-        attribution = attribution + n * silence_output_attribution(experiment.model, batch, options, answer).numpy()
-        if exact:
-            exact_sum += n * silence_output_effects(experiment.model, batch, options, answer, exact).cpu()
+        effect = silence_output_attribution(experiment.model, batch, options, answer).numpy()
+        attribution = attribution + batch.batch_size * effect
         margins.append(answer_margins(experiment.model, batch, options, answer).numpy())
-    total = len(rows)
-    return HeadEffects(
-        np.asarray(attribution, dtype=float) / total,
-        {head_label(h): float(v) / total for h, v in zip(exact, exact_sum)},
-        np.concatenate(margins).astype(float),
-    )
+    return HeadEffects(np.asarray(attribution, dtype=float) / len(rows), np.concatenate(margins).astype(float))
+
+
+def exact_effects(
+    experiment: "Experiment", rows: Sequence[dict[str, Any]], heads: Sequence[tuple[int, int]]
+) -> dict[str, float]:
+    """Each of `heads`' silence-output effect on `rows`, exactly (one patched pass per head; mean over items)."""
+    total = torch.zeros(len(heads))
+    for batch, options, answer in batches(experiment, rows):
+        total += batch.batch_size * silence_output_effects(experiment.model, batch, options, answer, heads).cpu()
+    return {head_label(h): float(v) / len(rows) for h, v in zip(heads, total)}
 
 
 def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) -> ValidityControls:
@@ -141,10 +141,9 @@ def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) ->
     )
     notes = []
     try:
-        first = head_effects(experiment, rows)
-        exact = list(dict.fromkeys(list(specialists) + top_heads(first.attribution, n_exact)))
-        effects = head_effects(experiment, rows, exact)
-        causal, causal_exact = effects.attribution, effects.exact
+        causal = head_effects(experiment, rows).attribution
+        exact = list(dict.fromkeys(list(specialists) + top_heads(causal, n_exact)))
+        causal_exact = exact_effects(experiment, rows, exact)
     except ValueError as exc:  # options whose first tokens clash: no answer margin
         causal, causal_exact = None, {}
         notes.append(f"causal effect not measured: {exc}")
