@@ -409,8 +409,8 @@ class NoiseSweep:
             level = "clean" if p.snr_db is None else f"{p.snr_db:g} dB"
             accuracy = ", ".join(f"{k} {v:.1f}" for k, v in p.accuracy.items())
             lines.append(
-                f"  {level:>7s}: accuracy {accuracy}; mass {p.mass:.3f} (right {p.mass_right:.3f}, wrong "
-                f"{p.mass_wrong:.3f}); r on {self.items} items {p.r.describe()}"
+                f"  {level:>7s}: accuracy {accuracy}; mass over all items {p.mass:.3f} (right "
+                f"{p.mass_right:.3f}, wrong {p.mass_wrong:.3f}); r on {self.items} items {p.r.describe()}"
                 + (
                     f"; {p.new_errors} new errors, mass {p.mass_new_errors:.3f} vs {p.mass_still_right:.3f} still right"
                     if p.snr_db is not None
