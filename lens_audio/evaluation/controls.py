@@ -73,11 +73,17 @@ def selection_scores(experiment: "Experiment", run: RunResult) -> np.ndarray | N
 
 
 def batches(experiment: "Experiment", rows: Sequence[dict[str, Any]]):
-    """`(batch, option_ids, answer_index)` per profile-sized chunk of `rows`: each option by its first token."""
+    """`(batch, option_ids, answer_index)` per profile-sized chunk of `rows`: each option by the first token of its
+    text, or of its letter under the `letters` template (in generate mode the margin is over these first tokens,
+    not the whole generated answer)."""
     tok, p = experiment.model.tokenizer, experiment.profile
+
+    def option_texts(item: dict[str, Any]) -> list[str]:
+        return [chr(ord("A") + i) for i in range(len(item["choices"]))] if p.prompt == "letters" else item["choices"]
+
     for start in range(0, len(rows), p.batch_size):
         chunk = rows[start : start + p.batch_size]
-        firsts = [[tok.encode(c, add_special_tokens=False)[0] for c in item["choices"]] for item in chunk]
+        firsts = [[tok.encode(c, add_special_tokens=False)[0] for c in option_texts(item)] for item in chunk]
         clash = [item["id"] for item, ids in zip(chunk, firsts) if len(set(ids)) < len(ids)]
         if clash:
             raise ValueError(
@@ -120,8 +126,8 @@ def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) ->
     run = experiment.listen(split)
     silent = experiment.run(experiment.split(split), f"{split}-silence", listening=True, silence=True)
     index, name = experiment.focus(run)
-    rows = [experiment.split(split)[i] for i in index]
-    clusters = [experiment.clusters(split)[i] for i in index]
+    items, all_clusters = experiment.split(split), experiment.clusters(split)
+    rows, clusters = [items[i] for i in index], [all_clusters[i] for i in index]
     records = [run.records[i] for i in index]
     correct = run.correct[index]
     audio, silence = run.listening[index], silent.listening[index]
@@ -185,7 +191,8 @@ def noise_sweep(
     specialists = experiment.select_heads().specialists
     clean = experiment.listen(split)
     index, name = experiment.focus(clean)
-    clusters = [experiment.clusters(split)[i] for i in index]
+    all_clusters = experiment.clusters(split)
+    clusters = [all_clusters[i] for i in index]
     points = []
     for snr in (None, *snrs):
         run = (
