@@ -222,3 +222,26 @@ def test_asked_clip_share_from_the_cached_pattern(tiny_pair, processor):
             assert torch.allclose(share[row, layer], expected, atol=1e-5)
     with pytest.raises(ValueError, match="target_clip"):
         asked_clip_share(model, batch, [0, 2])
+
+
+def test_option_tokens_for_the_margin():
+    from lens_audio.evaluation.controls import batches
+
+    ids = {"A": 1, "B": 2, "C": 3, "dog": 10, "cat": 11, "doge": 10}
+    model = SimpleNamespace(tokenizer=SimpleNamespace(encode=lambda text, add_special_tokens: [ids[text]]),
+                            to_batch=lambda audio, prompts: ("batch", len(prompts)))
+    items = [{"id": "1", "question": "q", "choices": ["dog", "cat"], "answer": "cat", "audio_path": "a.wav"},
+             {"id": "2", "question": "q", "choices": ["cat", "dog"], "answer": "cat", "audio_path": "b.wav"}]
+    three = {"id": "3", "question": "q", "choices": ["A", "B", "C"], "answer": "C", "audio_path": "c.wav"}
+    experiment = lambda prompt: SimpleNamespace(  # noqa: E731
+        model=model, profile=ExperimentProfile(prompt=prompt, batch_size=8)
+    )
+    (batch, options, answer), = batches(experiment("instruct"), [*items, three])
+    assert batch == ("batch", 3) and answer == [1, 0, 2]
+    # shorter option lists are padded with another option of the same item (never the answer: margins unchanged)
+    assert options == [[10, 11, 10], [11, 10, 10], [1, 2, 3]]
+    (_, letters, _), = batches(experiment("letters"), items)
+    assert letters == [[1, 2], [1, 2]]  # under the letters template the options are their letters
+    clash = {"id": "4", "question": "q", "choices": ["dog", "doge"], "answer": "dog", "audio_path": "d.wav"}
+    with pytest.raises(ValueError, match="distinct first tokens"):
+        list(batches(experiment("instruct"), [clash]))

@@ -528,6 +528,8 @@ def format_controls(result: ExperimentResult, n_causal: int = 4) -> list[str]:
         lines += [
             f"  {name} ({g.n_strata[name]} strata): within-stratum r {g.within[name].describe()}, stratum average "
             f"alone {g.between[name].describe()}"
+            if g.n_strata[name] > 1
+            else f"  {name}: one stratum on these items (within-stratum r is the plain r)"
             for name in g.within
         ]
         stratum = "task x sub-category" if "task x sub-category" in c.r_within else next(iter(c.r_within), "")
