@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "select-heads": "correlate calibration listening signals with correctness; print the specialists",
         "sweep-beta": "dev accuracy of adaptive steering for each beta",
         "evaluate": "test: baseline, steered and random-head control",
+        "noise-sweep": "accuracy and the specialists' listening signal as white noise is added to the clips",
     }
     for name, help_text in stages.items():
         _add_experiment_arguments(sub.add_parser(name, help=help_text), name)
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sae(args)
         if args.command == "workshop":
             return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
-        if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate"):
+        if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate", "noise-sweep"):
             return run_stage(args)
         return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures, "explore": run_explore}[args.command](
             args
@@ -211,6 +212,12 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         help="steer from the layers' residual stream (default) or the heads' own outputs",
     )
     parser.add_argument("--gate", choices=["signal"], help="scale beta per item by how little the specialists listen")
+    parser.add_argument(
+        "--selection-rule",
+        choices=["r", "within_stratum_r", "margin_r", "causal"],
+        help="how calibration ranks heads: r with correctness (default, the paper), r within task x sub-category, "
+        "r with the answer margin, or the causal effect of the head's silence-run output",
+    )
     _add_placement_arguments(parser)
     parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
     parser.add_argument(
@@ -220,6 +227,11 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
     parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
     if stage == "listen":
         parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
+    if stage == "noise-sweep":
+        parser.add_argument("--snrs", type=float, nargs="+", default=[20.0, 10.0, 0.0, -10.0],
+                            help="SNRs in dB of the white noise added to every clip (default 20 10 0 -10)")
+        parser.add_argument("--split", default="test", choices=["calibration", "dev", "test"])
+        parser.add_argument("--figure", help="write the sweep's figure here (.html; default <out>/noise_sweep.html)")
     if stage == "evaluate":
         parser.add_argument(
             "--beta", type=cli_float(),
@@ -282,6 +294,7 @@ def run_stage(args: argparse.Namespace) -> int:
         layer_convention=args.layer_convention,
         steering_source=args.steering_source,
         gate=args.gate,
+        selection_rule=args.selection_rule,
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
     benchmark = args.benchmark or benchmark_for(args.model)
@@ -319,12 +332,23 @@ def run_stage(args: argparse.Namespace) -> int:
             + ", ".join(f"beta {b}: {v['accuracy']}%" for b, v in sweep.steered_by_beta.items())
         )
         print(f"best beta: {sweep.best_beta}")
+    elif args.command == "noise-sweep":
+        from lens_audio.plots import noise_sweep_plot, save_figure
+
+        sweep = experiment.noise_sweep(args.snrs, args.split)
+        result = sweep.to_json()
+        print("\n".join(sweep.describe()))
+        figure = Path(args.figure) if args.figure else Path(args.out) / "noise_sweep.html"
+        if figure.suffix != ".html":
+            raise ValueError(f"--figure {figure} must end in .html.")
+        save_figure(noise_sweep_plot(sweep), figure.stem, figure.parent, ["html"])
+        print(f"wrote {figure}")
     else:
         beta = args.beta if args.beta is not None else experiment.sweep_beta().best_beta
         runs, paired = experiment.evaluate(beta)
         result = {
             "beta": beta,
-            "test": {name: run.tables() for name, run in runs.items()},
+            "test": {name: experiment.tables(run) for name, run in runs.items()},
             "paired": {k: v.to_json() for k, v in paired.items()},
         }
         for name, run in runs.items():

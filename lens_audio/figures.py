@@ -32,6 +32,10 @@ FIGURES = {
     "control_distribution": "The specialists' steered accuracy (red line) against seeded random-head draws (grey "
     "bars; shaded: the middle 90% of draws), test focus items; a control that cannot differ by construction is "
     "named under the chart, not drawn.",
+    "listening_check": "Is it listening? For each specialist and the heads whose output matters most, test focus "
+    "items: r of its audio mass with correctness with the real audio, with the silence twin's mass (nothing to hear) "
+    "and within task x sub-category; and the drop of the answer margin when its final-position output takes its "
+    "silence-run value.",
     "audio_attention": "Attention of the final token over the audio of each clip of one item (0-1 axis; each head's "
     "total audio mass in the legend), for the top specialists (solid) and the heads whose zero-ablation lowers the "
     "answer margin most (dashed) and the heads with the most attention on the asked clip on this item (dotted), under "
@@ -209,6 +213,8 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
             matched=None if matched is None else matched.accuracies,
             not_drawn=not_drawn,
         )
+    if "test" in result.validity_controls:
+        figures["listening_check"] = plots.listening_check_plot(result.validity_controls["test"])
     return figures
 
 

@@ -29,6 +29,7 @@ from lens_audio.files import naming_the_file
 if TYPE_CHECKING:
     from lens_audio.analysis.lens import LogitLens
     from lens_audio.analysis.listening import ListeningSignal
+    from lens_audio.analysis.validity import NoiseSweep, ValidityControls
     from lens_audio.inputs.batch import AudioBatch
 
 DIVERGING = "RdBu_r"
@@ -465,3 +466,48 @@ def _write_static(fig: go.Figure, path: str, fmt: str) -> None:
         if "kaleido" in text or "chrome" in text or "browser" in text:
             raise StaticExportUnavailable(f"{fmt.upper()} not written: {STATIC_EXPORT_HINT}.") from exc
         raise
+
+
+def listening_check_plot(controls: "ValidityControls", n_causal: int = 4) -> go.Figure:
+    """"Is it listening?": per specialist and top causal head, r with correctness from the real audio's mass, from the
+    silence twin's mass and within strata (left), and the causal effect of its final-position output (right)."""
+    stratum = "task x sub-category" if "task x sub-category" in controls.r_within else next(iter(controls.r_within), "")
+    heads = list(dict.fromkeys(list(controls.specialists) + controls.top_causal(n_causal)))
+    specialists = set(map(tuple, controls.specialists))
+    labels = [f"L{l}H{h}" + (" (specialist)" if (l, h) in specialists else "") for l, h in heads]
+    rows = [controls.head_row(h, stratum) for h in heads]
+    value = lambda row, key: float("nan") if row[key] is None else row[key]  # noqa: E731
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("r with correctness", "margin drop, output from the silence run"))
+    series = (("r_audio", "with the audio", "#1f77b4"), ("r_silence", "silence twin's mass", "#7f7f7f"),
+              ("r_within", f"within {stratum}", "#2ca02c"))
+    for key, name, colour in series:
+        fig.add_trace(go.Bar(y=labels, x=[value(r, key) for r in rows], name=name, orientation="h",
+                             marker_color=colour), row=1, col=1)
+    fig.add_trace(go.Bar(y=labels, x=[value(r, "causal") for r in rows], name="causal effect (logits)",
+                         orientation="h", marker_color="#d62728"), row=1, col=2)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.15))
+    title = f"Is it listening? {controls.split} {controls.items} items (n = {controls.n})"
+    return _styled(fig, title, width=980, height=140 + 60 * len(heads))
+
+
+def noise_sweep_plot(sweep: "NoiseSweep") -> go.Figure:
+    """Accuracy per condition (left) and the specialists' mean mass and its r (right) against the SNR of added noise."""
+    points = sweep.points
+    x = ["clean" if p.snr_db is None else f"{p.snr_db:g} dB" for p in points]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("accuracy %", "specialists' mass and its r"))
+    for condition in points[0].accuracy:
+        fig.add_trace(go.Scatter(x=x, y=[p.accuracy.get(condition) for p in points], mode="lines+markers",
+                                 name=f"accuracy: {condition}"), row=1, col=1)
+    for key, name in (("mass_right", "mass, answered right"), ("mass_wrong", "mass, answered wrong")):
+        fig.add_trace(go.Scatter(x=x, y=[getattr(p, key) for p in points], mode="lines+markers", name=name),
+                      row=1, col=2)
+    fig.add_trace(go.Scatter(
+        x=x, y=[p.r.r for p in points], mode="lines+markers", name=f"r with correctness ({sweep.items})",
+        error_y=dict(type="data", symmetric=False, array=[p.r.ci[1] - p.r.r for p in points],
+                     arrayminus=[p.r.r - p.r.ci[0] for p in points]),
+    ), row=1, col=2)
+    fig.update_xaxes(title_text="added white noise (SNR)")
+    return _styled(fig, f"Noise sweep, {sweep.split} split", width=1000, height=480)

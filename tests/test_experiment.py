@@ -47,7 +47,26 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert control.specialists_accuracy == pytest.approx(
         result.test["steered"]["hint"]["conflicting"]["accuracy"], abs=0.01
     )
-    assert not result.notes  # the fast path agreed with the steered run on every test item
+    assert not [n for n in result.notes if "disagree" in n]  # the fast path agreed with the steered run on every item
+    # residual steering: layer-matched draws share the specialists' direction, so they are stated, not drawn
+    assert result.layer_matched_control is None and any("by construction" in n for n in result.notes)
+    # each v1 clip is asked three times (once per hint condition): pooled intervals resample clips
+    assert result.test["baseline"]["total"]["ci_unit"] == "clip"
+    assert result.test["baseline"]["hint"]["conflicting"]["ci_unit"] == "item"
+    controls = result.validity_controls["test"]
+    n_conflicting = result.test["baseline"]["hint"]["conflicting"]["n"]
+    assert controls.items == "conflicting" and controls.n == n_conflicting
+    # the specialists' r agrees with the held-out validity computed another way (signal_validity)
+    assert controls.signal.audio.r == pytest.approx(result.validity["test"]["conflicting"].r, abs=1e-9)
+    from scipy import stats
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "test-baseline.jsonl").read_text().splitlines()]
+    conflicting = [r for r in records if r["hint"] == "conflicting"]
+    layer, head = result.head_selection.specialists[0]
+    expected = stats.pearsonr([r["listening"][layer][head] for r in conflicting], [r["correct"] for r in conflicting])
+    assert controls.r_audio[layer, head] == pytest.approx(expected.statistic, abs=1e-5)
+    assert (tmp_path / "run" / "test-silence.jsonl").exists() and controls.causal is not None
+    assert set(controls.causal_exact) >= {f"L{l}H{h}" for l, h in result.head_selection.specialists}
     assert set(result.layer_spread.accuracy_by_layer) == set(
         range(result.head_selection.correlation.shape[0])
     )  # every layer
@@ -61,6 +80,15 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert (tmp_path / "run" / "test-baseline.jsonl").read_text() == before  # reused, not recomputed
     assert json.loads((tmp_path / "eval.json").read_text())["test"] == result.test
     assert cli.main(["select-heads", *common]) == 0 and "random control:" in capsys.readouterr().out
+    from lens_audio.analysis.validity import NoiseSweep
+
+    assert cli.main(["noise-sweep", *common, "--snrs", "-20", "--json", str(tmp_path / "noise.json")]) == 0
+    sweep = NoiseSweep.from_json(json.loads((tmp_path / "noise.json").read_text()))
+    clean, noisy = sweep.points
+    assert clean.snr_db is None and noisy.snr_db == -20.0 and (tmp_path / "run" / "noise_sweep.html").exists()
+    assert clean.accuracy["all"] == pytest.approx(result.test["baseline"]["total"]["accuracy"], abs=0.01)
+    noisy_run = [json.loads(line) for line in (tmp_path / "run" / "test-noise-20dB.jsonl").read_text().splitlines()]
+    assert noisy.accuracy["all"] == pytest.approx(100 * np.mean([r["correct"] for r in noisy_run]))
 
 
 def test_experiment_result_round_trips_through_json(tmp_path):

@@ -43,6 +43,7 @@ CHANGES = {
     "max_new_tokens": (5, "max_new_tokens"),
     "listening": (True, "listening"),
     "silence": (True, "silence"),
+    "noise_snr_db": (-10.0, "noise_snr_db"),
     "heads": ([(1, 0)], "heads"),
     "layers": ([0, 1], "layers"),
     "k_heads": (1, "k_heads"),
@@ -172,6 +173,8 @@ def test_changed_template_model_weights_and_steering_are_refused(model, bench, t
         run_benchmark(model, items, path, **{**RUN, "template": "instruct"})
     with pytest.raises(RunMismatchError, match="silence False -> True"):
         run_benchmark(model, items, path, **RUN, silence=True)
+    with pytest.raises(RunMismatchError, match="noise_snr_db None -> -10.0"):
+        run_benchmark(model, items, path, **RUN, noise_snr_db=-10.0)
     model.add_hook("blocks.0.attn.hook_z", lambda z, hook: 0 * z)  # a user's ablation left on the model
     try:
         with pytest.raises(RunMismatchError, match=r"hooks None -> \['blocks.0.attn.hook_z'\]"):

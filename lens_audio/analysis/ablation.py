@@ -96,11 +96,14 @@ def ablate_heads(
     heads: Sequence[Sequence[tuple[int, int]]] | None = None,
     heads_per_pass: int = 8,
     reference: "AudioBatch | None" = None,
+    final_only: bool = False,
 ) -> tuple[Tensor, Tensor, float, float]:
     """Ablate each group in `heads` (default: every single head) and measure the answer margin and accuracy.
 
     Returns `(margin_change [group], accuracy [group], baseline_margin, baseline_accuracy)`, margins averaged
-    over examples. `choice_ids[i]` are example i's option tokens, `answer_index[i]` the right one.
+    over examples. `choice_ids[i]` are example i's option tokens, `answer_index[i]` the right one. With
+    `final_only`, a head's output is replaced at each example's final prompt position only (its output
+    elsewhere, and so what later layers read from other positions, is kept).
     """
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     groups = (
@@ -119,6 +122,8 @@ def ablate_heads(
     replacement = _replacements(model, batch, kind, reference)
     b = batch.batch_size
     mask = batch.attention_mask.to(model.device)
+    final_rows = batch.final_position.to(model.device)
+    example_rows = torch.arange(b, device=model.device)
     margins, accuracies = [], []
     for chunk, first in zip(chunks, firsts):
         k = len(chunk)
@@ -131,7 +136,15 @@ def ablate_heads(
                     if l != layer:
                         continue
                     rows = slice(r * b, (r + 1) * b)
-                    if replacement is None:
+                    if final_only:
+                        at = (example_rows + r * b, final_rows)
+                        if replacement is None:
+                            z[at[0], at[1], h] = 0.0
+                        elif kind == "mean":
+                            z[at[0], at[1], h] = replacement[l][h].to(z)
+                        else:
+                            z[at[0], at[1], h] = replacement[l][example_rows, final_rows, h].to(z)
+                    elif replacement is None:
                         z[rows, :, h] = 0.0
                     elif kind == "mean":
                         z[rows, :, h] = replacement[l][h]

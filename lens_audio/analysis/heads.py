@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,8 +88,12 @@ def correlate_heads(
     confidence: float = 0.95,
     seed: int = 0,
     model_name: str = "",
+    clusters: Sequence[Any] | None = None,
 ) -> HeadCorrelation:
-    """Correlate every head's audio attention mass with correctness across examples."""
+    """Correlate every head's audio attention mass with correctness across examples.
+
+    The bootstrap interval resamples examples, or whole `clusters` (one name per example, e.g. its clip) when given.
+    """
     check_int("n_bootstrap", n_bootstrap, 1)
     check_confidence(confidence)
     check_seed("seed", seed)
@@ -107,7 +113,18 @@ def correlate_heads(
         t = r * np.sqrt((n - 2) / np.clip(1 - r**2, 1e-12, None))
     p = 2 * stats.t.sf(np.abs(t), df=n - 2)
     rng = np.random.default_rng(seed)
-    boot = np.stack([pearson_columns(flat[idx], y[idx]) for idx in rng.integers(0, n, size=(n_bootstrap, n))])
+    if clusters is None:
+        resamples = list(rng.integers(0, n, size=(n_bootstrap, n)))
+    else:
+        if len(clusters) != n:
+            raise ValueError(f"clusters must name one group per example: {len(clusters)} names for {n} examples.")
+        _, group = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+        members = [np.nonzero(group == g)[0] for g in range(group.max() + 1)]
+        resamples = [
+            np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            for _ in range(n_bootstrap)
+        ]
+    boot = np.stack([pearson_columns(flat[idx], y[idx]) for idx in resamples])
     alpha = (1 - confidence) / 2
     with warnings.catch_warnings():  # constant heads have no r in any resample: their interval is NaN
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -269,12 +269,14 @@ class Attribution:
 
 
 def attribution_patching(
-    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric
+    model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric: Metric, final_only: bool = False
 ) -> Attribution:
     """Linear (gradient) approximation of activation patching for every head and residual position.
 
     One clean forward and one corrupted forward-backward for the whole batch:
     effect ≈ (clean activation − corrupted activation) · d metric / d activation, at the corrupted run.
+    With `final_only`, `per_head` estimates patching each head's output at each example's final prompt
+    position only (`resid` is unchanged).
     """
     check_same_layout(clean, corrupted)
     n_layers = model.cfg.n_layers
@@ -296,6 +298,13 @@ def attribution_patching(
         logits = model.run_with_hooks(corrupted, fwd_hooks=[("hook_embed", make_leaf)] + [(n, keep) for n in names])
         # autograd.grad, not backward: the (trainable) weights must not collect gradients.
         grads = dict(zip(names, torch.autograd.grad(metric(logits), [acts[n] for n in names])))
-    heads = torch.stack([((clean_cache[n] - acts[n].detach()) * grads[n]).sum(dim=(0, 1, 3)) for n in names[:n_layers]])
+    def head_effect(n: str) -> Tensor:
+        effect = (clean_cache[n] - acts[n].detach()) * grads[n]  # [batch, pos, head, d_head]
+        if final_only:
+            rows = torch.arange(effect.shape[0], device=effect.device)
+            return effect[rows, corrupted.final_position.to(effect.device)].sum(dim=(0, 2))
+        return effect.sum(dim=(0, 1, 3))
+
+    heads = torch.stack([head_effect(n) for n in names[:n_layers]])
     resid = torch.stack([((clean_cache[n] - acts[n].detach()) * grads[n]).sum(dim=(0, 2)) for n in names[n_layers:]])
     return Attribution(per_head=heads.cpu(), resid=resid.cpu())

@@ -258,6 +258,8 @@ class ControlDistribution:
     versus_median: PairedComparison
     layer_matched: bool = False
     by_condition: dict[str, dict[str, Any]] | None = None  # condition -> specialists' and the draws' median accuracy
+    tied: float = 0.0  # percent of draws with exactly the specialists' accuracy (each counts half in `percentile`)
+    detectable: float = float("nan")  # smallest difference (points) vs the median draw these items can show at p<0.05
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -285,9 +287,11 @@ class ControlDistribution:
             f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random "
             "draws: "
             f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile "
-            f"{self.percentile:.0f}; "
+            f"{self.percentile:.0f} (draws below, ties counted half; {self.tied:.0f}% of draws tie); "
             + "vs the median draw: "
             + self.versus_median.describe()
+            + f"; the smallest difference {self.versus_median.n} items can show at p < 0.05: "
+            f"{self.detectable:.1f} points"
         )
 
 
@@ -310,6 +314,7 @@ def control_distribution(
     median = float(np.median(accuracies))
     median_draw = int(np.argmin(np.abs(accuracies - median)))
     percentile = float(100 * ((accuracies < ours).sum() + 0.5 * (accuracies == ours).sum()) / accuracies.size)
+    versus = mcnemar(spec, matrix[median_draw], clusters, ("specialists", "median random draw"), seed=seed)
     return ControlDistribution(
         items,
         ours,
@@ -320,9 +325,27 @@ def control_distribution(
         float(np.quantile(accuracies, 0.05)),
         float(np.quantile(accuracies, 0.95)),
         median_draw,
-        mcnemar(spec, matrix[median_draw], clusters, ("specialists", "median random draw"), seed=seed),
+        versus,
         layer_matched,
+        tied=float(100 * (accuracies == ours).mean()),
+        detectable=min_detectable_difference(spec.size, versus.a_only + versus.b_only),
     )
+
+
+def min_detectable_difference(n: int, discordant: int | None = None, alpha: float = 0.05) -> float:
+    """The smallest accuracy difference (points) on `n` paired items an exact McNemar test can call at p < `alpha`.
+
+    With no discordant count given: every discordant item one way, as few as possible (6 at 0.05, since
+    2 * 0.5**5 > 0.05), i.e. 100 * 6 / n. With `discordant` items observed, the smallest |a - b| split of them
+    reaching p < `alpha` (or, if none does, the bound for more discordant items), whichever is larger.
+    """
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of items, got {n}.")
+    fewest = next(d for d in range(1, 10_000) if mcnemar_p(d, 0) < alpha)
+    if discordant is None or discordant < fewest:
+        return 100.0 * fewest / n
+    splits = [abs(a - (discordant - a)) for a in range(discordant + 1) if mcnemar_p(a, discordant - a) < alpha]
+    return 100.0 * min(splits) / n
 
 
 @dataclass

@@ -47,7 +47,9 @@ from lens_audio.analysis.steering import (
     layers_of,
     steering_hooks,
 )
+from lens_audio.analysis.validity import NoiseSweep, ValidityControls
 from lens_audio.checks import check_int
+from lens_audio.evaluation.controls import noise_sweep, selection_scores, specialist_mass, top_heads, validity_controls
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.evaluation.profile import ExperimentProfile
@@ -115,7 +117,7 @@ class Experiment:
 
     def run(
         self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False,
-        settings: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None, silence: bool = False, noise_snr_db: float | None = None,
     ) -> RunResult:
         """A run of `rows` in run file `name` (None: in memory); `settings` describe `steering` for its manifest."""
         p = self.profile
@@ -136,6 +138,8 @@ class Experiment:
             description=name or "steering",
             settings={"benchmark": self.benchmark, **(settings or {})},  # the model's fingerprint is taken each run
             fresh=fresh,
+            silence=silence,
+            noise_snr_db=noise_snr_db,
         )
 
     def steered_run(self, rows: Sequence[dict[str, Any]], name: str, heads: Heads, beta: float, **option) -> RunResult:
@@ -172,6 +176,20 @@ class Experiment:
                       "items_digest": items_digest(digests), "n_items": len(digests)},
         )
 
+    def clusters(self, split: str) -> list[str]:
+        """Each item's clip group in `split` (`cluster_of`): what the bootstrap intervals resample."""
+        return [cluster_of(i) for i in self.split(split)]
+
+    def tables(self, run: RunResult, split: str = "test") -> dict[str, Any]:
+        """`run`'s accuracy tables with intervals that resample clips where clips repeat (`ci_unit` says which)."""
+        return run.tables(self.clusters(split))
+
+    @property
+    def tag(self) -> str:
+        """Run-name suffix of steered runs whose heads a non-default selection rule chose (so files never mix)."""
+        rule = self.profile.selection_rule
+        return "" if rule == "r" else f"-{rule}"
+
     def listen(self, split: str = "calibration") -> RunResult:
         """Baseline run of a split with every item's listening signal (kept in memory once run or resumed)."""
         if split not in self._baselines:
@@ -191,19 +209,20 @@ class Experiment:
             n_bootstrap=p.n_bootstrap // 2,
             seed=p.seed,
             model_name=self.model.cfg.model_name,
+            clusters=self.clusters("calibration"),
         )
-        specialists = correlation.top_k(p.k_heads)
+        scores = selection_scores(self, run)
+        specialists = correlation.top_k(p.k_heads) if scores is None else top_heads(scores, p.k_heads)
         control = correlation.random_heads(p.k_heads, seed=p.seed, exclude=specialists)
         mass = self.specialist_mass(run, specialists)
         reference = float(mass[run.correct].mean()) if run.correct.any() else float(mass.mean())
         null = max_r_permutation(run.listening, run.correct, p.n_permutations, seed=p.seed)
-        self._heads = HeadSelection(correlation, null, specialists, control, reference, int((~run.correct).sum()))
+        self._heads = HeadSelection(
+            correlation, null, specialists, control, reference, int((~run.correct).sum()), p.selection_rule, scores
+        )
         return self._heads
 
-    @staticmethod
-    def specialist_mass(run: RunResult, heads: Heads) -> np.ndarray:
-        """`[item]` mean final-token audio mass of `heads` (the listening signal the method reads)."""
-        return np.mean([run.listening[:, layer, head] for layer, head in heads], axis=0)
+    specialist_mass = staticmethod(specialist_mass)  # `[item]` mean final-token audio mass of the heads
 
     # --- steering -----------------------------------------------------------------------------------------
     def steering(self, heads: Heads, beta: float, **option):
@@ -265,6 +284,7 @@ class Experiment:
             else "L" + "-".join(map(str, layers_of(heads)))
         )
         name = f"{split}-steered-{key}-{p.steering_source}-{p.layer_convention}-{p.gate or 'fixed'}-beta{beta}"
+        name += self.tag  # the gate reads the specialists' mass, which the rule chose
         return self.steered_run(self.split(split), name, heads, beta, **option).correct
 
     # --- dev ----------------------------------------------------------------------------------------------
@@ -273,7 +293,7 @@ class Experiment:
         specialists = self.select_heads().specialists
         sweep = {
             beta: accuracy_with_ci(
-                self.steered_run(self.split("dev"), f"dev-steered-beta{beta}", specialists, beta).correct
+                self.steered_run(self.split("dev"), f"dev-steered-beta{beta}{self.tag}", specialists, beta).correct
             )
             for beta in self.profile.betas
         }
@@ -329,8 +349,8 @@ class Experiment:
         test = self.split("test")
         runs = {
             "baseline": self.listen("test"),
-            "steered": self.steered_run(test, f"test-steered-beta{beta}", selection.specialists, beta),
-            "random_control": self.steered_run(test, f"test-random-beta{beta}", selection.control, beta),
+            "steered": self.steered_run(test, f"test-steered-beta{beta}{self.tag}", selection.specialists, beta),
+            "random_control": self.steered_run(test, f"test-random-beta{beta}{self.tag}", selection.control, beta),
         }
         clusters = np.array([cluster_of(i) for i in test], dtype=object)
         index, name = self.focus(runs["baseline"])
@@ -382,7 +402,9 @@ class Experiment:
         draws = random_head_draws(*shape, p.k_heads, p.n_random_draws, p.seed, exclude=selection.specialists)
         plain = distribution(draws, False)
         matched = None
-        if p.layer_matched_control:
+        if p.layer_matched_control and p.steering_source == "residual":
+            pass  # a layer-matched draw has the specialists' direction: identical by construction (`matched_note`)
+        elif p.layer_matched_control:
             try:
                 matched_draws = random_head_draws(
                     *shape, p.k_heads, p.n_random_draws, p.seed, selection.specialists, selection.specialists
@@ -410,6 +432,19 @@ class Experiment:
                 )
         return table
 
+    # --- is it listening? -----------------------------------------------------------------------------------
+    def validity_controls(
+        self, splits: Sequence[str] = ("dev", "test"), n_exact: int = 8
+    ) -> dict[str, ValidityControls]:
+        """Each split's controls (`evaluation.controls.validity_controls`): r with the silence twin's mass,
+        within-stratum r, each head's causal effect (attribution; the specialists and the top `n_exact` exactly),
+        the asked clip's share."""
+        return {split: validity_controls(self, split, n_exact) for split in splits}
+
+    def noise_sweep(self, snrs: Sequence[float] = (20.0, 10.0, 0.0, -10.0), split: str = "test") -> NoiseSweep:
+        """Accuracy and the specialists' signal as white noise is added at each SNR (`evaluation.controls`)."""
+        return noise_sweep(self, snrs, split)
+
     def run_all(self) -> ExperimentResult:
         selection = self.select_heads()
         dev = self.sweep_beta()
@@ -433,7 +468,7 @@ class Experiment:
             profile=self.profile,
             head_selection=selection,
             dev=dev,
-            test={name: run.tables() for name, run in runs.items()},
+            test={name: self.tables(run) for name, run in runs.items()},
             paired=paired,
             control=control,
             layer_matched_control=matched,
@@ -441,9 +476,18 @@ class Experiment:
             layer_spread=self.layer_spread(dev.best_beta),
             options=self.options(),
             audio_mass=runs["baseline"].listening.mean(0),
-            notes=notes,
+            notes=notes + ([matched_note()] if matched is None and self.profile.layer_matched_control
+                           and self.profile.steering_source == "residual" else []),
+            validity_controls=self.validity_controls(),
             manifest=self.manifest(dev.best_beta),
         )
+
+
+def matched_note() -> str:
+    return (
+        "layer-matched draws not drawn: with the residual steering source a draw of other heads in the specialists' "
+        "layers has the specialists' direction, so its accuracy equals theirs by construction"
+    )
 
 
 def format_table(result: ExperimentResult) -> str:
@@ -455,13 +499,17 @@ def format_table(result: ExperimentResult) -> str:
     if "hint" in first:
         rows += [("hint", k) for k in first["hint"]] + [("hint_by_task", k) for k in first["hint_by_task"]]
     cell = lambda v: f"{v['accuracy']:6.2f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]"
-    lines = [f"{'test split':24s}" + "".join(f"{name:>26s}" for name in runs)]
+    unit = first["total"].get("ci_unit", "item")
+    lines = [f"95% bootstrap CIs resample {'clips (clip sets)' if unit == 'clip' else 'items'}"]
+    lines += [f"{'test split':24s}" + "".join(f"{name:>26s}" for name in runs)]
     for table, key in rows:
         values = [result.test[name][table] if table == "total" else result.test[name][table][key] for name in runs]
         lines.append(f"{key:24s}" + "".join(f"{cell(v):>26s}" for v in values))
     heads = result.head_selection
     detail = lambda h: heads.describe(h)
-    lines += ["", "specialist heads (calibration; r, bootstrap CI, Fisher-z CI, max-|r| permutation-adjusted p):"]
+    rule = "" if heads.rule == "r" else f", chosen by selection rule {heads.rule!r}"
+    lines += ["", f"specialist heads (calibration{rule}; r, bootstrap CI resampling clips, Fisher-z CI, max-|r| "
+              "permutation-adjusted p):"]
     lines += [
         f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, "
         f"{d['fisher_ci'][1]:.2f}] "
@@ -503,5 +551,43 @@ def format_table(result: ExperimentResult) -> str:
         )
     for name, by_beta in result.options.items():
         lines.append(f"dev option {name}: " + ", ".join(f"beta {b}: {v:.1f}" for b, v in by_beta.items()))
+    lines += format_controls(result)
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
+
+
+def format_controls(result: ExperimentResult, n_causal: int = 4) -> list[str]:
+    """The validity controls as text: the specialists' signal and each specialist's and top causal head's row."""
+    lines = []
+    for split, c in result.validity_controls.items():
+        g = c.signal
+        lines += [
+            "",
+            f"is it listening? {split} {c.items} items (n = {c.n}, {c.n_clusters} clips; specialists' mean mass, CIs "
+            f"resample {g.audio.ci_unit}s): mass {g.mass_audio:.3f} with audio, {g.mass_silence:.3f} with silence; "
+            f"r with correctness {g.audio.describe()}, with the silence twin's mass {g.silence.describe()}",
+        ]
+        lines += [
+            f"  {name} ({g.n_strata[name]} strata): within-stratum r {g.within[name].describe()}, stratum average "
+            f"alone {g.between[name].describe()}"
+            if g.n_strata[name] > 1
+            else f"  {name}: one stratum on these items (within-stratum r is the plain r)"
+            for name in g.within
+        ]
+        stratum = "task x sub-category" if "task x sub-category" in c.r_within else next(iter(c.r_within), "")
+        lines.append(
+            f"  per head (r with audio / with silence / within {stratum} / causal: margin drop with the head's "
+            "final-position output from the silence run, exact / share of audio attention on the asked clip):"
+        )
+        shown = list(dict.fromkeys(list(c.specialists) + c.top_causal(n_causal)))
+        for head in shown:
+            row = c.head_row(head, stratum)
+            fmt = lambda v, spec=".2f": "n/a" if v is None or not np.isfinite(v) else format(v, spec)  # noqa: E731
+            kind = "specialist" if tuple(head) in map(tuple, c.specialists) else "top causal"
+            lines.append(
+                f"    {head_label(head)} ({kind}): {fmt(row['r_audio'])} / {fmt(row['r_silence'])} / "
+                f"{fmt(row['r_within'])} / {fmt(row['causal'], '.3f')} / {fmt(row['clip_share'])}"
+            )
+        lines.append(f"  rank correlation (Spearman) of causal effect with r over all heads: {c.causal_rank_r:.2f}")
+        lines += [f"  note: {n}" for n in c.notes]
+    return lines

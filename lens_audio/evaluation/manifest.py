@@ -92,6 +92,7 @@ class RunManifest:
     max_new_tokens: int | None = None  # generate mode only
     listening: bool = False
     silence: bool = False
+    noise_snr_db: float | None = None  # white noise added to every clip at this SNR (the noise sweep)
     heads: tuple[tuple[int, int], ...] | None = None
     layers: tuple[int, ...] | None = None
     k_heads: int | None = None
@@ -248,7 +249,7 @@ def active_hooks(model: HookedAudioLM) -> list[str]:
 
 def run_manifest(
     model: HookedAudioLM, template: Any, mode: str, *, max_new_tokens: int, listening: bool, silence: bool,
-    steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
+    noise_snr_db: float | None = None, steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
 ) -> RunManifest:
     """The manifest of one `run_benchmark` call; `settings` adds or overrides fields (the experiment passes its
     heads, beta, method options and benchmark path). The model's fingerprint is taken anew each call, so a weight
@@ -264,6 +265,7 @@ def run_manifest(
         "max_new_tokens": max_new_tokens if mode == "generate" else None,
         "listening": bool(listening),
         "silence": bool(silence),
+        "noise_snr_db": noise_snr_db,
         "hooks": active_hooks(model) or None,
         "batch_size": batch_size,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

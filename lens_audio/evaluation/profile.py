@@ -11,6 +11,11 @@ random-head control and the method options the paper leaves open:
 - `steering_source`: `"residual"` (the paper: audio minus silence of the residual stream at the
   specialists' layers, averaged) or `"head_outputs"` (the specialists' own outputs,
   `attn.hook_result`, audio minus silence, summed over the heads).
+- `selection_rule`: how calibration ranks heads for the specialists. `"r"` (the paper, default): r of the
+  head's audio mass with correctness; `"within_stratum_r"`: the same r pooled within task x sub-category
+  (so a head whose audio attention only tracks the question type ranks low); `"margin_r"`: r with the answer
+  margin (answer logit minus the best other option's) instead of 0/1 correctness; `"causal"`: the drop of the
+  answer margin when the head's final-position output takes its silence-run value (attribution patching).
 - `gate`: `None` (a fixed beta) or `"signal"`: each item's push is scaled by how little the model
   listens, beta * clip((m0 - mass) / m0, 0, 1), with mass the specialists' mean final-token audio
   mass on that item and m0 the same mean over the calibration items answered correctly.
@@ -38,6 +43,7 @@ PROFILES: dict[str, str] = {
     "workshop": "lens_audio.workshop.evaluate:PROFILE",
     "workshop-v1": "lens_audio.workshop.evaluate:PROFILE",
 }
+SELECTION_RULES = ("r", "within_stratum_r", "margin_r", "causal")
 LAYER_CONVENTIONS = {"resid_post": "hook_resid_post", "hf_hidden_states": "hook_resid_pre"}
 
 
@@ -60,6 +66,7 @@ class ExperimentProfile:
     layer_convention: Literal["resid_post", "hf_hidden_states"] = "resid_post"
     steering_source: Literal["residual", "head_outputs"] = "residual"
     gate: Literal["signal"] | None = None
+    selection_rule: Literal["r", "within_stratum_r", "margin_r", "causal"] = "r"
     focus_condition: str = (
         "conflicting"  # the hint condition the control and spread are measured on (when items have hints)
     )
@@ -73,6 +80,8 @@ class ExperimentProfile:
             )
         if self.steering_source not in ("residual", "head_outputs"):
             raise ValueError(f"steering_source must be 'residual' or 'head_outputs', not {self.steering_source!r}.")
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(f"selection_rule must be one of {list(SELECTION_RULES)}, not {self.selection_rule!r}.")
         if self.gate not in (None, "signal"):
             raise ValueError(f"gate must be None or 'signal', not {self.gate!r}.")
         if not self.betas:

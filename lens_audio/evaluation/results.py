@@ -18,6 +18,7 @@ import numpy as np
 
 from lens_audio.analysis.heads import HeadCorrelation
 from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, PairedComparison, Validity, nan_list
+from lens_audio.analysis.validity import ValidityControls
 from lens_audio.evaluation.manifest import RunManifest
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.report import grouped_accuracy, mmau_report
@@ -54,14 +55,20 @@ class RunResult(Sequence):
         """Each item's hint condition ("all" for benchmarks without hints)."""
         return [r.get("hint", "all") for r in self.records]
 
-    def tables(self) -> dict[str, Any]:
-        """MMAU's breakdowns, plus hint condition and hint x domain where items have hints."""
-        tables = mmau_report(self.records)
+    def tables(self, clusters: Sequence[Any] | None = None) -> dict[str, Any]:
+        """MMAU's breakdowns, plus hint condition and hint x domain where items have hints.
+
+        With `clusters` (each record's clip, `experiment.cluster_of`), intervals resample clips where they repeat
+        (each cell's `ci_unit` says which).
+        """
+        tables = mmau_report(self.records, clusters)
         if any("hint" in r for r in self.records):
-            tables["hint"] = grouped_accuracy(self.records, lambda r: r.get("hint"))
+            tables["hint"] = grouped_accuracy(self.records, lambda r: r.get("hint"), clusters=clusters)
             tables["hint_by_task"] = {
                 f"{h}/{t}": v
-                for (h, t), v in grouped_accuracy(self.records, lambda r: (r.get("hint"), r["task"])).items()
+                for (h, t), v in grouped_accuracy(
+                    self.records, lambda r: (r.get("hint"), r["task"]), clusters=clusters
+                ).items()
             }
         return tables
 
@@ -85,6 +92,8 @@ class HeadSelection:
         float  # specialists' mean final-token audio mass over correctly answered calibration items (the gate's m0)
     )
     n_errors: int
+    rule: str = "r"  # the profile's selection_rule that ranked the heads
+    scores: np.ndarray | None = None  # [layer, head] the rule's score (None for "r": `correlation.r`)
 
     def describe(self, head: Sequence[int]) -> dict[str, Any]:
         layer, index = head
@@ -98,6 +107,7 @@ class HeadSelection:
             "ci": [float(c.ci_low[layer, index]), float(c.ci_high[layer, index])],
             "fisher_ci": [float(fisher_low[layer, index]), float(fisher_high[layer, index])],
             "p_adjusted": float(self.null.p_adjusted[layer, index]),
+            **({} if self.scores is None else {"score": float(self.scores[layer, index])}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +118,8 @@ class HeadSelection:
             "control": [list(h) for h in self.control],
             "reference_mass": self.reference_mass,
             "n_errors": self.n_errors,
+            "rule": self.rule,
+            "scores": None if self.scores is None else nan_list(self.scores),
             "specialist_details": [self.describe(h) for h in self.specialists],
         }
 
@@ -120,6 +132,8 @@ class HeadSelection:
             [tuple(h) for h in data["control"]],
             data["reference_mass"],
             data["n_errors"],
+            data.get("rule", "r"),
+            None if data.get("scores") is None else np.array(data["scores"], dtype=float),
         )
 
 
@@ -193,6 +207,7 @@ class ExperimentResult:
     audio_mass: np.ndarray | None = None  # [layer, head] mean final-token audio mass on the test baseline
     notes: list[str] = field(default_factory=list)
     manifest: RunManifest | None = None  # what made it: model fingerprint, items' content, settings, versions
+    validity_controls: dict[str, ValidityControls] = field(default_factory=dict)  # split -> is it listening?
 
     @property
     def beta(self) -> float:
@@ -221,6 +236,7 @@ class ExperimentResult:
             "audio_mass": None if self.audio_mass is None else nan_list(self.audio_mass),
             "notes": self.notes,
             "manifest": optional(self.manifest),
+            "validity_controls": {s: v.to_json() for s, v in self.validity_controls.items()},
         }
 
     @classmethod
@@ -241,6 +257,7 @@ class ExperimentResult:
             None if data.get("audio_mass") is None else np.array(data["audio_mass"], dtype=float),
             data.get("notes", []),
             manifest=maybe(RunManifest, data.get("manifest")),
+            validity_controls={s: ValidityControls.from_json(v) for s, v in data.get("validity_controls", {}).items()},
         )
 
     def save(self, path: str | Path) -> None:

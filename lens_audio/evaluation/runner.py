@@ -20,6 +20,8 @@ match, and otherwise refuses with one line naming what differs (`fresh=True` sta
 from __future__ import annotations
 
 import contextlib
+import warnings
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +37,7 @@ from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import RunResult
 from lens_audio.evaluation.run_file import RunFile, read_records
 from lens_audio.evaluation.scoring import score_output
+from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, add_white_noise, load_audio
 from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.finite import NonFiniteError, check_finite_logits
 
@@ -63,6 +66,7 @@ def run_benchmark(
     silence: bool = False,
     settings: Mapping[str, Any] | None = None,
     fresh: bool = False,
+    noise_snr_db: float | None = None,
 ) -> RunResult:
     """Score `items`; with `out_path`, append records as they finish and resume from what is there.
 
@@ -71,7 +75,9 @@ def run_benchmark(
     `template` is a template name or a function item -> prompt (a profile's `prompt`).
 
     With `silence`, every clip is replaced by its silence twin (same length, all zeros): the
-    control that shows how much the answers depend on the audio at all.
+    control that shows how much the answers depend on the audio at all. With `noise_snr_db`, seeded white
+    noise at that SNR is added to every clip (`inputs.audio.add_white_noise`, seeded by the item's id and the
+    clip's index, so a resumed run hears the same noise).
 
     With `out_path`, the run file records what made it and a rerun under other settings or item content
     refuses (see `lens_audio.evaluation.manifest`); `settings` names what the arguments do not show (a steering
@@ -90,7 +96,8 @@ def run_benchmark(
     manifest = digests = None
     if out_path is not None:
         manifest = run_manifest(model, template, mode, max_new_tokens=max_new_tokens, listening=listening,
-                                silence=silence, steering=steering, settings=settings, batch_size=batch_size)
+                                silence=silence, noise_snr_db=noise_snr_db, steering=steering, settings=settings,
+                                batch_size=batch_size)
         digests = {item["id"]: item_digests(item, render_prompt(item, template)) for item in items}
     with RunFile(out_path, manifest, fresh) if out_path is not None else contextlib.nullcontext() as run:
         done = dict(run.records) if run is not None else {}
@@ -101,7 +108,9 @@ def run_benchmark(
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
                 try:
-                    scored = _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence)
+                    scored = _score_chunk(
+                        model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db
+                    )
                 except NonFiniteError as exc:  # name the items; the records before them are kept
                     ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
                     raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
@@ -117,8 +126,17 @@ def run_benchmark(
 
 
 @torch.no_grad()
-def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence) -> list[dict[str, Any]]:
-    batch = model.to_batch([item["audio_path"] for item in chunk], [render_prompt(item, template) for item in chunk])
+def _score_chunk(
+    model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db=None
+) -> list[dict[str, Any]]:
+    prompts = [render_prompt(item, template) for item in chunk]
+    if noise_snr_db is None:
+        batch = model.to_batch([item["audio_path"] for item in chunk], prompts)
+    else:
+        with warnings.catch_warnings():  # loud noise peaks past 1 by design: the clip is not rescaled
+            warnings.filterwarnings("ignore", message=".*far outside \\[-1, 1\\]")
+            batch = model.to_batch([noisy_clips(item, noise_snr_db) for item in chunk], prompts,
+                                   sampling_rate=TARGET_SAMPLE_RATE)
     if silence:
         batch = batch.silence_twin()
     prompt_length = batch.input_ids.shape[1]
@@ -151,6 +169,13 @@ def _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listeni
             )  # float32 values, exact: resuming reads back the same array
         records.append(record)
     return records
+
+
+def noisy_clips(item: dict[str, Any], snr_db: float) -> list[np.ndarray]:
+    """The item's clips at 16 kHz with seeded white noise at `snr_db` (seed: crc32 of the id, the clip's index)."""
+    paths = item["audio_path"] if isinstance(item["audio_path"], (list, tuple)) else [item["audio_path"]]
+    key = zlib.crc32(str(item["id"]).encode())
+    return [add_white_noise(load_audio(path), snr_db, [key, index]) for index, path in enumerate(paths)]
 
 
 @torch.no_grad()

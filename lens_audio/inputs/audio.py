@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,18 @@ def is_number_list(value: object) -> bool:
     if not isinstance(value, (list, tuple)) or not value:
         return False
     return all(isinstance(v, numbers.Number) or is_number_list(v) for v in value)
+
+
+def add_white_noise(
+    waveform: Float[np.ndarray, " samples"], snr_db: float, seed: int | Sequence[int] = 0
+) -> Float[np.ndarray, " samples"]:
+    """`waveform` plus seeded Gaussian white noise at `snr_db` (the clip's mean power over the noise's, in dB)."""
+    if not np.isfinite(snr_db):
+        raise ValueError(f"snr_db must be a finite number of dB, not {snr_db!r}.")
+    x = np.asarray(waveform, dtype=np.float32)
+    power = float(np.mean(x.astype(np.float64) ** 2))
+    noise = np.random.default_rng(seed).standard_normal(x.shape) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (x + noise).astype(np.float32)
 
 
 def pcm_to_float(waveform: np.ndarray, label: str) -> np.ndarray:
