@@ -144,4 +144,7 @@ def test_figures_dodge_series_show_whiskers_and_explain_blank_cells():
         and "1 grey cell: constant head" in heatmap.layout.annotations[0].text
     )
     control = plots.control_distribution_plot([70.0, 75.0, 75.0, 80.0], 85.0, 100.0, "t", n_items=20)
-    assert control.layout.shapes[-1].x0 == 85.0 and control.data[0].xbins.size == 5.0
+    line = next(t for t in control.data if t.name.startswith("specialists"))
+    assert list(line.x) == [85.0, 85.0]  # the specialists' line sits at their accuracy
+    bars = control.data[0]  # one bar per attainable accuracy (100 / n_items = 5 points apart), counting the draws
+    assert list(bars.x) == [70.0, 75.0, 80.0] and list(bars.y) == [1, 2, 1]
