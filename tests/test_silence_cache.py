@@ -133,3 +133,4 @@ def test_memory_is_bounded_least_recently_used_first(model, processor):
     assert (store.hits, store.misses) == (1, 7) and store.nbytes == sizes[0] + sizes[1]
     with pytest.raises(ValueError, match="max_bytes"):
         silence_prefix_cache(model, max_bytes=-1)
+
