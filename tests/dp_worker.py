@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,8 +28,10 @@ def main() -> None:
     hf, _ = tiny_hf_model(processor, seed=0, n_mels=16, chunk_seconds=2, n_heads=4, n_kv_heads=2, n_layers=2)
     model = HookedAudioLM.from_hf_model(hf, processor)
     items = load_mmau(benchmark)[:n_items]
+    started = time.perf_counter()
     run = sharded_run(model, items, out / "run.jsonl", template="letters", mode="choice", batch_size=1,
                       progress=False)
+    run_seconds = time.perf_counter() - started
     batch = model.to_batch([i["audio_path"] for i in items[:2]], ["Which? A or B."] * 2)
     choice_ids = [[model.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"]] * 2
     scan = sharded_scan_heads(model, batch, choice_ids, [0, 1], heads_per_pass=3)
@@ -39,6 +42,7 @@ def main() -> None:
             "scan": [scan.margin_change.tolist(), scan.accuracy.tolist(), scan.baseline_margin, scan.baseline_accuracy],
         }
         (out / f"result-{size}.json").write_text(json.dumps(result))
+        (out / f"seconds-{size}.json").write_text(json.dumps({"sharded_run": run_seconds, "items": len(items)}))
 
 
 if __name__ == "__main__":
