@@ -29,7 +29,7 @@ def main() -> None:
     model = HookedAudioLM.from_hf_model(hf, processor)
     items = load_mmau(benchmark)[:n_items]
     started = time.perf_counter()
-    run = sharded_run(model, items, out / "run.jsonl", template="letters", mode="choice", batch_size=1,
+    run = sharded_run(model, items, out / "run.jsonl", template="letters", mode="choice", batch_size=2,
                       progress=False)
     run_seconds = time.perf_counter() - started
     batch = model.to_batch([i["audio_path"] for i in items[:2]], ["Which? A or B."] * 2)

@@ -1,12 +1,13 @@
 """Data-parallel runs and scans over the processes of `accelerate launch` or `torchrun` (one per GPU, or per node).
 
-Launched with N processes, `sharded_run` gives each rank every N-th item (`items[rank::N]`, the same split on
-every launch), runs it with `run_benchmark` into the rank's own resumable run file (`NAME.rank{r}-of-{N}.jsonl`,
-with its manifest), gathers every rank's records, and returns the whole run in item order on every rank; rank 0
-also writes the merged run file `NAME.jsonl`, which a one-process run resumes from as if it had made it. A
-rank that dies loses only its unfinished items: launch the same command again and the finished ranks have
-nothing left to do while that rank resumes from its file. `sharded_scan_heads` splits a head-ablation scan's
-passes the same way. In one process (no launcher) both are the plain calls.
+Launched with N processes, `sharded_run` deals the items out a batch at a time (batch k to rank k mod N, the
+same split on every launch, each batch as in one process), runs each rank's share with `run_benchmark` into
+the rank's own resumable run file (`NAME.rank{r}-of-{N}.jsonl`, with its manifest), gathers every rank's
+records, and returns the whole run in item order on every rank; rank 0 also writes the merged run file
+`NAME.jsonl`, which a one-process run resumes from as if it had made it. A rank that dies loses only its
+unfinished items: launch the same command again and the finished ranks have nothing left to do while that
+rank resumes from its file. `sharded_scan_heads` splits a head-ablation scan's passes the same way. In one
+process (no launcher) both are the plain calls.
 
 Processes talk through `torch.distributed` as accelerate sets it up (`PartialState`): NCCL on GPUs, gloo on CPUs.
 """
@@ -49,9 +50,16 @@ def rank_and_size() -> tuple[int, int]:
     return (0, 1) if state is None else (state.process_index, state.num_processes)
 
 
-def shard(items: Sequence[Any], rank: int, size: int) -> list[Any]:
-    """Rank `rank`'s share of `items`: every `size`-th from `rank` on (deterministic, balanced to one item)."""
-    return list(items[rank::size])
+def shard(items: Sequence[Any], rank: int, size: int, block: int = 1) -> list[Any]:
+    """Rank `rank`'s share of `items`: blocks of `block` consecutive items dealt out in turn (deterministic).
+
+    With `block` the batch size, every batch holds the same items as in one process, so batched numbers
+    (float rounding depends on a row's neighbours' padding) are identical too.
+    """
+    if block < 1:
+        raise ValueError(f"block must be at least 1, got {block}.")
+    blocks = [items[start : start + block] for start in range(0, len(items), block)]
+    return [item for chunk in blocks[rank::size] for item in chunk]
 
 
 def rank_path(path: str | Path, rank: int, size: int) -> Path:
@@ -72,16 +80,15 @@ def sharded_run(model: "HookedAudioLM", items: Sequence[dict[str, Any]], out_pat
                 **kwargs: Any) -> RunResult:
     """`run_benchmark(model, items, out_path, **kwargs)` with the items split over the launched processes.
 
-    Records and every array equal a one-process run's (each item is scored in a batch of the same items
-    only if the batch size divides evenly; scores of a batch row do not depend on its neighbours beyond
-    float rounding, and choice/generation outputs are compared exactly in the tests).
+    Records and every array equal a one-process run's: each batch holds the same items as there (a resumed
+    run's batches are those of its pending items, as in one process).
     """
     from lens_audio.evaluation.runner import run_benchmark
 
     rank, size = rank_and_size()
     if size == 1:
         return run_benchmark(model, items, out_path, **kwargs)
-    mine = shard(items, rank, size)
+    mine = shard(items, rank, size, block=kwargs.get("batch_size", 8))
     path = None if out_path is None else rank_path(out_path, rank, size)
     kwargs["progress"] = kwargs.get("progress", True) and rank == 0
     own = run_benchmark(model, mine, path, **kwargs)
