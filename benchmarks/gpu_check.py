@@ -32,7 +32,8 @@ import torch
 
 from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.listening import listening_signal
-from lens_audio.analysis.steering import adaptive_direction, steered_generate, steering_hooks
+from lens_audio.analysis.steered_pass import steered_logits
+from lens_audio.analysis.steering import adaptive_direction, steer, steered_generate, steering_hooks
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask
@@ -99,6 +100,12 @@ def equivalence(shape: dict, processor, device: str, seconds: float) -> dict:
     return report
 
 
+def _direction_then_steer(port, batch, layers):
+    """The two-call idiom `steered_logits` replaces."""
+    with steer(port, adaptive_direction(port, batch, layers), 1.0):
+        return port(batch)[:, -1]
+
+
 @torch.no_grad()
 def timings(
     shape: dict,
@@ -133,6 +140,8 @@ def timings(
             f"transformers generate, {new_tokens} new tokens": lambda: hf.generate(**batch.model_inputs(), **gen_hf),
             f"port generate, {new_tokens} new tokens": lambda: port.generate(batch, **gen),
             "port steered_generate": lambda: steered_generate(port, batch, layers, 1.0, **gen),
+            "port steered_logits (one pass)": lambda: steered_logits(port, batch, layers, 1.0),
+            "port adaptive_direction then steer(forward)": lambda: _direction_then_steer(port, batch, layers),
         }
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -153,6 +162,14 @@ def timings(
             ),
             "adaptive_direction / port forward": round(
                 seconds_by["port adaptive_direction"] / seconds_by["port forward"], 3
+            ),
+            "steered_logits / port forward": round(
+                seconds_by["port steered_logits (one pass)"] / seconds_by["port forward"], 3
+            ),
+            "steered_logits / (adaptive_direction then steer)": round(
+                seconds_by["port steered_logits (one pass)"]
+                / seconds_by["port adaptive_direction then steer(forward)"],
+                3,
             ),
             "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
         }

@@ -275,7 +275,29 @@ def placement_args(args: argparse.Namespace) -> dict:
 
 
 def run_stage(args: argparse.Namespace) -> int:
-    """One stage of the experiment (or all); stages share --out, so each reuses what the others wrote."""
+    """One stage of the experiment (or all); stages share --out, so each reuses what the others wrote.
+
+    Under `accelerate launch` or `torchrun` every process runs the stage with its share of each run's items
+    (`lens_audio.evaluation.parallel`), on its own GPU; only rank 0 prints and writes --json.
+    """
+    import contextlib
+    import os
+
+    from lens_audio.evaluation.parallel import process_state
+
+    state = process_state()
+    if state is None:
+        return _run_stage(args)
+    if args.device.startswith("cuda") and args.device_map is None:
+        args.device = str(state.device)  # one GPU per process
+    if state.is_main_process:
+        return _run_stage(args)
+    args.json_path = None
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        return _run_stage(args)
+
+
+def _run_stage(args: argparse.Namespace) -> int:
     from lens_audio import HookedAudioLM
     from lens_audio.evaluation import load_mmau
     from lens_audio.evaluation.experiment import Experiment, format_table

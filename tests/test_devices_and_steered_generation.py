@@ -87,8 +87,15 @@ def test_shared_silence_prefix_equals_the_full_silence_pass(model, shared_prefix
     audio = final_residuals(model, shared_prefix_batch, layers)
     assert torch.allclose(adaptive_direction(model, shared_prefix_batch, layers), (audio - full).mean(1), atol=1e-5)
     assert not torch.allclose(shared, audio, atol=1e-3)  # the silence rows really differ from the audio rows
-    # no sharing to gain, or hooks that would see the silence rows in two pieces: the caller runs the full pass
-    assert shared_silence_residuals(model, two_example_batch, layers) is None
+    # no sharing to gain (with the cross-call cache off), or hooks that would see the silence rows in two
+    # pieces: the caller runs the full pass
+    from lens_audio.analysis.silence_cache import DEFAULT_MAX_BYTES, silence_prefix_cache
+
+    silence_prefix_cache(model, max_bytes=0)
+    try:
+        assert shared_silence_residuals(model, two_example_batch, layers) is None
+    finally:
+        silence_prefix_cache(model, max_bytes=DEFAULT_MAX_BYTES)
     with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda resid, hook: None)]):
         assert shared_silence_residuals(model, shared_prefix_batch, layers) is None
 

@@ -12,6 +12,8 @@ from lens_audio.analysis.patching import (
     patch_heads,
     patch_residual_by_position,
 )
+from lens_audio.analysis.silence_cache import silence_prefix_cache
+from lens_audio.analysis.steered_pass import SteeredLogits, steered_logits
 from lens_audio.analysis.steering import (
     FixedDirection,
     adaptive_direction,
@@ -30,6 +32,7 @@ __all__ = [
     "HeadCorrelation",
     "ListeningSignal",
     "LogitLens",
+    "SteeredLogits",
     "adaptive_direction",
     "adaptive_steering",
     "attribution_patching",
@@ -43,7 +46,9 @@ __all__ = [
     "patch_heads",
     "patch_residual_by_position",
     "scan_heads",
+    "silence_prefix_cache",
     "steer",
     "steered_generate",
+    "steered_logits",
     "steering_hooks",
 ]

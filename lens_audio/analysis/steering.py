@@ -279,8 +279,8 @@ class FixedDirection:
 class AdaptiveSteering:
     """A steering function for the evaluation runner: per batch, compute the adaptive direction and push it.
 
-    Called as `steering(model, batch, start)` it returns the hooks (choice scoring); its `generate`
-    runs `steered_generate`, which shares the direction's audio pass with generation's prefill.
+    Called as `steering(model, batch, start)` it returns the hooks (multi-token choice scoring); its `logits`
+    (single-token choice scoring) and `generate` run the direction's pass and the steered pass as one.
     """
 
     layers: Sequence[int]
@@ -295,6 +295,12 @@ class AdaptiveSteering:
         return steering_hooks(
             model, adaptive_direction(model, batch, self.layers, self.site), self.beta, self.hook_name, start
         )
+
+    def logits(self, model: "HookedAudioLM", batch: "AudioBatch") -> Float[Tensor, "batch d_vocab"]:
+        """Steered final-position logits in one pass (`steered_pass.steered_logits`): single-token choice scoring."""
+        from lens_audio.analysis.steered_pass import steered_logits
+
+        return steered_logits(model, batch, self.layers, self.beta, hook_name=self.hook_name, site=self.site).logits
 
     def generate(self, model: "HookedAudioLM", batch: "AudioBatch", **generate_kwargs) -> Int[Tensor, "batch total"]:
         return steered_generate(
@@ -332,8 +338,10 @@ def steered_generate(
     `shared_silence_residuals` and the prefill holds the audio rows only. `generate_kwargs` are `generate`'s
     (`max_new_tokens`, `do_sample`, `eos_token_id`, ...); `fwd_hooks` stay on for all of it (silence rows too).
     If the steering hook fires before the deepest direction layer (e.g. `hook_name` in an early block),
-    the direction cannot be ready in time and this falls back to a separate direction pass.
+    the direction cannot be ready in time and this falls back to a separate direction pass. The pass itself is
+    `steered_pass.steered_prefill`, shared with `steered_logits`.
     """
+    from lens_audio.analysis.steered_pass import steered_prefill
     from lens_audio.model.generation import Sampling, check_left_padded, decode, last_logits
     from lens_audio.model.kv_cache import KVCache
 
@@ -342,46 +350,13 @@ def steered_generate(
     batch.require_audio("steered_generate")
     check_left_padded(batch.attention_mask)
     sampling = Sampling(**generate_kwargs)
-    names = site_hook_names(model, layers, site)
     steering_hooks(model, torch.zeros(model.cfg.d_model), beta, hook_name)  # validates hook_name and beta
-    hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
-    silence = None if fwd_hooks else shared_silence_residuals(model, batch, layers, site)
-    both = batch if silence is not None else AudioBatch.concat([batch, batch.silence_twin()])
-    b, final = batch.batch_size, both.final_position.to(model.device)
-    captured: dict[str, Tensor] = {}
-    state: dict[str, Tensor | bool] = {"early": False}  # "direction" once the deepest site has fired
-
-    def capture(resid: Tensor, hook) -> None:
-        if "direction" in state:  # decoding steps
-            return
-        captured[hook.name] = resid[torch.arange(resid.shape[0], device=resid.device), final]
-        if len(captured) == len(set(names)):
-            stacked = torch.stack([captured[n] for n in names], dim=1)
-            state["direction"] = (stacked[:b] - (stacked[b:] if silence is None else silence)).mean(dim=1)
-
-    def push(resid: Tensor, hook) -> Tensor:
-        if "direction" not in state:
-            state["early"] = True
-            return resid
-        direction = state["direction"]
-        checked_push(beta, direction, model.dtype)
-        resid = resid.clone()
-        resid[:, -1:] = steered(
-            resid[:, -1:], beta, (direction if resid.shape[0] == b else torch.cat([direction, direction]))[:, None]
-        )
-        return resid
-
     cache = KVCache(model.cfg.n_layers)
     tokens, mask = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
-    hooks = [(n, capture) for n in sorted(set(names))] + [(hook_name, push)] + list(fwd_hooks)
-    with model.hooks(fwd_hooks=hooks):
-        prefill = model.start_decoder(
-            both.input_ids, both.attention_mask, both.input_features, both.feature_attention_mask, past_kv_cache=cache
-        )
-        model.run_blocks(prefill, 0, max(layers) + 1)
-        prefill = prefill.select_rows(slice(0, b))
-        resid = model.run_blocks(prefill, max(layers) + 1)
-        if not state["early"]:
-            return decode(model, tokens, mask, last_logits(model, resid), cache, sampling)
-    steer_hooks = steering_hooks(model, state["direction"], beta, hook_name)
+    with steered_prefill(
+        model, batch, layers, beta, hook_name=hook_name, site=site, fwd_hooks=fwd_hooks, past_kv_cache=cache
+    ) as prefill:
+        if prefill.resid is not None:  # decoding steps stay steered by the prefill's hooks
+            return decode(model, tokens, mask, last_logits(model, prefill.resid), cache, sampling)
+    steer_hooks = steering_hooks(model, prefill.direction, beta, hook_name)
     return model.generate(batch, fwd_hooks=list(fwd_hooks) + steer_hooks, **generate_kwargs)

@@ -52,6 +52,7 @@ from lens_audio.checks import check_int
 from lens_audio.evaluation.controls import noise_sweep, selection_scores, specialist_mass, top_heads, validity_controls
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, run_manifest
+from lens_audio.evaluation.parallel import sharded_run
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.report import accuracy_with_ci
@@ -64,7 +65,6 @@ from lens_audio.evaluation.results import (
     best_beta,
     head_label,
 )
-from lens_audio.evaluation.runner import run_benchmark
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -124,7 +124,7 @@ class Experiment:
         path = None if name is None else self.out / f"{name}.jsonl"
         fresh = self.fresh and path is not None and path not in self._opened
         self._opened.add(path)
-        return run_benchmark(
+        return sharded_run(  # split over the processes of `accelerate launch`, if any
             self.model,
             rows,
             path,

@@ -143,20 +143,26 @@ def _score_chunk(
     # Generation steers the newest position of every step; multi-token choice scoring steers the
     # final prompt position and the answer tokens appended after it.
     # A steering object with its own `generate` (adaptive steering) shares its direction pass with the prefill.
-    fused = mode == "generate" and hasattr(steering, "generate")
+    # So does one with its own `logits` in single-token choice scoring (one pass for direction and logits).
+    choices = [item["choices"] for item in chunk]
+    fused = hasattr(steering, "generate") if mode == "generate" else (
+        hasattr(steering, "logits") and one_token_choices(model, choices)
+    )
     hooks = (
         steering(model, batch, -1 if mode == "generate" else prompt_length - 1)
         if steering is not None and not fused
         else []
     )
     signal = listening_signal(model, batch).audio_mass if listening else None
-    if fused:
-        tokens = steering.generate(model, batch, max_new_tokens=max_new_tokens, do_sample=False)
-    elif mode == "generate":
-        tokens = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, fwd_hooks=hooks)
+    if mode == "generate":
+        if fused:
+            tokens = steering.generate(model, batch, max_new_tokens=max_new_tokens, do_sample=False)
+        else:
+            tokens = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, fwd_hooks=hooks)
         outputs = [model.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in tokens]
     else:
-        scores = choice_log_likelihoods(model, batch, [item["choices"] for item in chunk], hooks)
+        final_logits = steering.logits(model, batch) if fused else None
+        scores = choice_log_likelihoods(model, batch, choices, hooks, final_logits)
         outputs = [item["choices"][int(scores[row, : len(item["choices"])].argmax())] for row, item in enumerate(chunk)]
     records = []
     for row, (item, output) in enumerate(zip(chunk, outputs)):
@@ -178,13 +184,23 @@ def noisy_clips(item: dict[str, Any], snr_db: float) -> list[np.ndarray]:
     return [add_white_noise(load_audio(path), snr_db, [key, index]) for index, path in enumerate(paths)]
 
 
+def one_token_choices(model: "HookedAudioLM", choices: Sequence[Sequence[str]]) -> bool:
+    """Whether every choice is one token (then one forward scores them all)."""
+    return all(len(encode_text(model.tokenizer, c)) == 1 for row in choices for c in row)
+
+
 @torch.no_grad()
 def choice_log_likelihoods(
-    model: "HookedAudioLM", batch: "AudioBatch", choices: Sequence[Sequence[str]], hooks: list = ()
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    choices: Sequence[Sequence[str]],
+    hooks: list = (),
+    final_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`[batch, max_choices]` summed log-probabilities of each choice's tokens after the prompt (-inf where absent).
 
-    The batch must be left-padded (each prompt ends at the last position).
+    The batch must be left-padded (each prompt ends at the last position). `final_logits` (`[batch, d_vocab]`,
+    e.g. from `steered_logits`) are the final-position logits when already computed: single-token choices only.
     """
     if not bool(batch.attention_mask[:, -1].all()):
         raise ValueError("choice scoring needs a left-padded batch (model.to_batch's default).")
@@ -192,11 +208,14 @@ def choice_log_likelihoods(
     encoded = [[encode_text(tok, c) for c in row] for row in choices]
     width = max(len(row) for row in encoded)
     scores = torch.full((batch.batch_size, width), float("-inf"))
+    if final_logits is not None and not all(len(ids) == 1 for row in encoded for ids in row):
+        raise ValueError("final_logits score single-token choices only; pass hooks for multi-token choices.")
     if all(len(ids) == 1 for row in encoded for ids in row):
-        with model.hooks(fwd_hooks=list(hooks)):
-            last = model(batch)[:, -1]
-        check_finite_logits(model, last, "choice scoring")
-        logprobs = last.log_softmax(-1).cpu()
+        if final_logits is None:
+            with model.hooks(fwd_hooks=list(hooks)):
+                final_logits = model(batch)[:, -1]
+        check_finite_logits(model, final_logits, "choice scoring")
+        logprobs = final_logits.log_softmax(-1).cpu()
         for i, row in enumerate(encoded):
             scores[i, : len(row)] = logprobs[i, [ids[0] for ids in row]]
         return scores

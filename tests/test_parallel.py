@@ -1,0 +1,78 @@
+"""Data-parallel runs on 2 CPU processes (gloo) equal one process, a dead rank resumes, a head scan shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lens_audio.evaluation.parallel import rank_path, shard
+from lens_audio.evaluation.run_file import read_records
+from lens_audio.workshop.benchmark import write_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "dp_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(benchmark: Path, out: Path, processes: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    launcher = [] if processes == 1 else [
+        "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={_free_port()}",
+    ]
+    subprocess.run([sys.executable, *launcher, str(WORKER), str(benchmark), str(out)], env=env, check=True,
+                   timeout=600)
+    return json.loads((out / f"result-{processes}.json").read_text())
+
+
+def test_shards_are_deterministic_and_cover_every_item_once():
+    items = list(range(11))
+    parts = [shard(items, rank, 3) for rank in range(3)]
+    assert sorted(i for part in parts for i in part) == items and [len(p) for p in parts] == [4, 4, 3]
+    assert shard(items, 1, 2, block=3) == [3, 4, 5, 9, 10]  # batches of 3: the second and the fourth
+    assert rank_path("runs/calibration.jsonl", 1, 3) == Path("runs/calibration.rank1-of-3.jsonl")
+
+
+@pytest.fixture(scope="module")
+def workshop_json(tmp_path_factory) -> Path:
+    folder = write_benchmark(tmp_path_factory.mktemp("bench") / "w", seed=2, n_clips=2, progress=False)
+    return folder / "workshop.json"
+
+
+def test_two_processes_equal_one_and_a_dead_rank_resumes_alone(workshop_json, tmp_path):
+    one = _launch(workshop_json, tmp_path / "one", 1)
+    two = _launch(workshop_json, tmp_path / "two", 2)
+    assert two == one  # records (outputs, correctness, listening signal) and the head scan, exactly
+    assert len(one["records"]) == 4 and len({r["id"] for r in one["records"]}) == 4
+    merged, single = read_records(tmp_path / "two" / "run.jsonl"), read_records(tmp_path / "one" / "run.jsonl")
+    assert merged.keys() == single.keys()
+    assert all({k: v for k, v in merged[i].items()} == single[i] for i in single)  # the same records, digests too
+
+    # Rank 1 dies after its first item: its file keeps one whole record and a torn line; the merged file is gone.
+    out = tmp_path / "two"
+    rank0, rank1 = rank_path(out / "run.jsonl", 0, 2), rank_path(out / "run.jsonl", 1, 2)
+    lines = rank1.read_text().splitlines()
+    rank1.write_text(lines[0] + "\n" + '{"id": "cut off mid-wri')
+    (out / "run.jsonl").unlink()
+    before = rank0.read_text()
+    resumed = _launch(workshop_json, out, 2)
+    # Rank 1's last item now runs in a batch of its own, as a one-process resume would: the same outputs, and
+    # listening signals that move by float rounding only.
+    assert resumed["scan"] == one["scan"] and len(resumed["records"]) == len(one["records"])
+    for got, want in zip(resumed["records"], one["records"]):
+        assert {k: v for k, v in got.items() if k != "listening"} == {k: v for k, v in want.items() if k != "listening"}
+        assert np.allclose(got["listening"], want["listening"], atol=1e-5)
+    assert rank0.read_text() == before  # rank 0 had nothing left to do
+    assert read_records(out / "run.jsonl").keys() == single.keys()
