@@ -24,6 +24,9 @@ CHECKPOINT_SETS = Path(__file__).parent / "checkpoint_sets"  # the clip-set mode
 BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
 CHECKPOINT_V1 = Path(__file__).parent / "checkpoint"  # "workshop-v1": the first workshop model (one clip per prompt)
 BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
+# the clip-chain organism's benchmark (`clip_chains.py`; its model is still training, in `TRAINING_RUNS / "chains"`)
+BENCHMARK_CHAINS = Path(__file__).parent / "data_chains" / "workshop_chains.json"
+TRAINING_RUNS = Path(__file__).parent / "training"  # resumable training runs (not package data)
 CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
 
 
@@ -57,11 +60,13 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
 
 __all__ = [
     "BENCHMARK",
+    "BENCHMARK_CHAINS",
     "BENCHMARK_SETS",
     "benchmark_for",
     "BENCHMARK_V1",
     "CHECKPOINT",
     "CHECKPOINT_SETS",
     "CHECKPOINT_V1",
+    "TRAINING_RUNS",
     "atomic_folder",
 ]
