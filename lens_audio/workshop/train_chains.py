@@ -307,7 +307,7 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
     fingerprint = pool_fingerprint(data)
     loop = run.restore(model, probes, optimizer, scheduler, data, fingerprint, exact)
     model.model.language_model.train()
-    step_started, steps_here = time.perf_counter(), 0
+    step_started, steps_here, saved_at = time.perf_counter(), 0, loop.step
     while loop.step < settings.steps and not loop.stopped:
         if stop_after is not None and steps_here >= stop_after:
             break
@@ -337,8 +337,10 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
                      "eta_min": round(per_step * (settings.steps - loop.step) / 60, 1)})
         if loop.step % settings.checkpoint_every == 0 or loop.step == settings.steps or loop.stopped:
             run.save(model, probes, optimizer, scheduler, data, loop, fingerprint)
+            saved_at = loop.step
     if loop.step < settings.steps and not loop.stopped:
-        run.save(model, probes, optimizer, scheduler, data, loop, fingerprint)
+        if saved_at != loop.step:
+            run.save(model, probes, optimizer, scheduler, data, loop, fingerprint)
         return None
     model.eval()
     model.to("cpu")

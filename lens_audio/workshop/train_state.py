@@ -12,8 +12,8 @@ Layout of a run folder:
   and time left every few steps, monitor results, starts and resumes;
 - `final/` the finished checkpoint, once the run is done.
 
-A checkpoint is written to a hidden staging folder and renamed into place, and
-only then is the previous one removed, so a run killed at any moment (kill -9
+A checkpoint is written to a hidden staging folder (`atomic_folder`) and renamed
+into place, and only then is the previous one removed, so a run killed at any moment (kill -9
 included) leaves one complete checkpoint to resume from; staging leftovers
 are removed on the next start.
 """
@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,8 +33,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lens_audio.workshop import atomic_folder
+
 STATE_PATTERN = re.compile(r"^state-(\d{6})$")
-STAGING_PREFIX = ".state-staging-"
+STAGING_PREFIX = ".state-"  # atomic_folder's staging folders for state-NNNNNN
 LOGISTICS = ("checkpoint_every", "log_every")  # settings a resumed run may change: they do not alter the weights
 
 
@@ -86,8 +87,8 @@ class RunFolder:
     def save(self, model: Any, probes: torch.nn.Module, optimizer: Any, scheduler: Any, data: Any, loop: LoopState,
              fingerprint: str) -> Path:
         """Write the checkpoint after `loop.step` atomically, then remove the older ones."""
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
-        try:
+        target = self.root / f"state-{loop.step:06d}"
+        with atomic_folder(target) as staging:
             weights = {f"model.{n}": p for n, p in model.named_parameters() if p.requires_grad}
             weights.update({f"probes.{n}": p for n, p in probes.state_dict().items()})
             save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, staging / "weights.safetensors")
@@ -102,17 +103,9 @@ class RunFolder:
             meta = {"recipe": self.recipe, "settings": self.settings, "pool_fingerprint": fingerprint,
                     "data_rng": data.rng.bit_generator.state, "loop": asdict(loop)}
             (staging / "state.json").write_text(json.dumps(meta, indent=1))
-            for path in staging.iterdir():
+            for path in staging.iterdir():  # on disk before the rename makes the checkpoint the latest
                 with path.open("rb") as f:
                     os.fsync(f.fileno())
-            staging.chmod(0o755)
-            target = self.root / f"state-{loop.step:06d}"
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         for old in self.root.glob("state-*"):
             if old != target and STATE_PATTERN.match(old.name):
                 shutil.rmtree(old)
