@@ -124,3 +124,17 @@ def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path
     train_chains(tmp_path / "other", settings, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="other settings"):
         train_chains(tmp_path / "other", replace(settings, learning_rate=1e-3), progress=False)
+
+
+def test_cli_trains_a_slice_of_the_chains_recipe_and_leaves_a_resumable_state(tmp_path, capsys):
+    from lens_audio import cli
+
+    out = tmp_path / "run"
+    args = ["workshop", "train", "--recipe", "chains", "--out", str(out), "--pool-clips", "2", "--steps", "3",
+            "--steps-audio", "1", "--threads", "1", "--stop-after", "1"]
+    assert cli.main(args) == 0
+    assert "resume with the same command" in capsys.readouterr().out
+    state = json.loads((out / "state-000001" / "state.json").read_text())
+    assert state["loop"]["step"] == 1 and state["settings"]["n_layers"] == 16 and state["settings"]["steps"] == 3
+    sizes = [p.stat().st_size for p in (out / "state-000001").iterdir()]
+    assert max(sizes) < 20 * 2**20, "each checkpoint file stays under 20 MB (committed to the repository)"
