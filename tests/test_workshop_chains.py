@@ -91,7 +91,7 @@ def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path
     from transformers import Qwen2AudioForConditionalGeneration
 
     from lens_audio.workshop import train_state
-    from lens_audio.workshop.train_chains import ChainsTrainSettings, train_chains
+    from lens_audio.workshop.train_chains import ChainsTrainSettings, export_latest, train_chains
 
     settings = ChainsTrainSettings(**TINY)
     whole = train_chains(tmp_path / "whole", settings, progress=False)
@@ -99,6 +99,11 @@ def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path
     cut = tmp_path / "cut"
     assert train_chains(cut, settings, progress=False, stop_after=3) is None  # a budgeted slice: saved at step 3
     assert [p.name for p in cut.glob("state-*")] == ["state-000003"]
+    partial = Qwen2AudioForConditionalGeneration.from_pretrained(export_latest(cut, tmp_path / "partial"))
+    assert json.loads((tmp_path / "partial" / "metrics.json").read_text())["step"] == 3
+    params = dict(partial.named_parameters())
+    saved = load_file(cut / "state-000003" / "weights.safetensors")
+    assert all(params[k[len("model."):]].detach().equal(v) for k, v in saved.items() if k.startswith("model."))
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing the step-4 checkpoint")

@@ -362,3 +362,28 @@ def pool_fingerprint(data: ChainData) -> str:
     import hashlib
 
     return hashlib.sha256(data.encoded.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def export_latest(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the latest checkpoint of an unfinished run in `run_dir` as a regular HF checkpoint (to look at a run in
+    progress; `metrics.json` says which step it is from). Returns `out_dir`."""
+    from safetensors.torch import load_file
+
+    from lens_audio.workshop.train import save_atomically
+    from lens_audio.workshop.train_state import RunFolder
+
+    latest = RunFolder(Path(run_dir), RECIPE, {}).latest()
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint (state-NNNNNN/); start the run first.")
+    meta = json.loads((latest / "state.json").read_text())
+    settings = ChainsTrainSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items()})
+    model, processor = build_model(settings, settings.decoder_config())
+    weights = load_file(latest / "weights.safetensors")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(weights[f"model.{name}"])
+    metrics = {"recipe": RECIPE, "partial": True, "step": meta["loop"]["step"], "settings": meta["settings"],
+               "monitor": meta["loop"]["monitors"]}
+    save_atomically(model, processor, metrics, Path(out_dir))
+    return Path(out_dir)
