@@ -319,7 +319,9 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
         aid, stats = probes.losses(hidden_states, batch, model.config.audio_token_id)
         optimizer.zero_grad(set_to_none=True)
         (loss + aid).backward()
-        torch.nn.utils.clip_grad_norm_(trainable + list(probes.parameters()), 1.0)
+        # clipped apart: the probes' own (fitting) gradients must not scale down the model's update
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        torch.nn.utils.clip_grad_norm_(list(probes.parameters()), 1.0)
         optimizer.step()
         scheduler.step()
         loop.record(loss.item(), aid.item(), stats, stage)
