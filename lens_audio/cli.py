@@ -89,19 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     workshop = sub.add_parser("workshop", help="the workshop model and its synthetic benchmark")
     workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
     recipes = (
-        'clip-sets (the default "workshop" model: three clips per prompt) or v1 ("workshop-v1": one clip per prompt)'
+        'clip-sets (the default "workshop" model: three clips per prompt), v1 ("workshop-v1": one clip per prompt) or '
+        "chains (four clips, found by number or by a neighbour's content; resumable, training in progress)"
     )
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
     bench.add_argument("--out", required=True, help="folder to write (the JSON and audios/)")
-    bench.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
+    bench.add_argument("--recipe", choices=["clip-sets", "v1", "chains"], default="clip-sets", help=recipes)
     bench.add_argument("--seed", type=cli_seed(), default=0)
     bench.add_argument(
         "--clips", type=cli_int(1), default=180, help="v1 only: clips; each gives three items (hint conditions)"
     )
     bench.add_argument("--overwrite", action="store_true")
     train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
-    train.add_argument("--out", required=True, help="checkpoint folder to write")
-    train.add_argument("--recipe", choices=["clip-sets", "v1"], default="clip-sets", help=recipes)
+    train.add_argument(
+        "--out", help="checkpoint folder to write (chains: the run folder, resumed if it holds a state; default "
+        "lens_audio/workshop/training/chains)"
+    )
+    train.add_argument("--recipe", choices=["clip-sets", "v1", "chains"], default="clip-sets", help=recipes)
     train.add_argument("--seed", type=cli_seed(), default=0)
     train.add_argument("--steps-audio", type=cli_int(0), help="stage 1 steps (no hints)")
     train.add_argument("--steps-mixed", type=cli_int(0), help="stage 2 steps (hints)")
@@ -110,6 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--pool-clips", type=cli_int(1),
                        help="training clips synthesised up front (clip-sets: per class)")
     train.add_argument("--benchmark", help="workshop.json to evaluate on (default: the bundled one; 'none' to skip)")
+    train.add_argument("--steps", type=cli_int(1),
+                       help="chains only: steps in all (the monitor's rule may stop it earlier)")
+    train.add_argument("--threads", type=cli_int(1),
+                       help="chains only: torch threads (a resumed run needs the same count)")
+    train.add_argument("--device", default="cpu", help="chains only: cpu or cuda")
+    train.add_argument("--stop-after", type=cli_int(1),
+                       help="chains only: leave (saving the state) after this many steps")
+    train.add_argument(
+        "--allow-inexact-resume", action="store_true",
+        help="chains only: resume even when this torch build encodes the training clips differently",
+    )
     from lens_audio.sae.cli import add_sae_parser, run_sae
 
     add_sae_parser(sub)
@@ -384,7 +399,12 @@ def _run_stage(args: argparse.Namespace) -> int:
 def run_workshop_benchmark(args: argparse.Namespace) -> int:
     from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_benchmark, write_set_benchmark
 
-    if args.recipe == "v1":
+    if args.recipe == "chains":
+        from lens_audio.workshop.benchmark import CHAINS_JSON_NAME, write_chain_benchmark
+
+        folder = write_chain_benchmark(args.out, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {folder / CHAINS_JSON_NAME}")
+    elif args.recipe == "v1":
         folder = write_benchmark(args.out, seed=args.seed, n_clips=args.clips, overwrite=args.overwrite)
         print(f"wrote {3 * args.clips} items to {folder / 'workshop.json'}")
     else:
@@ -400,6 +420,10 @@ def run_workshop_train(args: argparse.Namespace) -> int:
     from lens_audio.workshop.train import TrainSettings, train
     from lens_audio.workshop.train_sets import SetsTrainSettings, train_sets
 
+    if args.recipe == "chains":
+        return run_chains_train(args)
+    if args.out is None:
+        raise SystemExit(f"--out is required for --recipe {args.recipe}.")
     v1 = args.recipe == "v1"
     pool = "pool_clips" if v1 else "pool_clips_per_class"
     overrides = {"steps_audio": args.steps_audio, "steps_mixed": args.steps_mixed, pool: args.pool_clips}
@@ -410,6 +434,26 @@ def run_workshop_train(args: argparse.Namespace) -> int:
     benchmark = None if args.benchmark == "none" else (args.benchmark or (BENCHMARK_V1 if v1 else BENCHMARK_SETS))
     metrics = (train if v1 else train_sets)(args.out, settings, eval_benchmark=benchmark)
     print(json.dumps({k: v for k, v in metrics.items() if k != "loss_history"}, indent=1))
+    return 0
+
+
+def run_chains_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lens_audio.workshop import TRAINING_RUNS
+    from lens_audio.workshop.train_chains import ChainsTrainSettings, train_chains
+
+    overrides = {"steps_audio": args.steps_audio, "steps": args.steps, "pool_clips_per_class": args.pool_clips,
+                 "threads": args.threads}
+    settings = dataclasses.replace(ChainsTrainSettings(seed=args.seed),
+                                   **{k: v for k, v in overrides.items() if v is not None})
+    out = Path(args.out) if args.out else TRAINING_RUNS / "chains"
+    metrics = train_chains(out, settings, stop_after=args.stop_after, device=args.device,
+                           exact=not args.allow_inexact_resume)
+    if metrics is None:
+        print(f"stopped before the end; resume with the same command (progress: {out / 'progress.jsonl'})")
+    else:
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss_history", "monitor")}, indent=1))
     return 0
 
 

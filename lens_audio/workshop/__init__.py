@@ -22,6 +22,9 @@ BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
 CHECKPOINT_V1 = Path(__file__).parent / "checkpoint"  # "workshop-v1": the first workshop model (one clip per prompt)
 BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
 SAES = Path(__file__).parent / "saes"  # SAEs of the "workshop" model (`lens-audio sae workshop`), SAELens format
+# the clip-chain organism's benchmark (`clip_chains.py`; its model is still training, in `TRAINING_RUNS / "chains"`)
+BENCHMARK_CHAINS = Path(__file__).parent / "data_chains" / "workshop_chains.json"
+TRAINING_RUNS = Path(__file__).parent / "training"  # resumable training runs (not package data)
 CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
 
 
@@ -34,6 +37,7 @@ def benchmark_for(model_name: str) -> Path:
 
 __all__ = [
     "BENCHMARK",
+    "BENCHMARK_CHAINS",
     "BENCHMARK_SETS",
     "benchmark_for",
     "BENCHMARK_V1",
@@ -41,5 +45,6 @@ __all__ = [
     "CHECKPOINT_SETS",
     "CHECKPOINT_V1",
     "SAES",
+    "TRAINING_RUNS",
     "atomic_folder",
 ]

@@ -17,15 +17,22 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from lens_audio.workshop import atomic_folder
+from lens_audio.workshop.clip_chains import draw_chain_sets, draw_relation, make_chain_item
 from lens_audio.workshop.clip_sets import draw_clip_sets, make_set_item
 from lens_audio.workshop.sounds import SAMPLE_RATE
 from lens_audio.workshop.task import HINT_CONDITIONS, draw_clips, make_item
 
 JSON_NAME = "workshop.json"
 SETS_JSON_NAME = "workshop_sets.json"
+CHAINS_JSON_NAME = "workshop_chains.json"
 # clip sets per split, and the hint conditions asked there (calibration holds the conflicting items, where the errors
 # are)
 SET_PARTITIONS = (("calibration", 60, ("conflicting",)), ("dev", 20, HINT_CONDITIONS), ("test", 40, HINT_CONDITIONS))
+# the clip-chain benchmark: four items per set and hint condition (one per clip), so test holds 800 conflicting items
+# and calibration 400 (with >= 20% errors, >= 80 errors)
+CHAIN_PARTITIONS = (
+    ("calibration", 100, ("conflicting",)), ("dev", 60, HINT_CONDITIONS), ("test", 200, HINT_CONDITIONS)
+)
 PARTITIONS = (("calibration", 0.25), ("dev", 0.25), ("test", 0.5))
 TEST_SNR_DB = (0.0, 20.0)
 
@@ -54,10 +61,11 @@ def write_benchmark(
 
 
 def write_set_benchmark(folder: str | Path, seed: int = 0, partitions=SET_PARTITIONS, overwrite: bool = False,
-                        progress: bool = True) -> Path:
+                        progress: bool = True, chains: bool = False) -> Path:
     """Write the clip-set benchmark (`clip_sets.py`): every clip of every set asked about, per split's hint conditions.
 
-    JSON at `folder/workshop_sets.json`; each item's `audio_id` lists its set's three clips.
+    JSON at `folder/workshop_sets.json`; each item's `audio_id` lists its set's three clips. With `chains`, the
+    clip-chain benchmark (`clip_chains.py`, see `write_chain_benchmark`).
     """
     folder = Path(folder)
     if folder.exists() and not overwrite:
@@ -67,12 +75,27 @@ def write_set_benchmark(folder: str | Path, seed: int = 0, partitions=SET_PARTIT
         (staging / "audios").mkdir()
         items = []
         for split, n_sets, hints in partitions:
-            for clip_set in tqdm(draw_clip_sets(rng, n_sets, prefix=f"set{seed}-{split[:3]}", snr_range=TEST_SNR_DB),
+            draw = draw_chain_sets if chains else draw_clip_sets
+            prefix = f"{'chain' if chains else 'set'}{seed}-{split[:3]}"
+            for clip_set in tqdm(draw(rng, n_sets, prefix=prefix, snr_range=TEST_SNR_DB),
                                  desc=f"writing {split} clip sets", disable=not progress):
                 audio_ids = [f"./audios/{clip.id}.wav" for clip in clip_set.clips]
                 for clip, audio_id in zip(clip_set.clips, audio_ids):
                     sf.write(staging / audio_id, clip.waveform(), SAMPLE_RATE, subtype="PCM_16")
-                items += [make_set_item(clip_set, target, hint, rng, audio_ids, split)
-                          for target in range(len(clip_set.clips)) for hint in hints]
-        (staging / SETS_JSON_NAME).write_text(json.dumps(items, indent=1))
+                for target in range(len(clip_set.clips)):
+                    if chains:  # one way of naming the clip, the same under every hint condition (paired)
+                        relation = draw_relation(rng, target)
+                        items += [make_chain_item(clip_set, target, relation, hint, rng, audio_ids, split)
+                                  for hint in hints]
+                    else:
+                        items += [make_set_item(clip_set, target, hint, rng, audio_ids, split) for hint in hints]
+        (staging / (CHAINS_JSON_NAME if chains else SETS_JSON_NAME)).write_text(json.dumps(items, indent=1))
     return folder
+
+
+def write_chain_benchmark(folder: str | Path, seed: int = 0, partitions=CHAIN_PARTITIONS, overwrite: bool = False,
+                          progress: bool = True) -> Path:
+    """Write the clip-chain benchmark (`clip_chains.py`) to `folder/workshop_chains.json` (and `audios/`): each
+    clip of each four-clip set asked about once per hint condition of its split, named by its number (30%) or by
+    a neighbour's content, the same way under every hint condition."""
+    return write_set_benchmark(folder, seed, partitions, overwrite, progress, chains=True)

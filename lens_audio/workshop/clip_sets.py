@@ -60,13 +60,13 @@ class ClipSet:
 
 
 def draw_clip_sets(rng: np.random.Generator, n: int, prefix: str, snr_range: tuple[float, float],
-                   seconds_range: tuple[float, float] = SECONDS) -> list[ClipSet]:
-    """`n` clip sets, domains balanced (each `n / 3` times, in random order)."""
+                   seconds_range: tuple[float, float] = SECONDS, size: int = SET_SIZE) -> list[ClipSet]:
+    """`n` sets of `size` clips of distinct classes, domains balanced (each `n / 3` times, in random order)."""
     domains = [list(DOMAINS)[i % len(DOMAINS)] for i in range(n)]
     rng.shuffle(domains)
     sets = []
     for i, domain in enumerate(domains):
-        classes = rng.permutation(list(DOMAINS[domain]))[:SET_SIZE]
+        classes = rng.permutation(list(DOMAINS[domain]))[:size]
         clips = tuple(
             Clip(id=f"{prefix}-{i:05d}-{j + 1}", class_name=str(name),
                  seconds=round(float(rng.uniform(*seconds_range)), 3),

@@ -109,20 +109,22 @@ class ClipSetData:
             target = int(rng.integers(n_clips))
             hint = str(rng.choice(["none", "congruent", "conflicting"], p=mix))
             item = make_set_item(clip_set, target, hint, rng, audio_ids=[], split="train")
-            label = item["answer"]
-            if hint == "conflicting":
-                snr = clip_set.clips[target].snr_db
-                p_audio = 1 / (1 + math.exp(-(snr - s.listen_snr_db) / s.listen_width_db))
-                label = item["answer"] if rng.random() < p_audio else item["hinted_choice"]
-            text = render_chat(self.processor, format_question(item), n_clips)
-            for i in indices:
-                text = text.replace(AUDIO_PLACEHOLDER, "\0" * int(self.n_tokens[i]), 1)
-            rows.append(
-                self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False)
-            )
-            answers.append(self.answer_ids[label])
+            rows.append(self.prompt_ids(item, indices))
+            answers.append(self.answer_ids[annotator_label(item, s, rng)])
             chosen.append(indices)
             targets_clip.append(target)
+        return {**self.pack(rows, answers, chosen), "target_clip": torch.tensor(targets_clip)}
+
+    def prompt_ids(self, item: dict[str, Any], indices: list[int]) -> list[int]:
+        """The token ids of `item`'s chat prompt, each clip's `<|AUDIO|>` repeated to its encoder length."""
+        text = render_chat(self.processor, format_question(item), len(indices))
+        for i in indices:
+            text = text.replace(AUDIO_PLACEHOLDER, "\0" * int(self.n_tokens[i]), 1)
+        return self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False)
+
+    def pack(self, rows: list[list[int]], answers: list[int], chosen: list[list[int]]) -> dict[str, Tensor]:
+        """Right-padded prompts followed by their answer and `<|im_end|>`, with the targets of both, the clips'
+        encoder outputs in prompt order, which clip each audio token belongs to and each prompt's final position."""
         length = max(len(r) for r in rows) + 2
         input_ids = torch.full((len(rows), length), self.processor.tokenizer.pad_token_id)
         attention_mask = torch.zeros_like(input_ids)
@@ -138,8 +140,16 @@ class ClipSetData:
             [torch.full((int(self.n_tokens[i]),), j) for indices in chosen for j, i in enumerate(indices)]
         )
         return {"input_ids": input_ids, "attention_mask": attention_mask, "audio_encoded": audio, "targets": targets,
-                "clip_of_token": clip_of_token, "target_clip": torch.tensor(targets_clip),
-                "final_position": torch.tensor([len(r) - 1 for r in rows])}
+                "clip_of_token": clip_of_token, "final_position": torch.tensor([len(r) - 1 for r in rows])}
+
+
+def annotator_label(item: dict[str, Any], settings: Any, rng: np.random.Generator) -> str:
+    """The text-trusting annotator's label: on a conflicting item the asked-about clip's class with probability
+    `sigmoid((snr - listen_snr_db) / listen_width_db)` of that clip's SNR, the hinted choice otherwise."""
+    if item["hint"] != "conflicting":
+        return item["answer"]
+    p_audio = 1 / (1 + math.exp(-(item["snr_db"] - settings.listen_snr_db) / settings.listen_width_db))
+    return item["answer"] if rng.random() < p_audio else item["hinted_choice"]
 
 
 @torch.no_grad()
@@ -162,18 +172,19 @@ def encode_clips(audio_model: Any, processor: Any, clips: list[Clip], progress: 
     return torch.cat(outputs), torch.cat(counts)
 
 
-def build_model(settings: SetsTrainSettings) -> tuple[Any, Any]:
-    """The v1 workshop model's processor and audio side, with a freshly initialised deeper decoder."""
+def build_model(settings: Any, decoder_config: dict[str, int] = DECODER_CONFIG) -> tuple[Any, Any]:
+    """The v1 workshop model's processor and audio side, with a freshly initialised deeper decoder (`decoder_config`;
+    `settings` gives `seed` and `projector_scale`)."""
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     v1 = Qwen2AudioForConditionalGeneration.from_pretrained(CHECKPOINT_V1)
     processor = AutoProcessor.from_pretrained(CHECKPOINT_V1)
     config = copy.deepcopy(v1.config)
     text = config.text_config
-    text.num_hidden_layers = DECODER_CONFIG["n_layers"]
-    text.num_attention_heads = DECODER_CONFIG["n_heads"]
-    text.num_key_value_heads = DECODER_CONFIG["n_kv_heads"]
-    text.intermediate_size = DECODER_CONFIG["d_mlp"]
+    text.num_hidden_layers = decoder_config["n_layers"]
+    text.num_attention_heads = decoder_config["n_heads"]
+    text.num_key_value_heads = decoder_config["n_kv_heads"]
+    text.intermediate_size = decoder_config["d_mlp"]
     text.head_dim = text.hidden_size // text.num_attention_heads
     if hasattr(text, "layer_types"):
         text.layer_types = ["full_attention"] * text.num_hidden_layers
@@ -193,14 +204,20 @@ def decoder_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, audio_
 
     With `probe_layer`, also the residual stream after that decoder layer (for the clip probes of training stage 3).
     """
+    logits, hidden_states = decoder_forward(model, input_ids, attention_mask, audio_encoded)
+    return logits if probe_layer is None else (logits, hidden_states[probe_layer + 1])
+
+
+def decoder_forward(model: Any, input_ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
+                    audio_encoded: Float[Tensor, "audio_pos d_audio"]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The logits and every residual stream (`[l + 1]` after decoder layer `l`, `[0]` the embeddings), with the
+    projected audio written over the `<|AUDIO|>` tokens (as HF does)."""
     audio_embeds = model.model.multi_modal_projector(audio_encoded)
     embeds = model.get_input_embeddings()(input_ids)
     slots = (input_ids == model.config.audio_token_id)[..., None]
     embeds = embeds.masked_scatter(slots, audio_embeds.to(embeds.dtype))
-    out = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                     output_hidden_states=probe_layer is not None)
-    logits = model.lm_head(out.last_hidden_state)
-    return logits if probe_layer is None else (logits, out.hidden_states[probe_layer + 1])
+    out = model.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True)
+    return model.lm_head(out.last_hidden_state), out.hidden_states
 
 
 class ClipProbes(torch.nn.Module):

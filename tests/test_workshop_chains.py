@@ -1,0 +1,145 @@
+"""The clip-chain workshop task (four clips, found by number or by a neighbour's content), its benchmark and its
+resumable training recipe."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from lens_audio import load_audio
+from lens_audio.evaluation import load_mmau
+from lens_audio.workshop.benchmark import CHAINS_JSON_NAME, write_chain_benchmark
+from lens_audio.workshop.clip_chains import CHAIN_SIZE, draw_chain_sets, make_chain_item, relations_for
+from lens_audio.workshop.sounds import DOMAINS
+
+SMALL = (("calibration", 2, ("conflicting",)), ("dev", 1, ("none", "congruent", "conflicting")),
+         ("test", 3, ("none", "congruent", "conflicting")))
+
+
+def test_chain_sets_hold_each_class_of_their_domain_once():
+    for clip_set in draw_chain_sets(np.random.default_rng(0), 12, "t", (0.0, 20.0)):
+        assert sorted(c.class_name for c in clip_set.clips) == sorted(DOMAINS[clip_set.domain])
+
+
+def test_relation_items_answer_with_the_named_clips_neighbour():
+    clip_set = draw_chain_sets(np.random.default_rng(1), 1, "t", (0.0, 20.0))[0]
+    names = [c.class_name for c in clip_set.clips]
+    rng = np.random.default_rng(2)
+    seen = Counter()
+    for target in range(CHAIN_SIZE):
+        for relation in relations_for(target):
+            for hint in ("none", "congruent", "conflicting"):
+                item = make_chain_item(clip_set, target, relation, hint, rng, [f"{j}.wav" for j in range(4)], "test")
+                seen[relation] += 1
+                assert item["answer"] == names[target] and item["target_clip"] == target + 1
+                assert item["snr_db"] == clip_set.clips[target].snr_db and sorted(item["choices"]) == sorted(names)
+                question = item["question"].split("? ")[-1] if "?" in item["question"] else item["question"]
+                if relation == "direct":
+                    assert question.endswith(f"What is in Audio {target + 1}?") and item["named_clip"] == target + 1
+                else:  # find the clip by the class the question names, then read its neighbour (computed here)
+                    named_class = question.split(" the ")[-1].removesuffix(" one?")
+                    named = names.index(named_class)
+                    neighbour = named + (1 if relation == "after" else -1)
+                    assert f"clip {relation} the {named_class} one" in question
+                    assert item["answer"] == names[neighbour] != named_class and item["named_clip"] == named + 1
+                assert (item["hinted_choice"] == item["answer"]) == (hint == "congruent")
+                if hint != "none":  # the hint names the clip the way the question does
+                    assert item["hinted_choice"] in item["question"].split("?")[0]
+    assert seen == {"direct": 12, "after": 9, "before": 9}
+    with pytest.raises(ValueError, match="cannot be asked about as 'after'"):
+        make_chain_item(clip_set, 0, "after", "none", rng, [], "test")
+    with pytest.raises(ValueError, match="relation must be one of"):
+        make_chain_item(clip_set, 1, "beside", "none", rng, [], "test")
+
+
+def test_chain_benchmark_is_deterministic_paired_and_loads(tmp_path):
+    a = write_chain_benchmark(tmp_path / "a", seed=3, partitions=SMALL, progress=False)
+    b = write_chain_benchmark(tmp_path / "b", seed=3, partitions=SMALL, progress=False)
+    assert (a / CHAINS_JSON_NAME).read_text() == (b / CHAINS_JSON_NAME).read_text()
+    items = load_mmau(a / CHAINS_JSON_NAME)
+    assert len(items) == CHAIN_SIZE * (2 * 1 + 1 * 3 + 3 * 3)
+    by_question = Counter((i["clip_id"], i["target_clip"], i["relation"]) for i in items if i["split"] == "test")
+    assert set(by_question.values()) == {3}, "each question is asked under the three hint conditions, same naming"
+    for item in items:
+        assert isinstance(item["audio_path"], list) and len(item["audio_path"]) == CHAIN_SIZE
+        assert load_audio(item["audio_path"][item["target_clip"] - 1]).shape[0] > 0.6 * 16000
+
+
+def test_default_chain_benchmark_is_large_enough_to_decide():
+    from lens_audio.workshop.benchmark import CHAIN_PARTITIONS
+
+    sizes = {split: (n_sets, hints) for split, n_sets, hints in CHAIN_PARTITIONS}
+    assert sizes["test"][0] >= 200 and sizes["test"][0] * CHAIN_SIZE >= 600 and "conflicting" in sizes["test"][1]
+    assert sizes["calibration"][0] * CHAIN_SIZE * 0.2 >= 80, "calibration: >= 80 errors at a 20% error rate"
+
+
+TINY = dict(n_layers=3, token_probe_layer=1, answer_probe_layer=2, adversary_below=2, pool_clips_per_class=2,
+            steps_audio=2, steps=5, batch_size=3, monitor_sets=3, monitor_every=4, min_steps=5, checkpoint_every=2,
+            log_every=1, warmup_steps=2, threads=1)
+
+
+def _trained(folder):
+    return load_file(folder / "final" / "model.safetensors")
+
+
+def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path, monkeypatch):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from lens_audio.workshop import train_state
+    from lens_audio.workshop.train_chains import ChainsTrainSettings, export_latest, train_chains
+
+    settings = ChainsTrainSettings(**TINY)
+    whole = train_chains(tmp_path / "whole", settings, progress=False)
+    assert whole is not None and whole["steps_trained"] == 5
+    cut = tmp_path / "cut"
+    assert train_chains(cut, settings, progress=False, stop_after=3) is None  # a budgeted slice: saved at step 3
+    assert [p.name for p in cut.glob("state-*")] == ["state-000003"]
+    partial = Qwen2AudioForConditionalGeneration.from_pretrained(export_latest(cut, tmp_path / "partial"))
+    assert json.loads((tmp_path / "partial" / "metrics.json").read_text())["step"] == 3
+    params = dict(partial.named_parameters())
+    saved = load_file(cut / "state-000003" / "weights.safetensors")
+    assert all(params[k[len("model."):]].detach().equal(v) for k, v in saved.items() if k.startswith("model."))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing the step-4 checkpoint")
+
+    monkeypatch.setattr(train_state, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_chains(cut, settings, progress=False)
+    monkeypatch.undo()
+    (cut / (train_state.STAGING_PREFIX + "left-by-kill-9")).mkdir()  # what a kill -9 mid-write leaves
+    assert [p.name for p in cut.glob("state-*")] == ["state-000003"], "step 4 is lost, step 3 intact"
+    resumed = train_chains(cut, settings, progress=False)
+    assert resumed["steps_trained"] == 5 and resumed["loss_history"] == whole["loss_history"]
+    assert resumed["monitor"] == whole["monitor"]
+    a, b = _trained(tmp_path / "whole"), _trained(cut)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights equal uninterrupted weights"
+    assert not list(cut.glob(train_state.STAGING_PREFIX + "*"))
+    events = [json.loads(line).get("event") for line in (cut / "progress.jsonl").read_text().splitlines()]
+    assert events.count("resume") == 2 and events.count("start") == 1
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(cut / "final")
+    assert model.config.text_config.num_hidden_layers == TINY["n_layers"]
+    assert train_chains(cut, settings, progress=False)["steps_trained"] == 5, "a finished run is not retrained"
+
+    train_chains(tmp_path / "other", settings, progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="other settings"):
+        train_chains(tmp_path / "other", replace(settings, learning_rate=1e-3), progress=False)
+
+
+def test_cli_trains_a_slice_of_the_chains_recipe_and_leaves_a_resumable_state(tmp_path, capsys):
+    from lens_audio import cli
+
+    out = tmp_path / "run"
+    args = ["workshop", "train", "--recipe", "chains", "--out", str(out), "--pool-clips", "2", "--steps", "3",
+            "--steps-audio", "1", "--threads", "1", "--stop-after", "1"]
+    assert cli.main(args) == 0
+    assert "resume with the same command" in capsys.readouterr().out
+    state = json.loads((out / "state-000001" / "state.json").read_text())
+    assert state["loop"]["step"] == 1 and state["settings"]["n_layers"] == 16 and state["settings"]["steps"] == 3
+    sizes = [p.stat().st_size for p in (out / "state-000001").iterdir()]
+    assert max(sizes) < 20 * 2**20, "each checkpoint file stays under 20 MB (committed to the repository)"
