@@ -12,6 +12,7 @@ Subcommands (`lens-audio <command> --help` for the options):
   select-heads         correlate calibration listening signals with correctness; print the specialists
   sweep-beta           dev accuracy of adaptive steering for each beta
   evaluate             test: baseline, steered and random-head control
+  noise-sweep          accuracy and the listening signal as white noise is added to the clips, by SNR
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
   workshop train       train the workshop model on CPU and evaluate it
   sae train            train sparse autoencoders at any hooks on a benchmark's activations (SAELens's format)
@@ -370,15 +371,15 @@ def _run_stage(args: argparse.Namespace) -> int:
         )
         print(f"best beta: {sweep.best_beta}")
     elif args.command == "noise-sweep":
-        from lens_audio.plots import noise_sweep_plot, save_figure
+        from lens_audio.figures import write_noise_sweep
 
+        figure = Path(args.figure) if args.figure else Path(args.out) / "noise_sweep.html"
+        if figure.suffix != ".html":  # before the sweep, not after it
+            raise ValueError(f"--figure {figure} must end in .html.")
         sweep = experiment.noise_sweep(args.snrs, args.split)
         result = sweep.to_json()
         print("\n".join(sweep.describe()))
-        figure = Path(args.figure) if args.figure else Path(args.out) / "noise_sweep.html"
-        if figure.suffix != ".html":
-            raise ValueError(f"--figure {figure} must end in .html.")
-        save_figure(noise_sweep_plot(sweep), figure.stem, figure.parent, ["html"])
+        write_noise_sweep(sweep, figure)
         print(f"wrote {figure}")
     else:
         beta = args.beta if args.beta is not None else experiment.sweep_beta().best_beta

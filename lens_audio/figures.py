@@ -17,6 +17,7 @@ from lens_audio.files import write_atomically
 from lens_audio.report_page import control_cannot_differ, report_html
 
 if TYPE_CHECKING:
+    from lens_audio.analysis.validity import NoiseSweep
     from lens_audio.evaluation.results import ExperimentResult
 
 FIGURES = {
@@ -231,3 +232,10 @@ def heads_by_ablation(margin_change, k: int) -> list[tuple[int, int]]:
     values = np.nan_to_num(np.asarray(margin_change, dtype=float), nan=np.inf)
     order = np.argsort(values, axis=None, kind="stable")[:k]
     return [tuple(int(i) for i in np.unravel_index(o, values.shape)) for o in order]
+
+
+def write_noise_sweep(sweep: "NoiseSweep", path: str | Path) -> Path:
+    """`lens-audio noise-sweep`'s figure (accuracy, the specialists' mass and its r by SNR) as one offline HTML page."""
+    path = Path(path)
+    plots.save_figure(plots.noise_sweep_plot(sweep), path.stem, path.parent, ["html"])
+    return path

@@ -16,6 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lens_audio"
 
 # Layers, lowest first: a module may import its own layer or those below it, never one above.
 LAYERS: dict[str, int] = {
+    "lens_audio.checks": 0,  # range checks of numbers (API and CLI): the standard library only
+    "lens_audio.files": 0,  # atomic writes that name the file: the standard library only
     "lens_audio.inputs": 0,  # audio files, frame arithmetic, batches: no model needed
     "lens_audio.timing": 0,  # benchmark helpers (torch and the standard library only)
     "lens_audio.model": 1,  # the hooked port, its loading and named checkpoints
@@ -26,6 +28,8 @@ LAYERS: dict[str, int] = {
     "lens_audio.plots": 4,  # drawing only; imported by figures and the explorer
     "lens_audio.figures": 5,
     "lens_audio.explorer": 5,
+    "lens_audio.report_page": 5,  # report.html from an ExperimentResult; imported by figures
+    "lens_audio.sae": 5,  # SAEs on hook points: training, splicing, dashboards (reuse the explorer's views)
     "lens_audio.cli": 6,
     "lens_audio.testing": 6,  # for tests and benchmarks: nothing in the package imports it
 }

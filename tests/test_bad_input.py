@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lens_audio import AudioError, HookedAudioLM, load_audio, make_batch
+from lens_audio.analysis.push import overflow_limit, steering_hooks
 from lens_audio.analysis.statistics import random_head_draws
-from lens_audio.analysis.steering import overflow_limit, steered_generate, steering_hooks
+from lens_audio.analysis.steering import steered_generate
 from lens_audio.cli import main
 from lens_audio.evaluation import load_mmau
 from lens_audio.evaluation.mmau import BenchmarkError

@@ -51,7 +51,9 @@ def test_direction_of_silent_audio_is_zero(model, processor):
     silent = make_batch(
         processor, [np.zeros(12000, np.float32), np.zeros(5000, np.float32)], ["a?", "b?"], sampling_rate=16000
     )
-    assert adaptive_direction(model, silent, layers=[1, 2]).abs().max() == 0
+    # the silence side may come from the cross-call silence cache, filled by a differently batched forward: equal
+    # to float rounding (residuals here are ~1), not bit for bit
+    assert adaptive_direction(model, silent, layers=[1, 2]).abs().max() < 1e-6
 
 
 def test_steering_moves_the_final_logits_and_generation(model, two_example_batch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from lens_audio.analysis.ablation import _margins
+from lens_audio.analysis.ablation import option_margins
 from lens_audio.analysis.heads import correlate_heads
 from lens_audio.analysis.statistics import mcnemar_p, min_detectable_difference
 from lens_audio.analysis.validity import (
@@ -184,7 +184,7 @@ def margins_with(model, batch, choices, answers, layer, head, fraction=1.0):
     with torch.no_grad():
         logits = model.run_with_hooks(batch, fwd_hooks=[(name, patch)])
     last = logits[torch.arange(batch.batch_size), final]
-    return float(_margins(last, torch.tensor(choices), torch.tensor(answers))[0].mean())
+    return float(option_margins(last, torch.tensor(choices), torch.tensor(answers))[0].mean())
 
 
 def test_silence_output_effect_equals_a_hooked_forward(setup):

@@ -39,7 +39,7 @@ AblationKind = Literal["zero", "mean", "silence"]
 class AblationScan:
     """Per (layer, head): mean change of the answer margin and the accuracy with that head ablated.
 
-    The answer margin is the answer option's logit minus the best other option's (see `_margins`).
+    The answer margin is the answer option's logit minus the best other option's (see `option_margins`).
     """
 
     margin_change: Float[Tensor, "layer head"]
@@ -55,7 +55,7 @@ class AblationScan:
         return self.margin_change
 
 
-def _margins(
+def option_margins(
     final_logits: Float[Tensor, "batch d_vocab"], choice_ids: Tensor, answer: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Answer logit minus the best other choice's, and whether the answer wins, per example."""
@@ -117,7 +117,8 @@ def ablate_heads(
     starts = {layer: block_input_hook_name(layer) for layer in firsts}
     logits, cache = model.run_with_cache(batch, names_filter=list(starts.values()), return_cache_object=False)
     rows = torch.arange(batch.batch_size, device=logits.device)
-    base_margin, base_correct = _margins(logits[rows, batch.final_position.to(logits.device)].cpu(), choice, answer)
+    final_logits = logits[rows, batch.final_position.to(logits.device)].cpu()
+    base_margin, base_correct = option_margins(final_logits, choice, answer)
     del logits
     replacement = _replacements(model, batch, kind, reference)
     b = batch.batch_size
@@ -159,7 +160,7 @@ def ablate_heads(
             final = batch.final_position.to(resid.device).repeat(k)
             final_resid = resid[torch.arange(k * b, device=resid.device), final]
             final_logits = model.unembed(model.ln_final(final_resid[:, None]))[:, 0].cpu()
-        margin, correct = _margins(final_logits, choice.repeat(k, 1), answer.repeat(k))
+        margin, correct = option_margins(final_logits, choice.repeat(k, 1), answer.repeat(k))
         margins += list((margin.view(k, b) - base_margin).mean(1))
         accuracies += list(correct.view(k, b).float().mean(1))
     return torch.stack(margins), torch.stack(accuracies), float(base_margin.mean()), float(base_correct.float().mean())

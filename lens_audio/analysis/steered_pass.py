@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.analysis.push import checked_push, steered, steering_hooks
 from lens_audio.analysis.silence_prefix import shared_silence_residuals
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.hook_point import block_hook_name, site_hook_names
@@ -62,8 +63,6 @@ def steered_prefill(
     """Run the batch (and its silence twin) once, steering positions `start:` at `hook_name` by `beta` times
     each row's adaptive direction; the hooks stay on inside the context (decoding steps are pushed at their
     newest position). The caller validates `beta` and `hook_name` (`steering_hooks` does)."""
-    from lens_audio.analysis.steering import checked_push, steered
-
     if not layers:
         raise ValueError("adaptive steering needs at least one layer (e.g. layers_of(specialist_heads)).")
     names = site_hook_names(model, layers, site)
@@ -126,7 +125,6 @@ def steered_logits(
     the whole pass (silence rows too). Falls back to a separate direction pass if `hook_name` fires before the
     deepest layer in `layers`.
     """
-    from lens_audio.analysis.steering import steering_hooks
     from lens_audio.model.generation import check_left_padded, last_logits
 
     batch.require_audio("steered_logits")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from lens_audio.analysis.push import check_beta, steering_hooks
 from lens_audio.analysis.silence_prefix import shared_silence_residuals
+from lens_audio.analysis.steered_pass import steered_logits, steered_prefill
 from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.model.hook_point import block_hook_name, site_hook_names
@@ -103,105 +104,6 @@ def gated_beta(beta: float, mass: Float[Tensor, " batch"], m0: float) -> Float[T
     if not m0 > 0:
         raise ValueError(f"the gate's reference mass m0 must be positive, got {m0}.")
     return beta * ((m0 - mass) / m0).clip(0, 1)
-
-
-def steering_hooks(
-    model: "HookedAudioLM",
-    direction: Float[Tensor, "batch d_model"] | Float[Tensor, " d_model"],
-    beta: float,
-    hook_name: str | None = None,
-    start: int = -1,
-) -> list[tuple[str, Callable]]:
-    """Forward hooks adding `beta * direction` at `hook_name` (default: the final representation).
-
-    The push goes to positions `start:` of every forward: the last position by
-    default (the final prompt token of a left-padded batch, then each new token
-    during generation); choice scoring passes the final prompt position so the
-    appended answer tokens are steered too.
-    """
-    hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
-    if hook_name not in model.hook_dict:
-        raise ValueError(f"no hook point {hook_name!r}; see model.hook_names() or the README's hook table.")
-    if direction.shape[-1] != model.cfg.d_model:
-        raise ValueError(
-            f"steering vector has width {direction.shape[-1]} but the model's residual stream is {model.cfg.d_model} "
-            "wide: "
-            "compute the direction on this model (or load a fixed direction saved from a model of the same shape)."
-        )
-    checked_push(beta, direction, model.dtype)
-    direction = direction.to(model.device)
-
-    def add(resid: Tensor, hook) -> Tensor:
-        if direction.ndim == 2 and direction.shape[0] != resid.shape[0]:
-            raise ValueError(
-                f"steering direction is for {direction.shape[0]} examples but the batch has {resid.shape[0]}."
-            )
-        on_device = direction.to(resid.device)
-        resid = resid.clone()
-        resid[:, start:] = steered(resid[:, start:], beta, on_device[:, None] if direction.ndim == 2 else on_device)
-        return resid
-
-    return [(hook_name, add)]
-
-
-def _check_beta(beta: float) -> None:
-    if not math.isfinite(beta):
-        raise ValueError(f"steering beta is {beta}; give a finite number (e.g. 1.0).")
-
-
-def overflow_limit(dtype: torch.dtype) -> float:
-    """The largest residual magnitude steering may produce: finite in `dtype`, and squared finite in float32.
-
-    The norms sum the squared residual in float32 (`RMSNorm`); if that sum overflows, the normalised residual
-    silently becomes zero (every logit equal). sqrt(float32 max) / 256 ~ 7.2e16 keeps the sum finite for residual
-    streams up to 65536 wide.
-    """
-    return min(torch.finfo(dtype).max, math.sqrt(torch.finfo(torch.float32).max) / 256)
-
-
-def checked_push(
-    beta: float, direction: Float[Tensor, "*batch d_model"], dtype: torch.dtype
-) -> Float[Tensor, "*batch d_model"]:
-    """`beta * direction` in `dtype`, refused if beta or the direction is not finite or the product overflows."""
-    _check_beta(beta)
-    if not bool(torch.isfinite(direction).all()):
-        raise ValueError(
-            "the steering direction holds NaN or infinite values; recompute it (a NaN in the model's activations "
-            "or a saved direction that was corrupted)."
-        )
-    peak, limit = float(direction.abs().max()) if direction.numel() else 0.0, overflow_limit(dtype)
-    if abs(beta) * peak > limit:
-        raise ValueError(
-            f"steering beta {beta:g} times the direction (largest entry {peak:.3g}) exceeds {limit:.3g}, beyond which "
-            f"{dtype} or the model's norms overflow; the largest beta this direction can take is {_down(limit / peak)} "
-            "(useful strengths are far smaller: the direction is on the residual stream's own scale)."
-        )
-    return (beta * direction).to(dtype)
-
-
-def _down(value: float) -> str:
-    """`value` to three significant figures, rounded towards zero (so the beta it names does fit)."""
-    if value <= 0 or not math.isfinite(value):
-        return f"{value:g}"
-    step = 10.0 ** (math.floor(math.log10(value)) - 2)
-    return f"{math.floor(value / step) * step:.3g}"
-
-
-def steered(resid: Tensor, beta: float | Tensor, direction: Tensor) -> Tensor:
-    """`resid + beta * direction` (the push cast to `resid`'s dtype, as steering adds it), refused where the sum
-    leaves `overflow_limit`, naming the largest beta these inputs can take. `beta` may be a tensor broadcasting
-    against `direction` (one strength per row)."""
-    out = resid + (beta * direction).to(resid.dtype)
-    limit = overflow_limit(resid.dtype)
-    if bool((out.abs() <= limit).all()):  # one reduction per steered forward; False for NaN too
-        return out
-    room = max(limit - float(resid.float().abs().max()), 0.0)
-    peak = float(direction.float().abs().max())
-    magnitude = float(torch.as_tensor(beta).abs().max())
-    raise ValueError(
-        f"steering by beta {magnitude:g} pushes the residual stream past {limit:.3g} (or to NaN), where {resid.dtype} "
-        f"or the model's norms overflow; the largest beta these inputs can take is about {_down(room / peak)}."
-    )
 
 
 @contextlib.contextmanager
@@ -289,7 +191,7 @@ class AdaptiveSteering:
     site: str = "hook_resid_post"
 
     def __post_init__(self) -> None:
-        _check_beta(self.beta)
+        check_beta(self.beta)
 
     def __call__(self, model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> list[tuple[str, Callable]]:
         return steering_hooks(
@@ -298,7 +200,6 @@ class AdaptiveSteering:
 
     def logits(self, model: "HookedAudioLM", batch: "AudioBatch") -> Float[Tensor, "batch d_vocab"]:
         """Steered final-position logits in one pass (`steered_pass.steered_logits`): single-token choice scoring."""
-        from lens_audio.analysis.steered_pass import steered_logits
 
         return steered_logits(model, batch, self.layers, self.beta, hook_name=self.hook_name, site=self.site).logits
 
@@ -341,7 +242,6 @@ def steered_generate(
     the direction cannot be ready in time and this falls back to a separate direction pass. The pass itself is
     `steered_pass.steered_prefill`, shared with `steered_logits`.
     """
-    from lens_audio.analysis.steered_pass import steered_prefill
     from lens_audio.model.generation import Sampling, check_left_padded, decode, last_logits
     from lens_audio.model.kv_cache import KVCache
 

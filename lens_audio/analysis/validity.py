@@ -29,7 +29,7 @@ from jaxtyping import Float
 from scipy import stats
 from torch import Tensor
 
-from lens_audio.analysis.ablation import _margins, ablate_heads
+from lens_audio.analysis.ablation import ablate_heads, option_margins
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.patching import attribution_patching
 from lens_audio.analysis.statistics import nan_list, pearson_columns
@@ -157,14 +157,14 @@ def _final_margins(model: "HookedAudioLM", batch: "AudioBatch", logits: Tensor, 
     rows = torch.arange(batch.batch_size, device=logits.device)
     final = logits[rows, batch.final_position.to(logits.device)]
     choice = torch.as_tensor(choice_ids, device=final.device)
-    return _margins(final, choice, torch.as_tensor(answer_index, device=final.device))[0]
+    return option_margins(final, choice, torch.as_tensor(answer_index, device=final.device))[0]
 
 
 @torch.no_grad()
 def answer_margins(
     model: "HookedAudioLM", batch: "AudioBatch", choice_ids: Sequence[Sequence[int]], answer_index: Sequence[int]
 ) -> Float[Tensor, " batch"]:
-    """Answer option's logit minus the best other option's, at the final prompt position (`ablation._margins`)."""
+    """Answer option's logit minus the best other option's, at the final prompt position (`ablation.option_margins`)."""
     return _final_margins(model, batch, model(batch), choice_ids, answer_index).cpu()
 
 

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from lens_audio.analysis.steering import steered
+from lens_audio.analysis.push import steered
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.hook_point import block_hook_name

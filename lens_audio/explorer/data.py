@@ -27,7 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.listening import listening_signal
-from lens_audio.analysis.steering import checked_push, steered
+from lens_audio.analysis.push import checked_push, steered
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.inputs.plain_text import encode_text
@@ -220,7 +220,7 @@ def explorer_data(
     return ExplorerData(
         model=model, batch=batch, item={k: item[k] for k in ITEM_KEYS if k in item} if item else None,
         tokens=[model.tokenizer.decode([t]) for t in batch.input_ids[0].tolist()],
-        clips=_clips(model, batch), audio_mass=signal.audio_mass[0], silence_mass=signal.audio_mass[1],
+        clips=clip_views(model, batch), audio_mass=signal.audio_mass[0], silence_mass=signal.audio_mass[1],
         rows=signal.rows[0].reshape(n_layers, n_heads, -1),
         points_audio=stacked[0], points_silence=stacked[1], option_ids=option_ids, options=names,
     )
@@ -265,7 +265,7 @@ def _options(
     return [i[0] for i in ids], names
 
 
-def _clips(model: "HookedAudioLM", batch: AudioBatch) -> list[ClipView]:
+def clip_views(model: "HookedAudioLM", batch: AudioBatch) -> list[ClipView]:
     extractor = model.processor.feature_extractor
     frame_seconds = float(extractor.hop_length) / float(extractor.sampling_rate)
     views = []

@@ -36,7 +36,7 @@ from plotly.subplots import make_subplots
 
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.explorer.charts import STYLE, tokens_html
-from lens_audio.explorer.data import ClipView, _clips
+from lens_audio.explorer.data import ClipView, clip_views
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.sae.activations import ActivationSet, collect_activations, unique_by_audio
 from lens_audio.sae.features import row_classes
@@ -224,7 +224,7 @@ def feature_dashboard(
         if item_id not in views and item_id in by_id:
             item = by_id[item_id]
             batch = model.to_batch(item["audio_path"], render_prompt(item, template))
-            views[item_id] = (batch, _clips(model, batch))
+            views[item_id] = (batch, clip_views(model, batch))
         if item_id in views:
             batch, clips = views[item_id]
             if top.clip >= 0:
