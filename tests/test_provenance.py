@@ -300,3 +300,11 @@ def test_report_and_figures_show_the_manifest(tmp_path, cli_bench):
     assert manifest.model_fingerprint in (tmp_path / "figs" / "beta_sweep.html").read_text()
     saved = ExperimentResult.load(tmp_path / "figs" / "results.json")
     assert saved.manifest == manifest
+
+
+def test_a_bundled_benchmark_is_recorded_by_its_place_in_the_package(tmp_path):
+    from lens_audio.evaluation.manifest import benchmark_label
+    from lens_audio.workshop import BENCHMARK
+
+    assert benchmark_label(BENCHMARK) == "lens_audio/workshop/data_sets/workshop_sets.json"  # the same on any machine
+    assert benchmark_label(tmp_path / "mine.json") == str(tmp_path / "mine.json")  # a user's file: as given

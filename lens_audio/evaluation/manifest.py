@@ -274,7 +274,19 @@ def run_manifest(
     }
     if "model_fingerprint" not in fields:
         fields["model_fingerprint"] = model_fingerprint(model)
+    if fields.get("benchmark") is not None:
+        fields["benchmark"] = benchmark_label(fields["benchmark"])
     return RunManifest(**fields)
+
+
+def benchmark_label(path: str | Path) -> str:
+    """A benchmark shipped inside the package by its place in the package (`lens_audio/workshop/...`, the same on
+    every machine); any other by its path as given."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(package.parent))
+    except ValueError:
+        return str(path)
 
 
 # --- items ---------------------------------------------------------------------------------------------------------
