@@ -81,5 +81,8 @@ def test_report_tables_hold_the_result_numbers():
     assert f"{total['accuracy']:.1f} [{total['ci'][0]:.1f}, {total['ci'][1]:.1f}]" in page
     for head in result.head_selection.specialists:
         assert f"<td>L{head[0]}H{head[1]}</td>" in page
-    assert "cannot differ (same layers)" in page  # residual source: the layer-matched control is the specialists
-    assert "<pre>" not in page and "What made these numbers" not in page  # no manifest here: no empty section
+    # residual source: the layer-matched control is the specialists by construction, said so instead of drawn
+    assert result.layer_matched_control is None and "equals theirs by construction" in page
+    assert "<pre>" not in page
+    assert ("What made these numbers" in page) == (result.manifest is not None)  # provenance whenever recorded
+    assert result.manifest is None or result.manifest.html_table() in page
