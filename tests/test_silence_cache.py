@@ -11,28 +11,12 @@ from lens_audio import make_batch
 from lens_audio.analysis.silence_cache import silence_prefix_cache, weight_signature
 from lens_audio.analysis.silence_prefix import shared_silence_residuals
 from lens_audio.analysis.steering import adaptive_direction, final_residuals
+from tests import silence_fixtures
 from tests.conftest import waveform
 
+model, batch, single = silence_fixtures.model, silence_fixtures.batch, silence_fixtures.single  # shared fixtures
+
 LAYERS = [0, 2]
-
-
-@pytest.fixture
-def model(tiny_pair):
-    """A private copy (these tests edit weights and resize the cache)."""
-    return copy.deepcopy(tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)[1])
-
-
-@pytest.fixture
-def batch(processor):
-    """Rows 0 and 2 share a silence prefix; row 1 has a longer clip (a prefix of its own)."""
-    clips = [waveform(0.8, 1), waveform(1.2, 2), waveform(0.8, 3)]
-    return make_batch(processor, clips, ["What is the sound?", "Why?", "Is it loud, tell me?"], sampling_rate=16000)
-
-
-@pytest.fixture
-def single(processor):
-    """Batch 1: nothing to share within the call, so only the cache can save the prefix."""
-    return make_batch(processor, [waveform(0.8, 7)], ["Which animal is it?"], sampling_rate=16000)
 
 
 def test_cold_and_warm_cache_equal_the_uncached_path_exactly(model, batch):

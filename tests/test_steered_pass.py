@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
-from lens_audio import make_batch
 from lens_audio.analysis.silence_cache import silence_prefix_cache
 from lens_audio.analysis.steered_pass import steered_logits
 from lens_audio.analysis.steering import adaptive_direction, adaptive_steering, steer, steering_hooks
 from lens_audio.evaluation.runner import choice_log_likelihoods, one_token_choices, run_benchmark
-from tests.conftest import waveform
+from tests import silence_fixtures
 
-
-@pytest.fixture
-def model(tiny_pair):
-    return copy.deepcopy(tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)[1])
-
-
-@pytest.fixture
-def batch(processor):
-    clips = [waveform(0.8, 1), waveform(1.2, 2), waveform(0.8, 3)]
-    return make_batch(processor, clips, ["What is the sound?", "Why?", "Is it loud, tell me?"], sampling_rate=16000)
-
-
-@pytest.fixture
-def single(processor):
-    return make_batch(processor, [waveform(0.8, 7)], ["Which animal is it?"], sampling_rate=16000)
+model, batch, single = silence_fixtures.model, silence_fixtures.batch, silence_fixtures.single  # shared fixtures
 
 
 @pytest.mark.parametrize(
