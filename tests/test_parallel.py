@@ -1,4 +1,6 @@
-"""Data-parallel runs on 2 CPU processes (gloo) equal one process, a dead rank resumes, a head scan shards."""
+"""Data-parallel runs on 2 CPU processes (gloo) equal one process, a dead rank resumes, and the scans shard: head
+ablation, residual patching by layer, the fast-steering collection pass, any `sharded_map`; rank 0's bar shows the
+whole job."""
 
 from __future__ import annotations
 
@@ -26,15 +28,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(benchmark: Path, out: Path, processes: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def _launch(benchmark: Path, out: Path, processes: int, progress: bool = False) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "DP_PROGRESS": "1" if progress else "0"}
     env.pop("WORLD_SIZE", None)
     launcher = [] if processes == 1 else [
         "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={_free_port()}",
     ]
-    subprocess.run([sys.executable, *launcher, str(WORKER), str(benchmark), str(out)], env=env, check=True,
-                   timeout=600)
-    return json.loads((out / f"result-{processes}.json").read_text())
+    done = subprocess.run([sys.executable, *launcher, str(WORKER), str(benchmark), str(out)], env=env, check=True,
+                          timeout=600, capture_output=True, text=True)
+    return {**json.loads((out / f"result-{processes}.json").read_text()), "stderr": done.stderr}
 
 
 def test_shards_are_deterministic_and_cover_every_item_once():
@@ -53,8 +56,13 @@ def workshop_json(tmp_path_factory) -> Path:
 
 def test_two_processes_equal_one_and_a_dead_rank_resumes_alone(workshop_json, tmp_path):
     one = _launch(workshop_json, tmp_path / "one", 1)
-    two = _launch(workshop_json, tmp_path / "two", 2)
-    assert two == one  # records (outputs, correctness, listening signal) and the head scan, exactly
+    two = _launch(workshop_json, tmp_path / "two", 2, progress=True)
+    # records (outputs, correctness, listening signal), the head scan, the patching table, the fast-steering
+    # states and a sharded_map's results, exactly
+    assert {k: v for k, v in two.items() if k != "stderr"} == {k: v for k, v in one.items() if k != "stderr"}
+    assert one["squares"] == [0, 1, 4, 9, 16] and not np.isnan(np.array(one["patching"])).any()
+    # rank 0's bar counts the whole job (both ranks' items), not its own share
+    assert "evaluating (all 2 processes)" in two["stderr"] and "4/4" in two["stderr"]
     assert len(one["records"]) == 4 and len({r["id"] for r in one["records"]}) == 4
     merged, single = read_records(tmp_path / "two" / "run.jsonl"), read_records(tmp_path / "one" / "run.jsonl")
     assert merged.keys() == single.keys()
@@ -76,3 +84,24 @@ def test_two_processes_equal_one_and_a_dead_rank_resumes_alone(workshop_json, tm
         assert np.allclose(got["listening"], want["listening"], atol=1e-5)
     assert rank0.read_text() == before  # rank 0 had nothing left to do
     assert read_records(out / "run.jsonl").keys() == single.keys()
+
+
+def test_the_job_bar_counts_whole_lines_of_every_rank_file_and_restarts_with_a_rewritten_file(tmp_path):
+    from lens_audio.evaluation.parallel import JobProgress
+
+    files = [rank_path(tmp_path / "run.jsonl", r, 2) for r in range(2)]
+    files[0].write_text('{"id": 1}\n{"id": 2}\n')
+    bar = JobProgress(files, total=5, description="job", every=60)  # polled by hand below
+    try:
+        assert bar.count() == 2  # rank 1's file does not exist yet
+        files[1].write_text('{"id": 3}\n{"id": 4')  # a line still being written is not a record yet
+        assert bar.count() == 3
+        with open(files[1], "a") as f:
+            f.write('}\n{"id": 5}\n{"id": 6}\n')
+        assert bar.count() == 5  # six records, never past the total
+        files[0].write_text("")  # a fresh start shrinks the file: counted anew
+        assert bar.count() == 4
+    finally:
+        bar.close()
+    assert bar.bar.n == 4
+

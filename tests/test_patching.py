@@ -140,3 +140,19 @@ def test_clip_columns_follow_the_prompt(setup):
     assert torch.allclose(by_clip[:, rest], grouped[:, 1:], atol=1e-6)
     with pytest.raises(ValueError, match="group_audio must be"):
         patch_residual_by_position(model, clean, corrupted, metric, group_audio="clips")
+
+
+@pytest.mark.parametrize("site", ["hook_resid_pre", "hook_resid_mid"])
+def test_a_share_of_the_layers_is_those_rows_of_the_whole_table_and_the_sharded_call_is_the_plain_one(setup, site):
+    from lens_audio.evaluation.parallel import sharded_patch_residual_by_position
+
+    model, clean, corrupted, correct, wrong = setup
+    metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)
+    whole, labels = patch_residual_by_position(model, clean, corrupted, metric, site=site)
+    share, share_labels = patch_residual_by_position(model, clean, corrupted, metric, site=site, layers=[1])
+    assert share_labels == labels and torch.isnan(share[0]).all()
+    assert torch.allclose(share[1], whole[1], atol=1e-6) and not torch.isnan(whole).any()
+    sharded, _ = sharded_patch_residual_by_position(model, clean, corrupted, metric, site=site)  # one process
+    assert torch.equal(sharded, whole)
+    with pytest.raises(ValueError, match="decoder layers"):
+        patch_residual_by_position(model, clean, corrupted, metric, layers=[model.cfg.n_layers])

@@ -117,6 +117,7 @@ def patch_residual_by_position(
     site: str = "hook_resid_pre",
     group_audio: bool | str = True,
     columns_per_pass: int = 8,
+    layers: Sequence[int] | None = None,
 ) -> tuple[Float[Tensor, "layer column"], list[str]]:
     """Metric after patching the clean residual into the corrupted run, per (layer, position).
 
@@ -130,18 +131,26 @@ def patch_residual_by_position(
     patched layer on, so each starts there from the corrupted run's cached input to that block,
     `columns_per_pass` patched copies of the batch in one forward (hooks active fire once, from that block
     on); other sites run one whole hooked forward per cell.
+
+    `layers` computes only those rows of the table (the others are NaN): a share of the work, as
+    `evaluation.parallel.sharded_patch_residual_by_position` deals it out to the processes of a launch.
     """
     check_same_layout(clean, corrupted)
-    names = [block_hook_name(layer, site) for layer in range(model.cfg.n_layers)]
+    n_layers = model.cfg.n_layers
+    rows = list(range(n_layers)) if layers is None else sorted(set(layers))
+    if any(not 0 <= layer < n_layers for layer in rows):
+        raise ValueError(f"layers must be decoder layers 0..{n_layers - 1}, not {list(layers or [])}.")
+    names = [block_hook_name(layer, site) for layer in rows]
     _, cache = model.run_with_cache(clean, names_filter=names, return_cache_object=False)
     columns, labels = _position_groups(model, clean, group_audio)
-    table = torch.zeros(model.cfg.n_layers, len(columns))
+    table = torch.full((n_layers, len(columns)), float("nan")) if layers is not None else torch.zeros(
+        n_layers, len(columns))
     if site == "hook_resid_pre":
-        inputs = [block_input_hook_name(layer) for layer in range(model.cfg.n_layers)]
+        inputs = [block_input_hook_name(layer) for layer in rows]
         _, corrupted_cache = model.run_with_cache(corrupted, names_filter=inputs, return_cache_object=False)
         mask = corrupted.attention_mask.to(model.device)
         b = corrupted.batch_size
-        for layer, name in enumerate(names):
+        for layer, name, block_input in zip(rows, names, inputs):
             for start in range(0, len(columns), columns_per_pass):
                 chunk = columns[start : start + columns_per_pass]
 
@@ -154,13 +163,13 @@ def patch_residual_by_position(
                     return resid
 
                 copies = len(chunk)
-                state = model.decoder_state(corrupted_cache[inputs[layer]].repeat(copies, 1, 1), mask.repeat(copies, 1))
+                state = model.decoder_state(corrupted_cache[block_input].repeat(copies, 1, 1), mask.repeat(copies, 1))
                 with model.hooks(fwd_hooks=[(name, put)]):
                     resid = model.run_blocks(state, layer)
                 for r in range(copies):  # one replica's logits at a time: [b, pos, d_vocab], as a whole forward
                     table[layer, start + r] = metric(model.unembed(model.ln_final(resid[r * b : (r + 1) * b])))
         return table, labels
-    for layer, name in enumerate(names):
+    for layer, name in zip(rows, names):
         for c, mask in enumerate(columns):
             def put(resid, hook, mask=mask.to(model.device), clean_resid=cache[name]):  # noqa: B008 (binds this iteration's mask)
                 resid = resid.clone()

@@ -52,7 +52,7 @@ from lens_audio.checks import check_int
 from lens_audio.evaluation.controls import noise_sweep, selection_scores, specialist_mass, top_heads, validity_controls
 from lens_audio.evaluation.fast_steering import FastSteering
 from lens_audio.evaluation.manifest import RunManifest, item_digests, items_digest, run_manifest
-from lens_audio.evaluation.parallel import sharded_run
+from lens_audio.evaluation.parallel import sharded_map, sharded_run
 from lens_audio.evaluation.profile import ExperimentProfile
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.report import accuracy_with_ci
@@ -377,15 +377,17 @@ class Experiment:
         conditions = np.array(baseline.conditions)
         ours = self.steered_correct("test", selection.specialists, beta)
         memo: dict[tuple, np.ndarray] = {}
+        fast = self.fast("test")
 
         def distribution(draws, matched: bool) -> ControlDistribution:
-            rows = []
-            for draw in draws:
-                key = tuple(sorted(draw)) if p.steering_source == "head_outputs" else tuple(layers_of(draw))
-                if key not in memo:
-                    memo[key] = self.steered_correct("test", draw, beta)
-                rows.append(memo[key])
-            matrix = np.stack(rows)
+            keys = [tuple(sorted(d)) if p.steering_source == "head_outputs" else tuple(layers_of(d)) for d in draws]
+            new = list({key: draw for key, draw in zip(keys, draws) if key not in memo}.items())
+            if fast is not None:  # seconds per draw on a 7B model's vocabulary: dealt out to the launched processes
+                scored = sharded_map(lambda pair: self.fast_correct(fast, "test", pair[1], beta), new)
+            else:  # real runs, each already split over the processes by item (`sharded_run`)
+                scored = [self.steered_correct("test", draw, beta) for _, draw in new]
+            memo.update({key: correct for (key, _), correct in zip(new, scored)})
+            matrix = np.stack([memo[key] for key in keys])
             result = control_distribution(ours[index], matrix[:, index], draws, clusters, name, matched, p.seed)
             result.by_condition = {
                 c: {

@@ -29,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.push import steered
+from lens_audio.evaluation.parallel import sharded_map
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.hook_point import block_hook_name
@@ -71,18 +72,24 @@ class FastSteering:
         batch_size: int = 16,
         heads: bool = True,
     ) -> FastSteering:
-        """One audio and one silence pass over `items`; `heads=False` skips the per-head outputs (large for 7B)."""
+        """One audio and one silence pass over `items`; `heads=False` skips the per-head outputs (large for 7B).
+
+        Under `accelerate launch` or `torchrun` the batches are dealt out to the processes (`sharded_map`) and
+        every rank gets all the states, equal to one process's (each batch holds the same items as there)."""
         if not cls.applies(model, items, "choice"):
             raise ValueError("the fast steering path needs single-token options; score with real steered runs instead.")
-        audio, silence, deltas = [], [], []
-        for start in range(0, len(items), batch_size):
+
+        def states(start: int) -> tuple[Tensor, Tensor, Tensor | None]:
             chunk = items[start : start + batch_size]
             batch = model.to_batch([i["audio_path"] for i in chunk], [render_prompt(i, prompt) for i in chunk])
             a_points, a_heads = _final_states(model, batch, heads)
             s_points, s_heads = _final_states(model, batch.silence_twin(), heads)
-            audio.append(a_points)
-            silence.append(s_points)
-            deltas.append(a_heads - s_heads if heads else None)
+            return a_points, s_points, a_heads - s_heads if heads else None
+
+        parts = sharded_map(states, range(0, len(items), batch_size))
+        audio, silence, deltas = (
+            [part[k].to(model.device) if part[k] is not None else None for part in parts] for k in range(3)
+        )
         tok = model.tokenizer
         option_ids = [[encode_text(tok, c)[0] for c in i["choices"]] for i in items]
         answers = np.array([i["choices"].index(i["answer"]) for i in items])

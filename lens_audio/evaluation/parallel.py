@@ -14,7 +14,7 @@ Processes talk through `torch.distributed` as accelerate sets it up (`PartialSta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,33 @@ def gather(value: Any) -> list[Any]:
     return gather_object([value])
 
 
+def sharded_map(function: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
+    """`[function(task) for task in tasks]`, with the tasks dealt out to the launched processes (task k to rank
+    k mod N) and every result returned, in task order, on every rank. Results travel between processes pickled
+    (`gather`), their tensors moved to the CPU first. In one process, the plain list (tensors where `function`
+    left them)."""
+    rank, size = rank_and_size()
+    if size == 1:
+        return [function(task) for task in tasks]
+    own = [_on_cpu(function(task)) for task in shard(tasks, rank, size)]
+    results: list[Any] = [None] * len(tasks)
+    for r, part in enumerate(gather(own)):
+        for index, result in zip(shard(range(len(tasks)), r, size), part):
+            results[index] = result
+    return results
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it (through tuples, lists and dicts) moved to the CPU, for the exchange."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_cpu(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    return value
+
+
 def sharded_run(model: "HookedAudioLM", items: Sequence[dict[str, Any]], out_path: str | Path | None,
                 **kwargs: Any) -> RunResult:
     """`run_benchmark(model, items, out_path, **kwargs)` with the items split over the launched processes.
@@ -90,9 +117,23 @@ def sharded_run(model: "HookedAudioLM", items: Sequence[dict[str, Any]], out_pat
         return run_benchmark(model, items, out_path, **kwargs)
     mine = shard(items, rank, size, block=kwargs.get("batch_size", 8))
     path = None if out_path is None else rank_path(out_path, rank, size)
-    kwargs["progress"] = kwargs.get("progress", True) and rank == 0
-    own = run_benchmark(model, mine, path, **kwargs)
-    by_id = {record["id"]: record for part in gather(own.records) for record in part}
+    show = kwargs.get("progress", True) and rank == 0
+    description = kwargs.get("description", "evaluating")
+    bar = None
+    if show and out_path is not None:  # rank 0 shows the whole job, read from every rank's run file
+        bar = JobProgress([rank_path(out_path, r, size) for r in range(size)], len(items),
+                          f"{description} (all {size} processes)")
+        kwargs["progress"] = False
+    else:
+        kwargs["progress"] = show
+        kwargs["description"] = f"{description} (rank 0's share)" if show else description
+    try:
+        own = run_benchmark(model, mine, path, **kwargs)
+        parts = gather(own.records)
+    finally:
+        if bar is not None:
+            bar.close()
+    by_id = {record["id"]: record for part in parts for record in part}
     records = [by_id[item["id"]] for item in items]
     if out_path is not None and rank == 0:
         _write_merged(model, items, out_path, kwargs)
@@ -101,6 +142,52 @@ def sharded_run(model: "HookedAudioLM", items: Sequence[dict[str, Any]], out_pat
     listening = kwargs.get("listening", True)
     signal = np.array([r["listening"] for r in records], dtype=np.float32) if listening and records else None
     return RunResult(records, signal)
+
+
+class JobProgress:
+    """Rank 0's progress bar over a whole sharded run: a background thread counts the records (whole lines) in
+    every rank's run file once a second, reading only what was appended since the last look. It can show a
+    count but never block: the ranks meet only in `gather`, which closes the bar at the job's total."""
+
+    def __init__(self, paths: Sequence[Path], total: int, description: str, every: float = 1.0) -> None:
+        import threading
+
+        from tqdm.auto import tqdm
+
+        self.paths, self.total, self.every = list(paths), total, every
+        self.seen = {path: (0, 0) for path in self.paths}  # bytes read, whole lines counted
+        self.bar = tqdm(total=total, initial=self.count(), desc=description)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def count(self) -> int:
+        """Records written so far over all the rank files (an append-only file's new bytes only; a file that
+        shrank, restarted with `fresh`, is counted anew)."""
+        for path in self.paths:
+            read, lines = self.seen[path]
+            try:
+                size = path.stat().st_size
+                if size < read:
+                    read, lines = 0, 0
+                with open(path, "rb") as file:
+                    file.seek(read)
+                    new = file.read(size - read)
+            except FileNotFoundError:
+                read, lines, new = 0, 0, b""
+            self.seen[path] = (read + len(new), lines + new.count(b"\n"))
+        return min(self.total, sum(lines for _, lines in self.seen.values()))
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(self.every):
+            self.bar.n = self.count()
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.bar.n = self.count()
+        self.bar.close()
 
 
 def _write_merged(model, items, out_path, kwargs) -> None:
@@ -159,3 +246,22 @@ def sharded_scan_heads(model: "HookedAudioLM", batch: "AudioBatch", choice_ids, 
     change = torch.cat([by_pass[p][0] for p in range(len(passes))]).view(shape)
     accuracy = torch.cat([by_pass[p][1] for p in range(len(passes))]).view(shape)
     return AblationScan(change, accuracy, base_margin, base_accuracy, kind)
+
+
+def sharded_patch_residual_by_position(model: "HookedAudioLM", clean: "AudioBatch", corrupted: "AudioBatch", metric,
+                                       site: str = "hook_resid_pre", group_audio: bool | str = True,
+                                       columns_per_pass: int = 8):
+    """`patch_residual_by_position` with its layers dealt out to the launched processes (layer L to rank L mod N:
+    patching from layer L runs the blocks from L on, so dealing in turn balances the work); the table equals the
+    one-process table (each cell is computed as there) and every rank returns it."""
+    from lens_audio.analysis.patching import patch_residual_by_position
+
+    rank, size = rank_and_size()
+    if size == 1:
+        return patch_residual_by_position(model, clean, corrupted, metric, site, group_audio, columns_per_pass)
+    mine = shard(range(model.cfg.n_layers), rank, size)
+    table, labels = patch_residual_by_position(model, clean, corrupted, metric, site, group_audio, columns_per_pass,
+                                               layers=mine)
+    for r, part in enumerate(gather(table[mine].cpu())):
+        table[shard(range(model.cfg.n_layers), r, size)] = part
+    return table, labels
