@@ -105,3 +105,35 @@ def test_the_job_bar_counts_whole_lines_of_every_rank_file_and_restarts_with_a_r
         bar.close()
     assert bar.bar.n == 4
 
+
+
+def test_the_whole_experiment_on_two_processes_equals_one(tmp_path):
+    """`torchrun --nproc_per_node 2 -m lens_audio.cli experiment` (what `accelerate launch --multi_gpu
+    --num_processes 2` starts on a CPU) gives the one-process `--json`, every statistic included: runs split by
+    batch, the fast-steering states by batch, the random draws by layer set."""
+    bench = write_benchmark(tmp_path / "bench", seed=5, n_clips=8, progress=False) / "workshop.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    results = {}
+    for processes in (1, 2):
+        launcher = [] if processes == 1 else [
+            "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={_free_port()}",
+        ]
+        out = tmp_path / f"p{processes}"
+        command = [sys.executable, *launcher, "-m", "lens_audio.cli", "experiment", "--benchmark", str(bench),
+                   "--out", str(out / "run"), "--betas", "0.5", "1.0", "--k-heads", "2", "--draws", "20",
+                   "--json", str(out / "result.json")]
+        subprocess.run(command, env=env, check=True, timeout=900, capture_output=True)
+        results[processes] = _without_creation_time(json.loads((out / "result.json").read_text()))
+    assert results[2] == results[1]
+    assert read_records(tmp_path / "p2" / "run" / "test-baseline.jsonl").keys() == read_records(
+        tmp_path / "p1" / "run" / "test-baseline.jsonl").keys()
+
+
+def _without_creation_time(value):
+    """A result with its manifests' creation times left out (everything else must match)."""
+    if isinstance(value, dict):
+        return {k: _without_creation_time(v) for k, v in value.items() if k != "created"}
+    if isinstance(value, list):
+        return [_without_creation_time(v) for v in value]
+    return value

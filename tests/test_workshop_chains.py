@@ -143,3 +143,37 @@ def test_cli_trains_a_slice_of_the_chains_recipe_and_leaves_a_resumable_state(tm
     assert state["loop"]["step"] == 1 and state["settings"]["n_layers"] == 16 and state["settings"]["steps"] == 3
     sizes = [p.stat().st_size for p in (out / "state-000001").iterdir()]
     assert max(sizes) < 20 * 2**20, "each checkpoint file stays under 20 MB (committed to the repository)"
+
+
+def test_the_named_clip_probe_reads_the_questions_class_word_and_leaves_the_first_recipe_resumable(tmp_path):
+    from lens_audio import HookedAudioLM
+    from lens_audio.workshop.train_chains import ChainData, ChainsTrainSettings, train_chains
+    from lens_audio.workshop.train_sets import build_model
+
+    settings = ChainsTrainSettings(**{**TINY, "named_probe_layer": 1})
+    model, processor = build_model(settings, settings.decoder_config())
+    data = ChainData(HookedAudioLM.from_hf_model(model, processor), processor, settings, progress=False)
+    checked = 0
+    for item, indices in data.monitor_items:
+        batch = data.collate([item], [indices], [item["answer"]])
+        position = int(batch["named_position"][0])
+        if item["relation"] == "direct":
+            assert position == -1
+            continue
+        named_class = item["question"].split(" the ")[-1].removesuffix(" one?")
+        word = processor.tokenizer.decode(batch["input_ids"][0, position]).strip()
+        assert named_class.endswith(word) and word, (item["question"], word)  # the question's word, last token
+        following = processor.tokenizer.decode(batch["input_ids"][0, position + 1 : position + 3])
+        assert following.strip().startswith("one?")  # not the hint's "... the drums one is ..."
+        assert int(batch["named_clip"][0]) == item["named_clip"] - 1
+        checked += 1
+    assert checked > 0
+    # a run started before the setting existed (no value saved) resumes under the default, None
+    train_chains(tmp_path / "run", ChainsTrainSettings(**TINY), progress=False, stop_after=1)
+    state = next((tmp_path / "run").glob("state-*")) / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["settings"]["named_probe_layer"]
+    state.write_text(json.dumps(meta))
+    assert train_chains(tmp_path / "run", ChainsTrainSettings(**TINY), progress=False)["steps_trained"] == TINY["steps"]
+    with pytest.raises(ValueError, match="named_probe_layer"):
+        ChainsTrainSettings(**{**TINY, "named_probe_layer": TINY["n_layers"]}).check()

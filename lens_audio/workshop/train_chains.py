@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,6 +85,9 @@ class ChainsTrainSettings:
     token_probe_layer: int = 4
     answer_probe_layer: int = 8
     adversary_below: int = 8  # adversarial probes after decoder layers 0 .. adversary_below - 1
+    # a probe of which clip the question names by its content ("the clip after the drums one": the drums clip),
+    # read at the named class word after this decoder layer (None: no such probe, the recipe as first run)
+    named_probe_layer: int | None = None
     probe_weight: float = 1.0
     adversary_weight: float = 1.0
     monitor_sets: int = 48
@@ -97,8 +101,8 @@ class ChainsTrainSettings:
         return dict(n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, d_mlp=self.d_mlp)
 
     def check(self) -> None:
-        for name in ("token_probe_layer", "answer_probe_layer"):
-            if not 0 <= getattr(self, name) < self.n_layers:
+        for name in ("token_probe_layer", "answer_probe_layer", "named_probe_layer"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < self.n_layers:
                 raise ValueError(f"{name} = {getattr(self, name)} must be a decoder layer (0..{self.n_layers - 1}).")
         if not 0 <= self.adversary_below <= self.n_layers:
             raise ValueError(f"adversary_below = {self.adversary_below} must be in 0..{self.n_layers}.")
@@ -149,9 +153,28 @@ class ChainData(ClipSetData):
         options = torch.zeros(len(items), len(CLASSES), dtype=torch.bool)
         for row, item in enumerate(items):
             options[row, [CLASSES.index(c) for c in item["choices"]]] = True
+        named = [self.named_word(item, indices) for item, indices in zip(items, chosen)]
         return {**batch, "target_clip": torch.tensor([item["target_clip"] - 1 for item in items]),
+                "named_clip": torch.tensor([item["named_clip"] - 1 for item in items]),
+                "named_position": torch.tensor(named),
                 "answer_class": torch.tensor([CLASSES.index(item["answer"]) for item in items]),
                 "options": options, "adversarial": torch.tensor([item["hint"] != "congruent" for item in items])}
+
+
+    def named_word(self, item: dict[str, Any], indices: list[int]) -> int:
+        """The prompt position of the last token of the class word by which the question names a clip ("drums"
+        in "What is in the clip after the drums one?"); -1 for a direct question or without the named probe."""
+        if self.settings.named_probe_layer is None or item["relation"] == "direct":
+            return -1
+        named_class = NAMED.search(item["question"]).group(1)
+        text = self.prompt_text(item, indices)
+        end = text.rindex(f"the {named_class} one?") + len(f"the {named_class}")  # the question's, not the hint's
+        offsets = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"]
+        return max(position for position, (start, _) in enumerate(offsets) if start < end)
+
+
+NAMED = re.compile(r"What is in the clip (?:after|before) the (.+?) one\?$")
 
 
 def _pad_to(encoded: Tensor, length: int) -> Tensor:
@@ -170,6 +193,8 @@ class ChainProbes(torch.nn.Module):
         self.answer_clip = torch.nn.Linear(d_model, CHAIN_SIZE)
         self.adversaries = torch.nn.ModuleList(torch.nn.Linear(d_model, len(CLASSES))
                                                for _ in range(settings.adversary_below))
+        if settings.named_probe_layer is not None:
+            self.named_clip = torch.nn.Linear(d_model, CHAIN_SIZE)
 
     def losses(self, hidden_states: tuple[Tensor, ...], batch: dict[str, Tensor],
                audio_id: int) -> tuple[Tensor, dict[str, float]]:
@@ -183,6 +208,12 @@ class ChainProbes(torch.nn.Module):
                                   + F.cross_entropy(answer_logits, batch["target_clip"]))
         stats = {"token_clip_acc": _accuracy(token_logits, batch["clip_of_token"]),
                  "answer_clip_acc": _accuracy(answer_logits, batch["target_clip"])}
+        named_rows = batch["named_position"] >= 0
+        if s.named_probe_layer is not None and bool(named_rows.any()):
+            at_word = hidden_states[s.named_probe_layer + 1][rows[named_rows], batch["named_position"][named_rows]]
+            named_logits = self.named_clip(at_word)
+            total = total + s.probe_weight * F.cross_entropy(named_logits, batch["named_clip"][named_rows])
+            stats["named_clip_acc"] = _accuracy(named_logits, batch["named_clip"][named_rows])
         keep = batch["adversarial"]
         if len(self.adversaries) and bool(keep.any()):
             masked_rows = rows[keep]

@@ -115,12 +115,16 @@ class ClipSetData:
             targets_clip.append(target)
         return {**self.pack(rows, answers, chosen), "target_clip": torch.tensor(targets_clip)}
 
-    def prompt_ids(self, item: dict[str, Any], indices: list[int]) -> list[int]:
-        """The token ids of `item`'s chat prompt, each clip's `<|AUDIO|>` repeated to its encoder length."""
+    def prompt_text(self, item: dict[str, Any], indices: list[int]) -> str:
+        """`item`'s chat prompt, each clip's `<|AUDIO|>` repeated to its encoder length."""
         text = render_chat(self.processor, format_question(item), len(indices))
         for i in indices:
             text = text.replace(AUDIO_PLACEHOLDER, "\0" * int(self.n_tokens[i]), 1)
-        return self.processor.tokenizer.encode(text.replace("\0", AUDIO_PLACEHOLDER), add_special_tokens=False)
+        return text.replace("\0", AUDIO_PLACEHOLDER)
+
+    def prompt_ids(self, item: dict[str, Any], indices: list[int]) -> list[int]:
+        """The token ids of `item`'s chat prompt (`prompt_text`)."""
+        return self.processor.tokenizer.encode(self.prompt_text(item, indices), add_special_tokens=False)
 
     def pack(self, rows: list[list[int]], answers: list[int], chosen: list[list[int]]) -> dict[str, Tensor]:
         """Right-padded prompts followed by their answer and `<|im_end|>`, with the targets of both, the clips'
