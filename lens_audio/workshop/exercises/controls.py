@@ -1,7 +1,8 @@
-"""Plain-numpy references for session 2's confound exercise: correlation within strata.
+"""References for session 2's confound exercise (correlation within strata): the library's validity controls.
 
-A small reference for the checker, built on the library's Pearson r (`pearson_columns`); once the experiment's
-validity controls (stratified r, silence-twin r) are in `lens_audio.analysis`, this should call them.
+The checker compares a learner's answer with `lens_audio.analysis.validity`, whose pooled within-stratum r is
+tested against regression residuals (`tests/test_validity.py`); this module only shapes it for the exercise's
+`[example, layer, head]` arrays.
 """
 
 from __future__ import annotations
@@ -11,28 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 from jaxtyping import Bool, Float
 
-from lens_audio.analysis.statistics import pearson_columns
+from lens_audio.analysis.validity import demean_within, within_stratum_r
 
-
-def demean_within(values: Float[np.ndarray, "example ..."], strata: Sequence) -> Float[np.ndarray, "example ..."]:
-    """`values` minus the mean of its own stratum (over the examples of that stratum), for every example."""
-    values = np.asarray(values, dtype=float)
-    labels = np.asarray([str(s) for s in strata])
-    out = values.copy()
-    for label in np.unique(labels):
-        rows = labels == label
-        out[rows] -= values[rows].mean(0)
-    return out
+__all__ = ["demean_within", "within_stratum_pearson"]
 
 
 def within_stratum_pearson(
     signal: Float[np.ndarray, "example ..."], correct: Bool[np.ndarray, " example"], strata: Sequence
 ) -> np.ndarray:
-    """Pooled within-stratum r: both variables centred on their stratum's mean, then one Pearson r.
-
-    This equals the partial correlation of `signal` and `correct` given the stratum (one indicator per stratum):
-    what is left of the correlation once the differences between strata are taken out.
-    """
-    x = demean_within(signal, strata)
-    y = demean_within(np.asarray(correct, dtype=float), strata)
-    return pearson_columns(x.reshape(len(x), -1), y).reshape(x.shape[1:])
+    """Pooled within-stratum r of every column of `signal` with correctness, in `signal`'s trailing shape: both
+    variables centred on their stratum's mean, then one Pearson r (the partial correlation given the stratum)."""
+    signal = np.asarray(signal, dtype=float)
+    return within_stratum_r(signal.reshape(len(signal), -1), correct, strata).reshape(signal.shape[1:])
