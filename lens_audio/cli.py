@@ -15,6 +15,7 @@ Subcommands (`lens-audio <command> --help` for the options):
   noise-sweep          accuracy and the listening signal as white noise is added to the clips, by SNR
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
   workshop train       train the workshop model on CPU and evaluate it
+  workshop acceptance  the clip-chain model's acceptance checks on one split: patching, probe, steering, validity
   sae train            train sparse autoencoders at any hooks on a benchmark's activations (SAELens's format)
   sae workshop         train the SAEs shipped with the workshop model
 """
@@ -126,6 +127,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--allow-inexact-resume", action="store_true",
         help="chains only: resume even when this torch build encodes the training clips differently",
     )
+    accept = workshop_sub.add_parser(
+        "acceptance", help="the clip-chain model's acceptance checks on one split: patching restore by layer, linear "
+        "probe, single-layer steering, validity of the top heads")
+    accept.add_argument("--model", required=True,
+                        help="checkpoint folder (<run>/final, export_latest's output), or a training run's folder "
+                        "(its latest state is checked)")
+    accept.add_argument("--benchmark", help="MMAU-format JSON with the splits (default: the clip-chain benchmark)")
+    accept.add_argument("--split", default="dev", choices=["calibration", "dev", "test"])
+    accept.add_argument("--limit", type=cli_int(1),
+                        help="check this many of the split's items: an even subset, stratified by hint, domain and "
+                        "relation (default: all)")
+    accept.add_argument("--betas", type=cli_float(), nargs="+", help="steering strengths (default 1 2 3)")
+    accept.add_argument("--early-below", type=cli_int(1), default=8, help="early layers: below this (default 8)")
+    accept.add_argument("--late-from", type=cli_int(1), default=10, help="late layers: from this on (default 10)")
+    accept.add_argument("--batch-size", type=cli_int(1), default=16)
+    accept.add_argument("--device", default="cpu")
+    accept.add_argument("--json", dest="json_path", help="also write the result as JSON here")
     from lens_audio.sae.cli import add_sae_parser, run_sae
 
     add_sae_parser(sub)
@@ -136,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sae":
             return run_sae(args)
         if args.command == "workshop":
-            return {"benchmark": run_workshop_benchmark, "train": run_workshop_train}[args.workshop_command](args)
+            return {"benchmark": run_workshop_benchmark, "train": run_workshop_train,
+                    "acceptance": run_workshop_acceptance}[args.workshop_command](args)
         if args.command in ("experiment", "listen", "select-heads", "sweep-beta", "evaluate", "noise-sweep"):
             return run_stage(args)
         return {"demo": run_demo, "hooks": run_hooks, "figures": run_figures, "explore": run_explore}[args.command](
@@ -455,6 +474,41 @@ def run_chains_train(args: argparse.Namespace) -> int:
         print(f"stopped before the end; resume with the same command (progress: {out / 'progress.jsonl'})")
     else:
         print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss_history", "monitor")}, indent=1))
+    return 0
+
+
+def run_workshop_acceptance(args: argparse.Namespace) -> int:
+    from lens_audio import HookedAudioLM
+    from lens_audio.evaluation import load_mmau
+    from lens_audio.workshop import BENCHMARK_CHAINS
+    from lens_audio.workshop.acceptance import acceptance_checks
+
+    benchmark = Path(args.benchmark) if args.benchmark else BENCHMARK_CHAINS
+    if benchmark == BENCHMARK_CHAINS and not (benchmark.parent / "audios").is_dir():
+        raise FileNotFoundError(
+            f"{benchmark.parent / 'audios'} is missing (the clip-chain audios are not committed); write them with "
+            f"`lens-audio workshop benchmark --recipe chains --out {benchmark.parent} --overwrite`."
+        )
+    items = load_mmau(benchmark)
+    label = str(args.model)
+    if not (Path(args.model) / "config.json").is_file() and any(Path(args.model).glob("state-*")):
+        import tempfile  # a training run's folder: check its latest state, exported as a checkpoint
+
+        from lens_audio.workshop.train_chains import export_latest
+
+        args.model = export_latest(args.model, Path(tempfile.mkdtemp(prefix="lens_audio_chains_")) / "latest")
+    metrics = Path(args.model) / "metrics.json"
+    if metrics.is_file():  # a training run's checkpoint says which step it is from
+        meta = json.loads(metrics.read_text())
+        step = meta.get("step", meta.get("steps_trained"))
+        label += f" (step {step}{', partial' if meta.get('partial') else ''})" if step is not None else ""
+    model = HookedAudioLM.from_pretrained(args.model, device=args.device)
+    kwargs = {"betas": tuple(args.betas)} if args.betas else {}
+    result = acceptance_checks(model, items, args.split, limit=args.limit, early_below=args.early_below,
+                               late_from=args.late_from, batch_size=args.batch_size, model_label=label, **kwargs)
+    print(result.format())
+    if args.json_path:
+        write_atomically(args.json_path, json.dumps(result.to_json(), indent=1))
     return 0
 
 
