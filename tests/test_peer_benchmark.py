@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_steered_sco
 
 
 def test_peers_match_the_one_pass_with_small_shapes(tmp_path):
-    pytest.importorskip("nnsight")
+    pytest.importorskip("nnsight", reason="the peer benchmark needs nnsight: pip install -e '.[dev]'")
     out = tmp_path / "peers.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--small", "--repeats", "1", "--out", str(out)],
                          capture_output=True, text=True, timeout=600)

@@ -127,24 +127,37 @@ class FastSteering:
         return np.array(predicted) == self.answer_index
 
 
-def _final_states(model: HookedAudioLM, batch, heads: bool) -> tuple[Tensor, Tensor | None]:
-    """Final-position residual points `[batch, n_layers + 1, d]` and head outputs `[batch, layer, head, d]`, one
-    forward."""
+def final_state_hooks(
+    model: HookedAudioLM, batch, heads: bool = False
+) -> tuple[list[tuple[str, Callable]], Callable[[], tuple[Tensor, Tensor | None]]]:
+    """Hooks that keep the final prompt position's residual points (`FastSteering`'s layout) and, with `heads`,
+    each head's output; run any forward of `batch` under them, then call the second value for
+    `([batch, n_layers + 1, d], [batch, layer, head, d] or None)`, on the model's device. Only the final position
+    is kept, so memory does not grow with the sequence."""
     n = model.cfg.n_layers
-    rows = torch.arange(batch.batch_size, device=model.device)
-    final = batch.final_position.to(model.device)
+    final = batch.final_position
     kept: dict[str, Tensor] = {}
 
-    def keep(act: Tensor, hook) -> None:  # only the final position: memory does not grow with the sequence
-        kept[hook.name] = act[rows, final].detach()
+    def keep(act: Tensor, hook) -> None:
+        rows = torch.arange(act.shape[0], device=act.device)
+        kept[hook.name] = act[rows, final.to(act.device)].detach().to(model.device)
 
     names = [block_hook_name(layer, "hook_resid_pre") for layer in range(n)] + [
         block_hook_name(n - 1, "hook_resid_post")
     ]
-    names += [block_hook_name(layer, "attn.hook_result") for layer in range(n)] if heads else []
-    with model.hooks(fwd_hooks=[(name, keep) for name in names]):
+    head_names = [block_hook_name(layer, "attn.hook_result") for layer in range(n)] if heads else []
+
+    def collected() -> tuple[Tensor, Tensor | None]:
+        points = torch.stack([kept[name] for name in names], dim=1)
+        return points, torch.stack([kept[name] for name in head_names], dim=1) if heads else None
+
+    return [(name, keep) for name in names + head_names], collected
+
+
+def _final_states(model: HookedAudioLM, batch, heads: bool) -> tuple[Tensor, Tensor | None]:
+    """Final-position residual points `[batch, n_layers + 1, d]` and head outputs `[batch, layer, head, d]`, one
+    forward."""
+    hooks, collected = final_state_hooks(model, batch, heads)
+    with model.hooks(fwd_hooks=hooks):
         model(batch, return_type=None)
-    points = torch.stack([kept[name] for name in names[: n + 1]], dim=1)
-    if not heads:
-        return points, None
-    return points, torch.stack([kept[block_hook_name(layer, "attn.hook_result")] for layer in range(n)], dim=1)
+    return collected()

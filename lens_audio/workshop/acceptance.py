@@ -56,7 +56,7 @@ from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.statistics import pearson_columns
 from lens_audio.analysis.validity import ClusteredR, clustered_r, within_stratum_r
 from lens_audio.checks import check_float, check_int, check_seed
-from lens_audio.evaluation.fast_steering import FastSteering
+from lens_audio.evaluation.fast_steering import FastSteering, final_state_hooks
 from lens_audio.evaluation.prompts import render_prompt
 from lens_audio.evaluation.results import head_label
 from lens_audio.inputs.plain_text import encode_text
@@ -635,23 +635,14 @@ def _final_states(model: HookedAudioLM, items: Sequence[dict[str, Any]], prompt,
                   progress: bool, description: str) -> _States:
     """One forward per batch (the silence twin's with `silence`) that keeps the final position's residual stream at
     every block input and the last output (`FastSteering`'s layout) and the listening signal of every head."""
-    n = model.cfg.n_layers
-    names = [block_hook_name(layer, "hook_resid_pre") for layer in range(n)] + [
-        block_hook_name(n - 1, "hook_resid_post")]
     points, masses = [], []
     for start in tqdm(range(0, len(items), batch_size), desc=description, disable=not progress):
         batch = _batch(model, items[start : start + batch_size], prompt)
         batch = batch.silence_twin() if silence else batch
-        final = batch.final_position
-        kept: dict[str, Tensor] = {}
-
-        def keep(act: Tensor, hook, final=final, kept=kept) -> None:
-            rows = torch.arange(act.shape[0], device=act.device)
-            kept[hook.name] = act[rows, final.to(act.device)].detach().to(model.device)
-
-        with model.hooks(fwd_hooks=[(name, keep) for name in names]):  # under listening_signal's own hooks
+        hooks, collected = final_state_hooks(model, batch)
+        with model.hooks(fwd_hooks=hooks):  # under listening_signal's own hooks: one forward for both
             masses.append(listening_signal(model, batch).audio_mass.float().numpy())
-        points.append(torch.stack([kept[name] for name in names], dim=1))
+        points.append(collected()[0])
     return _States(torch.cat(points), np.concatenate(masses))
 
 
