@@ -461,6 +461,7 @@ def run_chains_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from lens_audio.workshop import TRAINING_RUNS
+    from lens_audio.workshop.benchmark import chain_benchmark
     from lens_audio.workshop.train_chains import ChainsTrainSettings, train_chains
 
     overrides = {"steps_audio": args.steps_audio, "steps": args.steps, "pool_clips_per_class": args.pool_clips,
@@ -468,8 +469,10 @@ def run_chains_train(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(ChainsTrainSettings(seed=args.seed),
                                    **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else TRAINING_RUNS / "chains"
+    benchmark = None if args.benchmark == "none" else (args.benchmark or chain_benchmark)
     metrics = train_chains(out, settings, stop_after=args.stop_after, device=args.device,
-                           exact=not args.allow_inexact_resume)
+                           exact=not args.allow_inexact_resume,
+                           eval_benchmark=benchmark() if callable(benchmark) else benchmark)
     if metrics is None:
         print(f"stopped before the end; resume with the same command (progress: {out / 'progress.jsonl'})")
     else:
@@ -480,15 +483,10 @@ def run_chains_train(args: argparse.Namespace) -> int:
 def run_workshop_acceptance(args: argparse.Namespace) -> int:
     from lens_audio import HookedAudioLM
     from lens_audio.evaluation import load_mmau
-    from lens_audio.workshop import BENCHMARK_CHAINS
     from lens_audio.workshop.acceptance import acceptance_checks
+    from lens_audio.workshop.benchmark import chain_benchmark
 
-    benchmark = Path(args.benchmark) if args.benchmark else BENCHMARK_CHAINS
-    if benchmark == BENCHMARK_CHAINS and not (benchmark.parent / "audios").is_dir():
-        raise FileNotFoundError(
-            f"{benchmark.parent / 'audios'} is missing (the clip-chain audios are not committed); write them with "
-            f"`lens-audio workshop benchmark --recipe chains --out {benchmark.parent} --overwrite`."
-        )
+    benchmark = Path(args.benchmark) if args.benchmark else chain_benchmark()
     items = load_mmau(benchmark)
     label = str(args.model)
     if not (Path(args.model) / "config.json").is_file() and any(Path(args.model).glob("state-*")):

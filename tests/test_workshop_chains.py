@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from lens_audio import load_audio
@@ -80,7 +82,7 @@ def test_default_chain_benchmark_is_large_enough_to_decide():
 
 TINY = dict(n_layers=3, token_probe_layer=1, answer_probe_layer=2, adversary_below=2, pool_clips_per_class=2,
             steps_audio=2, steps=5, batch_size=3, monitor_sets=3, monitor_every=4, min_steps=5, checkpoint_every=2,
-            log_every=1, warmup_steps=2, threads=1)
+            log_every=1, warmup_steps=2, threads=1, lookup_from=3)
 
 
 def _trained(folder):
@@ -177,3 +179,96 @@ def test_the_named_clip_probe_reads_the_questions_class_word_and_leaves_the_firs
     assert train_chains(tmp_path / "run", ChainsTrainSettings(**TINY), progress=False)["steps_trained"] == TINY["steps"]
     with pytest.raises(ValueError, match="named_probe_layer"):
         ChainsTrainSettings(**{**TINY, "named_probe_layer": TINY["n_layers"]}).check()
+
+
+def test_lookup_items_ask_for_the_clip_of_a_class_and_stay_out_of_the_adversaries_fit():
+    from lens_audio import HookedAudioLM
+    from lens_audio.workshop.clip_chains import make_lookup_item
+    from lens_audio.workshop.train_chains import ChainData, ChainsTrainSettings
+    from lens_audio.workshop.train_sets import build_model
+
+    clip_set = draw_chain_sets(np.random.default_rng(4), 1, "t", (0.0, 20.0))[0]
+    for named, clip in enumerate(clip_set.clips):
+        item = make_lookup_item(clip_set, named, "train")
+        assert item["question"] == f"Which clip is the {clip.class_name} one?" and item["answer"] == str(named + 1)
+        assert item["choices"] == ["1", "2", "3", "4"] and item["hint"] == "none" and item["relation"] == "lookup"
+    with pytest.raises(ValueError, match="named must index"):
+        make_lookup_item(clip_set, 4, "train")
+    settings = ChainsTrainSettings(**{**TINY, "lookup_share": 0.5})
+    model, processor = build_model(settings, settings.decoder_config())
+    data = ChainData(HookedAudioLM.from_hf_model(model, processor), processor, settings, progress=False)
+    state = data.rng.bit_generator.state
+    without = data.batch(2)
+    data.rng.bit_generator.state = state
+    assert torch.equal(data.batch(2, lookups=False)["input_ids"], without["input_ids"]), "off: the same draws"
+    batches = [data.batch(2, lookups=True) for _ in range(4)]
+    digits = {processor.tokenizer.encode(str(k), add_special_tokens=False)[0] for k in range(1, CHAIN_SIZE + 1)}
+    for batch in batches:
+        rows = torch.arange(len(batch["final_position"]))
+        answers = batch["targets"][rows, batch["final_position"]]
+        lookup = torch.tensor([int(a) in digits for a in answers])
+        assert not batch["adversarial"][lookup].any()  # the question names the class: nothing to hide
+        # a lookup's answer is the number of the clip it is about, which the answer-clip probe reads too
+        assert (answers[lookup] == torch.tensor([processor.tokenizer.encode(str(int(k) + 1),
+                                                 add_special_tokens=False)[0] for k in batch["target_clip"][lookup]],
+                                                dtype=answers.dtype)).all()
+    assert 0 < sum(int(a) in digits for b in batches for a in b["targets"][torch.arange(len(b["final_position"])),
+                                                                            b["final_position"]]) < 4 * 3
+
+
+def test_a_run_saved_before_lookups_existed_resumes_only_up_to_their_first_step(tmp_path):
+    from lens_audio.workshop.train_chains import ChainsTrainSettings, train_chains
+
+    settings = ChainsTrainSettings(**TINY)  # lookup_from = 3
+    train_chains(tmp_path / "run", settings, progress=False, stop_after=2)
+    state = next((tmp_path / "run").glob("state-*")) / "state.json"
+    meta = json.loads(state.read_text())
+    for key in ("lookup_share", "lookup_from"):
+        del meta["settings"][key]
+    state.write_text(json.dumps(meta))
+    late = replace(settings, lookup_from=1)  # the saved steps would have held lookups: refused
+    with pytest.raises(ValueError, match="lookup_from"):
+        train_chains(tmp_path / "run", late, progress=False, stop_after=1)
+    assert train_chains(tmp_path / "run", settings, progress=False)["steps_trained"] == TINY["steps"]
+    monitors = json.loads((tmp_path / "run" / "final" / "metrics.json").read_text())["monitor"]
+    assert 0 <= monitors[-1]["extra"]["lookup"] <= 100
+
+
+def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it(tmp_path, monkeypatch):
+    import shutil
+    import tempfile
+
+    from lens_audio import workshop
+    from lens_audio.workshop.benchmark import chain_benchmark
+
+    shipped = tmp_path / "package" / CHAINS_JSON_NAME
+    write_chain_benchmark(tmp_path / "package", partitions=SMALL, progress=False)
+    shutil.rmtree(tmp_path / "package" / "audios")
+    monkeypatch.setattr(workshop, "BENCHMARK_CHAINS", shipped)
+    monkeypatch.setattr("lens_audio.workshop.benchmark.CHAIN_PARTITIONS", SMALL)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert chain_benchmark(progress=False) == shipped
+    items = load_mmau(shipped)
+    assert all(load_audio(path).shape[0] > 0.6 * 16000 for item in items for path in item["audio_path"])
+    assert [p.name for p in shipped.parent.iterdir() if p.name.startswith(".")] == [], "no staging left"
+    # a shipped JSON that the seed no longer reproduces is refused, and nothing is left behind
+    shutil.rmtree(shipped.parent / "audios")
+    shipped.write_text(shipped.read_text().replace('"dev"', '"Dev"', 1))
+    with pytest.raises(RuntimeError, match="differs from the shipped"):
+        chain_benchmark(progress=False)
+    assert sorted(p.name for p in shipped.parent.iterdir()) == [CHAINS_JSON_NAME]
+    # a read-only package folder: the audio and a copy of the JSON go to the user cache
+    write_chain_benchmark(tmp_path / "fresh", partitions=SMALL, progress=False)
+    shutil.copyfile(tmp_path / "fresh" / CHAINS_JSON_NAME, shipped)
+    real_mkdtemp = tempfile.mkdtemp
+
+    def read_only_package(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == shipped.parent:
+            raise PermissionError(dir)
+        return real_mkdtemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only_package)
+    cached = chain_benchmark(progress=False)
+    assert cached == tmp_path / "cache" / "lens_audio" / "workshop_chains" / CHAINS_JSON_NAME
+    assert cached.read_text() == shipped.read_text() and (cached.parent / "audios").is_dir()
+    assert chain_benchmark(progress=False) == cached  # found, not written again

@@ -1,4 +1,5 @@
-"""Named checkpoints: short names (`"workshop"`, `"workshop-v1"`) for folders that ship inside a package.
+"""Named checkpoints: short names (`"workshop"`, `"workshop-v1"`, `"workshop-chains"`) for folders that ship inside
+a package.
 
 Each name maps to a `"module:attribute"` string naming a `Path`, imported only when the name is
 loaded, so `lens_audio.model` (and `lens_audio.evaluation`) never import the package that ships the
@@ -14,18 +15,21 @@ from pathlib import Path
 NAMED_CHECKPOINTS: dict[str, str] = {
     "workshop": "lens_audio.workshop:CHECKPOINT",  # the clip-set model organism (default everywhere)
     "workshop-v1": "lens_audio.workshop:CHECKPOINT_V1",  # the first workshop model: one clip per prompt
+    "workshop-chains": "lens_audio.workshop:CHECKPOINT_CHAINS",  # four clips, found by number or by content
 }
 
 NAMED_BENCHMARKS: dict[str, str] = {
     "workshop": "lens_audio.workshop:BENCHMARK",
     "workshop-v1": "lens_audio.workshop:BENCHMARK_V1",
+    "workshop-chains": "lens_audio.workshop.benchmark:chain_benchmark",  # its audio is written on first use
 }
 
 
 def register_checkpoint(name: str, target: str, benchmark: str | None = None) -> None:
     """Make `HookedAudioLM.from_pretrained(name)` load the folder named by `target` ("module:attribute").
 
-    `benchmark` ("module:attribute" naming an MMAU-format JSON) is the model's bundled benchmark, if any.
+    `benchmark` ("module:attribute" naming an MMAU-format JSON, or a function returning its path) is the model's
+    bundled benchmark, if any.
     """
     for value in (target, benchmark or ":"):
         if ":" not in value:
@@ -36,8 +40,11 @@ def register_checkpoint(name: str, target: str, benchmark: str | None = None) ->
 
 
 def _resolve(target: str) -> Path:
+    """The path a "module:attribute" target names; an attribute that is a function is called for it (a benchmark
+    whose audio is written on first use)."""
     module, attribute = target.split(":")
-    return Path(getattr(importlib.import_module(module), attribute))
+    value = getattr(importlib.import_module(module), attribute)
+    return Path(value() if callable(value) else value)
 
 
 def bundled_benchmark(model_name: str) -> Path:

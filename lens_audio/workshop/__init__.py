@@ -1,6 +1,6 @@
 """The workshop model and its synthetic benchmark, shipped inside the package so everything runs offline.
 
-Two models, each with its bundled MMAU-format benchmark:
+Three models, each with its bundled MMAU-format benchmark:
 
 - `"workshop"` (`CHECKPOINT`, `BENCHMARK`): the clip-set model organism. Three
   clips per prompt and a question about one of them (`clip_sets.py`,
@@ -8,9 +8,13 @@ Two models, each with its bundled MMAU-format benchmark:
   decoder has found the named clip.
 - `"workshop-v1"` (`CHECKPOINT_V1`, `BENCHMARK_V1`): the first workshop model,
   one clip per prompt (`task.py`, `train.py`).
+- `"workshop-chains"` (`CHECKPOINT_CHAINS`, `BENCHMARK_CHAINS`): four clips per
+  prompt, the one to answer about named by its number or by its neighbour's
+  content (`clip_chains.py`, `train_chains.py`); a 16-layer decoder trained so
+  the answer's content reaches the final position only after layer 8.
 
-Both are rebuilt by `lens-audio workshop benchmark` and `lens-audio workshop
-train` (`--recipe clip-sets` or `--recipe v1`).
+All are rebuilt by `lens-audio workshop benchmark` and `lens-audio workshop
+train` (`--recipe clip-sets`, `v1` or `chains`).
 """
 
 from pathlib import Path
@@ -22,7 +26,9 @@ BENCHMARK_SETS = Path(__file__).parent / "data_sets" / "workshop_sets.json"
 CHECKPOINT_V1 = Path(__file__).parent / "checkpoint"  # "workshop-v1": the first workshop model (one clip per prompt)
 BENCHMARK_V1 = Path(__file__).parent / "data" / "workshop.json"
 SAES = Path(__file__).parent / "saes"  # SAEs of the "workshop" model (`lens-audio sae workshop`), SAELens format
-# the clip-chain organism's benchmark (`clip_chains.py`; its model is still training, in `TRAINING_RUNS / "chains"`)
+# "workshop-chains": the clip-chain organism (`clip_chains.py`, `train_chains.py`); the package ships its benchmark's
+# JSON, and `benchmark.chain_benchmark()` writes the audio beside it on first use
+CHECKPOINT_CHAINS = Path(__file__).parent / "checkpoint_chains"
 BENCHMARK_CHAINS = Path(__file__).parent / "data_chains" / "workshop_chains.json"
 TRAINING_RUNS = Path(__file__).parent / "training"  # resumable training runs (not package data)
 CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
@@ -42,6 +48,7 @@ __all__ = [
     "benchmark_for",
     "BENCHMARK_V1",
     "CHECKPOINT",
+    "CHECKPOINT_CHAINS",
     "CHECKPOINT_SETS",
     "CHECKPOINT_V1",
     "SAES",

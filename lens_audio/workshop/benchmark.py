@@ -99,3 +99,50 @@ def write_chain_benchmark(folder: str | Path, seed: int = 0, partitions=CHAIN_PA
     clip of each four-clip set asked about once per hint condition of its split, named by its number (30%) or by
     a neighbour's content, the same way under every hint condition."""
     return write_set_benchmark(folder, seed, partitions, overwrite, progress, chains=True)
+
+
+def chain_benchmark(progress: bool = True) -> Path:
+    """The bundled clip-chain benchmark's JSON, with its audio beside it (written on first use).
+
+    The package ships the JSON only: the 1440 clips take 45 MB as wav files and about a second to synthesize
+    from their seeds. On first use the benchmark is rewritten from seed 0, its JSON checked equal to the shipped
+    one, and its `audios/` placed beside the shipped JSON, or, where the package folder is read-only, with a copy
+    of the JSON under the user cache (`$XDG_CACHE_HOME/lens_audio`, default `~/.cache/lens_audio`).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from lens_audio.workshop import BENCHMARK_CHAINS
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lens_audio" / "workshop_chains"
+    places = (BENCHMARK_CHAINS.parent, cache)
+    for folder in places:
+        if (folder / "audios").is_dir() and (folder / CHAINS_JSON_NAME).is_file():
+            return folder / CHAINS_JSON_NAME
+    for folder in places:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".workshop_chains-", dir=folder))
+        except OSError:
+            continue  # read-only: try the next place
+        try:
+            written = write_chain_benchmark(staging / "benchmark", 0, CHAIN_PARTITIONS, progress=progress)
+            if (written / CHAINS_JSON_NAME).read_text() != BENCHMARK_CHAINS.read_text():
+                raise RuntimeError(
+                    f"the clip-chain benchmark rewritten from its seed differs from the shipped {BENCHMARK_CHAINS} "
+                    "(another numpy random generator?); write one with `lens-audio workshop benchmark --recipe "
+                    "chains --out DIR` and pass its JSON explicitly."
+                )
+            if folder != BENCHMARK_CHAINS.parent:
+                shutil.copyfile(BENCHMARK_CHAINS, folder / CHAINS_JSON_NAME)
+            try:
+                os.replace(written / "audios", folder / "audios")  # complete, or not there at all
+            except OSError:
+                if not (folder / "audios").is_dir():  # else another process placed them first
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder / CHAINS_JSON_NAME
+    raise PermissionError(f"neither {places[0]} nor {places[1]} is writable; write the clip-chain benchmark with "
+                          "`lens-audio workshop benchmark --recipe chains --out DIR` and pass its JSON explicitly.")

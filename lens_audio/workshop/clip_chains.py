@@ -24,6 +24,11 @@ the way the question does ("A listener says the clip after the drums
 one is bell."). Since every set holds each class of its domain once, the
 named class identifies one clip; the answer is never the named class itself.
 
+Training can also use a fourth, training-only kind of question, `lookup`
+("Which clip is the drums one?", options "1, 2, 3, 4", answered with the
+clip's number): the first hop of `after` and `before` on its own, with its own
+answer supervision (`make_lookup_item`). The benchmark never asks it.
+
 Items keep MMAU's keys; `audio_id` lists the four clips in order, `clip_id`
 names the set, `target_clip` is the 1-based clip whose class is the answer
 (`snr_db` is its SNR), `named_clip` the 1-based clip the question names
@@ -107,3 +112,16 @@ def draw_relation(rng: np.random.Generator, target: int, n_clips: int = CHAIN_SI
     if rng.random() < direct_share or not relations:
         return "direct"
     return str(rng.choice(relations))
+
+
+def make_lookup_item(clip_set: ClipSet, named: int, split: str) -> dict[str, Any]:
+    """The training-only question "Which clip is the <class> one?" about clip `named` (0-based), whose answer is
+    the clip's number (options "1" .. the set's size); `relation` is `lookup`, with no hint."""
+    if not 0 <= named < len(clip_set.clips):
+        raise ValueError(f"named must index one of the set's {len(clip_set.clips)} clips, not {named}.")
+    clip = clip_set.clips[named]
+    choices = [str(k + 1) for k in range(len(clip_set.clips))]
+    item = mmau_item(f"{clip_set.id}-lookup{named + 1}", [], f"Which clip is the {clip.class_name} one?", choices,
+                     clip, "none", None, split)
+    return {**item, "answer": str(named + 1), "clip_id": clip_set.id, "target_clip": named + 1,
+            "named_clip": named + 1, "relation": "lookup"}

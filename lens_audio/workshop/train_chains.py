@@ -19,6 +19,14 @@ trained). A fresh 16-layer decoder (width 128) learns the clip-chain task of
   hint or with a conflicting one (a congruent hint puts the class in the text).
   So the answer's content is not linearly decodable at the final position
   before layer 8;
+- **lookup questions** from step `lookup_from` on: a share `lookup_share` of the
+  training items asks "Which clip is the drums one?", answered with the clip's
+  number (`make_lookup_item`): the first hop of `after` and `before` with its
+  own answer supervision. The first run reached step 3250 without them: direct
+  questions at 97%, after/before at 40-46% (a guess that excludes the named
+  class scores 33%) and flat from step 2000, so the content lookup was what it
+  had not learned. The recipe adds them at step 3250 so that the shipped run is
+  that run continued;
 - **the annotator's SNR rule**, as before: on a conflicting item the label is
   the answer clip's class with probability `sigmoid((snr - 12 dB) / 3 dB)`.
 
@@ -51,13 +59,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lens_audio.workshop.clip_chains import CHAIN_SIZE, draw_chain_sets, draw_relation, make_chain_item
+from lens_audio.workshop.clip_chains import (
+    CHAIN_SIZE,
+    draw_chain_sets,
+    draw_relation,
+    make_chain_item,
+    make_lookup_item,
+)
 from lens_audio.workshop.clip_sets import ClipSet
 from lens_audio.workshop.sounds import DOMAINS
 from lens_audio.workshop.task import CLASSES, HINT_CONDITIONS
 from lens_audio.workshop.train_sets import ClipSetData, annotator_label, build_model, decoder_forward, encode_clips
 
 RECIPE = "chains"
+# settings added after the first run had started, with the first step each can change: a state saved before that
+# step and without the setting resumes under its value
+INTRODUCED_LATER = {"lookup_share": "lookup_from", "lookup_from": "lookup_from"}
 
 
 @dataclass
@@ -88,6 +105,9 @@ class ChainsTrainSettings:
     # a probe of which clip the question names by its content ("the clip after the drums one": the drums clip),
     # read at the named class word after this decoder layer (None: no such probe, the recipe as first run)
     named_probe_layer: int | None = None
+    # training-only "Which clip is the <class> one?" items (answered with the clip's number), from step lookup_from
+    lookup_share: float = 0.25
+    lookup_from: int = 3250
     probe_weight: float = 1.0
     adversary_weight: float = 1.0
     monitor_sets: int = 48
@@ -106,6 +126,8 @@ class ChainsTrainSettings:
                 raise ValueError(f"{name} = {getattr(self, name)} must be a decoder layer (0..{self.n_layers - 1}).")
         if not 0 <= self.adversary_below <= self.n_layers:
             raise ValueError(f"adversary_below = {self.adversary_below} must be in 0..{self.n_layers}.")
+        if not 0 <= self.lookup_share < 1:
+            raise ValueError(f"lookup_share = {self.lookup_share} must be in [0, 1).")
         if not 0 <= self.steps_audio <= self.steps:
             raise ValueError(f"steps_audio ({self.steps_audio}) must be between 0 and steps ({self.steps}).")
 
@@ -122,13 +144,22 @@ class ChainData(ClipSetData):
         self.encoded = torch.cat([self.encoded, _pad_to(encoded, self.encoded.shape[1])])
         self.n_tokens = torch.cat([self.n_tokens, n_tokens])
         self.n_pool = len(self.clips)
+        clips_of = [list(range(self.n_pool + CHAIN_SIZE * s, self.n_pool + CHAIN_SIZE * (s + 1)))
+                    for s in range(len(self.monitor_sets))]  # each monitor set's clips, in the pool's indices
         self.monitor_items = [
-            (make_chain_item(clip_set, target, draw_relation(rng, target), hint, rng, [], "monitor"),
-             [self.n_pool + CHAIN_SIZE * s + j for j in range(CHAIN_SIZE)])
+            (make_chain_item(clip_set, target, draw_relation(rng, target), hint, rng, [], "monitor"), clips_of[s])
             for s, clip_set in enumerate(self.monitor_sets) for target in range(CHAIN_SIZE) for hint in HINT_CONDITIONS
         ]
+        self.monitor_lookups = [  # scored apart: the benchmark never asks them
+            (make_lookup_item(clip_set, named, "monitor"), clips_of[s])
+            for s, clip_set in enumerate(self.monitor_sets) for named in range(CHAIN_SIZE)
+        ]
+        tok = processor.tokenizer
+        self.answer_ids.update({str(k): tok.encode(str(k), add_special_tokens=False)[0]
+                                for k in range(1, CHAIN_SIZE + 1)})
 
-    def batch(self, stage: int) -> dict[str, Tensor]:
+    def batch(self, stage: int, lookups: bool = False) -> dict[str, Tensor]:
+        """A training batch of `stage`; with `lookups`, a share `lookup_share` of its items are lookup questions."""
         s, rng = self.settings, self.rng
         mix = (1.0, 0.0, 0.0) if stage == 1 else s.hint_mix
         counts = s.clip_counts_audio if stage == 1 else s.clip_counts_mixed
@@ -141,30 +172,38 @@ class ChainData(ClipSetData):
             indices = [int(rng.choice(self.by_class[str(c)])) for c in classes]
             clip_set = ClipSet(id="train", domain=domain, clips=tuple(self.clips[i] for i in indices))
             target = int(rng.integers(n_clips))
+            chosen.append(indices)
+            if lookups and rng.random() < s.lookup_share:
+                items.append(make_lookup_item(clip_set, target, "train"))
+                continue
             relation = draw_relation(rng, target, n_clips, direct_share)
             hint = str(rng.choice(["none", "congruent", "conflicting"], p=mix))
             items.append(make_chain_item(clip_set, target, relation, hint, rng, [], "train"))
-            chosen.append(indices)
         return self.collate(items, chosen, [annotator_label(item, s, rng) for item in items])
 
     def collate(self, items: list[dict[str, Any]], chosen: list[list[int]], labels: list[str]) -> dict[str, Tensor]:
         rows = [self.prompt_ids(item, indices) for item, indices in zip(items, chosen)]
         batch = self.pack(rows, [self.answer_ids[label] for label in labels], chosen)
         options = torch.zeros(len(items), len(CLASSES), dtype=torch.bool)
+        lookup = [item["relation"] == "lookup" for item in items]  # answered with a clip's number, not a class
         for row, item in enumerate(items):
-            options[row, [CLASSES.index(c) for c in item["choices"]]] = True
+            if not lookup[row]:
+                options[row, [CLASSES.index(c) for c in item["choices"]]] = True
         named = [self.named_word(item, indices) for item, indices in zip(items, chosen)]
         return {**batch, "target_clip": torch.tensor([item["target_clip"] - 1 for item in items]),
                 "named_clip": torch.tensor([item["named_clip"] - 1 for item in items]),
                 "named_position": torch.tensor(named),
-                "answer_class": torch.tensor([CLASSES.index(item["answer"]) for item in items]),
-                "options": options, "adversarial": torch.tensor([item["hint"] != "congruent" for item in items])}
+                "answer_class": torch.tensor([0 if skip else CLASSES.index(item["answer"])
+                                              for item, skip in zip(items, lookup)]),
+                "options": options,
+                "adversarial": torch.tensor([item["hint"] != "congruent" and not skip
+                                             for item, skip in zip(items, lookup)])}
 
 
     def named_word(self, item: dict[str, Any], indices: list[int]) -> int:
         """The prompt position of the last token of the class word by which the question names a clip ("drums"
         in "What is in the clip after the drums one?"); -1 for a direct question or without the named probe."""
-        if self.settings.named_probe_layer is None or item["relation"] == "direct":
+        if self.settings.named_probe_layer is None or item["relation"] not in ("after", "before"):
             return -1
         named_class = NAMED.search(item["question"]).group(1)
         text = self.prompt_text(item, indices)
@@ -263,11 +302,20 @@ class ChainMonitor:
 
 @torch.no_grad()
 def monitor(model: Any, data: ChainData, step: int) -> ChainMonitor:
-    """Choice-score the monitor items (argmax over the options' answer tokens at the final prompt position)."""
+    """Choice-score the monitor items (argmax over the options' answer tokens at the final prompt position); the
+    lookup questions' accuracy goes in `extra` (`lookup`)."""
+    result = summarize_monitor(choice_records(model, data, data.monitor_items), step)
+    lookups = choice_records(model, data, data.monitor_lookups)
+    result.extra["lookup"] = round(100 * float(np.mean([r["extracted"] == r["answer"] for r in lookups])), 2)
+    return result
+
+
+def choice_records(model: Any, data: ChainData, pairs: list[tuple[dict[str, Any], list[int]]]) -> list[dict[str, Any]]:
+    """Each (item, clip indices) pair's item with `extracted`, the option whose answer token scores highest."""
     records = []
     batch_size = data.settings.batch_size
-    for start in range(0, len(data.monitor_items), batch_size):
-        chunk = data.monitor_items[start : start + batch_size]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
         items, chosen = [c[0] for c in chunk], [c[1] for c in chunk]
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in data.collate(items, chosen, [item["answer"] for item in items]).items()}
@@ -276,7 +324,7 @@ def monitor(model: Any, data: ChainData, step: int) -> ChainMonitor:
         for row, item in enumerate(items):
             scores = [float(final[row, data.answer_ids[c]]) for c in item["choices"]]
             records.append({**item, "extracted": item["choices"][int(np.argmax(scores))]})
-    return summarize_monitor(records, step)
+    return records
 
 
 def summarize_monitor(records: list[dict[str, Any]], step: int) -> ChainMonitor:
@@ -307,15 +355,18 @@ def lr_schedule(settings: ChainsTrainSettings):
 
 
 def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrainSettings(), progress: bool = True,
-                 stop_after: int | None = None, device: str = "cpu", exact: bool = True) -> dict[str, Any] | None:
+                 stop_after: int | None = None, device: str = "cpu", exact: bool = True,
+                 eval_benchmark: str | Path | None = None) -> dict[str, Any] | None:
     """Train (or continue training) the clip-chain model in `run_dir`; returns the final metrics when finished.
 
+    `eval_benchmark`: an MMAU-format JSON whose test split the finished model is scored on (`metrics.json`'s
+    `test` and `test_with_silence`, as for the other workshop models).
     `stop_after`: leave after that many steps of this call (saving the state), for budgeted slices of the run.
     `exact=False` resumes even when the training clips encode differently from the saved run's (another torch
     build or thread count), which loses the match with an uninterrupted run.
     """
     from lens_audio import HookedAudioLM
-    from lens_audio.workshop.train import save_atomically
+    from lens_audio.workshop.train import evaluate_checkpoint, save_atomically
     from lens_audio.workshop.train_state import RunFolder
 
     settings.check()
@@ -336,14 +387,14 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
                                   weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(settings))
     fingerprint = pool_fingerprint(data)
-    loop = run.restore(model, probes, optimizer, scheduler, data, fingerprint, exact)
+    loop = run.restore(model, probes, optimizer, scheduler, data, fingerprint, exact, INTRODUCED_LATER)
     model.model.language_model.train()
     step_started, steps_here, saved_at = time.perf_counter(), 0, loop.step
     while loop.step < settings.steps and not loop.stopped:
         if stop_after is not None and steps_here >= stop_after:
             break
         stage = 1 if loop.step < settings.steps_audio else 2
-        batch = {k: v.to(device) for k, v in data.batch(stage).items()}
+        batch = {k: v.to(device) for k, v in data.batch(stage, lookups=loop.step >= settings.lookup_from).items()}
         logits, hidden_states = decoder_forward(model, batch["input_ids"], batch["attention_mask"],
                                                 batch["audio_encoded"])
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
@@ -385,6 +436,8 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
         "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_seconds_this_call": round(time.perf_counter() - started, 1), "device": device,
     }
+    if eval_benchmark is not None:
+        metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
     save_atomically(model, processor, metrics, run.final)
     run.log({"finished": True, "step": loop.step, "final": str(run.final)})
     return metrics
@@ -397,12 +450,14 @@ def pool_fingerprint(data: ChainData) -> str:
     return hashlib.sha256(data.encoded.detach().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-def export_latest(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export_latest(run_dir: str | Path, out_dir: str | Path, eval_benchmark: str | Path | None = None,
+                  progress: bool = False) -> Path:
     """Write the latest checkpoint of an unfinished run in `run_dir` as a regular HF checkpoint (to look at a run in
-    progress; `metrics.json` says which step it is from). Returns `out_dir`."""
+    progress; `metrics.json` says which step it is from, and with `eval_benchmark` holds its test-split results as
+    a finished run's does). Returns `out_dir`."""
     from safetensors.torch import load_file
 
-    from lens_audio.workshop.train import save_atomically
+    from lens_audio.workshop.train import evaluate_checkpoint, save_atomically
     from lens_audio.workshop.train_state import RunFolder
 
     latest = RunFolder(Path(run_dir), RECIPE, {}).latest()
@@ -417,6 +472,12 @@ def export_latest(run_dir: str | Path, out_dir: str | Path) -> Path:
             if p.requires_grad:
                 p.copy_(weights[f"model.{name}"])
     metrics = {"recipe": RECIPE, "partial": True, "step": meta["loop"]["step"], "settings": meta["settings"],
-               "monitor": meta["loop"]["monitors"]}
+               "decoder_config": settings.decoder_config(), "audio_side_from": "workshop-v1",
+               "loss_history": meta["loop"]["history"], "monitor": meta["loop"]["monitors"],
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if eval_benchmark is not None:
+        model.eval()
+        metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
     save_atomically(model, processor, metrics, Path(out_dir))
     return Path(out_dir)

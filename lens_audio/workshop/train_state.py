@@ -112,8 +112,13 @@ class RunFolder:
         return target
 
     def restore(self, model: Any, probes: torch.nn.Module, optimizer: Any, scheduler: Any, data: Any,
-                fingerprint: str, exact: bool = True) -> LoopState:
-        """Load the latest checkpoint into the given objects (a fresh `LoopState` when there is none)."""
+                fingerprint: str, exact: bool = True, introduced_later: dict[str, str] | None = None) -> LoopState:
+        """Load the latest checkpoint into the given objects (a fresh `LoopState` when there is none).
+
+        `introduced_later` maps a setting added to the recipe after runs had started to the setting that holds the
+        first step it can change: a state saved without it, at or before that step, resumes under its value (the
+        steps so far are the same whatever it is).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.root.glob(STAGING_PREFIX + "*"):
             shutil.rmtree(leftover)
@@ -124,8 +129,11 @@ class RunFolder:
         meta = json.loads((latest / "state.json").read_text())
         if meta["recipe"] != self.recipe:
             raise ValueError(f"{self.root} holds a {meta['recipe']!r} run, not {self.recipe!r}; use another folder.")
+        saved_step = meta["loop"]["step"]
+        later = {k for k, first_step in (introduced_later or {}).items()
+                 if k not in meta["settings"] and saved_step <= self.settings[first_step]}
         changed = {k: (meta["settings"].get(k), v) for k, v in self.settings.items()
-                   if k not in LOGISTICS and meta["settings"].get(k) != v}
+                   if k not in LOGISTICS and k not in later and meta["settings"].get(k) != v}
         if changed:
             raise ValueError(f"{self.root} was started with other settings (saved, requested): {changed}. Resume "
                              "with the saved settings, or start a new run in another folder.")
