@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workshop_sub = workshop.add_subparsers(dest="workshop_command", required=True)
     recipes = (
         'clip-sets (the default "workshop" model: three clips per prompt), v1 ("workshop-v1": one clip per prompt) or '
-        "chains (four clips, found by number or by a neighbour's content; resumable, training in progress)"
+        "chains (\"workshop-chains\": four clips, found by number or by a neighbour's content; resumable)"
     )
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
     bench.add_argument("--out", required=True, help="folder to write (the JSON and audios/)")

@@ -10,7 +10,7 @@ import torch
 
 from lens_audio import HookedAudioLM, cli, load_audio
 from lens_audio.evaluation import load_mmau
-from lens_audio.workshop import BENCHMARK, BENCHMARK_V1, CHECKPOINT, CHECKPOINT_V1
+from lens_audio.workshop import BENCHMARK, BENCHMARK_V1, CHECKPOINT, CHECKPOINT_CHAINS, CHECKPOINT_V1
 from lens_audio.workshop.benchmark import write_benchmark
 from lens_audio.workshop.sounds import CLASS_DOMAIN, DOMAINS, mix_noise, synthesize
 from lens_audio.workshop.task import HINT_CONDITIONS
@@ -103,13 +103,15 @@ def test_training_script_writes_a_loadable_checkpoint(tmp_path):
 SHIPPED = [("workshop", CHECKPOINT, BENCHMARK), ("workshop-v1", CHECKPOINT_V1, BENCHMARK_V1)]
 
 
-@pytest.mark.parametrize("name, checkpoint, benchmark_path", SHIPPED)
-def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpoint, benchmark_path):
+@pytest.mark.parametrize("name, checkpoint", [(n, c) for n, c, _ in SHIPPED] + [("workshop-chains", CHECKPOINT_CHAINS)])
+def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpoint):
     from transformers import Qwen2AudioForConditionalGeneration
+
+    from lens_audio.workshop import benchmark_for
 
     model = HookedAudioLM.from_pretrained(name)
     hf = Qwen2AudioForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    item = load_mmau(benchmark_path, split="test")[0]
+    item = load_mmau(benchmark_for(name), split="test")[0]
     batch = model.to_batch(item["audio_path"], item["question"])
     with torch.no_grad():
         ours = model(batch)

@@ -272,3 +272,28 @@ def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it
     assert cached == tmp_path / "cache" / "lens_audio" / "workshop_chains" / CHAINS_JSON_NAME
     assert cached.read_text() == shipped.read_text() and (cached.parent / "audios").is_dir()
     assert chain_benchmark(progress=False) == cached  # found, not written again
+
+
+def test_shipped_chain_model_metrics_are_recomputed_on_its_bundled_test_split():
+    """`"workshop-chains"`'s metrics.json, re-measured through the hooked port on the bundled benchmark's test split
+    (with the audio, and with every clip replaced by silence), and what its numbers show."""
+    from lens_audio import HookedAudioLM
+    from lens_audio.workshop import CHECKPOINT_CHAINS, benchmark_for
+    from lens_audio.workshop.evaluate import score_items, summarize
+
+    model = HookedAudioLM.from_pretrained("workshop-chains")
+    assert model.cfg.n_layers == 16
+    items = load_mmau(benchmark_for("workshop-chains"), split="test")
+    assert len(items) == 2400 and sum(i["hint"] == "conflicting" for i in items) == 800
+    records = score_items(model, items, progress=False)
+    summary = summarize(records)
+    silent = summarize(score_items(model, [i for i in items if i["hint"] == "none"], silence=True, progress=False))
+    recorded = json.loads((CHECKPOINT_CHAINS / "metrics.json").read_text())
+    for hint, accuracy in summary["accuracy"].items():
+        assert accuracy == pytest.approx(recorded["test"]["accuracy"][hint], abs=1e-6), hint
+    assert silent["accuracy"]["none"]["all"] == pytest.approx(
+        recorded["test_with_silence"]["accuracy"]["none"]["all"], abs=1e-6)
+    assert silent["accuracy"]["none"]["all"] <= 45  # it listens: four options, chance 25
+    relation = {item["id"]: item["relation"] for item in items}
+    direct = [r["extracted"] == r["answer"] for r in records if r["hint"] == "none" and relation[r["id"]] == "direct"]
+    assert np.mean(direct) >= 0.85  # it reads a clip named by its number (what it does learn)

@@ -68,6 +68,6 @@ def named_checkpoint(name: str) -> Path | None:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"The {name!r} checkpoint is missing from {folder}; rebuild it with `lens-audio workshop train --out "
-            f"{folder}`."
+            f"{folder}` (with the recipe of that model; see `lens-audio workshop train --help`)."
         )
     return folder
