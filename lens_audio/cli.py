@@ -495,7 +495,9 @@ def run_workshop_acceptance(args: argparse.Namespace) -> int:
         from lens_audio.workshop.train_chains import export_latest
 
         args.model = export_latest(args.model, Path(tempfile.mkdtemp(prefix="lens_audio_chains_")) / "latest")
-    metrics = Path(args.model) / "metrics.json"
+    from lens_audio.model.registry import named_checkpoint
+
+    metrics = (named_checkpoint(str(args.model)) or Path(args.model)) / "metrics.json"
     if metrics.is_file():  # a training run's checkpoint says which step it is from
         meta = json.loads(metrics.read_text())
         step = meta.get("step", meta.get("steps_trained"))
