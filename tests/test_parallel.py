@@ -35,8 +35,9 @@ def _launch(benchmark: Path, out: Path, processes: int, progress: bool = False) 
     launcher = [] if processes == 1 else [
         "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={_free_port()}",
     ]
-    done = subprocess.run([sys.executable, *launcher, str(WORKER), str(benchmark), str(out)], env=env, check=True,
+    done = subprocess.run([sys.executable, *launcher, str(WORKER), str(benchmark), str(out)], env=env,
                           timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, f"{processes} process(es) failed:\n{done.stderr[-4000:]}"
     return {**json.loads((out / f"result-{processes}.json").read_text()), "stderr": done.stderr}
 
 
