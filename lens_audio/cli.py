@@ -469,10 +469,9 @@ def run_chains_train(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(ChainsTrainSettings(seed=args.seed),
                                    **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else TRAINING_RUNS / "chains"
-    benchmark = None if args.benchmark == "none" else (args.benchmark or chain_benchmark)
+    benchmark = None if args.benchmark == "none" else (args.benchmark or chain_benchmark())
     metrics = train_chains(out, settings, stop_after=args.stop_after, device=args.device,
-                           exact=not args.allow_inexact_resume,
-                           eval_benchmark=benchmark() if callable(benchmark) else benchmark)
+                           exact=not args.allow_inexact_resume, eval_benchmark=benchmark)
     if metrics is None:
         print(f"stopped before the end; resume with the same command (progress: {out / 'progress.jsonl'})")
     else:
@@ -483,6 +482,7 @@ def run_chains_train(args: argparse.Namespace) -> int:
 def run_workshop_acceptance(args: argparse.Namespace) -> int:
     from lens_audio import HookedAudioLM
     from lens_audio.evaluation import load_mmau
+    from lens_audio.model.registry import named_checkpoint
     from lens_audio.workshop.acceptance import acceptance_checks
     from lens_audio.workshop.benchmark import chain_benchmark
 
@@ -495,8 +495,6 @@ def run_workshop_acceptance(args: argparse.Namespace) -> int:
         from lens_audio.workshop.train_chains import export_latest
 
         args.model = export_latest(args.model, Path(tempfile.mkdtemp(prefix="lens_audio_chains_")) / "latest")
-    from lens_audio.model.registry import named_checkpoint
-
     metrics = (named_checkpoint(str(args.model)) or Path(args.model)) / "metrics.json"
     if metrics.is_file():  # a training run's checkpoint says which step it is from
         meta = json.loads(metrics.read_text())

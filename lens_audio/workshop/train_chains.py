@@ -52,7 +52,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -70,6 +70,9 @@ from lens_audio.workshop.clip_sets import ClipSet
 from lens_audio.workshop.sounds import DOMAINS
 from lens_audio.workshop.task import CLASSES, HINT_CONDITIONS
 from lens_audio.workshop.train_sets import ClipSetData, annotator_label, build_model, decoder_forward, encode_clips
+
+if TYPE_CHECKING:
+    from lens_audio.workshop.train_state import LoopState
 
 RECIPE = "chains"
 # settings added after the first run had started, with the first step each can change: a state saved before that
@@ -366,7 +369,7 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
     build or thread count), which loses the match with an uninterrupted run.
     """
     from lens_audio import HookedAudioLM
-    from lens_audio.workshop.train import evaluate_checkpoint, save_atomically
+    from lens_audio.workshop.train import save_atomically
     from lens_audio.workshop.train_state import RunFolder
 
     settings.check()
@@ -428,18 +431,28 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
         return None
     model.eval()
     model.to("cpu")
+    metrics = {"steps_trained": loop.step, "stopped_by_rule": loop.stopped,
+               **checkpoint_metrics(model, processor, settings, loop, eval_benchmark, progress),
+               "train_seconds_this_call": round(time.perf_counter() - started, 1), "device": device}
+    save_atomically(model, processor, metrics, run.final)
+    run.log({"finished": True, "step": loop.step, "final": str(run.final)})
+    return metrics
+
+
+def checkpoint_metrics(model: Any, processor: Any, settings: ChainsTrainSettings, loop: LoopState,
+                       eval_benchmark: str | Path | None, progress: bool) -> dict[str, Any]:
+    """What a written checkpoint's `metrics.json` says of any clip-chain model, finished or not: recipe, settings,
+    sizes, loss history and monitor results, and with `eval_benchmark` its test-split results."""
+    from lens_audio.workshop.train import evaluate_checkpoint
+
     metrics: dict[str, Any] = {
         "recipe": RECIPE, "settings": asdict(settings), "decoder_config": settings.decoder_config(),
-        "audio_side_from": "workshop-v1", "steps_trained": loop.step, "stopped_by_rule": loop.stopped,
-        "loss_history": loop.history, "monitor": loop.monitors,
+        "audio_side_from": "workshop-v1", "loss_history": loop.history, "monitor": loop.monitors,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "train_seconds_this_call": round(time.perf_counter() - started, 1), "device": device,
     }
     if eval_benchmark is not None:
         metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
-    save_atomically(model, processor, metrics, run.final)
-    run.log({"finished": True, "step": loop.step, "final": str(run.final)})
     return metrics
 
 
@@ -457,8 +470,8 @@ def export_latest(run_dir: str | Path, out_dir: str | Path, eval_benchmark: str 
     a finished run's does). Returns `out_dir`."""
     from safetensors.torch import load_file
 
-    from lens_audio.workshop.train import evaluate_checkpoint, save_atomically
-    from lens_audio.workshop.train_state import RunFolder
+    from lens_audio.workshop.train import save_atomically
+    from lens_audio.workshop.train_state import LoopState, RunFolder
 
     latest = RunFolder(Path(run_dir), RECIPE, {}).latest()
     if latest is None:
@@ -471,13 +484,9 @@ def export_latest(run_dir: str | Path, out_dir: str | Path, eval_benchmark: str 
         for name, p in model.named_parameters():
             if p.requires_grad:
                 p.copy_(weights[f"model.{name}"])
-    metrics = {"recipe": RECIPE, "partial": True, "step": meta["loop"]["step"], "settings": meta["settings"],
-               "decoder_config": settings.decoder_config(), "audio_side_from": "workshop-v1",
-               "loss_history": meta["loop"]["history"], "monitor": meta["loop"]["monitors"],
-               "parameters": sum(p.numel() for p in model.parameters()),
-               "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    if eval_benchmark is not None:
-        model.eval()
-        metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
+    model.eval()
+    loop = LoopState(**meta["loop"])
+    metrics = {"partial": True, "step": loop.step,
+               **checkpoint_metrics(model, processor, settings, loop, eval_benchmark, progress)}
     save_atomically(model, processor, metrics, Path(out_dir))
     return Path(out_dir)
