@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     from lens_audio import HookedAudioLM
     from lens_audio.analysis import scan_heads
-    from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.profile import profile_for
-    from lens_audio.evaluation.prompts import render_prompt
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.organisms import BENCHMARK
+    from lens_audio.paper.profile import profile_for
 
     model = HookedAudioLM.from_pretrained("workshop")
     items = [i for i in load_mmau(BENCHMARK, split="test") if i["hint"] == "none"][:16]

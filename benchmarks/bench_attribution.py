@@ -31,9 +31,9 @@ def main() -> None:
 
     from lens_audio import HookedAudioLM
     from lens_audio.analysis.patching import attribution_patching, normalized_logit_diff, patch_heads
-    from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.prompts import render_prompt
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.organisms import BENCHMARK
 
     model = HookedAudioLM.from_pretrained("workshop")
     items = [i for i in load_mmau(BENCHMARK, split="calibration") if i["hint"] == "none"][: args.examples]

@@ -52,7 +52,7 @@ def projection(items: int = 1000, batch: int = 8) -> dict:
 
 
 def dp_speedup(n_items: int) -> dict:
-    from lens_audio.workshop.benchmark import write_benchmark
+    from lens_audio.organisms.benchmark_writer import write_benchmark
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_benchmark(Path(tmp) / "w", seed=2, n_clips=4, progress=False)

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from lens_audio import HookedAudioLM, make_batch
-from lens_audio.analysis.silence_cache import silence_prefix_cache
-from lens_audio.analysis.steered_pass import steered_logits
 from lens_audio.analysis.steering import adaptive_direction, steer
+from lens_audio.analysis.steering.silence_cache import silence_prefix_cache
+from lens_audio.analysis.steering.steered_pass import steered_logits
 from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.inputs.offline_processor import build_offline_processor

@@ -32,8 +32,8 @@ import torch
 
 from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.listening import listening_signal
-from lens_audio.analysis.steered_pass import steered_logits
 from lens_audio.analysis.steering import adaptive_direction, steer, steered_generate, steering_hooks
+from lens_audio.analysis.steering.steered_pass import steered_logits
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask

@@ -18,7 +18,7 @@ from lens_audio.report_page import control_cannot_differ, report_html
 
 if TYPE_CHECKING:
     from lens_audio.analysis.validity import NoiseSweep
-    from lens_audio.evaluation.results import ExperimentResult
+    from lens_audio.paper.results import ExperimentResult
 
 FIGURES = {
     "head_correlation": "Pearson r between each head's audio attention (final prompt token) and correctness, "
@@ -64,11 +64,11 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
         patch_residual_by_position,
         scan_heads,
     )
-    from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.experiment import Experiment
-    from lens_audio.evaluation.profile import profile_for
-    from lens_audio.evaluation.prompts import render_prompt
-    from lens_audio.workshop import benchmark_for
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.organisms import benchmark_for
+    from lens_audio.paper.experiment import Experiment
+    from lens_audio.paper.profile import profile_for
 
     unknown = [fmt for fmt in formats if fmt not in plots.FORMATS]
     if unknown:  # before the experiment runs, not after

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lens_audio.evaluation.results import head_label
+from lens_audio.paper.results import head_label
 
 if TYPE_CHECKING:
-    from lens_audio.evaluation.results import ExperimentResult
+    from lens_audio.paper.results import ExperimentResult
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 900px; margin: auto; padding: 0 12px; color: #222; }

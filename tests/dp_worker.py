@@ -17,9 +17,8 @@ import torch
 
 from lens_audio import HookedAudioLM
 from lens_audio.analysis.patching import normalized_logit_diff
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.fast_steering import FastSteering
-from lens_audio.evaluation.parallel import (
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.parallel import (
     rank_and_size,
     sharded_map,
     sharded_patch_residual_by_position,
@@ -27,6 +26,7 @@ from lens_audio.evaluation.parallel import (
     sharded_scan_heads,
 )
 from lens_audio.inputs.offline_processor import build_offline_processor
+from lens_audio.paper.fast_steering import FastSteering
 from lens_audio.testing import tiny_hf_model
 
 

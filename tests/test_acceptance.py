@@ -1,4 +1,5 @@
-"""The clip-chain organism's acceptance checks (`lens_audio.workshop.acceptance`), each number checked a second way."""
+"""The clip-chain organism's acceptance checks (`lens_audio.organisms.workshop_chains.acceptance`), each number
+checked a second way."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ import torch
 from lens_audio import HookedAudioLM
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.statistics import pearson_columns
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.model.hook_point import block_hook_name
-from lens_audio.testing import save_checkpoint, tiny_hf_model
-from lens_audio.workshop.acceptance import (
+from lens_audio.organisms.benchmark_writer import CHAINS_JSON_NAME, write_chain_benchmark
+from lens_audio.organisms.evaluate import PROFILE, score_items
+from lens_audio.organisms.workshop_chains.acceptance import (
     AcceptanceChecks,
     acceptance_checks,
     even_subset,
     final_resid_patch_logits,
     probe_accuracy,
 )
-from lens_audio.workshop.benchmark import CHAINS_JSON_NAME, write_chain_benchmark
-from lens_audio.workshop.evaluate import PROFILE, score_items
+from lens_audio.testing import save_checkpoint, tiny_hf_model
 
 PARTITIONS = (("calibration", 4, ("conflicting",)), ("dev", 4, ("none", "congruent", "conflicting")))
 EARLY, LATE = 2, 3  # the 4-layer model's early and late layers
@@ -36,7 +37,7 @@ def setup(tmp_path_factory):
     the checks on its dev split."""
     from transformers import AutoProcessor
 
-    from lens_audio.workshop import CHECKPOINT_V1
+    from lens_audio.organisms import CHECKPOINT_V1
 
     processor = AutoProcessor.from_pretrained(CHECKPOINT_V1)
     hf, _ = tiny_hf_model(processor, seed=1, n_layers=4, d_model=32, n_heads=4, n_kv_heads=2, d_mlp=64,

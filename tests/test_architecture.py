@@ -20,18 +20,21 @@ LAYERS: dict[str, int] = {
     "lens_audio.files": 0,  # atomic writes that name the file: the standard library only
     "lens_audio.inputs": 0,  # audio files, frame arithmetic, batches: no model needed
     "lens_audio.timing": 0,  # benchmark helpers (torch and the standard library only)
-    "lens_audio.model": 1,  # the hooked port, its loading and named checkpoints
+    "lens_audio.model": 1,  # the hooked port, its loading and the one registry of named models
     "lens_audio": 1,  # the facade: re-exports inputs and model (its lazy `explore` is documented below)
-    "lens_audio.analysis": 2,  # listening signal, heads, lens, patching, ablation, steering
-    "lens_audio.evaluation": 3,  # benchmarks, runs, the typed experiment
-    "lens_audio.workshop": 4,  # the shipped model organism: its task, training and profile
-    "lens_audio.plots": 4,  # drawing only; imported by figures and the explorer
-    "lens_audio.figures": 5,
-    "lens_audio.explorer": 5,
-    "lens_audio.report_page": 5,  # report.html from an ExperimentResult; imported by figures
-    "lens_audio.sae": 5,  # SAEs on hook points: training, splicing, dashboards (reuse the explorer's views)
-    "lens_audio.cli": 6,
-    "lens_audio.testing": 6,  # for tests and benchmarks: nothing in the package imports it
+    "lens_audio.training": 1,  # one training loop and one resumable run folder (organisms and SAEs)
+    "lens_audio.analysis": 2,  # listening signal, heads, lens, patching, ablation, probes, steering/
+    "lens_audio.benchmark": 3,  # the MMAU harness: loading, prompts, scoring, runner, run files, manifests, parallel
+    "lens_audio.paper": 4,  # the paper's experiment: profile, SteeringSpec, Experiment, results, fast path
+    "lens_audio.organisms": 5,  # the shipped models: tasks, recipes, checkpoints, benchmarks, cards, acceptance
+    "lens_audio.plots": 5,  # drawing only; imported by figures and the explorer
+    "lens_audio.figures": 6,
+    "lens_audio.explorer": 6,
+    "lens_audio.report_page": 6,  # report.html from an ExperimentResult; imported by figures
+    "lens_audio.sae": 6,  # SAEs on hook points: training, splicing, dashboards (reuse the explorer's views)
+    "lens_audio.workshop": 7,  # teaching only: the sessions' checkers
+    "lens_audio.cli": 8,  # one module per command group
+    "lens_audio.testing": 8,  # for tests and benchmarks: nothing in the package imports it
 }
 ONLY_IMPORTED_BY = {"lens_audio.plots": {"lens_audio.figures", "lens_audio.explorer"}}
 DOCUMENTED_LAZY = {

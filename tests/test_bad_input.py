@@ -17,15 +17,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lens_audio import AudioError, HookedAudioLM, load_audio, make_batch
-from lens_audio.analysis.push import overflow_limit, steering_hooks
 from lens_audio.analysis.statistics import random_head_draws
 from lens_audio.analysis.steering import steered_generate
+from lens_audio.analysis.steering.push import overflow_limit, steering_hooks
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.mmau import BenchmarkError
+from lens_audio.benchmark.runner import run_benchmark
 from lens_audio.cli import main
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.mmau import BenchmarkError
-from lens_audio.evaluation.profile import ExperimentProfile
-from lens_audio.evaluation.runner import run_benchmark
 from lens_audio.model.finite import NonFiniteError
+from lens_audio.paper.profile import ExperimentProfile
 from lens_audio.testing import save_checkpoint, tiny_hf_model
 from tests.conftest import waveform
 
@@ -169,7 +169,7 @@ def test_analysis_functions_check_their_numbers(tiny_pair):
     with pytest.raises(ValueError, match="max_new_tokens must be at least 0"):
         model.generate("hello", max_new_tokens=-1)
     with pytest.raises(ValueError, match="k_heads must be between 1 and 4"):
-        from lens_audio.evaluation.experiment import Experiment
+        from lens_audio.paper.experiment import Experiment
 
         Experiment(model, [], ExperimentProfile(k_heads=5), "unused", progress=False)
 
@@ -177,7 +177,7 @@ def test_analysis_functions_check_their_numbers(tiny_pair):
 # --- non-finite results -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def items(tmp_path_factory):
-    from lens_audio.workshop.benchmark import write_benchmark
+    from lens_audio.organisms.benchmark_writer import write_benchmark
 
     folder = write_benchmark(tmp_path_factory.mktemp("bench") / "w", seed=4, n_clips=2, progress=False)
     return load_mmau(folder / "workshop.json")
@@ -354,8 +354,8 @@ def _full_disk(*args, **kwargs):
 
 
 def test_full_disk_names_the_run_file_and_keeps_its_lines(tmp_path, monkeypatch):
-    from lens_audio.evaluation import run_file
-    from lens_audio.evaluation.run_file import RunFile, read_records
+    from lens_audio.benchmark import run_file
+    from lens_audio.benchmark.run_file import RunFile, read_records
 
     path = tmp_path / "run.jsonl"
     with RunFile(path) as run:
@@ -488,7 +488,7 @@ def test_splice_finds_one_run_per_clip(processor):
 
 def test_choices_are_scored_as_plain_text(tiny_pair, tmp_path):
     """A choice holding `<|im_end|>` is scored on its plain-text tokens: equal to a forward by hand."""
-    from lens_audio.evaluation.runner import choice_log_likelihoods
+    from lens_audio.benchmark.runner import choice_log_likelihoods
 
     model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1]
     tok = model.tokenizer

@@ -136,7 +136,7 @@ def test_experiment_cli_takes_a_device_map(tmp_path):
     import json
 
     from lens_audio import cli
-    from lens_audio.workshop.benchmark import write_benchmark
+    from lens_audio.organisms.benchmark_writer import write_benchmark
 
     bench = write_benchmark(tmp_path / "bench", seed=5, n_clips=6, progress=False) / "workshop.json"
     n_layers = HookedAudioLM.from_pretrained("workshop").cfg.n_layers

@@ -77,8 +77,8 @@ def shared_prefix_batch(processor):
 
 
 def test_shared_silence_prefix_equals_the_full_silence_pass(model, shared_prefix_batch, two_example_batch):
-    from lens_audio.analysis.silence_prefix import shared_silence_residuals
     from lens_audio.analysis.steering import final_residuals
+    from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
 
     layers = [0, 2]
     full = final_residuals(model, shared_prefix_batch.silence_twin(), layers)
@@ -89,7 +89,7 @@ def test_shared_silence_prefix_equals_the_full_silence_pass(model, shared_prefix
     assert not torch.allclose(shared, audio, atol=1e-3)  # the silence rows really differ from the audio rows
     # no sharing to gain (with the cross-call cache off), or hooks that would see the silence rows in two
     # pieces: the caller runs the full pass
-    from lens_audio.analysis.silence_cache import DEFAULT_MAX_BYTES, silence_prefix_cache
+    from lens_audio.analysis.steering.silence_cache import DEFAULT_MAX_BYTES, silence_prefix_cache
 
     silence_prefix_cache(model, max_bytes=0)
     try:
@@ -101,8 +101,8 @@ def test_shared_silence_prefix_equals_the_full_silence_pass(model, shared_prefix
 
 
 def test_rows_whose_prompt_ends_with_the_clip_take_the_full_silence_pass(model, processor):
-    from lens_audio.analysis.silence_prefix import shared_silence_residuals
     from lens_audio.analysis.steering import final_residuals
+    from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
 
     audio = processor.audio_token
     prompts = [f"Listen {audio}", f"Listen {audio}", f"Listen {audio} and tell me what"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lens_audio import cli
-from lens_audio.evaluation.results import ExperimentResult
-from lens_audio.workshop.benchmark import write_benchmark
+from lens_audio.organisms.benchmark_writer import write_benchmark
+from lens_audio.paper.results import ExperimentResult
 
 
 def test_stages_run_and_share_their_files(tmp_path, capsys):
@@ -94,8 +94,8 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
 def test_experiment_result_round_trips_through_json(tmp_path):
     from lens_audio.analysis.heads import correlate_heads
     from lens_audio.analysis.statistics import control_distribution, max_r_permutation, mcnemar, signal_validity
-    from lens_audio.evaluation.profile import profile_for
-    from lens_audio.evaluation.results import BetaSweep, HeadSelection, LayerSpread
+    from lens_audio.paper.profile import profile_for
+    from lens_audio.paper.results import BetaSweep, HeadSelection, LayerSpread
 
     rng = np.random.default_rng(0)
     mass, correct = rng.random((40, 3, 2)), rng.random(40) < 0.7
@@ -158,10 +158,10 @@ def test_figures_command_writes_every_figure_and_the_report(tmp_path):
 
 def test_locate_runs_on_the_experiments_heads_and_writes_its_file(tmp_path):
     from lens_audio import HookedAudioLM
-    from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.experiment import Experiment
-    from lens_audio.evaluation.locate import main
-    from lens_audio.evaluation.profile import profile_for
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.paper.experiment import Experiment
+    from lens_audio.paper.locate import main
+    from lens_audio.paper.profile import profile_for
 
     bench = write_benchmark(tmp_path / "bench", seed=7, n_clips=12, progress=False) / "workshop.json"
     main(["--benchmark", str(bench), "--out", str(tmp_path / "run"), "--betas", "1.0"])
@@ -186,7 +186,7 @@ def test_locate_runs_on_the_experiments_heads_and_writes_its_file(tmp_path):
 
 
 def test_best_beta_takes_the_highest_accuracy_and_the_smaller_beta_on_a_tie():
-    from lens_audio.evaluation.results import best_beta
+    from lens_audio.paper.results import best_beta
 
     assert best_beta({4.0: {"accuracy": 50.0}, 1.0: {"accuracy": 50.0}, 2.0: {"accuracy": 40.0}}) == 1.0
     assert best_beta({1.0: {"accuracy": 40.0}, 2.0: {"accuracy": 50.0}, 4.0: {"accuracy": 50.0}}) == 2.0

@@ -12,11 +12,11 @@ from plotly.offline import get_plotlyjs
 
 from lens_audio import HookedAudioLM
 from lens_audio.analysis import adaptive_direction, listening_signal, steer
+from lens_audio.benchmark import load_mmau
 from lens_audio.cli import main
-from lens_audio.evaluation import load_mmau
 from lens_audio.explorer import explore, explorer_data
-from lens_audio.workshop import BENCHMARK_V1
-from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_set_benchmark
+from lens_audio.organisms import BENCHMARK_V1
+from lens_audio.organisms.benchmark_writer import SETS_JSON_NAME, write_set_benchmark
 
 # tolerances per dtype: the explorer runs the prompt and its silence twin as one batch of two, the references one at
 # a time

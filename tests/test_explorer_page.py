@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from lens_audio import HookedAudioLM
-from lens_audio.evaluation import load_mmau
+from lens_audio.benchmark import load_mmau
 from lens_audio.explorer import explorer_data
 from lens_audio.explorer.charts import DEFAULT_HEAD_RULE, default_head
 from lens_audio.explorer.page import page_html, write_page
-from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_set_benchmark
+from lens_audio.organisms.benchmark_writer import SETS_JSON_NAME, write_set_benchmark
 from tests.browser import CHROMIUM, PLOTLY_CHARTS, open_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a Chromium (Debian: apt-get install chromium)")

@@ -168,8 +168,8 @@ def test_silence_twin_listening_and_steering(family_pair, family):
 
 def test_voxtral_shared_silence_prefix_equals_the_full_silence_pass(family_pair):
     """Voxtral batches carry no frame mask: rows whose clips give the same chunks share one silence prefix."""
-    from lens_audio.analysis.silence_prefix import shared_silence_residuals
     from lens_audio.analysis.steering import final_residuals
+    from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
 
     _, model, processor = family_pair("voxtral")
     batch = make_batch(processor, [waveform(0.8, 1), waveform(1.5, 2), [waveform(0.5, 3), waveform(0.6, 4)]],

@@ -8,12 +8,12 @@ import torch
 
 from lens_audio import HookedAudioLM
 from lens_audio.analysis.steering import adaptive_direction, head_output_direction, steering_hooks
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.fast_steering import FastSteering
-from lens_audio.evaluation.profile import profile_for
-from lens_audio.evaluation.prompts import render_prompt
-from lens_audio.evaluation.runner import choice_log_likelihoods
-from lens_audio.workshop.benchmark import write_benchmark
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.prompts import render_prompt
+from lens_audio.benchmark.runner import choice_log_likelihoods
+from lens_audio.organisms.benchmark_writer import write_benchmark
+from lens_audio.paper.fast_steering import FastSteering
+from lens_audio.paper.profile import profile_for
 
 
 @pytest.fixture(scope="module")

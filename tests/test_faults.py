@@ -23,13 +23,13 @@ from tqdm.std import tqdm as tqdm_std
 from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.steering import adaptive_direction, adaptive_steering, steering_hooks
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.run_file import RunFile, RunLockedError, read_records
+from lens_audio.benchmark.runner import run_benchmark
 from lens_audio.cli import main
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.run_file import RunFile, RunLockedError, read_records
-from lens_audio.evaluation.runner import run_benchmark
 from lens_audio.inputs.audio import AudioError, load_audio
+from lens_audio.organisms.benchmark_writer import write_benchmark
 from lens_audio.testing import save_checkpoint, tiny_hf_model
-from lens_audio.workshop.benchmark import write_benchmark
 from tests.conftest import waveform
 
 RUN = dict(template="letters", mode="choice", batch_size=1, progress=False)

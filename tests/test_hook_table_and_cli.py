@@ -8,11 +8,11 @@ import re
 import pytest
 
 from lens_audio import HookedAudioLM, cli
-from lens_audio.evaluation.mmau import load_mmau
+from lens_audio.benchmark.mmau import load_mmau
 from lens_audio.inputs.frames import n_audio_tokens
 from lens_audio.model.hook_table import markdown_table, rows_matching
-from lens_audio.workshop import BENCHMARK
-from lens_audio.workshop.task import format_question
+from lens_audio.organisms import BENCHMARK
+from lens_audio.organisms.task import format_question
 
 
 def test_every_hook_is_documented_exactly_once(tiny_pair):
@@ -54,4 +54,4 @@ def test_cli_docstring_lists_every_subcommand(capsys):
         cli.main(["--help"])
     choices = re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out).group(1).split(",")
     listed = re.findall(r"^  ([a-z-]+)", cli.__doc__, flags=re.M)
-    assert sorted(set(listed)) == sorted(choices), "update the subcommand list in lens_audio/cli.py's docstring"
+    assert sorted(set(listed)) == sorted(choices), "update the subcommand list in lens_audio.cli's docstring"

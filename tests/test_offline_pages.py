@@ -12,8 +12,8 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from lens_audio import plots
-from lens_audio.evaluation.results import ExperimentResult
 from lens_audio.figures import FIGURES
+from lens_audio.paper.results import ExperimentResult
 from lens_audio.report_page import report_html
 from tests.browser import CHROMIUM, PLOTLY_CHARTS, open_page
 

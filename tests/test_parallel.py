@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lens_audio.evaluation.parallel import rank_path, shard
-from lens_audio.evaluation.run_file import read_records
-from lens_audio.workshop.benchmark import write_benchmark
+from lens_audio.benchmark.parallel import rank_path, shard
+from lens_audio.benchmark.run_file import read_records
+from lens_audio.organisms.benchmark_writer import write_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "dp_worker.py"
@@ -88,7 +88,7 @@ def test_two_processes_equal_one_and_a_dead_rank_resumes_alone(workshop_json, tm
 
 
 def test_the_job_bar_counts_whole_lines_of_every_rank_file_and_restarts_with_a_rewritten_file(tmp_path):
-    from lens_audio.evaluation.parallel import JobProgress
+    from lens_audio.benchmark.parallel import JobProgress
 
     files = [rank_path(tmp_path / "run.jsonl", r, 2) for r in range(2)]
     files[0].write_text('{"id": 1}\n{"id": 2}\n')

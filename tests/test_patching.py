@@ -144,7 +144,7 @@ def test_clip_columns_follow_the_prompt(setup):
 
 @pytest.mark.parametrize("site", ["hook_resid_pre", "hook_resid_mid"])
 def test_a_share_of_the_layers_is_those_rows_of_the_whole_table_and_the_sharded_call_is_the_plain_one(setup, site):
-    from lens_audio.evaluation.parallel import sharded_patch_residual_by_position
+    from lens_audio.benchmark.parallel import sharded_patch_residual_by_position
 
     model, clean, corrupted, correct, wrong = setup
     metric = normalized_logit_diff(model, clean, corrupted, correct, wrong)

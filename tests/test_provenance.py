@@ -13,8 +13,8 @@ import torch
 
 from lens_audio import cli
 from lens_audio.analysis.steering import AdaptiveSteering
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.manifest import (
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.manifest import (
     DIGEST_KEY,
     RECORDED_ONLY,
     RunManifest,
@@ -23,10 +23,10 @@ from lens_audio.evaluation.manifest import (
     model_fingerprint,
     read_manifest,
 )
-from lens_audio.evaluation.results import ExperimentResult
-from lens_audio.evaluation.run_file import RunFile, read_records
-from lens_audio.evaluation.runner import run_benchmark
-from lens_audio.workshop.benchmark import write_benchmark
+from lens_audio.benchmark.run_file import RunFile, read_records
+from lens_audio.benchmark.runner import run_benchmark
+from lens_audio.organisms.benchmark_writer import write_benchmark
+from lens_audio.paper.results import ExperimentResult
 
 RUN = dict(template="letters", mode="choice", batch_size=4, progress=False)
 BASE = RunManifest(model="m", model_fingerprint="f" * 16, prompt="instruct", mode="choice", dtype="float32",
@@ -303,8 +303,9 @@ def test_report_and_figures_show_the_manifest(tmp_path, cli_bench):
 
 
 def test_a_bundled_benchmark_is_recorded_by_its_place_in_the_package(tmp_path):
-    from lens_audio.evaluation.manifest import benchmark_label
-    from lens_audio.workshop import BENCHMARK
+    from lens_audio.benchmark.manifest import benchmark_label
+    from lens_audio.organisms import BENCHMARK
 
-    assert benchmark_label(BENCHMARK) == "lens_audio/workshop/data_sets/workshop_sets.json"  # the same on any machine
+    # the same on any machine
+    assert benchmark_label(BENCHMARK) == "lens_audio/organisms/workshop/benchmark/workshop_sets.json"
     assert benchmark_label(tmp_path / "mine.json") == str(tmp_path / "mine.json")  # a user's file: as given

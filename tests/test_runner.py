@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.report import mmau_report
-from lens_audio.evaluation.runner import choice_log_likelihoods, read_records, run_benchmark
-from lens_audio.workshop.benchmark import write_benchmark
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.report import mmau_report
+from lens_audio.benchmark.runner import choice_log_likelihoods, read_records, run_benchmark
+from lens_audio.organisms.benchmark_writer import write_benchmark
 
 
 @pytest.fixture(scope="module")

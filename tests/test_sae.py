@@ -15,7 +15,9 @@ import torch
 
 from lens_audio import HookedAudioLM
 from lens_audio.analysis import adaptive_direction
-from lens_audio.evaluation import load_mmau
+from lens_audio.benchmark import load_mmau
+from lens_audio.organisms import BENCHMARK, SAES
+from lens_audio.organisms.evaluate import score_items
 from lens_audio.sae import (
     SAEConfig,
     SAETrainSettings,
@@ -29,8 +31,6 @@ from lens_audio.sae import (
 from lens_audio.sae.dashboard import feature_dashboard
 from lens_audio.sae.features import classes_with_a_feature, feature_classes
 from lens_audio.sae.steering import decompose_direction
-from lens_audio.workshop import BENCHMARK, SAES
-from lens_audio.workshop.evaluate import score_items
 
 AUDIO_SAE = SAES / "blocks.1.hook_resid_post-audio"
 TEXT_SAES = [SAES / f"blocks.{layer}.hook_resid_post-text" for layer in (1, 2, 4, 5)]
@@ -185,8 +185,8 @@ def test_dashboard_top_activations_equal_a_spliced_forward(model, test_items, au
     name = f"{audio_sae.cfg.hook_name}.hook_sae_acts_post"
     for top in board.top[:3]:
         item = by_id[top.item_id]
-        from lens_audio.evaluation.prompts import render_prompt
-        from lens_audio.workshop.evaluate import PROFILE
+        from lens_audio.benchmark.prompts import render_prompt
+        from lens_audio.organisms.evaluate import PROFILE
 
         batch = model.to_batch(item["audio_path"], render_prompt(item, PROFILE.prompt))
         with splice(model, audio_sae):
@@ -224,8 +224,8 @@ def test_decomposition_rebuilds_the_adaptive_direction(model, test_items):
     saes = [SparseAutoencoder.load(p) for p in TEXT_SAES]
     items = test_items[:4]
     result = decompose_direction(model, saes, items)
-    from lens_audio.evaluation.prompts import render_prompt
-    from lens_audio.workshop.evaluate import PROFILE
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.organisms.evaluate import PROFILE
 
     batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, PROFILE.prompt) for i in items])
     assert torch.allclose(result.direction, adaptive_direction(model, batch, [1, 2, 4, 5]).cpu(), atol=1e-4)
@@ -249,9 +249,9 @@ def test_positions_final_encoder_hooks_and_audio_folders(model, test_items, tmp_
     import shutil
 
     from lens_audio.analysis.steering import final_residuals
-    from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.organisms.evaluate import PROFILE
     from lens_audio.sae import items_from_folder
-    from lens_audio.workshop.evaluate import PROFILE
 
     items = test_items[:3]
     batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, PROFILE.prompt) for i in items])
@@ -277,8 +277,8 @@ def test_positions_final_encoder_hooks_and_audio_folders(model, test_items, tmp_
 
 
 def test_text_feature_dashboard_shows_prompt_tokens_that_equal_a_spliced_forward(model, test_items):
-    from lens_audio.evaluation.prompts import render_prompt
-    from lens_audio.workshop.evaluate import PROFILE
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.organisms.evaluate import PROFILE
 
     sae = SparseAutoencoder.load(TEXT_SAES[-1])
     items = test_items[:6]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lens_audio.evaluation.scoring import extract_answer, score_output, string_match
+from lens_audio.benchmark.scoring import extract_answer, score_output, string_match
 
 CHOICES = ["Dog barking", "Cat meowing", "Dog growling", "Bird singing"]
 

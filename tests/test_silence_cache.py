@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lens_audio import make_batch
-from lens_audio.analysis.silence_cache import silence_prefix_cache, weight_signature
-from lens_audio.analysis.silence_prefix import shared_silence_residuals
 from lens_audio.analysis.steering import adaptive_direction, final_residuals
+from lens_audio.analysis.steering.silence_cache import silence_prefix_cache, weight_signature
+from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
 from tests import silence_fixtures
 from tests.conftest import waveform
 

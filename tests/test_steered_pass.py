@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lens_audio.analysis.silence_cache import silence_prefix_cache
-from lens_audio.analysis.steered_pass import steered_logits
 from lens_audio.analysis.steering import adaptive_direction, adaptive_steering, steer, steering_hooks
-from lens_audio.evaluation.runner import choice_log_likelihoods, one_token_choices, run_benchmark
+from lens_audio.analysis.steering.silence_cache import silence_prefix_cache
+from lens_audio.analysis.steering.steered_pass import steered_logits
+from lens_audio.benchmark.runner import choice_log_likelihoods, one_token_choices, run_benchmark
 from tests import silence_fixtures
 
 model, batch, single = silence_fixtures.model, silence_fixtures.batch, silence_fixtures.single  # shared fixtures
@@ -35,8 +35,8 @@ def test_steered_logits_equal_direction_then_steer(model, batch, single, layers,
 
 
 def test_the_runner_scores_one_token_choices_steered_in_one_pass(model, tmp_path):
-    from lens_audio.evaluation import load_mmau
-    from lens_audio.workshop.benchmark import write_benchmark
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.organisms.benchmark_writer import write_benchmark
 
     folder = write_benchmark(tmp_path / "w", seed=2, n_clips=4, progress=False)
     items = [{**item, "choices": ["A", "B", "C", "D"], "answer": "B"} for item in load_mmau(folder / "workshop.json")]

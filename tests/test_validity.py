@@ -23,13 +23,13 @@ from lens_audio.analysis.validity import (
     silence_output_effects,
     within_stratum_r,
 )
-from lens_audio.evaluation.controls import selection_scores
-from lens_audio.evaluation.profile import ExperimentProfile
-from lens_audio.evaluation.report import accuracy_with_ci
-from lens_audio.evaluation.results import RunResult
-from lens_audio.evaluation.runner import noisy_clips
+from lens_audio.benchmark.report import accuracy_with_ci
+from lens_audio.benchmark.run_result import RunResult
+from lens_audio.benchmark.runner import noisy_clips
 from lens_audio.inputs.audio import add_white_noise
 from lens_audio.inputs.batch import make_batch
+from lens_audio.paper.controls import selection_scores
+from lens_audio.paper.profile import ExperimentProfile
 from tests.conftest import waveform
 
 
@@ -225,7 +225,7 @@ def test_asked_clip_share_from_the_cached_pattern(tiny_pair, processor):
 
 
 def test_option_tokens_for_the_margin():
-    from lens_audio.evaluation.controls import batches
+    from lens_audio.paper.controls import batches
 
     ids = {"A": 1, "B": 2, "C": 3, "dog": 10, "cat": 11, "doge": 10}
     model = SimpleNamespace(tokenizer=SimpleNamespace(encode=lambda text, add_special_tokens: [ids[text]]),

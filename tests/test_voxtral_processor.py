@@ -137,7 +137,7 @@ def test_the_experiment_cli_runs_on_the_checkpoint(tekken_checkpoint, tmp_path):
     import json
 
     from lens_audio import cli
-    from lens_audio.workshop import benchmark_for
+    from lens_audio.organisms import benchmark_for
 
     folder, _, _, _ = tekken_checkpoint
     bench = json.loads(benchmark_for("workshop").read_text())

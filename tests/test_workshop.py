@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from lens_audio import HookedAudioLM, cli, load_audio
-from lens_audio.evaluation import load_mmau
-from lens_audio.workshop import BENCHMARK, BENCHMARK_V1, CHECKPOINT, CHECKPOINT_CHAINS, CHECKPOINT_V1
-from lens_audio.workshop.benchmark import write_benchmark
-from lens_audio.workshop.sounds import CLASS_DOMAIN, DOMAINS, mix_noise, synthesize
-from lens_audio.workshop.task import HINT_CONDITIONS
+from lens_audio.benchmark import load_mmau
+from lens_audio.organisms import BENCHMARK, BENCHMARK_V1, CHECKPOINT, CHECKPOINT_CHAINS, CHECKPOINT_V1
+from lens_audio.organisms.benchmark_writer import write_benchmark
+from lens_audio.organisms.sounds import CLASS_DOMAIN, DOMAINS, mix_noise, synthesize
+from lens_audio.organisms.task import HINT_CONDITIONS
 
 
 def test_twelve_classes_in_three_domains_and_exact_snr():
@@ -88,7 +88,7 @@ def test_benchmark_command(tmp_path):
 
 
 def test_training_script_writes_a_loadable_checkpoint(tmp_path):
-    from lens_audio.workshop.train import TrainSettings, train
+    from lens_audio.organisms.workshop_v1.recipe import TrainSettings, train
 
     settings = TrainSettings(pool_clips=48, steps_audio=2, steps_mixed=2, batch_size=4, warmup_steps=1)
     metrics = train(tmp_path / "ckpt", settings, eval_benchmark=None, progress=False)
@@ -107,7 +107,7 @@ SHIPPED = [("workshop", CHECKPOINT, BENCHMARK), ("workshop-v1", CHECKPOINT_V1, B
 def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpoint):
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from lens_audio.workshop import benchmark_for
+    from lens_audio.organisms import benchmark_for
 
     model = HookedAudioLM.from_pretrained(name)
     hf = Qwen2AudioForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
@@ -123,7 +123,7 @@ def test_shipped_checkpoint_loads_offline_and_matches_transformers(name, checkpo
 @pytest.mark.parametrize("name, checkpoint, benchmark_path", SHIPPED)
 def test_shipped_model_listens_and_shows_text_dominance(name, checkpoint, benchmark_path):
     """The targets of each workshop model, re-measured on its bundled test split, equal to its metrics.json."""
-    from lens_audio.workshop.evaluate import score_items, summarize
+    from lens_audio.organisms.evaluate import score_items, summarize
 
     model = HookedAudioLM.from_pretrained(name)
     items = load_mmau(benchmark_path, split="test")

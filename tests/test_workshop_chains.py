@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from lens_audio import load_audio
-from lens_audio.evaluation import load_mmau
-from lens_audio.workshop.benchmark import CHAINS_JSON_NAME, write_chain_benchmark
-from lens_audio.workshop.clip_chains import CHAIN_SIZE, draw_chain_sets, make_chain_item, relations_for
-from lens_audio.workshop.sounds import DOMAINS
+from lens_audio.benchmark import load_mmau
+from lens_audio.organisms.benchmark_writer import CHAINS_JSON_NAME, write_chain_benchmark
+from lens_audio.organisms.sounds import DOMAINS
+from lens_audio.organisms.workshop_chains.task import CHAIN_SIZE, draw_chain_sets, make_chain_item, relations_for
 
 SMALL = (("calibration", 2, ("conflicting",)), ("dev", 1, ("none", "congruent", "conflicting")),
          ("test", 3, ("none", "congruent", "conflicting")))
@@ -73,7 +73,7 @@ def test_chain_benchmark_is_deterministic_paired_and_loads(tmp_path):
 
 
 def test_default_chain_benchmark_is_large_enough_to_decide():
-    from lens_audio.workshop.benchmark import CHAIN_PARTITIONS
+    from lens_audio.organisms.benchmark_writer import CHAIN_PARTITIONS
 
     sizes = {split: (n_sets, hints) for split, n_sets, hints in CHAIN_PARTITIONS}
     assert sizes["test"][0] >= 200 and sizes["test"][0] * CHAIN_SIZE >= 600 and "conflicting" in sizes["test"][1]
@@ -92,8 +92,8 @@ def _trained(folder):
 def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path, monkeypatch):
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from lens_audio.workshop import train_state
-    from lens_audio.workshop.train_chains import ChainsTrainSettings, export_latest, train_chains
+    from lens_audio.organisms import train_state
+    from lens_audio.organisms.workshop_chains.recipe import ChainsTrainSettings, export_latest, train_chains
 
     settings = ChainsTrainSettings(**TINY)
     whole = train_chains(tmp_path / "whole", settings, progress=False)
@@ -149,8 +149,8 @@ def test_cli_trains_a_slice_of_the_chains_recipe_and_leaves_a_resumable_state(tm
 
 def test_the_named_clip_probe_reads_the_questions_class_word_and_leaves_the_first_recipe_resumable(tmp_path):
     from lens_audio import HookedAudioLM
-    from lens_audio.workshop.train_chains import ChainData, ChainsTrainSettings, train_chains
-    from lens_audio.workshop.train_sets import build_model
+    from lens_audio.organisms.workshop.recipe import build_model
+    from lens_audio.organisms.workshop_chains.recipe import ChainData, ChainsTrainSettings, train_chains
 
     settings = ChainsTrainSettings(**{**TINY, "named_probe_layer": 1})
     model, processor = build_model(settings, settings.decoder_config())
@@ -183,9 +183,9 @@ def test_the_named_clip_probe_reads_the_questions_class_word_and_leaves_the_firs
 
 def test_lookup_items_ask_for_the_clip_of_a_class_and_stay_out_of_the_adversaries_fit():
     from lens_audio import HookedAudioLM
-    from lens_audio.workshop.clip_chains import make_lookup_item
-    from lens_audio.workshop.train_chains import ChainData, ChainsTrainSettings
-    from lens_audio.workshop.train_sets import build_model
+    from lens_audio.organisms.workshop.recipe import build_model
+    from lens_audio.organisms.workshop_chains.recipe import ChainData, ChainsTrainSettings
+    from lens_audio.organisms.workshop_chains.task import make_lookup_item
 
     clip_set = draw_chain_sets(np.random.default_rng(4), 1, "t", (0.0, 20.0))[0]
     for named, clip in enumerate(clip_set.clips):
@@ -217,7 +217,7 @@ def test_lookup_items_ask_for_the_clip_of_a_class_and_stay_out_of_the_adversarie
 
 
 def test_a_run_saved_before_lookups_existed_resumes_only_up_to_their_first_step(tmp_path):
-    from lens_audio.workshop.train_chains import ChainsTrainSettings, train_chains
+    from lens_audio.organisms.workshop_chains.recipe import ChainsTrainSettings, train_chains
 
     settings = ChainsTrainSettings(**TINY)  # lookup_from = 3
     train_chains(tmp_path / "run", settings, progress=False, stop_after=2)
@@ -239,13 +239,13 @@ def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it
     import tempfile
 
     from lens_audio import workshop
-    from lens_audio.workshop.benchmark import chain_benchmark
+    from lens_audio.organisms.benchmark_writer import chain_benchmark
 
     shipped = tmp_path / "package" / CHAINS_JSON_NAME
     write_chain_benchmark(tmp_path / "package", partitions=SMALL, progress=False)
     shutil.rmtree(tmp_path / "package" / "audios")
     monkeypatch.setattr(workshop, "BENCHMARK_CHAINS", shipped)
-    monkeypatch.setattr("lens_audio.workshop.benchmark.CHAIN_PARTITIONS", SMALL)
+    monkeypatch.setattr("lens_audio.organisms.benchmark_writer.CHAIN_PARTITIONS", SMALL)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert chain_benchmark(progress=False) == shipped
     items = load_mmau(shipped)
@@ -278,8 +278,8 @@ def test_shipped_chain_model_metrics_are_recomputed_on_its_bundled_test_split():
     """`"workshop-chains"`'s metrics.json, re-measured through the hooked port on the bundled benchmark's test split
     (with the audio, and with every clip replaced by silence), and what its numbers show."""
     from lens_audio import HookedAudioLM
-    from lens_audio.workshop import CHECKPOINT_CHAINS, benchmark_for
-    from lens_audio.workshop.evaluate import score_items, summarize
+    from lens_audio.organisms import CHECKPOINT_CHAINS, benchmark_for
+    from lens_audio.organisms.evaluate import score_items, summarize
 
     model = HookedAudioLM.from_pretrained("workshop-chains")
     assert model.cfg.n_layers == 16

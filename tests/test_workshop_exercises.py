@@ -8,10 +8,10 @@ import torch
 
 from lens_audio import HookedAudioLM
 from lens_audio.analysis.steering import layers_of
-from lens_audio.evaluation import load_mmau
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.model.hook_point import block_hook_name
-from lens_audio.workshop import BENCHMARK
+from lens_audio.organisms import BENCHMARK
 from lens_audio.workshop.exercises import session1, session2, session3
 
 

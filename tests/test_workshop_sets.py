@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lens_audio import HookedAudioLM, cli, load_audio
-from lens_audio.evaluation import load_mmau
-from lens_audio.workshop.benchmark import SETS_JSON_NAME, write_set_benchmark
-from lens_audio.workshop.clip_sets import SECONDS, SET_SIZE, draw_clip_sets, make_set_item
-from lens_audio.workshop.sounds import CLASS_DOMAIN
+from lens_audio.benchmark import load_mmau
+from lens_audio.organisms.benchmark_writer import SETS_JSON_NAME, write_set_benchmark
+from lens_audio.organisms.sounds import CLASS_DOMAIN
+from lens_audio.organisms.workshop.task import SECONDS, SET_SIZE, draw_clip_sets, make_set_item
 
 SMALL = (("calibration", 2, ("conflicting",)), ("dev", 1, ("none", "congruent", "conflicting")),
          ("test", 2, ("none", "congruent", "conflicting")))
@@ -72,7 +72,7 @@ def test_set_benchmark_runs_through_the_model_with_three_clips(tmp_path):
 
 
 def test_training_recipe_writes_a_loadable_checkpoint(tmp_path):
-    from lens_audio.workshop.train_sets import DECODER_CONFIG
+    from lens_audio.organisms.workshop.recipe import DECODER_CONFIG
 
     args = ["workshop", "train", "--out", str(tmp_path / "ckpt"), "--steps-audio", "2", "--steps-mixed", "2",
             "--steps-select", "2", "--pool-clips", "3", "--benchmark", "none"]

@@ -12,9 +12,8 @@ from lens_audio.analysis.patching import (
     patch_heads,
     patch_residual_by_position,
 )
-from lens_audio.analysis.silence_cache import silence_prefix_cache
-from lens_audio.analysis.steered_pass import SteeredLogits, steered_logits
-from lens_audio.analysis.steering import (
+from lens_audio.analysis.statistics import control_distribution, mcnemar, random_head_draws
+from lens_audio.analysis.steering.direction import (
     FixedDirection,
     adaptive_direction,
     adaptive_steering,
@@ -23,6 +22,8 @@ from lens_audio.analysis.steering import (
     steered_generate,
     steering_hooks,
 )
+from lens_audio.analysis.steering.silence_cache import silence_prefix_cache
+from lens_audio.analysis.steering.steered_pass import SteeredLogits, steered_logits
 
 __all__ = [
     "AblationScan",
@@ -37,7 +38,10 @@ __all__ = [
     "adaptive_steering",
     "attribution_patching",
     "correlate_heads",
+    "control_distribution",
     "cumulative_ablation",
+    "mcnemar",
+    "random_head_draws",
     "layers_of",
     "listening_signal",
     "logit_lens",

@@ -13,7 +13,7 @@ r is high across types and near zero within them. The controls here:
   heads, by attribution patching for all heads at once);
 - `asked_clip_share`: each head's share of its audio attention on the clip the question names.
 
-The experiment (`lens_audio.evaluation.experiment.Experiment.validity_controls`) gathers these into
+The experiment (`lens_audio.paper.experiment.Experiment.validity_controls`) gathers these into
 `ValidityControls`; `NoiseSweep` holds the added-noise robustness check.
 """
 

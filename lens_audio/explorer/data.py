@@ -27,7 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.listening import listening_signal
-from lens_audio.analysis.push import checked_push, steered
+from lens_audio.analysis.steering.push import checked_push, steered
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.inputs.plain_text import encode_text
@@ -239,8 +239,8 @@ def _as_batch(model: "HookedAudioLM", item_or_batch: Any, prompt: Any) -> tuple[
             "explore takes an AudioBatch of one example or an MMAU-format item loaded with load_mmau (it needs "
             "'audio_path')."
         )
-    from lens_audio.evaluation.profile import profile_for
-    from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.benchmark.prompts import render_prompt
+    from lens_audio.paper.profile import profile_for
 
     item = item_or_batch
     text = render_prompt(item, prompt if prompt is not None else profile_for(model.cfg.model_name).prompt)

@@ -26,7 +26,7 @@ from lens_audio.inputs import voxtral
 from lens_audio.model import dispatch
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.family import KNOWN_HUB_IDS, family_of
-from lens_audio.model.registry import NAMED_CHECKPOINTS, named_checkpoint
+from lens_audio.model.registry import named_checkpoint, registered_names
 from lens_audio.model.weights import hf_key_to_lens
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ def resolve_checkpoint(name_or_path: str | Path, local_files_only: bool | None =
     if not _HUB_ID.match(name):
         raise FileNotFoundError(
             f"{name!r} is neither a local folder nor a Hugging Face Hub id (owner/name). "
-            f"Known checkpoints: {', '.join(repr(n) for n in NAMED_CHECKPOINTS)} (shipped), {', '.join(KNOWN_HUB_IDS)}."
+            f"Known checkpoints: {', '.join(repr(n) for n in registered_names())} (shipped), "
+            f"{', '.join(KNOWN_HUB_IDS)}."
         )
     return _download(name, local_files_only)
 

@@ -10,16 +10,27 @@
   histogram, logits, top prompt tokens) for Jupyter and as one offline HTML page.
 - `features.py`: each feature's class precision on a labelled benchmark.
 - `steering.py`: the adaptive audio-minus-silence direction decomposed into SAE features.
-- `recipe.py`, `cli.py`: SAEs over a benchmark's splits in one call; `lens-audio sae train` / `sae workshop`.
+- `recipe.py`: SAEs over a benchmark's splits in one call (`lens-audio sae train` / `sae workshop`).
 """
 
 from lens_audio.sae.activations import ActivationSet, collect_activations, items_from_folder, unique_by_audio
+from lens_audio.sae.dashboard import FeatureDashboard, feature_dashboard
+from lens_audio.sae.features import classes_with_a_feature, feature_classes
 from lens_audio.sae.sae import SAEConfig, SparseAutoencoder
 from lens_audio.sae.splice import splice
+from lens_audio.sae.steering import DirectionDecomposition, decompose_direction, named_option, naming_rate
 from lens_audio.sae.train import SAEMetrics, SAETrainSettings, evaluate_sae, train_sae
 
 __all__ = [
     "ActivationSet",
+    "DirectionDecomposition",
+    "FeatureDashboard",
+    "classes_with_a_feature",
+    "decompose_direction",
+    "feature_classes",
+    "feature_dashboard",
+    "named_option",
+    "naming_rate",
     "SAEConfig",
     "SAEMetrics",
     "SAETrainSettings",

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.inputs.frames import conv_frames, n_audio_tokens
 from lens_audio.sae.sae import POSITIONS
 
@@ -168,7 +168,7 @@ def collect_activations(
     `prompt`: the items' template (name or function item -> text), default the model's profile's; `silence`: use
     each batch's silence twin instead of the audio.
     """
-    from lens_audio.evaluation.profile import profile_for
+    from lens_audio.paper.profile import profile_for
 
     hook_names = list(dict.fromkeys(hook_names))
     if not hook_names:

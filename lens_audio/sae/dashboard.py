@@ -34,7 +34,7 @@ import torch
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.explorer.charts import STYLE, tokens_html
 from lens_audio.explorer.data import ClipView, clip_views
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
@@ -200,7 +200,7 @@ def feature_dashboard(
 ) -> FeatureDashboard:
     """The dashboard of `feature` over `items` (see the module docstring); `activations` at the SAE's hook and
     positions (default: collected here, one pass)."""
-    from lens_audio.evaluation.profile import profile_for
+    from lens_audio.paper.profile import profile_for
 
     if not 0 <= feature < sae.cfg.d_sae:
         raise ValueError(f"feature {feature} does not exist: this SAE has features 0-{sae.cfg.d_sae - 1}.")

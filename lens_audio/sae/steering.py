@@ -21,8 +21,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from lens_audio.analysis.steering import final_residuals
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.analysis.steering.direction import final_residuals
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.sae.sae import SparseAutoencoder
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def decompose_direction(
     batch_size: int = 16,
 ) -> DirectionDecomposition:
     """The adaptive direction of each item at the SAEs' layers (one SAE per layer), in SAE features."""
-    from lens_audio.evaluation.profile import profile_for
+    from lens_audio.paper.profile import profile_for
 
     layers = [_layer_of(sae) for sae in saes]
     if len(set(layers)) != len(layers):

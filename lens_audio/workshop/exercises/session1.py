@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.inputs.audio import load_audio
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.workshop.exercises.checks import as_tensor, call_learner, check_shape, max_diff, same, worst_example

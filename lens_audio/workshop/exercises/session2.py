@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.statistics import pearson_columns
-from lens_audio.evaluation.prompts import render_prompt
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.workshop.exercises.checks import as_tensor, call_learner, max_diff, same, worst_example
 from lens_audio.workshop.exercises.controls import demean_within, within_stratum_pearson

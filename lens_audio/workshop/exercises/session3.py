@@ -10,10 +10,10 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from lens_audio.analysis.steering import adaptive_direction, adaptive_steering, steering_hooks
-from lens_audio.evaluation.fast_steering import FastSteering
+from lens_audio.analysis.steering.direction import adaptive_direction, adaptive_steering, steering_hooks
 from lens_audio.model.hook_point import block_hook_name
-from lens_audio.workshop.evaluate import PROFILE, score_items
+from lens_audio.organisms.evaluate import PROFILE, score_items
+from lens_audio.paper.fast_steering import FastSteering
 from lens_audio.workshop.exercises.checks import as_tensor, call_learner, max_diff, same
 
 if TYPE_CHECKING:

@@ -30,8 +30,8 @@ def check_setup(model_name: str = "workshop") -> tuple[Any, list[dict[str, Any]]
         )
     import lens_audio
     from lens_audio import HookedAudioLM
-    from lens_audio.evaluation import load_mmau
-    from lens_audio.evaluation.prompts import render_prompt
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.benchmark.prompts import render_prompt
     from lens_audio.model.registry import bundled_benchmark
 
     try:

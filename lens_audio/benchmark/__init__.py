@@ -1,0 +1,36 @@
+"""The MMAU harness: loading MMAU-format files, prompt templates, the official scoring rule, accuracy tables, the
+resumable runner with its run files and manifests, and data-parallel runs.
+
+    from lens_audio.benchmark import load_mmau, render_prompt, run_benchmark
+"""
+
+from lens_audio.benchmark.manifest import RunManifest, RunMismatchError
+from lens_audio.benchmark.mmau import BenchmarkError, load_mmau
+from lens_audio.benchmark.parallel import sharded_run
+from lens_audio.benchmark.prompts import TEMPLATES, prompt_function, render_prompt
+from lens_audio.benchmark.report import accuracy_with_ci, grouped_accuracy, mmau_report
+from lens_audio.benchmark.run_file import RunLockedError, read_records
+from lens_audio.benchmark.run_result import RunResult
+from lens_audio.benchmark.runner import run_benchmark
+from lens_audio.benchmark.scoring import extract_answer, score_output, string_match
+
+__all__ = [
+    "BenchmarkError",
+    "RunLockedError",
+    "RunManifest",
+    "RunMismatchError",
+    "RunResult",
+    "TEMPLATES",
+    "accuracy_with_ci",
+    "extract_answer",
+    "grouped_accuracy",
+    "load_mmau",
+    "mmau_report",
+    "prompt_function",
+    "read_records",
+    "render_prompt",
+    "run_benchmark",
+    "score_output",
+    "sharded_run",
+    "string_match",
+]

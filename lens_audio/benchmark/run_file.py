@@ -1,0 +1,168 @@
+"""Run files: JSON lines of finished records, one writer at a time, safe against crashes.
+
+- **One writer.** `RunFile` holds an exclusive lock on `<file>.lock` (which names the owner's pid) for as
+  long as it is open. The lock is an `fcntl.flock`, which the kernel drops when its process dies, so a lock
+  file left by a killed run is taken over by the next writer without guessing whether its pid is alive;
+  a second live writer gets `RunLockedError` naming the file and the owner's pid.
+- **No torn lines.** Each record is one `os.write` of a whole line to a file opened in append mode,
+  then fsynced. If a crash still leaves a partial or corrupt line (a power cut, an old file), opening
+  the file for writing rewrites it atomically (temporary file, fsync, rename) with every complete
+  record and nothing else, so no later record is ever lost to it.
+- **Readers** (`read_records`) never change the file: they skip what does not parse and keep the first
+  record of each id.
+- **Bound to what made it.** Opened with a `RunManifest`, the file's records must all carry that manifest's
+  digest, or opening refuses (`RunMismatchError`, one line naming the settings that differ); the manifest is
+  written beside the file (`<run>.manifest.json`, atomically) before the first record. With `fresh`, the old
+  records are dropped (the file replaced atomically, under the lock) and the run starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lens_audio.benchmark.manifest import (
+    DIGEST_KEY,
+    RunManifest,
+    RunMismatchError,
+    manifest_path,
+    read_manifest,
+    refusal,
+)
+from lens_audio.files import naming_the_file, write_atomically
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the lock file is still written for humans to see
+    fcntl = None
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing the same run file."""
+
+
+def _parse_lines(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Complete records by id (first of each id wins), and whether the file holds anything else."""
+    records: dict[str, dict[str, Any]] = {}
+    dirty = False
+    if not path.exists():
+        return records, dirty
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dirty = True
+                continue
+            usable = isinstance(record, dict) and "id" in record and record["id"] not in records
+            dirty = dirty or not usable or not line.endswith(b"\n")
+            if usable:
+                records[record["id"]] = record
+    return records, dirty
+
+
+def read_records(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Records written to `path` by id; unparseable lines (a crash mid-write) are skipped, the file is not changed."""
+    return _parse_lines(Path(path))[0]
+
+
+class RunFile:
+    """An append-only JSON-lines file of records owned by this process while open (a context manager).
+
+    `records` holds what was already there when it was opened; `append(record)` adds one durably. With a
+    `manifest`, every record must carry its digest (`record["manifest_digest"]`, the caller's to add).
+    """
+
+    def __init__(self, path: str | Path, manifest: RunManifest | None = None, fresh: bool = False) -> None:
+        self.path = Path(path)
+        self.manifest, self.fresh = manifest, fresh
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.records: dict[str, dict[str, Any]] = {}
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunFile":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _acquire(self.lock_path, self.path)
+        try:
+            self.records, dirty = _parse_lines(self.path)
+            if self.fresh:
+                self.records, dirty = {}, self.path.exists()
+            if dirty:
+                _rewrite(self.path, self.records.values())
+            if self.manifest is not None:
+                self._bind(self.manifest)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _bind(self, manifest: RunManifest) -> None:
+        """Refuse records made under another manifest; write ours beside the file unless it is there already."""
+        stored = read_manifest(self.path)
+        stale = [r for r in self.records.values() if r.get(DIGEST_KEY) != manifest.digest]
+        if stale:
+            raise RunMismatchError(refusal(self.path, manifest, stored, stale, len(self.records)))
+        if stored is None or stored.digest != manifest.digest:
+            write_atomically(manifest_path(self.path), json.dumps(manifest.to_json(), indent=1) + "\n")
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path}: append() needs the run file open (use `with RunFile(path) as run:`).")
+        data = (json.dumps(record) + "\n").encode()
+        with naming_the_file(self.path):  # a full disk names the run file (the lines before stay whole)
+            written = os.write(self._fd, data)
+            while written < len(data):  # regular files take the whole line at once; this is only for safety
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
+        self.records[record["id"]] = record
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            try:
+                os.unlink(self.lock_path)  # still ours: a newcomer that opened it re-checks the inode and retries
+            except FileNotFoundError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _acquire(lock_path: Path, run_path: Path) -> int:
+    """Open and lock `lock_path`, write our pid into it, and return its descriptor."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"{run_path} is being written by another process (pid {owner}, lock {lock_path}); wait for it to "
+                "finish, or give this run another output folder (--out)."
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not unlinked by a finishing owner between our open and our lock
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _rewrite(path: Path, records: Any) -> None:
+    """Replace `path` atomically by exactly `records`, one line each."""
+    write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))

@@ -1,0 +1,239 @@
+"""Running a model over MMAU-format items: resumable, with progress, baseline or steered.
+
+Two modes:
+- `generate`: greedy decoding (`do_sample=False`), answer extraction, and the
+  official `string_match`;
+- `choice`: the log-likelihood of each choice's tokens after the prompt; the
+  best choice is the prediction (one forward when every choice is one token).
+
+Each finished item is appended to a JSON-lines run file at once (one write
+of a whole line, synced), and a rerun skips the ids already there, so an
+interrupted run loses nothing and resumes where it stopped; the file is owned
+by one writer at a time (see `lens_audio.benchmark.run_file`). Each record also holds the item's listening signal
+(audio attention mass per layer and head at the final prompt position).
+
+A run file records what made it (`lens_audio.benchmark.manifest`): a manifest beside it, and in each record
+the manifest's digest and digests of its item's content and prompt. A rerun reuses a record only if both
+match, and otherwise refuses with one line naming what differs (`fresh=True` starts over).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lens_audio.analysis.listening import listening_signal
+from lens_audio.benchmark.manifest import DIGEST_KEY, ITEM_KEY, check_items, item_digests, run_manifest
+from lens_audio.benchmark.prompts import render_prompt
+from lens_audio.benchmark.run_file import RunFile, read_records
+from lens_audio.benchmark.run_result import RunResult
+from lens_audio.benchmark.scoring import score_output
+from lens_audio.checks import check_int
+from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, add_white_noise, load_audio
+from lens_audio.inputs.plain_text import encode_text
+from lens_audio.model.finite import NonFiniteError, check_finite_logits
+
+if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+# Given the model, a batch and the first position to push (final prompt position), return forward hooks.
+SteeringFn = Callable[["HookedAudioLM", "AudioBatch", int], list]
+__all__ = ["choice_log_likelihoods", "read_records", "run_benchmark"]  # read_records: from run_file, for readers
+RECORD_KEYS = ("task", "difficulty", "category", "sub-category", "hint", "hinted_choice", "split")
+
+
+def run_benchmark(
+    model: "HookedAudioLM",
+    items: Sequence[dict[str, Any]],
+    out_path: str | Path | None,
+    template: str | Callable[[dict[str, Any]], str] = "instruct",
+    mode: Literal["generate", "choice"] = "generate",
+    steering: SteeringFn | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 32,
+    listening: bool = True,
+    progress: bool = True,
+    description: str = "evaluating",
+    silence: bool = False,
+    settings: Mapping[str, Any] | None = None,
+    fresh: bool = False,
+    noise_snr_db: float | None = None,
+) -> RunResult:
+    """Score `items`; with `out_path`, append records as they finish and resume from what is there.
+
+    Returns a `RunResult`: the records in item order (iterate it like a list of dicts) with
+    `correct` and, with `listening`, the `[item, layer, head]` listening signal as numpy arrays.
+    `template` is a template name or a function item -> prompt (a profile's `prompt`).
+
+    With `silence`, every clip is replaced by its silence twin (same length, all zeros): the
+    control that shows how much the answers depend on the audio at all. With `noise_snr_db`, seeded white
+    noise at that SNR is added to every clip (`inputs.audio.add_white_noise`, seeded by the item's id and the
+    clip's index, so a resumed run hears the same noise).
+
+    With `out_path`, the run file records what made it and a rerun under other settings or item content
+    refuses (see `lens_audio.benchmark.manifest`); `settings` names what the arguments do not show (a steering
+    function's heads, layers, beta, ...; a dataclass such as `AdaptiveSteering` or a plain function describes
+    itself), and `fresh` drops the file's old records.
+    """
+    if mode not in ("generate", "choice"):
+        raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
+    check_int("batch_size", batch_size, 1)
+    check_int("max_new_tokens", max_new_tokens, 1)
+    ids = [item["id"] for item in items]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
+        raise ValueError(f"item ids must be unique (records are kept by id), but {repeated[:5]} occur more than once; "
+                         "rename them.")
+    manifest = digests = None
+    if out_path is not None:
+        manifest = run_manifest(model, template, mode, max_new_tokens=max_new_tokens, listening=listening,
+                                silence=silence, noise_snr_db=noise_snr_db, steering=steering, settings=settings,
+                                batch_size=batch_size)
+        digests = {item["id"]: item_digests(item, render_prompt(item, template)) for item in items}
+    with RunFile(out_path, manifest, fresh) if out_path is not None else contextlib.nullcontext() as run:
+        done = dict(run.records) if run is not None else {}
+        if run is not None:
+            check_items(run.path, done, digests)
+        pending = [item for item in items if item["id"] not in done]
+        with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                try:
+                    scored = _score_chunk(
+                        model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db
+                    )
+                except NonFiniteError as exc:  # name the items; the records before them are kept
+                    ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
+                    raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
+                for record in scored:
+                    done[record["id"]] = record
+                    if run is not None:
+                        record.update({DIGEST_KEY: manifest.digest, ITEM_KEY: digests[record["id"]]})
+                        run.append(record)
+                bar.update(len(chunk))
+    records = [done[item["id"]] for item in items]
+    signal = np.array([r["listening"] for r in records], dtype=np.float32) if listening and records else None
+    return RunResult(records, signal)
+
+
+@torch.no_grad()
+def _score_chunk(
+    model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db=None
+) -> list[dict[str, Any]]:
+    prompts = [render_prompt(item, template) for item in chunk]
+    if noise_snr_db is None:
+        batch = model.to_batch([item["audio_path"] for item in chunk], prompts)
+    else:
+        with warnings.catch_warnings():  # loud noise peaks past 1 by design: the clip is not rescaled
+            warnings.filterwarnings("ignore", message=".*far outside \\[-1, 1\\]")
+            batch = model.to_batch([noisy_clips(item, noise_snr_db) for item in chunk], prompts,
+                                   sampling_rate=TARGET_SAMPLE_RATE)
+    if silence:
+        batch = batch.silence_twin()
+    prompt_length = batch.input_ids.shape[1]
+    # Generation steers the newest position of every step; multi-token choice scoring steers the
+    # final prompt position and the answer tokens appended after it.
+    # A steering object with its own `generate` (adaptive steering) shares its direction pass with the prefill.
+    # So does one with its own `logits` in single-token choice scoring (one pass for direction and logits).
+    choices = [item["choices"] for item in chunk]
+    fused = hasattr(steering, "generate") if mode == "generate" else (
+        hasattr(steering, "logits") and one_token_choices(model, choices)
+    )
+    hooks = (
+        steering(model, batch, -1 if mode == "generate" else prompt_length - 1)
+        if steering is not None and not fused
+        else []
+    )
+    signal = listening_signal(model, batch).audio_mass if listening else None
+    if mode == "generate":
+        if fused:
+            tokens = steering.generate(model, batch, max_new_tokens=max_new_tokens, do_sample=False)
+        else:
+            tokens = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, fwd_hooks=hooks)
+        outputs = [model.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in tokens]
+    else:
+        final_logits = steering.logits(model, batch) if fused else None
+        scores = choice_log_likelihoods(model, batch, choices, hooks, final_logits)
+        outputs = [item["choices"][int(scores[row, : len(item["choices"])].argmax())] for row, item in enumerate(chunk)]
+    records = []
+    for row, (item, output) in enumerate(zip(chunk, outputs)):
+        extracted, correct = score_output(output, item["answer"], item["choices"])
+        record = {"id": item["id"], **{k: item[k] for k in RECORD_KEYS if k in item}, "answer": item["answer"],
+                  "output": output, "extracted": extracted, "correct": correct}
+        if signal is not None:
+            record["listening"] = (
+                signal[row].float().tolist()
+            )  # float32 values, exact: resuming reads back the same array
+        records.append(record)
+    return records
+
+
+def noisy_clips(item: dict[str, Any], snr_db: float) -> list[np.ndarray]:
+    """The item's clips at 16 kHz with seeded white noise at `snr_db` (seed: crc32 of the id, the clip's index)."""
+    paths = item["audio_path"] if isinstance(item["audio_path"], (list, tuple)) else [item["audio_path"]]
+    key = zlib.crc32(str(item["id"]).encode())
+    return [add_white_noise(load_audio(path), snr_db, [key, index]) for index, path in enumerate(paths)]
+
+
+def one_token_choices(model: "HookedAudioLM", choices: Sequence[Sequence[str]]) -> bool:
+    """Whether every choice is one token (then one forward scores them all)."""
+    return all(len(encode_text(model.tokenizer, c)) == 1 for row in choices for c in row)
+
+
+@torch.no_grad()
+def choice_log_likelihoods(
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    choices: Sequence[Sequence[str]],
+    hooks: list = (),
+    final_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`[batch, max_choices]` summed log-probabilities of each choice's tokens after the prompt (-inf where absent).
+
+    The batch must be left-padded (each prompt ends at the last position). `final_logits` (`[batch, d_vocab]`,
+    e.g. from `steered_logits`) are the final-position logits when already computed: single-token choices only.
+    """
+    if not bool(batch.attention_mask[:, -1].all()):
+        raise ValueError("choice scoring needs a left-padded batch (model.to_batch's default).")
+    tok = model.tokenizer
+    encoded = [[encode_text(tok, c) for c in row] for row in choices]
+    width = max(len(row) for row in encoded)
+    scores = torch.full((batch.batch_size, width), float("-inf"))
+    if final_logits is not None and not all(len(ids) == 1 for row in encoded for ids in row):
+        raise ValueError("final_logits score single-token choices only; pass hooks for multi-token choices.")
+    if all(len(ids) == 1 for row in encoded for ids in row):
+        if final_logits is None:
+            with model.hooks(fwd_hooks=list(hooks)):
+                final_logits = model(batch)[:, -1]
+        check_finite_logits(model, final_logits, "choice scoring")
+        logprobs = final_logits.log_softmax(-1).cpu()
+        for i, row in enumerate(encoded):
+            scores[i, : len(row)] = logprobs[i, [ids[0] for ids in row]]
+        return scores
+    for j in range(width):  # one forward per choice slot, all examples at once
+        suffixes = [row[j] if j < len(row) else [] for row in encoded]
+        length = max(1, max(len(s) for s in suffixes))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        extra = torch.tensor([s + [pad] * (length - len(s)) for s in suffixes])
+        extra_mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in suffixes])
+        ids = torch.cat([batch.input_ids, extra.to(batch.input_ids.device)], dim=1)
+        mask = torch.cat([batch.attention_mask, extra_mask.to(batch.attention_mask.device)], dim=1)
+        with model.hooks(fwd_hooks=list(hooks)):
+            logits = model(ids, mask, batch.input_features, batch.feature_attention_mask)
+        prompt = batch.input_ids.shape[1]
+        check_finite_logits(model, logits[:, prompt - 1 : -1], "choice scoring")
+        logprobs = logits[:, prompt - 1 : -1].log_softmax(-1).cpu()
+        gathered = logprobs.gather(-1, extra[..., None]).squeeze(-1) * extra_mask
+        for i, s in enumerate(suffixes):
+            if s:
+                scores[i, j] = gathered[i].sum()
+    return scores

@@ -1,0 +1,37 @@
+"""The paper's experiment (Glazer, Aharon, Fetaya 2026) as one typed object: an `ExperimentProfile` in, an
+`Experiment` whose stages are calibration (specialist heads), dev (beta, options, layer spread), test (paired
+statistics, the random-head control distribution) and the validity controls, an `ExperimentResult` out.
+
+    from lens_audio.paper import Experiment, profile_for
+    result = Experiment(model, items, profile_for("workshop"), "runs/paper").run_all()
+"""
+
+from lens_audio.paper.experiment import Experiment, cluster_of
+from lens_audio.paper.fast_steering import FastSteering
+from lens_audio.paper.profile import (
+    ExperimentProfile,
+    ProfileFallbackWarning,
+    fallback_note,
+    profile_for,
+    register_profile,
+)
+from lens_audio.paper.results import BetaSweep, ExperimentResult, HeadSelection, LayerSpread, head_label
+from lens_audio.paper.text import format_controls, format_table
+
+__all__ = [
+    "BetaSweep",
+    "Experiment",
+    "ExperimentProfile",
+    "ExperimentResult",
+    "FastSteering",
+    "HeadSelection",
+    "LayerSpread",
+    "ProfileFallbackWarning",
+    "cluster_of",
+    "fallback_note",
+    "format_controls",
+    "format_table",
+    "head_label",
+    "profile_for",
+    "register_profile",
+]

@@ -1,0 +1,239 @@
+"""Is the listening signal a listening signal? The experiment's validity controls, its noise sweep and the
+calibration scores of the selection rules other than the paper's r.
+
+Functions over an `Experiment` (its splits, run files and profile); the statistics and model-side pieces are in
+`lens_audio.analysis.validity`. `Experiment.validity_controls`, `Experiment.noise_sweep` and
+`Experiment.select_heads` call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from lens_audio.analysis.statistics import pearson_columns
+from lens_audio.analysis.validity import (
+    NoisePoint,
+    NoiseSweep,
+    SignalCheck,
+    ValidityControls,
+    answer_margins,
+    asked_clip_share,
+    clustered_r,
+    rank_correlation,
+    silence_output_attribution,
+    silence_output_effects,
+    within_stratum_r,
+)
+from lens_audio.benchmark.prompts import render_prompt
+from lens_audio.benchmark.run_result import RunResult
+from lens_audio.paper.results import head_label
+
+if TYPE_CHECKING:
+    from lens_audio.paper.experiment import Experiment
+
+
+class HeadEffects(NamedTuple):
+    """Over a list of items: each head's silence-output effect by attribution (`[layer, head]`), each item's margin."""
+
+    attribution: np.ndarray
+    margins: np.ndarray
+
+
+STRATA = ("task", "sub-category")
+STRATUM_SETS = {"task": ("task",), "sub-category": ("sub-category",), "task x sub-category": STRATA}
+
+
+def strata_of(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[str]:
+    """Each record's stratum: its values of `fields` joined (a missing field counts as one value)."""
+    return ["/".join(str(r.get(f)) for f in fields) for r in records]
+
+
+def top_heads(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """The `k` heads of highest score (NaN never chosen)."""
+    order = np.argsort(np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf), axis=None)[::-1][:k]
+    return [tuple(int(i) for i in np.unravel_index(flat, scores.shape)) for flat in order]
+
+
+def selection_scores(experiment: "Experiment", run: RunResult) -> np.ndarray | None:
+    """`[layer, head]` calibration score of the profile's selection rule (None for "r": the correlation's r)."""
+    rule, rows = experiment.profile.selection_rule, experiment.split("calibration")
+    shape = run.listening.shape[1:]
+    flat = run.listening.reshape(len(run), -1)
+    if rule == "r":
+        return None
+    if rule == "within_stratum_r":
+        return within_stratum_r(flat, run.correct, strata_of(run.records, STRATA)).reshape(shape)
+    effects = head_effects(experiment, rows)
+    if rule == "margin_r":
+        return pearson_columns(flat, effects.margins).reshape(shape)
+    return effects.attribution  # "causal"
+
+
+def batches(experiment: "Experiment", rows: Sequence[dict[str, Any]]):
+    """`(batch, option_ids, answer_index)` per profile-sized chunk of `rows`: each option by the first token of its
+    text, or of its letter under the `letters` template (in generate mode the margin is over these first tokens,
+    not the whole generated answer)."""
+    tok, p = experiment.model.tokenizer, experiment.profile
+
+    def option_texts(item: dict[str, Any]) -> list[str]:
+        return [chr(ord("A") + i) for i in range(len(item["choices"]))] if p.prompt == "letters" else item["choices"]
+
+    for start in range(0, len(rows), p.batch_size):
+        chunk = rows[start : start + p.batch_size]
+        firsts = [[tok.encode(c, add_special_tokens=False)[0] for c in option_texts(item)] for item in chunk]
+        clash = [item["id"] for item, ids in zip(chunk, firsts) if len(set(ids)) < len(ids)]
+        if clash:
+            raise ValueError(
+                f"items {clash[:3]} have options that share their first token; the answer margin (and so the causal "
+                "control) needs options with distinct first tokens."
+            )
+        answer = [item["choices"].index(item["answer"]) for item in chunk]
+        width = max(map(len, firsts))  # pad with another option of the same item: the margin is unchanged
+        padded = [ids + [ids[1 - a if a < 2 else 0]] * (width - len(ids)) for ids, a in zip(firsts, answer)]
+        batch = experiment.model.to_batch([i["audio_path"] for i in chunk], [render_prompt(i, p.prompt) for i in chunk])
+        yield batch, padded, answer
+
+
+def head_effects(experiment: "Experiment", rows: Sequence[dict[str, Any]]) -> HeadEffects:
+    """Answer margins of `rows` and each head's silence-output effect on them, by attribution (mean over items)."""
+    attribution, margins = 0.0, []
+    for batch, options, answer in batches(experiment, rows):
+        effect = silence_output_attribution(experiment.model, batch, options, answer).numpy()
+        attribution = attribution + batch.batch_size * effect
+        margins.append(answer_margins(experiment.model, batch, options, answer).numpy())
+    return HeadEffects(np.asarray(attribution, dtype=float) / len(rows), np.concatenate(margins).astype(float))
+
+
+def exact_effects(
+    experiment: "Experiment", rows: Sequence[dict[str, Any]], heads: Sequence[tuple[int, int]]
+) -> dict[str, float]:
+    """Each of `heads`' silence-output effect on `rows`, exactly (one patched pass per head; mean over items)."""
+    total = torch.zeros(len(heads))
+    for batch, options, answer in batches(experiment, rows):
+        total += batch.batch_size * silence_output_effects(experiment.model, batch, options, answer, heads).cpu()
+    return {head_label(h): float(v) / len(rows) for h, v in zip(heads, total)}
+
+
+def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) -> ValidityControls:
+    """The controls of `lens_audio.analysis.validity` on `split`'s focus items: each head's r with the real and the
+    silence twin's mass (a `{split}-silence` run), within-stratum r (task, sub-category, both), its causal effect
+    (attribution; the specialists and the top `n_exact` exactly) and its rank correlation with r, the share on the
+    asked clip (prompts with several clips and a `target_clip`), and the specialists' summary with clustered CIs."""
+    p, specialists = experiment.profile, experiment.select_heads().specialists
+    run = experiment.listen(split)
+    silent = experiment.run(experiment.split(split), f"{split}-silence", listening=True, silence=True)
+    index, name = experiment.focus(run)
+    items, all_clusters = experiment.split(split), experiment.clusters(split)
+    rows, clusters = [items[i] for i in index], [all_clusters[i] for i in index]
+    records = [run.records[i] for i in index]
+    correct = run.correct[index]
+    audio, silence = run.listening[index], silent.listening[index]
+    n, shape = len(index), audio.shape[1:]
+    strata = {f: strata_of(records, fs) for f, fs in STRATUM_SETS.items() if all(k in records[0] for k in fs)}
+    per_head = lambda mass: pearson_columns(mass.reshape(n, -1), correct).reshape(shape)  # noqa: E731
+    ours = lambda mass: specialist_mass(RunResult(records, mass), specialists)  # noqa: E731
+    common = {"clusters": clusters, "n_bootstrap": p.n_bootstrap, "seed": p.seed}
+    signal = SignalCheck(
+        clustered_r(ours(audio), correct, **common),
+        clustered_r(ours(silence), correct, **common),
+        {f: clustered_r(ours(audio), correct, strata=s, **common) for f, s in strata.items()},
+        {f: clustered_r(ours(audio), correct, strata=s, between=True, **common) for f, s in strata.items()},
+        {f: len(set(s)) for f, s in strata.items()},
+        float(ours(audio).mean()),
+        float(ours(silence).mean()),
+    )
+    notes = []
+    try:
+        causal = head_effects(experiment, rows).attribution
+        exact = list(dict.fromkeys(list(specialists) + top_heads(causal, n_exact)))
+        causal_exact = exact_effects(experiment, rows, exact)
+    except ValueError as exc:  # options whose first tokens clash: no answer margin
+        causal, causal_exact = None, {}
+        notes.append(f"causal effect not measured: {exc}")
+    share = None
+    if all(isinstance(i.get("audio_path"), (list, tuple)) and "target_clip" in i for i in rows):
+        parts = []
+        for batch, _, _ in batches(experiment, rows):
+            start = sum(len(x) for x in parts)
+            targets = [int(i["target_clip"]) - 1 for i in rows[start : start + batch.batch_size]]
+            parts.append(asked_clip_share(experiment.model, batch, targets).numpy())
+        share = np.concatenate(parts).mean(0)
+    return ValidityControls(
+        split=split,
+        items=name,
+        n=n,
+        n_clusters=len(set(clusters)),
+        specialists=list(specialists),
+        signal=signal,
+        r_audio=per_head(audio),
+        r_silence=per_head(silence),
+        r_within={f: within_stratum_r(audio.reshape(n, -1), correct, s).reshape(shape) for f, s in strata.items()},
+        causal=causal,
+        causal_exact=causal_exact,
+        causal_rank_r=float("nan") if causal is None else rank_correlation(causal, per_head(audio)),
+        mass_audio=audio.mean(0),
+        mass_silence=silence.mean(0),
+        clip_share=share,
+        notes=notes,
+    )
+
+
+def noise_sweep(
+    experiment: "Experiment", snrs: Sequence[float] = (20.0, 10.0, 0.0, -10.0), split: str = "test"
+) -> NoiseSweep:
+    """Accuracy and the specialists' listening signal with seeded white noise added to every clip at each SNR.
+
+    Each level is a resumable run file (`{split}-noise{snr}dB.jsonl`); the clean level is the split's baseline.
+    """
+    specialists = experiment.select_heads().specialists
+    clean = experiment.listen(split)
+    index, name = experiment.focus(clean)
+    all_clusters = experiment.clusters(split)
+    clusters = [all_clusters[i] for i in index]
+    points = []
+    for snr in (None, *snrs):
+        run = (
+            clean
+            if snr is None
+            else experiment.run(
+                experiment.split(split), f"{split}-noise{snr:g}dB", listening=True, noise_snr_db=float(snr)
+            )
+        )
+        mass, correct, conditions = specialist_mass(run, specialists), run.correct, np.array(run.conditions)
+        accuracy = {"all": float(100 * correct.mean())}
+        if len(set(conditions)) > 1:
+            accuracy.update({c: float(100 * correct[conditions == c].mean()) for c in sorted(set(conditions))})
+        flipped, kept = clean.correct & ~correct, clean.correct & correct
+        points.append(
+            NoisePoint(
+                None if snr is None else float(snr),
+                accuracy,
+                float(mass.mean()),
+                _mean(mass, correct),
+                _mean(mass, ~correct),
+                clustered_r(
+                    mass[index],
+                    correct[index],
+                    clusters,
+                    n_bootstrap=experiment.profile.n_bootstrap,
+                    seed=experiment.profile.seed,
+                ),
+                int(flipped.sum()),
+                _mean(mass, flipped),
+                _mean(mass, kept),
+            )
+        )
+    return NoiseSweep(split, name, list(specialists), points)
+
+
+def specialist_mass(run: RunResult, heads: Sequence[tuple[int, int]]) -> np.ndarray:
+    """`[item]` mean final-token audio mass of `heads` (the listening signal the method reads)."""
+    return np.mean([run.listening[:, layer, head] for layer, head in heads], axis=0)
+
+
+def _mean(values: np.ndarray, rows: np.ndarray) -> float:
+    return float(values[rows].mean()) if rows.any() else float("nan")

@@ -1,0 +1,492 @@
+"""The paper's experiment end to end, as one typed object: `Experiment(model, items, profile, out).run_all()` ->
+`ExperimentResult`.
+
+1. **Calibration**: baseline run with listening signals; Pearson r of each head's audio attention
+   with correctness (bootstrap and Fisher-z CIs, a permutation null for the maximum |r| over all
+   heads); the top-k heads are the audio specialists, k seeded random heads the paper's control.
+2. **Dev**: steering from the specialists for each beta; the best pooled dev accuracy is kept
+   (ties go to the smaller beta). Also on dev: the single-layer spread (each layer's direction
+   alone) and the method options the paper leaves open (layer convention, head-output steering,
+   signal-gated beta), on the focus items (conflicting hints, where items have hints).
+3. **Test**: baseline, steered and the seeded control at that beta, with paired statistics
+   (exact McNemar, bootstrap CI of the difference clustered by clip); the random-head control as a
+   distribution of `n_random_draws` seeded draws (and a layer-matched one); the held-out validity of
+   the listening signal (r of the specialists' mass with correctness, dev and test, per condition).
+
+Heads and beta are chosen on calibration and dev only. Runs of the benchmark are resumable
+JSON-lines files under `out_dir` (for resuming only: results travel as objects), each bound to a manifest of
+what made it (`lens_audio.benchmark.manifest`): resuming under other settings refuses, `fresh` starts each
+run file over. The control distribution, the layer spread and the options use `FastSteering` in choice mode
+with single-token options (seconds); otherwise real steered runs, one per distinct layer set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lens_audio.analysis.heads import correlate_heads
+from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.statistics import (
+    ControlDistribution,
+    control_distribution,
+    max_r_permutation,
+    mcnemar,
+    random_head_draws,
+    signal_validity,
+)
+from lens_audio.analysis.steering.direction import (
+    adaptive_direction,
+    gated_beta,
+    head_output_direction,
+    layers_of,
+    steering_hooks,
+)
+from lens_audio.analysis.validity import NoiseSweep, ValidityControls
+from lens_audio.benchmark.manifest import RunManifest, item_digests, items_digest, run_manifest
+from lens_audio.benchmark.parallel import sharded_map, sharded_run
+from lens_audio.benchmark.prompts import render_prompt
+from lens_audio.benchmark.report import accuracy_with_ci
+from lens_audio.checks import check_int
+from lens_audio.paper.controls import noise_sweep, selection_scores, specialist_mass, top_heads, validity_controls
+from lens_audio.paper.fast_steering import FastSteering
+from lens_audio.paper.profile import ExperimentProfile
+from lens_audio.paper.results import (
+    BetaSweep,
+    ExperimentResult,
+    HeadSelection,
+    LayerSpread,
+    RunResult,
+    best_beta,
+    head_label,
+)
+
+if TYPE_CHECKING:
+    from lens_audio.model.hooked_audio_lm import HookedAudioLM
+
+Heads = Sequence[tuple[int, int]]
+
+
+def cluster_of(item: dict[str, Any]) -> str:
+    """The clip group of an item (`clip_id`, else its audio, else its id): bootstrap resamples whole groups."""
+    if item.get("clip_id") is not None:
+        return str(item["clip_id"])
+    return json.dumps(item.get("audio_id", item["id"]))
+
+
+class Experiment:
+    """The experiment's stages over one model, benchmark and output folder; each stage resumes from its run files."""
+
+    def __init__(
+        self,
+        model: "HookedAudioLM",
+        items: Sequence[dict[str, Any]],
+        profile: ExperimentProfile,
+        out_dir: str | Path,
+        progress: bool = True,
+        benchmark: str | Path | None = None,
+        fresh: bool = False,
+    ) -> None:
+        """`benchmark` (the items' file) is recorded in the manifests; with `fresh`, each run file this experiment
+        opens is started over (once: later stages of the same experiment reuse what earlier ones wrote)."""
+        self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
+        # before any work: the specialists and each random draw (from the other heads) need k_heads heads each
+        check_int("k_heads", profile.k_heads, 1, model.cfg.n_layers * model.cfg.n_heads // 2)
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.benchmark, self.fresh = None if benchmark is None else str(benchmark), fresh
+        self._opened: set[Path] = set()
+        self._heads: HeadSelection | None = None
+        self._fast: dict[str, FastSteering] = {}
+        self._baselines: dict[str, RunResult] = {}
+
+    # --- runs ---------------------------------------------------------------------------------------------
+    def split(self, name: str) -> list[dict[str, Any]]:
+        rows = [i for i in self.items if i.get("split") == self.profile.splits[name]]
+        if not rows:
+            raise ValueError(
+                f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the "
+                f"{name} stage."
+            )
+        return rows
+
+    def run(
+        self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False,
+        settings: dict[str, Any] | None = None, silence: bool = False, noise_snr_db: float | None = None,
+    ) -> RunResult:
+        """A run of `rows` in run file `name` (None: in memory); `settings` describe `steering` for its manifest."""
+        p = self.profile
+        path = None if name is None else self.out / f"{name}.jsonl"
+        fresh = self.fresh and path is not None and path not in self._opened
+        self._opened.add(path)
+        return sharded_run(  # split over the processes of `accelerate launch`, if any
+            self.model,
+            rows,
+            path,
+            template=p.prompt,
+            mode=p.mode,
+            steering=steering,
+            batch_size=p.batch_size,
+            max_new_tokens=p.max_new_tokens,
+            listening=listening,
+            progress=self.progress,
+            description=name or "steering",
+            settings={"benchmark": self.benchmark, **(settings or {})},  # the model's fingerprint is taken each run
+            fresh=fresh,
+            silence=silence,
+            noise_snr_db=noise_snr_db,
+        )
+
+    def steered_run(self, rows: Sequence[dict[str, Any]], name: str, heads: Heads, beta: float, **option) -> RunResult:
+        """A run steered from `heads` at `beta` under the profile's options (`option` overrides them)."""
+        return self.run(rows, name, self.steering(heads, beta, **option),
+                        settings=self.steering_settings(heads, beta, **option))
+
+    def steering_settings(self, heads: Heads, beta: float, **option) -> dict[str, Any]:
+        """The manifest fields of steering from `heads`: what its records depend on, nothing else (residual steering
+        reads only the heads' layers; the gate reads the top-k specialists' audio mass)."""
+        p = self.profile.replace(**option)
+        residual = p.steering_source == "residual"
+        return {
+            "heads": None if residual else sorted(heads),
+            "layers": layers_of(heads) if residual else None,
+            "beta": beta,
+            "gate": p.gate,
+            "steering_source": p.steering_source,
+            "layer_convention": p.layer_convention if residual else None,
+            "k_heads": p.k_heads if p.gate == "signal" else None,
+        }
+
+    def manifest(self, beta: float | None = None) -> RunManifest:
+        """The experiment's manifest: the model, every item's content, the profile's settings, the specialists and
+        `beta`."""
+        p, specialists = self.profile, self.select_heads().specialists
+        digests = {i["id"]: item_digests(i, render_prompt(i, p.prompt)) for i in self.items}
+        return run_manifest(
+            self.model, p.prompt, p.mode, max_new_tokens=p.max_new_tokens, listening=True, silence=False,
+            steering=None, batch_size=p.batch_size,
+            settings={"benchmark": self.benchmark, "heads": specialists,
+                      "layers": layers_of(specialists), "k_heads": p.k_heads, "beta": beta, "gate": p.gate,
+                      "steering_source": p.steering_source, "layer_convention": p.layer_convention, "seed": p.seed,
+                      "items_digest": items_digest(digests), "n_items": len(digests)},
+        )
+
+    def clusters(self, split: str) -> list[str]:
+        """Each item's clip group in `split` (`cluster_of`): what the bootstrap intervals resample."""
+        return [cluster_of(i) for i in self.split(split)]
+
+    def tables(self, run: RunResult, split: str = "test") -> dict[str, Any]:
+        """`run`'s accuracy tables with intervals that resample clips where clips repeat (`ci_unit` says which)."""
+        return run.tables(self.clusters(split))
+
+    @property
+    def tag(self) -> str:
+        """Run-name suffix of steered runs whose heads a non-default selection rule chose (so files never mix)."""
+        rule = self.profile.selection_rule
+        return "" if rule == "r" else f"-{rule}"
+
+    def listen(self, split: str = "calibration") -> RunResult:
+        """Baseline run of a split with every item's listening signal (kept in memory once run or resumed)."""
+        if split not in self._baselines:
+            self._baselines[split] = self.run(self.split(split), f"{split}-baseline", listening=True)
+        return self._baselines[split]
+
+    # --- calibration --------------------------------------------------------------------------------------
+    def select_heads(self) -> HeadSelection:
+        """Correlate calibration listening signals with correctness; pick the specialists and the seeded control."""
+        if self._heads is not None:
+            return self._heads
+        p = self.profile
+        run = self.listen("calibration")
+        correlation = correlate_heads(
+            run.listening,
+            run.correct,
+            n_bootstrap=p.n_bootstrap // 2,
+            seed=p.seed,
+            model_name=self.model.cfg.model_name,
+            clusters=self.clusters("calibration"),
+        )
+        scores = selection_scores(self, run)
+        specialists = correlation.top_k(p.k_heads) if scores is None else top_heads(scores, p.k_heads)
+        control = correlation.random_heads(p.k_heads, seed=p.seed, exclude=specialists)
+        mass = self.specialist_mass(run, specialists)
+        reference = float(mass[run.correct].mean()) if run.correct.any() else float(mass.mean())
+        null = max_r_permutation(run.listening, run.correct, p.n_permutations, seed=p.seed)
+        self._heads = HeadSelection(
+            correlation, null, specialists, control, reference, int((~run.correct).sum()), p.selection_rule, scores
+        )
+        return self._heads
+
+    specialist_mass = staticmethod(specialist_mass)  # `[item]` mean final-token audio mass of the heads
+
+    # --- steering -----------------------------------------------------------------------------------------
+    def steering(self, heads: Heads, beta: float, **option):
+        """The runner's steering function for `heads` under the profile's options (source, layer convention, gate)."""
+        p, selection = self.profile.replace(**option), self.select_heads()
+
+        def make_hooks(model, batch, start=-1):
+            if p.steering_source == "head_outputs":
+                direction = head_output_direction(model, batch, heads)
+            else:
+                direction = adaptive_direction(model, batch, layers_of(heads), p.site)
+            if p.gate == "signal":
+                mass = listening_signal(model, batch).audio_mass
+                mass = torch.stack([mass[:, l, h] for l, h in selection.specialists]).mean(0).to(direction)
+                direction = direction * gated_beta(1.0, mass, selection.reference_mass)[:, None]
+            return steering_hooks(model, direction, beta, None, start)
+
+        return make_hooks
+
+    def fast(self, split: str) -> FastSteering | None:
+        """The split's fast steering states, or None where the fast path does not apply (generation, multi-token
+        options)."""
+        rows = self.split(split)
+        if not FastSteering.applies(self.model, rows, self.profile.mode):
+            return None
+        if split not in self._fast:
+            heads = split == "dev" or self.profile.steering_source == "head_outputs"
+            self._fast[split] = FastSteering.collect(
+                self.model, rows, self.profile.prompt, self.profile.batch_size, heads=heads
+            )
+        return self._fast[split]
+
+    def fast_correct(self, fast: FastSteering, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
+        """`[item]` correctness of steering from `heads` at `beta` on `split` by the fast path; `option` overrides the
+        profile's."""
+        p = self.profile.replace(**option)
+        direction = (
+            fast.head_direction(heads)
+            if p.steering_source == "head_outputs"
+            else fast.layer_direction(layers_of(heads), p.site)
+        )
+        scale: float | torch.Tensor = beta
+        if p.gate == "signal":
+            selection = self.select_heads()
+            mass = torch.as_tensor(self.specialist_mass(self.listen(split), selection.specialists)).to(direction)
+            scale = gated_beta(beta, mass, selection.reference_mass)
+        return fast.correct(direction, scale)
+
+    def steered_correct(self, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
+        """Correctness of steering from `heads`: fast path where it applies, else a real (resumable) run per layer
+        set."""
+        fast = self.fast(split)
+        if fast is not None:
+            return self.fast_correct(fast, split, heads, beta, **option)
+        p = self.profile.replace(**option)
+        key = (
+            "-".join(map(head_label, sorted(heads)))
+            if p.steering_source == "head_outputs"
+            else "L" + "-".join(map(str, layers_of(heads)))
+        )
+        name = f"{split}-steered-{key}-{p.steering_source}-{p.layer_convention}-{p.gate or 'fixed'}-beta{beta}"
+        name += self.tag  # the gate reads the specialists' mass, which the rule chose
+        return self.steered_run(self.split(split), name, heads, beta, **option).correct
+
+    # --- dev ----------------------------------------------------------------------------------------------
+    def sweep_beta(self) -> BetaSweep:
+        """Dev accuracy of steering from the specialists for each beta; the best (ties: smaller) is kept."""
+        specialists = self.select_heads().specialists
+        sweep = {
+            beta: accuracy_with_ci(
+                self.steered_run(self.split("dev"), f"dev-steered-beta{beta}{self.tag}", specialists, beta).correct
+            )
+            for beta in self.profile.betas
+        }
+        return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best_beta(sweep))
+
+    def focus(self, run: RunResult) -> tuple[np.ndarray, str]:
+        """Index of the items the controls are measured on (the profile's focus condition where items have hints) and
+        its name."""
+        conditions = np.array(run.conditions)
+        chosen = conditions == self.profile.focus_condition
+        return (np.nonzero(chosen)[0], self.profile.focus_condition) if chosen.any() else (np.arange(len(run)), "all")
+
+    def layer_spread(self, beta: float) -> LayerSpread:
+        """Dev focus accuracy of steering from each single layer (the check that head selection *can* matter)."""
+        index, name = self.focus(self.listen("dev"))
+        by_layer = {
+            layer: float(
+                100 * self.steered_correct("dev", [(layer, 0)], beta, steering_source="residual")[index].mean()
+            )
+            for layer in range(self.model.cfg.n_layers)
+        }
+        return LayerSpread(name, beta, by_layer)
+
+    def options(self) -> dict[str, dict[str, float]]:
+        """Dev focus accuracy (percent) by beta of the specialists' steering under each method option (fast path
+        only)."""
+        fast = self.fast("dev")
+        if fast is None:
+            return {}
+        index, _ = self.focus(self.listen("dev"))
+        specialists = self.select_heads().specialists
+        variants = {
+            "profile": {},
+            "layer_convention=resid_post": {"layer_convention": "resid_post"},
+            "layer_convention=hf_hidden_states": {"layer_convention": "hf_hidden_states"},
+            "steering_source=head_outputs": {"steering_source": "head_outputs"},
+            "gate=signal": {"gate": "signal"},
+        }
+        table = {
+            name: {
+                str(b): float(100 * self.fast_correct(fast, "dev", specialists, b, **o)[index].mean())
+                for b in self.profile.betas
+            }
+            for name, o in variants.items()
+        }
+        table["baseline"] = {"0": float(100 * self.listen("dev").correct[index].mean())}
+        return table
+
+    # --- test ---------------------------------------------------------------------------------------------
+    def evaluate(self, beta: float) -> tuple[dict[str, RunResult], dict[str, Any]]:
+        """Test runs (baseline, steered, seeded random control) at `beta` and their paired comparisons."""
+        selection = self.select_heads()
+        test = self.split("test")
+        runs = {
+            "baseline": self.listen("test"),
+            "steered": self.steered_run(test, f"test-steered-beta{beta}{self.tag}", selection.specialists, beta),
+            "random_control": self.steered_run(test, f"test-random-beta{beta}{self.tag}", selection.control, beta),
+        }
+        clusters = np.array([cluster_of(i) for i in test], dtype=object)
+        index, name = self.focus(runs["baseline"])
+        paired = {}
+        for a, b in (("steered", "baseline"), ("steered", "random_control")):
+            for subset, rows in (("all", np.arange(len(test))), (name, index)):
+                paired[f"{a} vs {b} ({subset})"] = mcnemar(
+                    runs[a].correct[rows],
+                    runs[b].correct[rows],
+                    list(clusters[rows]),
+                    (a, b),
+                    self.profile.n_bootstrap,
+                    seed=self.profile.seed,
+                )
+        return runs, paired
+
+    def control_distributions(self, beta: float) -> tuple[ControlDistribution, ControlDistribution | None]:
+        """The specialists against `n_random_draws` seeded random draws (and layer-matched draws) on the test focus
+        items."""
+        p, selection = self.profile, self.select_heads()
+        baseline = self.listen("test")
+        index, name = self.focus(baseline)
+        clusters = [cluster_of(i) for i in np.array(self.split("test"), dtype=object)[index]]
+        conditions = np.array(baseline.conditions)
+        ours = self.steered_correct("test", selection.specialists, beta)
+        memo: dict[tuple, np.ndarray] = {}
+        fast = self.fast("test")
+
+        def distribution(draws, matched: bool) -> ControlDistribution:
+            keys = [tuple(sorted(d)) if p.steering_source == "head_outputs" else tuple(layers_of(d)) for d in draws]
+            new = list({key: draw for key, draw in zip(keys, draws) if key not in memo}.items())
+            if fast is not None:  # seconds per draw on a 7B model's vocabulary: dealt out to the launched processes
+                scored = sharded_map(lambda pair: self.fast_correct(fast, "test", pair[1], beta), new)
+            else:  # real runs, each already split over the processes by item (`sharded_run`)
+                scored = [self.steered_correct("test", draw, beta) for _, draw in new]
+            memo.update({key: correct for (key, _), correct in zip(new, scored)})
+            matrix = np.stack([memo[key] for key in keys])
+            result = control_distribution(ours[index], matrix[:, index], draws, clusters, name, matched, p.seed)
+            result.by_condition = {
+                c: {
+                    "specialists": float(100 * ours[conditions == c].mean()),
+                    "median": float(np.median(100 * matrix[:, conditions == c].mean(1))),
+                    "q05": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.05)),
+                    "q95": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.95)),
+                }
+                for c in sorted(set(conditions))
+            }
+            return result
+
+        shape = selection.correlation.shape
+        draws = random_head_draws(*shape, p.k_heads, p.n_random_draws, p.seed, exclude=selection.specialists)
+        plain = distribution(draws, False)
+        matched = None
+        if p.layer_matched_control and p.steering_source == "residual":
+            pass  # a layer-matched draw has the specialists' direction: identical by construction (`matched_note`)
+        elif p.layer_matched_control:
+            try:
+                matched_draws = random_head_draws(
+                    *shape, p.k_heads, p.n_random_draws, p.seed, selection.specialists, selection.specialists
+                )
+                matched = distribution(matched_draws, True)
+            except ValueError:  # a specialists' layer has no other head to swap in
+                matched = None
+        return plain, matched
+
+    def validity(self) -> dict[str, dict[str, Any]]:
+        """r of the specialists' mean final-token audio mass with correctness on dev and test, per hint condition and
+        pooled."""
+        specialists = self.select_heads().specialists
+        table = {}
+        for split in ("dev", "test"):
+            run = self.listen(split)
+            mass, correct, conditions = self.specialist_mass(run, specialists), run.correct, np.array(run.conditions)
+            table[split] = {"all": signal_validity(mass, correct)}
+            if len(set(conditions)) > 1:
+                table[split].update(
+                    {
+                        c: signal_validity(mass[conditions == c], correct[conditions == c])
+                        for c in sorted(set(conditions))
+                    }
+                )
+        return table
+
+    # --- is it listening? -----------------------------------------------------------------------------------
+    def validity_controls(
+        self, splits: Sequence[str] = ("dev", "test"), n_exact: int = 8
+    ) -> dict[str, ValidityControls]:
+        """Each split's controls (`evaluation.controls.validity_controls`): r with the silence twin's mass,
+        within-stratum r, each head's causal effect (attribution; the specialists and the top `n_exact` exactly),
+        the asked clip's share."""
+        return {split: validity_controls(self, split, n_exact) for split in splits}
+
+    def noise_sweep(self, snrs: Sequence[float] = (20.0, 10.0, 0.0, -10.0), split: str = "test") -> NoiseSweep:
+        """Accuracy and the specialists' signal as white noise is added at each SNR (`evaluation.controls`)."""
+        return noise_sweep(self, snrs, split)
+
+    def run_all(self) -> ExperimentResult:
+        selection = self.select_heads()
+        dev = self.sweep_beta()
+        runs, paired = self.evaluate(dev.best_beta)
+        control, matched = self.control_distributions(dev.best_beta)
+        notes = []
+        if self.fast("test") is not None:
+            real = runs["steered"].correct
+            fast = self.steered_correct("test", selection.specialists, dev.best_beta)
+            if (real != fast).any():
+                notes.append(
+                    f"fast path and steered run disagree on {int((real != fast).sum())} test items (float ties)"
+                )
+        else:
+            notes.append(
+                "control distribution, layer spread: real steered runs (no fast path in this mode); options not "
+                "measured"
+            )
+        return ExperimentResult(
+            model=self.model.cfg.model_name,
+            profile=self.profile,
+            head_selection=selection,
+            dev=dev,
+            test={name: self.tables(run) for name, run in runs.items()},
+            paired=paired,
+            control=control,
+            layer_matched_control=matched,
+            validity=self.validity(),
+            layer_spread=self.layer_spread(dev.best_beta),
+            options=self.options(),
+            audio_mass=runs["baseline"].listening.mean(0),
+            notes=notes + ([matched_note()] if matched is None and self.profile.layer_matched_control
+                           and self.profile.steering_source == "residual" else []),
+            validity_controls=self.validity_controls(),
+            manifest=self.manifest(dev.best_beta),
+        )
+
+
+def matched_note() -> str:
+    return (
+        "layer-matched draws not drawn: with the residual steering source a draw of other heads in the specialists' "
+        "layers has the specialists' direction, so its accuracy equals theirs by construction"
+    )

@@ -1,0 +1,110 @@
+"""The experiment's result as text: the table `lens-audio experiment` prints, and its validity controls."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lens_audio.paper.results import ExperimentResult, head_label
+
+
+def format_table(result: ExperimentResult) -> str:
+    """The results as text: test accuracy by condition for each run, the heads, the paired statistics and the
+    controls."""
+    runs = list(result.test)
+    first = result.test[runs[0]]
+    rows = [("total", "total")] + [("task", k) for k in first.get("task", {})]
+    if "hint" in first:
+        rows += [("hint", k) for k in first["hint"]] + [("hint_by_task", k) for k in first["hint_by_task"]]
+    cell = lambda v: f"{v['accuracy']:6.2f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]"
+    unit = first["total"].get("ci_unit", "item")
+    lines = [f"95% bootstrap CIs resample {'clips (clip sets)' if unit == 'clip' else 'items'}"]
+    lines += [f"{'test split':24s}" + "".join(f"{name:>26s}" for name in runs)]
+    for table, key in rows:
+        values = [result.test[name][table] if table == "total" else result.test[name][table][key] for name in runs]
+        lines.append(f"{key:24s}" + "".join(f"{cell(v):>26s}" for v in values))
+    heads = result.head_selection
+    detail = lambda h: heads.describe(h)
+    rule = "" if heads.rule == "r" else f", chosen by selection rule {heads.rule!r}"
+    lines += ["", f"specialist heads (calibration{rule}; r, bootstrap CI resampling clips, Fisher-z CI, max-|r| "
+              "permutation-adjusted p):"]
+    lines += [
+        f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, "
+        f"{d['fisher_ci'][1]:.2f}] "
+        f"p_adj={d['p_adjusted']:.3f}"
+        for h, d in ((h, detail(h)) for h in heads.specialists)
+    ]
+    significant = heads.null.significant()
+    lines.append(
+        f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} "
+        f"({heads.null.n_permutations} shuffles, "
+        f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05: "
+        + (", ".join(map(head_label, significant)) if significant else "none")
+    )
+    lines += [
+        f"random control heads (seeded draw): {', '.join(map(head_label, heads.control))}",
+        f"beta (chosen on dev): {result.beta}",
+        "",
+        "paired comparisons (test; exact McNemar, bootstrap CI clustered by clip):",
+    ]
+    lines += [f"  {name}: {v.describe()}" for name, v in result.paired.items()]
+    for control in (result.control, result.layer_matched_control):
+        if control is not None:
+            lines.append("  " + control.describe())
+    if result.validity:
+        lines.append(
+            "listening signal (specialists' mean mass) vs correctness, held out: "
+            + "; ".join(
+                f"{split}/{c} r={v.r:.2f} [{v.ci[0]:.2f}, {v.ci[1]:.2f}] n={v.n}"
+                for split, d in result.validity.items()
+                for c, v in d.items()
+            )
+        )
+    if result.layer_spread is not None:
+        s = result.layer_spread
+        lines.append(
+            f"single-layer steering on dev {s.items} items (beta {s.beta}): "
+            + ", ".join(f"L{k} {v:.1f}" for k, v in s.accuracy_by_layer.items())
+            + f"; spread {s.spread:.1f} points"
+        )
+    for name, by_beta in result.options.items():
+        lines.append(f"dev option {name}: " + ", ".join(f"beta {b}: {v:.1f}" for b, v in by_beta.items()))
+    lines += format_controls(result)
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def format_controls(result: ExperimentResult, n_causal: int = 4) -> list[str]:
+    """The validity controls as text: the specialists' signal and each specialist's and top causal head's row."""
+    lines = []
+    for split, c in result.validity_controls.items():
+        g = c.signal
+        lines += [
+            "",
+            f"is it listening? {split} {c.items} items (n = {c.n}, {c.n_clusters} clips; specialists' mean mass, CIs "
+            f"resample {g.audio.ci_unit}s): mass {g.mass_audio:.3f} with audio, {g.mass_silence:.3f} with silence; "
+            f"r with correctness {g.audio.describe()}, with the silence twin's mass {g.silence.describe()}",
+        ]
+        lines += [
+            f"  {name} ({g.n_strata[name]} strata): within-stratum r {g.within[name].describe()}, stratum average "
+            f"alone {g.between[name].describe()}"
+            if g.n_strata[name] > 1
+            else f"  {name}: one stratum on these items (within-stratum r is the plain r)"
+            for name in g.within
+        ]
+        stratum = "task x sub-category" if "task x sub-category" in c.r_within else next(iter(c.r_within), "")
+        lines.append(
+            f"  per head (r with audio / with silence / within {stratum} / causal: margin drop with the head's "
+            "final-position output from the silence run, exact / share of audio attention on the asked clip):"
+        )
+        shown = list(dict.fromkeys(list(c.specialists) + c.top_causal(n_causal)))
+        for head in shown:
+            row = c.head_row(head, stratum)
+            fmt = lambda v, spec=".2f": "n/a" if v is None or not np.isfinite(v) else format(v, spec)  # noqa: E731
+            kind = "specialist" if tuple(head) in map(tuple, c.specialists) else "top causal"
+            lines.append(
+                f"    {head_label(head)} ({kind}): {fmt(row['r_audio'])} / {fmt(row['r_silence'])} / "
+                f"{fmt(row['r_within'])} / {fmt(row['causal'], '.3f')} / {fmt(row['clip_share'])}"
+            )
+        lines.append(f"  rank correlation (Spearman) of causal effect with r over all heads: {c.causal_rank_r:.2f}")
+        lines += [f"  note: {n}" for n in c.notes]
+    return lines
