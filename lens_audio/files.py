@@ -3,7 +3,8 @@
 `write_atomically(path, data)` writes a temporary sibling, syncs it and renames it into place; `atomic_folder`
 does the same for a folder (a checkpoint, a benchmark). Both, and `naming_the_file` around any other writer,
 turn an OS error that names no file (a full disk's "[Errno 28] No space left on device", a quota, an I/O error)
-into one that names the file being written and what to do. This module imports nothing else of lens_audio.
+into one that names the file being written and what to do. `acquire_lock` / `release_lock` keep one writer per
+run (a run file, a training run's folder). This module imports nothing else of lens_audio.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the lock file is still written for humans to see
+    fcntl = None
 
 _ADVICE = {
     errno.ENOSPC: "the disk is full: free space (or write elsewhere) and rerun",
@@ -76,3 +82,45 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing the same run (a run file or a training run's folder)."""
+
+
+def acquire_lock(lock_path: Path, run_path: Path) -> int:
+    """Open and lock `lock_path` (an `fcntl.flock`, which the kernel drops when its process dies, so a lock file left
+    by a killed run is taken over), write our pid into it, and return its descriptor; a second live writer gets
+    `RunLockedError` naming `run_path` and the owner's pid."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"{run_path} is being written by another process (pid {owner}, lock {lock_path}); wait for it to "
+                "finish, or give this run another output folder (--out)."
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not unlinked by a finishing owner between our open and our lock
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def release_lock(fd: int, lock_path: Path) -> None:
+    """Remove the lock file (still ours: a newcomer that opened it re-checks the inode and retries) and unlock."""
+    try:
+        os.unlink(lock_path)
+    except FileNotFoundError:
+        pass
+    os.close(fd)

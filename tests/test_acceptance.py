@@ -1,4 +1,5 @@
-"""The clip-chain organism's acceptance checks (`lens_audio.organisms.workshop_chains.acceptance`), each number
+"""The clip-chain organism's acceptance checks (`lens_audio.organisms.workshop_chains.acceptance`), and the
+analysis pieces they are built on (`lens_audio.analysis.probes`, `lens_audio.analysis.final_position`), each number
 checked a second way."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from lens_audio import HookedAudioLM
+from lens_audio.analysis import final_resid_patch_logits, probe_accuracy
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.statistics import pearson_columns
 from lens_audio.benchmark import load_mmau
@@ -18,13 +20,7 @@ from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.organisms.benchmark_writer import CHAINS_JSON_NAME, write_chain_benchmark
 from lens_audio.organisms.evaluate import PROFILE, score_items
-from lens_audio.organisms.workshop_chains.acceptance import (
-    AcceptanceChecks,
-    acceptance_checks,
-    even_subset,
-    final_resid_patch_logits,
-    probe_accuracy,
-)
+from lens_audio.organisms.workshop_chains.acceptance import AcceptanceChecks, acceptance_checks, even_subset
 from lens_audio.testing import save_checkpoint, tiny_hf_model
 
 PARTITIONS = (("calibration", 4, ("conflicting",)), ("dev", 4, ("none", "congruent", "conflicting")))

@@ -21,11 +21,14 @@ def test_every_hook_is_documented_exactly_once(tiny_pair):
         assert len(rows_matching(name)) == 1, (name, rows_matching(name))
 
 
-def test_readme_lists_the_hook_table():
+def test_the_docs_list_the_hook_table():
+    """The hook table lives in docs/hooks.md (the README links there), equal to `lens-audio hooks`'s output."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert markdown_table() in readme, "README's hook table is stale: paste `lens-audio hooks` output"
+    root = Path(__file__).resolve().parents[1]
+    assert markdown_table() in (root / "docs" / "hooks.md").read_text(), (
+        "docs/hooks.md's hook table is stale: paste `lens-audio hooks` output")
+    assert "docs/hooks.md" in (root / "README.md").read_text()
 
 
 def test_demo_command(tmp_path, capsys):
@@ -55,3 +58,26 @@ def test_cli_docstring_lists_every_subcommand(capsys):
     choices = re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out).group(1).split(",")
     listed = re.findall(r"^  ([a-z-]+)", cli.__doc__, flags=re.M)
     assert sorted(set(listed)) == sorted(choices), "update the subcommand list in lens_audio.cli's docstring"
+
+
+
+def test_locate_is_a_subcommand_and_its_old_spelling_forwards(tmp_path, capsys, monkeypatch):
+    """`lens-audio locate` builds the experiment (model, profile, benchmark, --out) and writes <out>/locate.json
+    through `write_locate`, printing it; `python -m lens_audio.paper.locate` (kept for one release) says it moved
+    and does the same. The sweeps are stubbed here: tests/test_experiment.py runs them for real."""
+    from lens_audio.organisms import BENCHMARK
+    from lens_audio.paper import locate
+
+    def sweeps(experiment, betas):
+        return {"model": experiment.model.cfg.model_name, "profile": experiment.profile.to_json(),
+                "benchmark": experiment.benchmark, "items": len(experiment.items), "betas": list(betas)}
+
+    monkeypatch.setattr(locate, "locate", sweeps)
+    assert cli.main(["locate", "--out", str(tmp_path / "new"), "--betas", "1", "3"]) == 0
+    written = json.loads((tmp_path / "new" / "locate.json").read_text())
+    assert json.loads(capsys.readouterr().out) == written
+    assert written["profile"]["mode"] == "choice" and written["betas"] == [1.0, 3.0]
+    assert written["benchmark"] == str(BENCHMARK) and written["items"] == len(load_mmau(BENCHMARK))
+    assert locate.main(["--out", str(tmp_path / "old"), "--betas", "1", "3"]) == 0
+    assert "`lens-audio locate`" in capsys.readouterr().err
+    assert json.loads((tmp_path / "old" / "locate.json").read_text()) == written

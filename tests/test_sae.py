@@ -34,7 +34,7 @@ from lens_audio.sae.steering import decompose_direction
 
 AUDIO_SAE = SAES / "blocks.1.hook_resid_post-audio"
 TEXT_SAES = [SAES / f"blocks.{layer}.hook_resid_post-text" for layer in (1, 2, 4, 5)]
-# Thresholds for the shipped SAEs, on the test split (the README states the measured values).
+# Thresholds for the shipped SAEs, on the test split (docs/saes.md states the measured values).
 MIN_FVE_AUDIO, MIN_FVE_TEXT = 0.97, 0.99
 MAX_ACCURACY_DROP = 0.05  # spliced (no error term) vs the clean model, no-hint test items
 
@@ -120,7 +120,8 @@ def test_training_resumed_from_a_checkpoint_equals_the_uninterrupted_run(tmp_pat
     with torch.enable_grad():
         whole = train_sae(data, settings, progress=False)
         first = train_sae(data, settings, out=tmp_path / "run", progress=False, stop_after=25)
-        assert (tmp_path / "run" / "checkpoint" / "trainer.json").is_file() and first.resumed_from == 0
+        states = [p.name for p in (tmp_path / "run" / "checkpoint").glob("state-*")]
+        assert states == ["state-000025"] and first.resumed_from == 0
         rest = train_sae(data, settings, out=tmp_path / "run", progress=False)
     assert rest.resumed_from == 25 and not (tmp_path / "run" / "checkpoint").exists()
     for name, value in whole.sae.state_dict().items():
@@ -230,19 +231,6 @@ def test_decomposition_rebuilds_the_adaptive_direction(model, test_items):
     batch = model.to_batch([i["audio_path"] for i in items], [render_prompt(i, PROFILE.prompt) for i in items])
     assert torch.allclose(result.direction, adaptive_direction(model, batch, [1, 2, 4, 5]).cpu(), atol=1e-4)
     assert result.push.shape == (4, 4, 256) and bool((result.fraction_explained() > 0.5).all())
-
-
-def test_readme_sae_example_runs(tmp_path, monkeypatch):
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme[readme.index("## SAEs") :], re.DOTALL).group(1)
-    monkeypatch.chdir(tmp_path)
-    scope: dict = {}
-    exec(compile(code, "README SAEs", "exec"), scope)
-    assert scope["latents"].shape[-1] == 256 and (tmp_path / "feature.html").stat().st_size > 1_000_000
-    assert scope["board"].top[0].snippet[:4] == b"RIFF"
 
 
 def test_positions_final_encoder_hooks_and_audio_folders(model, test_items, tmp_path):

@@ -356,18 +356,19 @@ def test_switches_add_hooks_without_changing_the_output(hf, processor, two_examp
     assert torch.allclose(seen["q"][:, :, 1], cache["q", 0][:, :, 1], atol=1e-5)
 
 
-# ------------------------------------------------------------------ README
+# ------------------------------------------------------------------ docs
 
 
-def test_readme_main_demo_steps_run_on_the_workshop_model(capsys):
+def test_docs_main_demo_steps_run_on_the_workshop_model(capsys):
+    """docs/transformerlens.md's Main Demo, here too so that CI runs it under TransformerLens 3.9 as well
+    (tests/test_docs.py runs every page's code under 4.x)."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Coming from TransformerLens") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "transformerlens.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.DOTALL).group(1)
     try:
-        exec(compile(code, "README TransformerLens demo", "exec"), {})  # asserts logit lens and DLA inside
+        exec(compile(code, "docs/transformerlens.md", "exec"), {})  # asserts logit lens and DLA inside
     finally:
         torch.set_grad_enabled(True)
     out = capsys.readouterr().out

@@ -100,6 +100,23 @@ def test_training_script_writes_a_loadable_checkpoint(tmp_path):
     assert model.cfg.n_layers == 6
 
 
+def test_training_script_resumed_from_a_saved_state_equals_the_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    from lens_audio.organisms.workshop_v1.recipe import TrainSettings, train
+
+    settings = TrainSettings(pool_clips=48, steps_audio=3, steps_mixed=3, batch_size=4, warmup_steps=2)
+    whole = train(tmp_path / "whole", settings, progress=False)
+    assert train(tmp_path / "cut", settings, progress=False, stop_after=4, checkpoint_every=3) is None
+    assert [p.name for p in (tmp_path / "cut").glob("state-*")] == ["state-000004"]
+    resumed = train(tmp_path / "cut", settings, progress=False)
+    assert resumed["loss_history"] == whole["loss_history"]
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights equal uninterrupted weights"
+    assert not list((tmp_path / "cut").glob("state-*")) and not (tmp_path / "cut" / "progress.jsonl").exists(), \
+        "the finished checkpoint replaces the run folder"
+
+
 SHIPPED = [("workshop", CHECKPOINT, BENCHMARK), ("workshop-v1", CHECKPOINT_V1, BENCHMARK_V1)]
 
 

@@ -4,6 +4,7 @@ resumable training recipe."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -92,8 +93,8 @@ def _trained(folder):
 def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path, monkeypatch):
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from lens_audio.organisms import train_state
     from lens_audio.organisms.workshop_chains.recipe import ChainsTrainSettings, export_latest, train_chains
+    from lens_audio.training import run_folder, state_files
 
     settings = ChainsTrainSettings(**TINY)
     whole = train_chains(tmp_path / "whole", settings, progress=False)
@@ -107,26 +108,33 @@ def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path
     saved = load_file(cut / "state-000003" / "weights.safetensors")
     assert all(params[k[len("model."):]].detach().equal(v) for k, v in saved.items() if k.startswith("model."))
 
+    kept = tmp_path / "kept" / "state-000003"  # a state outside the run folder (and the repository)
+    shutil.copytree(cut / "state-000003", kept)
+
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing the step-4 checkpoint")
 
-    monkeypatch.setattr(train_state, "save_file", killed)
+    monkeypatch.setattr(state_files, "save_file", killed)
     with pytest.raises(KeyboardInterrupt):
         train_chains(cut, settings, progress=False)
     monkeypatch.undo()
-    (cut / (train_state.STAGING_PREFIX + "left-by-kill-9")).mkdir()  # what a kill -9 mid-write leaves
+    (cut / (run_folder.STAGING_PREFIX + "left-by-kill-9")).mkdir()  # what a kill -9 mid-write leaves
     assert [p.name for p in cut.glob("state-*")] == ["state-000003"], "step 4 is lost, step 3 intact"
     resumed = train_chains(cut, settings, progress=False)
     assert resumed["steps_trained"] == 5 and resumed["loss_history"] == whole["loss_history"]
     assert resumed["monitor"] == whole["monitor"]
     a, b = _trained(tmp_path / "whole"), _trained(cut)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights equal uninterrupted weights"
-    assert not list(cut.glob(train_state.STAGING_PREFIX + "*"))
+    assert not list(cut.glob(run_folder.STAGING_PREFIX + "*"))
     events = [json.loads(line).get("event") for line in (cut / "progress.jsonl").read_text().splitlines()]
     assert events.count("resume") == 2 and events.count("start") == 1
     model = Qwen2AudioForConditionalGeneration.from_pretrained(cut / "final")
     assert model.config.text_config.num_hidden_layers == TINY["n_layers"]
     assert train_chains(cut, settings, progress=False)["steps_trained"] == 5, "a finished run is not retrained"
+    moved = train_chains(tmp_path / "moved", settings, progress=False, resume_from=kept)
+    assert moved["loss_history"] == whole["loss_history"] and moved["monitor"] == whole["monitor"]
+    c = _trained(tmp_path / "moved")
+    assert all(a[k].equal(c[k]) for k in a), "a run started from a state kept elsewhere equals the uninterrupted run"
 
     train_chains(tmp_path / "other", settings, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="other settings"):
@@ -144,7 +152,8 @@ def test_cli_trains_a_slice_of_the_chains_recipe_and_leaves_a_resumable_state(tm
     state = json.loads((out / "state-000001" / "state.json").read_text())
     assert state["loop"]["step"] == 1 and state["settings"]["n_layers"] == 16 and state["settings"]["steps"] == 3
     sizes = [p.stat().st_size for p in (out / "state-000001").iterdir()]
-    assert max(sizes) < 20 * 2**20, "each checkpoint file stays under 20 MB (committed to the repository)"
+    assert max(sizes) < 20 * 2**20, "each state file stays under 20 MB"
+    assert not list((out / "state-000001").glob("*.pt")), "no pickle: safetensors and JSON only"
 
 
 def test_the_named_clip_probe_reads_the_questions_class_word_and_leaves_the_first_recipe_resumable(tmp_path):
@@ -235,16 +244,15 @@ def test_a_run_saved_before_lookups_existed_resumes_only_up_to_their_first_step(
 
 
 def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it(tmp_path, monkeypatch):
-    import shutil
     import tempfile
 
-    from lens_audio import workshop
+    from lens_audio import organisms
     from lens_audio.organisms.benchmark_writer import chain_benchmark
 
     shipped = tmp_path / "package" / CHAINS_JSON_NAME
     write_chain_benchmark(tmp_path / "package", partitions=SMALL, progress=False)
     shutil.rmtree(tmp_path / "package" / "audios")
-    monkeypatch.setattr(workshop, "BENCHMARK_CHAINS", shipped)
+    monkeypatch.setattr(organisms, "BENCHMARK_CHAINS", shipped)
     monkeypatch.setattr("lens_audio.organisms.benchmark_writer.CHAIN_PARTITIONS", SMALL)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert chain_benchmark(progress=False) == shipped

@@ -88,3 +88,24 @@ def test_training_recipe_writes_a_loadable_checkpoint(tmp_path):
         "the audio encoder is v1's, unchanged"
     projector, v1_projector = model.audio.projector.weight.detach().numpy(), frozen["projector.weight"].detach().numpy()
     assert not np.allclose(projector, v1_projector), "the projector is rescaled and trained"
+
+
+def test_training_recipe_resumed_in_either_phase_equals_the_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    from lens_audio.organisms.workshop.recipe import SetsTrainSettings, train_sets
+
+    settings = SetsTrainSettings(pool_clips_per_class=3, steps_audio=2, steps_mixed=2, steps_select=3, batch_size=4,
+                                 warmup_steps=2, threads=1)
+    whole = train_sets(tmp_path / "whole", settings, progress=False)
+    cut = tmp_path / "cut"
+    assert train_sets(cut, settings, progress=False, stop_after=4) is None  # the end of stages 1-2 (phase 0)
+    assert json.loads((cut / "state-000004" / "state.json").read_text())["loop"]["phase"] == 0
+    assert train_sets(cut, settings, progress=False, stop_after=2) is None  # inside stage 3, with its probes
+    meta = json.loads((cut / "state-000006" / "state.json").read_text())
+    assert meta["loop"]["phase"] == 1 and any(k.startswith("probes.") for k in load_file(
+        cut / "state-000006" / "weights.safetensors"))
+    resumed = train_sets(cut, settings, progress=False)
+    assert resumed["loss_history"] == whole["loss_history"]
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights equal uninterrupted weights"

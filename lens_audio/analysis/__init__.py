@@ -1,6 +1,14 @@
-"""Analyses over a model and a batch: listening signal, specialist heads, steering, patching, ablation, logit lens."""
+"""Analyses over a model and a batch: listening signal, specialist heads, steering, patching (also of the final
+position, layer by layer), linear probes, ablation, logit lens."""
 
-from lens_audio.analysis.ablation import AblationScan, cumulative_ablation, scan_heads
+from lens_audio.analysis.ablation import AblationScan, ablate_heads, cumulative_ablation, scan_heads
+from lens_audio.analysis.final_position import (
+    best_options,
+    final_resid_logits,
+    final_resid_patch_logits,
+    final_state_hooks,
+    final_states_and_listening,
+)
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
 from lens_audio.analysis.lens import LogitLens, logit_lens, logit_lens_over_audio
 from lens_audio.analysis.listening import ListeningSignal, listening_signal
@@ -12,34 +20,47 @@ from lens_audio.analysis.patching import (
     patch_heads,
     patch_residual_by_position,
 )
+from lens_audio.analysis.probes import L2_GRID, fit_probe, grouped_folds, probe_accuracy
 from lens_audio.analysis.statistics import control_distribution, mcnemar, random_head_draws
-from lens_audio.analysis.steering.direction import (
+from lens_audio.analysis.steering import (
+    AdaptiveSteering,
     FixedDirection,
+    SteeredLogits,
     adaptive_direction,
     adaptive_steering,
     layers_of,
+    silence_prefix_cache,
     steer,
     steered_generate,
+    steered_logits,
     steering_hooks,
 )
-from lens_audio.analysis.steering.silence_cache import silence_prefix_cache
-from lens_audio.analysis.steering.steered_pass import SteeredLogits, steered_logits
 
 __all__ = [
     "AblationScan",
+    "AdaptiveSteering",
     "Attribution",
     "BoundAudioModel",
     "FixedDirection",
+    "L2_GRID",
     "HeadCorrelation",
     "ListeningSignal",
     "LogitLens",
     "SteeredLogits",
     "adaptive_direction",
     "adaptive_steering",
+    "ablate_heads",
     "attribution_patching",
+    "best_options",
     "correlate_heads",
     "control_distribution",
     "cumulative_ablation",
+    "final_resid_logits",
+    "final_resid_patch_logits",
+    "final_state_hooks",
+    "final_states_and_listening",
+    "fit_probe",
+    "grouped_folds",
     "mcnemar",
     "random_head_draws",
     "layers_of",
@@ -49,6 +70,7 @@ __all__ = [
     "normalized_logit_diff",
     "patch_heads",
     "patch_residual_by_position",
+    "probe_accuracy",
     "scan_heads",
     "silence_prefix_cache",
     "steer",

@@ -6,7 +6,12 @@ resumable runner with its run files and manifests, and data-parallel runs.
 
 from lens_audio.benchmark.manifest import RunManifest, RunMismatchError
 from lens_audio.benchmark.mmau import BenchmarkError, load_mmau
-from lens_audio.benchmark.parallel import sharded_run
+from lens_audio.benchmark.parallel import (
+    sharded_map,
+    sharded_patch_residual_by_position,
+    sharded_run,
+    sharded_scan_heads,
+)
 from lens_audio.benchmark.prompts import TEMPLATES, prompt_function, render_prompt
 from lens_audio.benchmark.report import accuracy_with_ci, grouped_accuracy, mmau_report
 from lens_audio.benchmark.run_file import RunLockedError, read_records
@@ -31,6 +36,9 @@ __all__ = [
     "render_prompt",
     "run_benchmark",
     "score_output",
+    "sharded_map",
+    "sharded_patch_residual_by_position",
     "sharded_run",
+    "sharded_scan_heads",
     "string_match",
 ]

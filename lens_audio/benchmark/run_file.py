@@ -31,16 +31,9 @@ from lens_audio.benchmark.manifest import (
     read_manifest,
     refusal,
 )
-from lens_audio.files import naming_the_file, write_atomically
+from lens_audio.files import RunLockedError, acquire_lock, naming_the_file, release_lock, write_atomically
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; the lock file is still written for humans to see
-    fcntl = None
-
-
-class RunLockedError(RuntimeError):
-    """Another live process is writing the same run file."""
+__all__ = ["RunFile", "RunLockedError", "read_records"]
 
 
 def _parse_lines(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
@@ -85,7 +78,7 @@ class RunFile:
 
     def __enter__(self) -> "RunFile":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _acquire(self.lock_path, self.path)
+        self._lock_fd = acquire_lock(self.lock_path, self.path)
         try:
             self.records, dirty = _parse_lines(self.path)
             if self.fresh:
@@ -128,39 +121,8 @@ class RunFile:
             os.close(self._fd)
             self._fd = None
         if self._lock_fd is not None:
-            try:
-                os.unlink(self.lock_path)  # still ours: a newcomer that opened it re-checks the inode and retries
-            except FileNotFoundError:
-                pass
-            os.close(self._lock_fd)
+            release_lock(self._lock_fd, self.lock_path)
             self._lock_fd = None
-
-
-def _acquire(lock_path: Path, run_path: Path) -> int:
-    """Open and lock `lock_path`, write our pid into it, and return its descriptor."""
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is None:
-            break
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunLockedError(
-                f"{run_path} is being written by another process (pid {owner}, lock {lock_path}); wait for it to "
-                "finish, or give this run another output folder (--out)."
-            ) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:  # not unlinked by a finishing owner between our open and our lock
-            break
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
 
 
 def _rewrite(path: Path, records: Any) -> None:

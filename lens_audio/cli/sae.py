@@ -18,7 +18,8 @@ WORKSHOP_SAES = (
 )
 
 
-def add_sae_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> dict:
+    """Add the `sae` group to `sub`; return command -> runner."""
     sae = sub.add_parser("sae", help="sparse autoencoders: train on a benchmark, or rebuild the workshop model's")
     sae_sub = sae.add_subparsers(dest="sae_command", required=True)
     train = sae_sub.add_parser("train", help="train one TopK SAE per --hook on a benchmark's activations")
@@ -34,6 +35,7 @@ def add_sae_parser(sub: argparse._SubParsersAction) -> None:
         train.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     workshop = sae_sub.add_parser("workshop", help="train the SAEs shipped with the workshop model (minutes, CPU)")
     workshop.add_argument("--out", required=True)
+    return {"sae": run_sae}
 
 
 def run_sae(args: argparse.Namespace) -> int:

@@ -17,6 +17,10 @@ accepted too, and Voxtral needs no mask) or one `AudioBatch`, and returns logits
 `[batch, pos, d_vocab]`. Position ids default to "count of real tokens so
 far" (what Hugging Face's `generate` uses), so a left-padded row gives the
 same numbers as the same prompt unpadded.
+
+Why this file passes ~500 lines: it is the one class a TransformerLens user reads to find `forward`,
+`run_with_cache`, `generate` and the `set_use_*` switches, as `HookedTransformer` is one file; everything that can
+live apart already does (`generation`, `loss`, `loading`, `processing`, `dispatch`, `tl_text`, `tl_weights`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The paper's experiment (Glazer, Aharon, Fetaya 2026) as one typed object: an `ExperimentProfile` in, an
 `Experiment` whose stages are calibration (specialist heads), dev (beta, options, layer spread), test (paired
-statistics, the random-head control distribution) and the validity controls, an `ExperimentResult` out.
+statistics, the random-head control distribution) and the validity controls, an `ExperimentResult` out. Steering
+options are read in one place, `SteeringSpec` (hooks, one-pass generate/logits, fast path, manifest fields, run name).
 
     from lens_audio.paper import Experiment, profile_for
     result = Experiment(model, items, profile_for("workshop"), "runs/paper").run_all()
@@ -16,6 +17,7 @@ from lens_audio.paper.profile import (
     register_profile,
 )
 from lens_audio.paper.results import BetaSweep, ExperimentResult, HeadSelection, LayerSpread, head_label
+from lens_audio.paper.spec import SteeringSpec
 from lens_audio.paper.text import format_controls, format_table
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "HeadSelection",
     "LayerSpread",
     "ProfileFallbackWarning",
+    "SteeringSpec",
     "cluster_of",
     "fallback_note",
     "format_controls",

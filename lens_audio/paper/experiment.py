@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lens_audio.analysis.heads import correlate_heads
-from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.statistics import (
     ControlDistribution,
     control_distribution,
@@ -40,13 +38,7 @@ from lens_audio.analysis.statistics import (
     random_head_draws,
     signal_validity,
 )
-from lens_audio.analysis.steering.direction import (
-    adaptive_direction,
-    gated_beta,
-    head_output_direction,
-    layers_of,
-    steering_hooks,
-)
+from lens_audio.analysis.steering.direction import layers_of
 from lens_audio.analysis.validity import NoiseSweep, ValidityControls
 from lens_audio.benchmark.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.benchmark.parallel import sharded_map, sharded_run
@@ -63,8 +55,8 @@ from lens_audio.paper.results import (
     LayerSpread,
     RunResult,
     best_beta,
-    head_label,
 )
+from lens_audio.paper.spec import SteeringSpec
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -142,25 +134,27 @@ class Experiment:
             noise_snr_db=noise_snr_db,
         )
 
-    def steered_run(self, rows: Sequence[dict[str, Any]], name: str, heads: Heads, beta: float, **option) -> RunResult:
-        """A run steered from `heads` at `beta` under the profile's options (`option` overrides them)."""
-        return self.run(rows, name, self.steering(heads, beta, **option),
-                        settings=self.steering_settings(heads, beta, **option))
+    def spec(self, heads: Heads, beta: float, **option) -> SteeringSpec:
+        """Steering from `heads` at `beta` under the profile's options (`option` overrides them): the one object
+        that reads the steering options (`SteeringSpec`). The gate's specialists come from calibration."""
+        p = self.profile.replace(**option)
+        return SteeringSpec.from_profile(p, heads, beta, self.select_heads() if p.gate == "signal" else None, self.tag)
+
+    def steered_run(
+        self, rows: Sequence[dict[str, Any]], name: str | None, heads: Heads, beta: float, **option
+    ) -> RunResult:
+        """A run steered from `heads` at `beta` under the profile's options (`option` overrides them), in one pass
+        per batch where the mode allows (the spec is the runner's steering object)."""
+        spec = self.spec(heads, beta, **option)
+        return self.run(rows, name, spec, settings=spec.settings())
+
+    def spec_run(self, split: str, spec: SteeringSpec, role: str | None = None) -> RunResult:
+        """`spec`'s run of `split` in its run file (`spec.run_name(split, role)`)."""
+        return self.run(self.split(split), spec.run_name(split, role), spec, settings=spec.settings())
 
     def steering_settings(self, heads: Heads, beta: float, **option) -> dict[str, Any]:
-        """The manifest fields of steering from `heads`: what its records depend on, nothing else (residual steering
-        reads only the heads' layers; the gate reads the top-k specialists' audio mass)."""
-        p = self.profile.replace(**option)
-        residual = p.steering_source == "residual"
-        return {
-            "heads": None if residual else sorted(heads),
-            "layers": layers_of(heads) if residual else None,
-            "beta": beta,
-            "gate": p.gate,
-            "steering_source": p.steering_source,
-            "layer_convention": p.layer_convention if residual else None,
-            "k_heads": p.k_heads if p.gate == "signal" else None,
-        }
+        """The manifest fields of steering from `heads` (`SteeringSpec.settings`)."""
+        return self.spec(heads, beta, **option).settings()
 
     def manifest(self, beta: float | None = None) -> RunManifest:
         """The experiment's manifest: the model, every item's content, the profile's settings, the specialists and
@@ -225,22 +219,9 @@ class Experiment:
     specialist_mass = staticmethod(specialist_mass)  # `[item]` mean final-token audio mass of the heads
 
     # --- steering -----------------------------------------------------------------------------------------
-    def steering(self, heads: Heads, beta: float, **option):
-        """The runner's steering function for `heads` under the profile's options (source, layer convention, gate)."""
-        p, selection = self.profile.replace(**option), self.select_heads()
-
-        def make_hooks(model, batch, start=-1):
-            if p.steering_source == "head_outputs":
-                direction = head_output_direction(model, batch, heads)
-            else:
-                direction = adaptive_direction(model, batch, layers_of(heads), p.site)
-            if p.gate == "signal":
-                mass = listening_signal(model, batch).audio_mass
-                mass = torch.stack([mass[:, l, h] for l, h in selection.specialists]).mean(0).to(direction)
-                direction = direction * gated_beta(1.0, mass, selection.reference_mass)[:, None]
-            return steering_hooks(model, direction, beta, None, start)
-
-        return make_hooks
+    def steering(self, heads: Heads, beta: float, **option) -> SteeringSpec:
+        """The runner's steering object for `heads` under the profile's options: the spec (hooks, or one pass)."""
+        return self.spec(heads, beta, **option)
 
     def fast(self, split: str) -> FastSteering | None:
         """The split's fast steering states, or None where the fast path does not apply (generation, multi-token
@@ -258,18 +239,7 @@ class Experiment:
     def fast_correct(self, fast: FastSteering, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
         """`[item]` correctness of steering from `heads` at `beta` on `split` by the fast path; `option` overrides the
         profile's."""
-        p = self.profile.replace(**option)
-        direction = (
-            fast.head_direction(heads)
-            if p.steering_source == "head_outputs"
-            else fast.layer_direction(layers_of(heads), p.site)
-        )
-        scale: float | torch.Tensor = beta
-        if p.gate == "signal":
-            selection = self.select_heads()
-            mass = torch.as_tensor(self.specialist_mass(self.listen(split), selection.specialists)).to(direction)
-            scale = gated_beta(beta, mass, selection.reference_mass)
-        return fast.correct(direction, scale)
+        return fast.correct(*self.spec(heads, beta, **option).fast_push(fast, lambda: self.listen(split)))
 
     def steered_correct(self, split: str, heads: Heads, beta: float, **option) -> np.ndarray:
         """Correctness of steering from `heads`: fast path where it applies, else a real (resumable) run per layer
@@ -277,24 +247,14 @@ class Experiment:
         fast = self.fast(split)
         if fast is not None:
             return self.fast_correct(fast, split, heads, beta, **option)
-        p = self.profile.replace(**option)
-        key = (
-            "-".join(map(head_label, sorted(heads)))
-            if p.steering_source == "head_outputs"
-            else "L" + "-".join(map(str, layers_of(heads)))
-        )
-        name = f"{split}-steered-{key}-{p.steering_source}-{p.layer_convention}-{p.gate or 'fixed'}-beta{beta}"
-        name += self.tag  # the gate reads the specialists' mass, which the rule chose
-        return self.steered_run(self.split(split), name, heads, beta, **option).correct
+        return self.spec_run(split, self.spec(heads, beta, **option)).correct  # one run file per option set
 
     # --- dev ----------------------------------------------------------------------------------------------
     def sweep_beta(self) -> BetaSweep:
         """Dev accuracy of steering from the specialists for each beta; the best (ties: smaller) is kept."""
         specialists = self.select_heads().specialists
         sweep = {
-            beta: accuracy_with_ci(
-                self.steered_run(self.split("dev"), f"dev-steered-beta{beta}{self.tag}", specialists, beta).correct
-            )
+            beta: accuracy_with_ci(self.spec_run("dev", self.spec(specialists, beta), "steered").correct)
             for beta in self.profile.betas
         }
         return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best_beta(sweep))
@@ -349,8 +309,8 @@ class Experiment:
         test = self.split("test")
         runs = {
             "baseline": self.listen("test"),
-            "steered": self.steered_run(test, f"test-steered-beta{beta}{self.tag}", selection.specialists, beta),
-            "random_control": self.steered_run(test, f"test-random-beta{beta}{self.tag}", selection.control, beta),
+            "steered": self.spec_run("test", self.spec(selection.specialists, beta), "steered"),
+            "random_control": self.spec_run("test", self.spec(selection.control, beta), "random"),
         }
         clusters = np.array([cluster_of(i) for i in test], dtype=object)
         index, name = self.focus(runs["baseline"])
@@ -376,11 +336,11 @@ class Experiment:
         clusters = [cluster_of(i) for i in np.array(self.split("test"), dtype=object)[index]]
         conditions = np.array(baseline.conditions)
         ours = self.steered_correct("test", selection.specialists, beta)
-        memo: dict[tuple, np.ndarray] = {}
+        memo: dict[str, np.ndarray] = {}
         fast = self.fast("test")
 
         def distribution(draws, matched: bool) -> ControlDistribution:
-            keys = [tuple(sorted(d)) if p.steering_source == "head_outputs" else tuple(layers_of(d)) for d in draws]
+            keys = [self.spec(d, beta).key for d in draws]  # draws with the same direction are scored once
             new = list({key: draw for key, draw in zip(keys, draws) if key not in memo}.items())
             if fast is not None:  # seconds per draw on a 7B model's vocabulary: dealt out to the launched processes
                 scored = sharded_map(lambda pair: self.fast_correct(fast, "test", pair[1], beta), new)

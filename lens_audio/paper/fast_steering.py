@@ -13,8 +13,10 @@ gate by a norm and an unembedding: 200 random-head draws cost seconds, not 200 b
 
 Only choice mode with single-token options qualifies (`FastSteering.applies`); otherwise
 (generation, multi-token options) the experiment falls back to real steered runs: one run of
-the evaluated items (an audio and a silence pass for the direction, then the steered scoring or
-generation) per *distinct layer set* among the draws.
+the evaluated items per *distinct layer set* among the draws (in generate mode the direction's
+audio and silence rows and the steered prefill are one forward, `SteeringSpec.generate`; multi-token
+options take a direction pass, then the steered scoring). `SteeringSpec.fast_push` gives the
+direction and strength of a spec here.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.analysis.final_position import final_state_hooks
 from lens_audio.analysis.steering.push import steered
 from lens_audio.benchmark.parallel import sharded_map
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.inputs.plain_text import encode_text
-from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -125,33 +127,6 @@ class FastSteering:
         """`[item]` whether the steered prediction (the best-scoring option) is the answer."""
         predicted = [int(scores.argmax()) for scores in self.option_scores(direction, beta)]
         return np.array(predicted) == self.answer_index
-
-
-def final_state_hooks(
-    model: HookedAudioLM, batch, heads: bool = False
-) -> tuple[list[tuple[str, Callable]], Callable[[], tuple[Tensor, Tensor | None]]]:
-    """Hooks that keep the final prompt position's residual points (`FastSteering`'s layout) and, with `heads`,
-    each head's output; run any forward of `batch` under them, then call the second value for
-    `([batch, n_layers + 1, d], [batch, layer, head, d] or None)`, on the model's device. Only the final position
-    is kept, so memory does not grow with the sequence."""
-    n = model.cfg.n_layers
-    final = batch.final_position
-    kept: dict[str, Tensor] = {}
-
-    def keep(act: Tensor, hook) -> None:
-        rows = torch.arange(act.shape[0], device=act.device)
-        kept[hook.name] = act[rows, final.to(act.device)].detach().to(model.device)
-
-    names = [block_hook_name(layer, "hook_resid_pre") for layer in range(n)] + [
-        block_hook_name(n - 1, "hook_resid_post")
-    ]
-    head_names = [block_hook_name(layer, "attn.hook_result") for layer in range(n)] if heads else []
-
-    def collected() -> tuple[Tensor, Tensor | None]:
-        points = torch.stack([kept[name] for name in names], dim=1)
-        return points, torch.stack([kept[name] for name in head_names], dim=1) if heads else None
-
-    return [(name, keep) for name in names + head_names], collected
 
 
 def _final_states(model: HookedAudioLM, batch, heads: bool) -> tuple[Tensor, Tensor | None]:

@@ -10,6 +10,8 @@ All on a given split (use dev: choices made here must not look at test):
   final position) instead of whole-layer residuals.
 
 Each cell is the accuracy on the items given (e.g. the conflicting items).
+
+`lens-audio locate` runs them on an experiment's dev focus items and writes locate.json (`write_locate`).
 """
 
 from __future__ import annotations
@@ -123,39 +125,52 @@ def locate(experiment: "Experiment", betas: Sequence[float] = (1.0, 2.0, 4.0)) -
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m lens_audio.paper.locate [--model M] [--benchmark B] [--out DIR]`: the sweeps, written to
-    DIR/locate.json.
+def write_locate(experiment: Experiment, betas: Sequence[float] = (1.0, 2.0, 4.0)) -> dict[str, Any]:
+    """`locate(experiment, betas)`, also written to the experiment's folder as locate.json (`lens-audio locate`)."""
+    import json
 
-    DIR is the experiment's run folder (default `runs/experiment`, as `lens-audio experiment`): the calibration
-    run there is reused, or computed if missing.
+    from lens_audio.files import write_atomically
+
+    result = locate(experiment, betas)
+    write_atomically(experiment.out / "locate.json", json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lens_audio.paper.locate [--model M] [--benchmark B] [--out DIR] [--betas ...]`: the old spelling of
+    `lens-audio locate` (which also takes --device, --dtype, --device-map, ...), kept for one release: the same
+    sweeps (`write_locate`) to DIR/locate.json, printed. DIR is the experiment's run folder (default
+    `runs/experiment`, as `lens-audio experiment`): the calibration run there is reused, or computed if missing.
+
+    The command line itself is `lens_audio.cli.experiment` (this package sits below the CLI, so it does not import
+    it); this parses the four old flags and says once on stderr that the command has moved.
     """
     import json
-    from pathlib import Path
+    import sys
 
     from lens_audio.benchmark.mmau import load_mmau
     from lens_audio.checks import OneLineParser, cli_float
-    from lens_audio.files import write_atomically
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
     from lens_audio.model.registry import bundled_benchmark
     from lens_audio.paper.experiment import Experiment
     from lens_audio.paper.profile import profile_for
 
-    parser = OneLineParser(prog="python -m lens_audio.paper.locate")
+    parser = OneLineParser(prog="python -m lens_audio.paper.locate", description="Deprecated: use `lens-audio locate`.")
     parser.add_argument("--model", default="workshop")
     parser.add_argument("--benchmark")
     parser.add_argument("--out", default="runs/experiment")
     parser.add_argument("--betas", type=cli_float(), nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
+    print("note: `python -m lens_audio.paper.locate` is now `lens-audio locate` (same flags); this spelling goes in "
+          "the next release.", file=sys.stderr)
     benchmark = args.benchmark or bundled_benchmark(args.model)
     experiment = Experiment(
         HookedAudioLM.from_pretrained(args.model), load_mmau(benchmark), profile_for(args.model), args.out,
         benchmark=benchmark,
     )
-    result = locate(experiment, args.betas)
-    write_atomically(Path(args.out) / "locate.json", json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    print(json.dumps(write_locate(experiment, args.betas), indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,29 +6,30 @@ installed beside TransformerLens 4. The objective is SAELens's TopK one (and Ope
 reconstruction plus the AuxK loss (dead latents, those silent for `dead_after` steps, reconstruct the residual
 with their own top `aux_k`), Adam, decoder rows kept at unit norm.
 
-Every step's minibatch is drawn from a generator seeded by (seed, step), so a run resumed from a checkpoint
-(SAE, Adam moments, dead-latent counters, step; written every `checkpoint_every` steps into `out/checkpoint/`)
-is the same run as one never interrupted.
+Training goes through the one loop of `lens_audio.training` (Adam as AdamW without weight decay, a constant
+learning rate, no clipping). Every step's minibatch is drawn from a generator seeded by (seed, step), so a run
+resumed from its run folder (SAE, Adam moments, dead-latent counters, step; a state every `checkpoint_every`
+steps in `out/checkpoint/`) is the same run as one never interrupted.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lens_audio.sae.activations import ActivationSet
 from lens_audio.sae.sae import SAEConfig, SparseAutoencoder
+from lens_audio.training.loop import Phase, StepOutput, Trainer
+from lens_audio.training.run_folder import LoopState, RunFolder
 
-CHECKPOINT = "checkpoint"
+CHECKPOINT = "checkpoint"  # the run folder, inside the SAE's output folder while training
+RECIPE = "sae"
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,11 @@ def train_sae(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Train a TopK SAE on `activations`; with `out`, checkpoint into `out/checkpoint/` and resume from it.
+    """Train a TopK SAE on `activations`; with `out`, keep a run folder in `out/checkpoint/` and resume from it.
 
-    `stop_after` ends the process after that many steps in total (a checkpoint is written there), as an
+    `stop_after` ends the process after that many steps in total (a state is written there), as an
     interruption would; calling again with the same `out` continues. The finished SAE is written to `out`
-    (SAELens's format) and the checkpoint removed.
+    (SAELens's format) and the run folder removed.
     """
     acts = activations.acts.float()
     if len(acts) < settings.batch_size:
@@ -145,75 +146,37 @@ def train_sae(
                     metadata={"training_rows": len(acts), "activations": activations.fingerprint(),
                               "train_settings": asdict(settings)})
     sae = _init(cfg, acts, settings.seed)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=settings.lr)
-    since_fired = torch.zeros(settings.d_sae, dtype=torch.long)
-    step = 0
+    since_fired = torch.zeros(settings.d_sae, dtype=torch.long)  # steps since each latent last fired
     checkpoint = Path(out) / CHECKPOINT if out is not None else None
     if checkpoint is not None and (checkpoint / "trainer.json").is_file():
-        step = _load_checkpoint(checkpoint, sae, optimizer, since_fired, settings, cfg)
-    resumed_from = step
+        warnings.warn(f"{checkpoint} holds a checkpoint of an older lens_audio's SAE trainer, which this one does "
+                      "not read; training starts again.", stacklevel=2)
+        shutil.rmtree(checkpoint)
+    run = RunFolder(checkpoint, RECIPE, asdict(settings)) if checkpoint is not None else None
+    trainer = Trainer(run, activations.fingerprint(), progress=progress, checkpoint_every=settings.checkpoint_every,
+                      log_every=100, stop_at=stop_after, total_steps=settings.steps,
+                      inputs=f"the activations ({activations.hook_name})",
+                      mismatch_advice=f"delete {checkpoint} to start again on these.")
     variance = ((acts - acts.mean(0)) ** 2).sum(-1).mean()
-    last = settings.steps if stop_after is None else min(settings.steps, stop_after)
-    losses = []
-    with tqdm(total=settings.steps, initial=step, desc=f"SAE {activations.hook_name}", disable=not progress) as bar:
-        while step < last:
-            x = _batch(acts, settings, step)
-            loss, mse, latents = _loss(sae, x, variance, since_fired >= settings.dead_after, settings)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
-                fired = (latents > 0).any(0)
-                since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + 1)
-            step += 1
-            losses.append(float(mse.detach()))
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(nmse=f"{losses[-1]:.4f}", dead=int((since_fired >= settings.dead_after).sum()))
-            if checkpoint is not None and (step % settings.checkpoint_every == 0 or step == last) and step < \
-                    settings.steps:
-                _save_checkpoint(checkpoint, sae, optimizer, since_fired, settings, step)
-    if out is not None and step >= settings.steps:
+    losses: list[float] = []
+
+    def step(loop: LoopState) -> StepOutput:
+        x = _batch(acts, settings, loop.step)
+        loss, mse, latents = _loss(sae, x, variance, since_fired >= settings.dead_after, settings)
+        losses.append(float(mse.detach()))
+        return StepOutput(loss, {"loss": losses[-1]}, extra=latents)
+
+    def after_update(output: StepOutput) -> None:  # decoder rows back to unit norm; dead-latent counters
+        sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
+        fired = (output.extra > 0).any(0)
+        since_fired.copy_(torch.where(fired, torch.zeros_like(since_fired), since_fired + 1))
+
+    # Adam: AdamW without weight decay is the same update
+    phase = Phase(settings.steps, settings.lr, warmup_steps=None, weight_decay=0.0, max_grad_norm=None,
+                  label=f"SAE {activations.hook_name}")
+    trainer.run_phase(0, phase, {"sae": sae}, step, after_update=after_update,
+                      extra_tensors={"since_fired": since_fired})
+    if out is not None and trainer.loop.step >= settings.steps:
         sae.save(out)
         shutil.rmtree(checkpoint, ignore_errors=True)
-    return TrainResult(sae, settings, losses, resumed_from)
-
-
-def _save_checkpoint(folder: Path, sae, optimizer, since_fired, settings, step: int) -> None:
-    """SAE, Adam state and counters, written to a staging folder and swapped in (never half-written)."""
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    sae.save(staging)
-    state = optimizer.state_dict()
-    tensors = {"since_fired": since_fired.clone()}
-    for index, moments in state["state"].items():
-        for key, value in moments.items():
-            tensors[f"{index}.{key}"] = torch.as_tensor(value).clone()
-    save_file(tensors, str(staging / "optimizer.safetensors"))
-    (staging / "trainer.json").write_text(json.dumps(
-        {"step": step, "settings": asdict(settings), "param_groups": state["param_groups"]}, indent=1))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(folder: Path, sae, optimizer, since_fired, settings, cfg: SAEConfig) -> int:
-    saved = json.loads((folder / "trainer.json").read_text())
-    if saved["settings"] != asdict(settings):
-        raise ValueError(f"{folder} was written with settings {saved['settings']}, not {asdict(settings)}: resume with "
-                         "the same settings, or delete the checkpoint folder to start again.")
-    stored = SparseAutoencoder.load(folder)
-    if stored.cfg.metadata.get("activations") != cfg.metadata["activations"] or stored.cfg.hook_name != cfg.hook_name:
-        raise ValueError(f"{folder} was trained on other activations; delete it to start again on these.")
-    sae.load_state_dict(stored.state_dict())
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    since_fired.copy_(tensors.pop("since_fired"))
-    moments: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        moments.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": moments, "param_groups": saved["param_groups"]})
-    return int(saved["step"])
+    return TrainResult(sae, settings, losses, trainer.resumed_from)

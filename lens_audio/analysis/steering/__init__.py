@@ -1,7 +1,10 @@
 """Audio-minus-silence steering: the one direction, the push, and the one-pass path.
 
+- `sources`: what each source reads (the residual at layers, or heads' outputs) and the one formula combining the
+  audio and silence reads; the signal gate (`SignalGate`, `gated_beta`).
 - `direction`: the paper's adaptive direction (audio run minus silence twin at chosen layers, final position),
-  its head-output variant, the signal gate, `steer` / `steered_generate` and a saved `FixedDirection`.
+  its head-output variant, either gated (`gated_direction`), `steer` / `steered_generate` and a saved
+  `FixedDirection`.
 - `push`: `beta * direction` added at a hook point, refused before it overflows.
 - `steered_pass`: direction and steered rows from one batched forward (`steered_logits`, `steered_prefill`).
 - `silence_prefix` / `silence_cache`: the silence twin's residuals from its audio prefix, computed once and kept.
@@ -13,7 +16,7 @@ from lens_audio.analysis.steering.direction import (
     adaptive_direction,
     adaptive_steering,
     final_residuals,
-    gated_beta,
+    gated_direction,
     head_output_direction,
     layers_of,
     steer,
@@ -21,11 +24,13 @@ from lens_audio.analysis.steering.direction import (
 )
 from lens_audio.analysis.steering.push import check_beta, checked_push, steering_hooks
 from lens_audio.analysis.steering.silence_cache import SilencePrefixCache, silence_prefix_cache
+from lens_audio.analysis.steering.sources import SignalGate, gated_beta
 from lens_audio.analysis.steering.steered_pass import SteeredLogits, SteeredPrefill, steered_logits, steered_prefill
 
 __all__ = [
     "AdaptiveSteering",
     "FixedDirection",
+    "SignalGate",
     "SilencePrefixCache",
     "SteeredLogits",
     "SteeredPrefill",
@@ -35,6 +40,7 @@ __all__ = [
     "checked_push",
     "final_residuals",
     "gated_beta",
+    "gated_direction",
     "head_output_direction",
     "layers_of",
     "silence_prefix_cache",

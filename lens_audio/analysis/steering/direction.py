@@ -24,12 +24,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.steering.push import check_beta, steering_hooks
 from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
+from lens_audio.analysis.steering.sources import (
+    SignalGate,
+    head_output_names,
+    head_output_sum,
+    residual_difference,
+)
 from lens_audio.analysis.steering.steered_pass import steered_logits, steered_prefill
 from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AudioBatch
-from lens_audio.model.hook_point import block_hook_name, site_hook_names
+from lens_audio.model.hook_point import site_hook_names
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -70,9 +77,9 @@ def adaptive_direction(
     batch.require_audio("adaptive_direction")
     silence = shared_silence_residuals(model, batch, layers, site)
     if silence is not None:
-        return (final_residuals(model, batch, layers, site) - silence).mean(dim=1)
+        return residual_difference(final_residuals(model, batch, layers, site), silence)
     both = final_residuals(model, AudioBatch.concat([batch, batch.silence_twin()]), layers, site)  # one batched pass
-    return (both[: batch.batch_size] - both[batch.batch_size :]).mean(dim=1)
+    return residual_difference(both[: batch.batch_size], both[batch.batch_size :])
 
 
 @torch.no_grad()
@@ -82,7 +89,7 @@ def head_output_direction(
     """Per example: sum over `heads` of their output (`attn.hook_result`) at the final position, audio minus silence."""
     if not heads:
         raise ValueError("head_output_direction needs at least one (layer, head).")
-    names = sorted({block_hook_name(layer, "attn.hook_result") for layer, _ in heads})
+    names = head_output_names(heads)
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
 
@@ -90,20 +97,26 @@ def head_output_direction(
         _, cache = model.run_with_cache(
             b, names_filter=names, stop_at_layer=max(l for l, _ in heads) + 1, return_cache_object=False
         )
-        return sum(cache[block_hook_name(layer, "attn.hook_result")][rows, final, head] for layer, head in heads)
+        return head_output_sum({name: cache[name][rows, final] for name in names}, heads)
 
     return summed(batch) - summed(batch.silence_twin())
 
 
-def gated_beta(beta: float, mass: Float[Tensor, " batch"], m0: float) -> Float[Tensor, " batch"]:
-    """Signal-gated strength: beta * clip((m0 - mass) / m0, 0, 1), full push when the specialists ignore the audio.
-
-    `mass` is the specialists' mean final-token audio mass per example; `m0` the same mean over
-    calibration items the model answered correctly (the level of a model that listens).
-    """
-    if not m0 > 0:
-        raise ValueError(f"the gate's reference mass m0 must be positive, got {m0}.")
-    return beta * ((m0 - mass) / m0).clip(0, 1)
+def gated_direction(
+    model: "HookedAudioLM",
+    batch: "AudioBatch",
+    layers: Sequence[int] | None,
+    site: str = "hook_resid_post",
+    heads: Sequence[tuple[int, int]] | None = None,
+    gate: SignalGate | None = None,
+) -> Float[Tensor, "batch d_model"]:
+    """The direction of either source, gated or not, by separate passes: `adaptive_direction` at `layers` (or with
+    `heads`, `head_output_direction`), scaled by `gate` from `listening_signal(model, batch)`. The one pass
+    (`steered_pass`, `steered_generate`) forms the same direction inside the steered forward."""
+    direction = (
+        adaptive_direction(model, batch, layers, site) if heads is None else head_output_direction(model, batch, heads)
+    )
+    return direction if gate is None else gate.apply(direction, listening_signal(model, batch).audio_mass)
 
 
 @contextlib.contextmanager
@@ -226,6 +239,8 @@ def steered_generate(
     hook_name: str | None = None,
     site: str = "hook_resid_post",
     fwd_hooks: Sequence[tuple[str, Callable]] = (),
+    heads: Sequence[tuple[int, int]] | None = None,
+    gate: SignalGate | None = None,
     **generate_kwargs,
 ) -> Int[Tensor, "batch total"]:
     """`model.generate(batch)` steered by each example's adaptive direction, for little more than plain generation.
@@ -240,12 +255,13 @@ def steered_generate(
     (`max_new_tokens`, `do_sample`, `eos_token_id`, ...); `fwd_hooks` stay on for all of it (silence rows too).
     If the steering hook fires before the deepest direction layer (e.g. `hook_name` in an early block),
     the direction cannot be ready in time and this falls back to a separate direction pass. The pass itself is
-    `steered_pass.steered_prefill`, shared with `steered_logits`.
+    `steered_pass.steered_prefill`, shared with `steered_logits`. With `heads` the direction is their outputs'
+    (`head_output_direction`; `layers` may then be None), with `gate` it is gated: `gated_direction`'s.
     """
     from lens_audio.model.generation import Sampling, check_left_padded, decode, last_logits
     from lens_audio.model.kv_cache import KVCache
 
-    if not layers:
+    if not layers and not heads:
         raise ValueError("steered_generate needs at least one layer (e.g. layers_of(specialist_heads)).")
     batch.require_audio("steered_generate")
     check_left_padded(batch.attention_mask)
@@ -254,7 +270,8 @@ def steered_generate(
     cache = KVCache(model.cfg.n_layers)
     tokens, mask = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
     with steered_prefill(
-        model, batch, layers, beta, hook_name=hook_name, site=site, fwd_hooks=fwd_hooks, past_kv_cache=cache
+        model, batch, layers, beta, hook_name=hook_name, site=site, fwd_hooks=fwd_hooks, past_kv_cache=cache,
+        heads=heads, gate=gate,
     ) as prefill:
         if prefill.resid is not None:  # decoding steps stay steered by the prefill's hooks
             return decode(model, tokens, mask, last_logits(model, prefill.resid), cache, sampling)

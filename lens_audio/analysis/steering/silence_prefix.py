@@ -50,6 +50,17 @@ def shared_silence_residuals(
     or no two rows alike with the cache off): then run the plain silence pass.
     """
     names = site_hook_names(model, layers, site)
+    finals = shared_silence_finals(model, batch, names, max(layers) + 1)
+    return None if finals is None else torch.stack([finals[name] for name in names], dim=1)
+
+
+@torch.no_grad()
+def shared_silence_finals(
+    model: "HookedAudioLM", batch: "AudioBatch", names: Sequence[str], depth: int
+) -> dict[str, Float[Tensor, "batch ..."]] | None:
+    """The silence twin's activation at each row's final position at each hook point of `names` (in blocks before
+    `depth`), prefixes shared: `{name: [batch, ...]}` (e.g. `[batch, d_model]` for a residual hook,
+    `[batch, head, d_model]` for `attn.hook_result`). None where `shared_silence_residuals` says None."""
     if batch.padding_side != "left" or batch.input_features is None or hooks_active(model):
         return None
     ids = batch.input_ids.to(model.device)
@@ -64,7 +75,6 @@ def shared_silence_residuals(
     store = silence_prefix_cache(model)
     if len(groups) == batch.batch_size and store.max_bytes == 0:
         return None
-    depth = max(layers) + 1
     if store.max_bytes:
         store.validate(model)
     found = [store.get(key, depth) if store.max_bytes else None for key in keys]
@@ -98,13 +108,13 @@ def shared_silence_residuals(
     suffix_ids[suffix_mask == 0] = filler
     captured: dict[str, Tensor] = {}
 
-    def capture(resid: Float[Tensor, "batch pos d_model"], hook) -> None:
-        captured[hook.name] = resid[:, -1].to(model.device)  # left padding: each row's final position is the last
+    def capture(activation: Float[Tensor, "batch pos ..."], hook) -> None:
+        captured[hook.name] = activation[:, -1].to(model.device)  # left padding: each row's final position is last
 
     with model.hooks(fwd_hooks=[(name, capture) for name in set(names)]):
         state = model.start_decoder(suffix_ids, suffix_mask, past_kv_cache=cache)
         model.run_blocks(state, 0, depth)
-    return torch.stack([captured[name] for name in names], dim=1)
+    return {name: captured[name] for name in names}
 
 
 def _filler_token(model: "HookedAudioLM") -> int:

@@ -7,7 +7,7 @@ is copied scaled by `projector_scale` and trained: v1's audio embeddings have
 norm ~80 against ~0.2 for a fresh decoder's token embeddings, and at that
 scale nothing the decoder writes at an audio position (such as which clip it
 belongs to) survives the next RMSNorm. A new, deeper decoder is trained (8 layers x 8 query heads sharing 4
-key/value heads, width 128), on the clip-set task of `clip_sets.py`:
+key/value heads, width 128), on the clip-set task of `organisms/workshop/task.py`:
 
 1. **Reading the right clip** (`steps_audio`): no hints; the answer is the
    class of the clip the question names, the other options including the
@@ -21,7 +21,9 @@ key/value heads, width 128), on the clip-set task of `clip_sets.py`:
 
 The result is a regular `Qwen2AudioForConditionalGeneration` checkpoint that
 transformers loads; the same seed on the same torch build and thread count
-gives the same weights.
+gives the same weights. Training goes through the one loop of `lens_audio.training`
+(stages 1-2 its phase 0, stage 3 its phase 1), resumable from the states it keeps
+in the output folder until the checkpoint replaces them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from lens_audio.organisms.sounds import DOMAINS
 from lens_audio.organisms.task import CLASSES, Clip, format_question
 from lens_audio.organisms.workshop.task import SECONDS, SET_SIZE, ClipSet, make_set_item
 from lens_audio.organisms.workshop_v1.recipe import save_atomically
+from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint
+from lens_audio.training.run_folder import LoopState, RunFolder
 
 DECODER_CONFIG = dict(n_layers=8, n_heads=8, n_kv_heads=4, d_mlp=256)
 
@@ -246,10 +250,20 @@ class ClipProbes(torch.nn.Module):
             self.asked_clip(at_final), batch["target_clip"])
 
 
+RECIPE = "clip-sets"
+
+
 def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSettings(),
-               eval_benchmark: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+               eval_benchmark: str | Path | None = None, progress: bool = True, stop_after: int | None = None,
+               checkpoint_every: int = 100) -> dict[str, Any] | None:
     """Train (stages 1-2, then 3), evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the
-    metrics."""
+    metrics.
+
+    Training runs in `out_dir` as a run folder (`lens_audio.training`): a state every `checkpoint_every` steps and
+    at the end of each phase, so a call on a folder holding a state continues from it (same result as an
+    uninterrupted run); `stop_after` leaves after that many steps of this call (returning None). The finished
+    checkpoint then replaces the run folder.
+    """
     from lens_audio import HookedAudioLM
 
     started = time.perf_counter()
@@ -257,11 +271,16 @@ def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSetti
     model, processor = build_model(settings)
     model.eval()
     data = ClipSetData(HookedAudioLM.from_hf_model(model, processor), processor, settings, progress)
-    history = run_stages(model, data, settings, progress)
-    history += select_stage(model, data, settings, progress)
+    run = RunFolder(Path(out_dir), RECIPE, asdict(settings))
+    total = settings.steps_audio + settings.steps_mixed + settings.steps_select
+    trainer = Trainer(run, inputs_fingerprint(data.encoded), sampler=data, progress=progress,
+                      checkpoint_every=checkpoint_every, log_every=25, stop_after=stop_after, total_steps=total,
+                      inputs="the training clips' encoder outputs (another torch build or thread count?)")
+    if not (run_stages(trainer, model, data, settings) and select_stage(trainer, model, data, settings)):
+        return None
     model.eval()
     metrics: dict[str, Any] = {"recipe": "clip-sets", "settings": asdict(settings), "decoder_config": DECODER_CONFIG,
-                               "audio_side_from": "workshop-v1", "loss_history": history,
+                               "audio_side_from": "workshop-v1", "loss_history": trainer.loop.history,
                                "parameters": sum(p.numel() for p in model.parameters()),
                                "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                                "train_seconds": round(time.perf_counter() - started, 1)}
@@ -269,59 +288,49 @@ def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSetti
         from lens_audio.organisms.workshop_v1.recipe import evaluate_checkpoint
 
         metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
-    save_atomically(model, processor, metrics, Path(out_dir))
+    save_atomically(model, processor, metrics, Path(out_dir), before_swap=run.discard_states)
     return metrics
 
 
-def run_stages(model: Any, data: ClipSetData, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
-    """Stages 1 (no hints) and 2 (hint mix) with the answer loss only."""
-    total = settings.steps_audio + settings.steps_mixed
-    return _train_loop(model, data, [1 if step < settings.steps_audio else 2 for step in range(total)],
-                       settings.learning_rate, settings.warmup_steps, None, settings, progress)
+def run_stages(trainer: Trainer, model: Any, data: ClipSetData, settings: SetsTrainSettings) -> bool:
+    """Stages 1 (no hints) and 2 (hint mix) with the answer loss only: the trainer's phase 0. False when the
+    trainer's budget ran out first."""
+
+    def step(loop: LoopState) -> StepOutput:
+        stage = 1 if loop.step < settings.steps_audio else 2
+        batch = data.batch(stage)
+        logits = decoder_logits(model, batch["input_ids"], batch["attention_mask"], batch["audio_encoded"])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
+        return StepOutput(loss, {"loss": loss.item()}, stage)
+
+    model.model.language_model.train()
+    phase = Phase(settings.steps_audio + settings.steps_mixed, settings.learning_rate, settings.warmup_steps,
+                  history="index", label="training (stages 1-2)")
+    done = trainer.run_phase(0, phase, {"model": model}, step)
+    model.eval()
+    return done
 
 
-def select_stage(model: Any, data: ClipSetData, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
+def select_stage(trainer: Trainer, model: Any, data: ClipSetData, settings: SetsTrainSettings) -> bool:
     """Stage 3: stage 2's mix with a fresh optimizer and sampler, plus the `ClipProbes` loss after decoder layer
-    `settings.probe_layer` (0 for the shipped model)."""
+    `settings.probe_layer` (0 for the shipped model): the trainer's phase 1."""
     data.rng = np.random.default_rng(settings.seed + 2)
     torch.manual_seed(settings.seed + 2)
     probes = ClipProbes(model.config.text_config.hidden_size)
-    history = _train_loop(model, data, [3] * settings.steps_select, settings.select_learning_rate, 50, probes,
-                          settings, progress)
-    return [{**h, "step": h["step"] + settings.steps_audio + settings.steps_mixed} for h in history]
 
-
-def _train_loop(model: Any, data: ClipSetData, stages: list[int], learning_rate: float, warmup: int,
-                probes: ClipProbes | None, settings: SetsTrainSettings, progress: bool) -> list[dict[str, Any]]:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    extra = list(probes.parameters()) if probes is not None else []
-    total = len(stages)
-    optimizer = torch.optim.AdamW(trainable + extra, lr=learning_rate, weight_decay=0.01)
-    schedule = lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.model.language_model.train()
-    history, running = [], None
-    bar = tqdm(range(total), desc=f"training (stage {stages[0]})", disable=not progress)
-    for step in bar:
-        batch = data.batch(min(stages[step], 2))
-        args = (model, batch["input_ids"], batch["attention_mask"], batch["audio_encoded"])
-        if probes is None:
-            logits, aid = decoder_logits(*args), None
-        else:
-            logits, hidden = decoder_logits(*args, probe_layer=settings.probe_layer)
-            aid = probes.loss(hidden, batch, model.config.audio_token_id)
+    def step(loop: LoopState) -> StepOutput:
+        batch = data.batch(2)
+        logits, hidden = decoder_logits(model, batch["input_ids"], batch["attention_mask"], batch["audio_encoded"],
+                                        probe_layer=settings.probe_layer)
+        aid = probes.loss(hidden, batch, model.config.audio_token_id)
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
-        total_loss = loss if aid is None else loss + settings.probe_weight * aid
-        optimizer.zero_grad(set_to_none=True)
-        total_loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable + extra, 1.0)
-        optimizer.step()
-        scheduler.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(
-            stage=stages[step], loss=f"{running:.3f}", **({} if aid is None else {"probe": f"{aid.item():.3f}"})
-        )
-        if step % 100 == 0 or step == total - 1:
-            history.append({"step": step, "stage": stages[step], "loss": round(running, 4)})
+        return StepOutput(loss + settings.probe_weight * aid, {"loss": loss.item(), "aid_loss": aid.item()}, 3)
+
+    model.model.language_model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    phase = Phase(settings.steps_select, settings.select_learning_rate, 50, history="index",
+                  label="training (stage 3)")
+    done = trainer.run_phase(1, phase, {"model": model, "probes": probes}, step,
+                             clip_groups=[trainable + list(probes.parameters())])  # clipped together
     model.eval()
-    return history
+    return done

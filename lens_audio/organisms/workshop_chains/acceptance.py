@@ -1,6 +1,6 @@
 """The clip-chain organism's acceptance checks: is the answer's content read late, and only late?
 
-The clip-chain model (`clip_chains.py`, `train_chains.py`) is built so that the answer clip's content reaches the
+The clip-chain model (`task.py`, `recipe.py` in this folder) is built so that the answer clip's content reaches the
 final prompt position only in the upper half of the decoder. Before any head statistics are computed on it, four
 checks say whether it does, on one split (dev, then repeated on calibration), reported whatever they show:
 
@@ -30,12 +30,11 @@ checks say whether it does, on one split (dev, then repeated on calibration), re
    r within question kinds (`relation`) is reported beside them, not ruled on.
 
 Passes over the items: one audio and one silence forward per item, each keeping every layer's final-position
-residual and (in the same forward) the listening signal; a calibration audio forward for the head selection
-when the split is not calibration; and for the patching, one silence forward per patched item that keeps every
-layer's `resid_post`, restarted from block L + 1 for each L (`model.decoder_state` / `model.run_blocks`, as
-`analysis.patching` does) with only the final position changed.
-
-`lens-audio workshop acceptance --model PATH` runs them and prints `AcceptanceChecks.format()`.
+residual and the listening signal (`analysis.final_position.final_states_and_listening`); a calibration audio
+forward for the head selection when the split is not calibration; and for the patching, one silence forward per
+patched item, restarted from block L + 1 for each L (`analysis.final_position.final_resid_patch_logits`). The
+probe is `analysis.probes.probe_accuracy`. Here: the rules, the typed results and `acceptance_checks`; their JSON
+and table in `acceptance_report`. `lens-audio workshop acceptance --model PATH` runs them and prints the table.
 """
 
 from __future__ import annotations
@@ -52,22 +51,26 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.final_position import (
+    best_options,
+    final_resid_logits,
+    final_resid_patch_logits,
+    final_states_and_listening,
+)
+from lens_audio.analysis.probes import L2_GRID, probe_accuracy
 from lens_audio.analysis.statistics import pearson_columns
 from lens_audio.analysis.validity import ClusteredR, clustered_r, within_stratum_r
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.checks import check_float, check_int, check_seed
 from lens_audio.inputs.plain_text import encode_text
-from lens_audio.model.hook_point import block_hook_name
-from lens_audio.paper.fast_steering import FastSteering, final_state_hooks
-from lens_audio.paper.results import head_label
+from lens_audio.organisms.workshop_chains.acceptance_report import JsonFields, format_acceptance
+from lens_audio.paper.fast_steering import FastSteering
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 STRATA = ("hint", "task", "relation")  # what `even_subset` keeps the proportions of
-L2_GRID = (0.1, 1.0, 10.0)  # the probe's penalties, chosen by nested cross-validation
 
 
 # --- rules -------------------------------------------------------------------------------------------------------
@@ -93,7 +96,7 @@ class AcceptanceRules:
 
 # --- typed results -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PatchingCheck:
+class PatchingCheck(JsonFields):
     """Accuracy (percent) after patching layer L's final-position `resid_post` from the audio run into the silence
     twin's run, `by_layer[L]`, on `n` items (`items`: which), beside the silence and audio runs' accuracies."""
 
@@ -106,17 +109,9 @@ class PatchingCheck:
     late_limit: float  # patch_late_share * audio
     passed: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PatchingCheck:
-        return cls(**{**data, **{k: _nan(data[k]) for k in ("audio", "silence", "early_limit", "late_limit")},
-                      "by_layer": _floats(data["by_layer"])})
-
 
 @dataclass(frozen=True)
-class ProbeCheck:
+class ProbeCheck(JsonFields):
     """Cross-validated accuracy (percent) of a linear probe for the answer clip's class among the item's options,
     `by_point[p]`: p = 0 the embeddings, p = L + 1 layer L's `resid_post`, at the final prompt position."""
 
@@ -129,16 +124,9 @@ class ProbeCheck:
     by_point: list[float]
     passed: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ProbeCheck:
-        return cls(**{**data, "chance": _nan(data["chance"]), "by_point": _floats(data["by_point"])})
-
 
 @dataclass(frozen=True)
-class SteeringCheck:
+class SteeringCheck(JsonFields):
     """Accuracy (percent) with one layer's adaptive direction added at the last block, `by_beta[b][L]` for beta
     `betas[b]`, against the unsteered `baseline`; `passed_by_beta[b]` applies the rule at that beta."""
 
@@ -150,16 +138,9 @@ class SteeringCheck:
     passed_by_beta: list[bool]
     passed: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SteeringCheck:
-        return cls(**{**data, "baseline": _nan(data["baseline"]), "by_beta": [_floats(r) for r in data["by_beta"]]})
-
 
 @dataclass(frozen=True)
-class HeadValidity:
+class HeadValidity(JsonFields):
     """One top head: r of its audio mass with correctness on calibration (how it was chosen) and on the split, the
     within-domain r there, the r of its mass in the silence twin's run, and its mean mass in both runs."""
 
@@ -170,14 +151,6 @@ class HeadValidity:
     r_silence: float
     mass_audio: float
     mass_silence: float
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable({**asdict(self), "head": list(self.head)})
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> HeadValidity:
-        values = ("r_calibration", "r", "r_within", "r_silence", "mass_audio", "mass_silence")
-        return cls(tuple(data["head"]), *(_nan(data[k]) for k in values))
 
 
 @dataclass(frozen=True)
@@ -271,66 +244,9 @@ class AcceptanceChecks:
         )
 
     def format(self) -> str:
-        """A readable report: one row per layer (patching, probe, steering per beta), then validity and verdicts.
-
-        A `!` marks a cell that breaks its check's rule."""
-        r, e, late = self.rules, self.early_below, self.late_from
-        p, pr, st, v = self.patching, self.probe, self.steering, self.validity
-        subset = f"{self.n_items} of {self.n_split} items, even over {' x '.join(STRATA)}" if self.limit else (
-            f"{self.n_items} items")
-        lines = [
-            f"acceptance checks: {self.model}, split {self.split} ({subset}); {self.n_layers} layers, "
-            f"early = layers < {e}, late = layers >= {late}",
-            f"  patching on {p.items} (n={p.n}): audio {_pct(p.audio)}, silence {_pct(p.silence)} "
-            f"(early <= {_pct(p.early_limit)}, late >= {_pct(p.late_limit)})",
-            f"  probe on {pr.items} (n={pr.n}), {pr.folds} folds by clip set ({pr.n_groups} sets), "
-            f"chance {_pct(pr.chance)}, l2 from {', '.join(f'{v:g}' for v in pr.l2)} by nested CV "
-            f"(early <= {r.probe_early_max:g}%)",
-            f"  steering on {st.items} (n={st.n}): baseline {_pct(st.baseline)} (early within "
-            f"+-{r.steer_early_tolerance:g}, late >= +{r.steer_late_gain:g} points)",
-            "",
-        ]
-        header = ["layer", "patched", "probe"] + [f"steer b={b:g}" for b in st.betas]
-        rows = [["emb", "", _cell(pr.by_point[0], 0 < e and not pr.by_point[0] <= r.probe_early_max)]
-                + [""] * len(st.betas)]
-        for layer in range(self.n_layers):
-            early, is_late = layer < e, layer >= late
-            patched = p.by_layer[layer]
-            bad_patch = (early and not patched <= p.early_limit) or (is_late and not patched >= p.late_limit)
-            probe = pr.by_point[layer + 1]
-            row = [str(layer), _cell(patched, bad_patch), _cell(probe, early and not probe <= r.probe_early_max)]
-            for values in st.by_beta:
-                gain = values[layer] - st.baseline
-                bad = (early and not abs(gain) <= r.steer_early_tolerance) or (
-                    is_late and not gain >= r.steer_late_gain)
-                row.append(_cell(values[layer], bad))
-            rows.append(row)
-        widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-        for row in [header, *rows]:
-            lines.append("  " + "  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
-        lines += [
-            "",
-            f"  validity: top {len(v.heads)} heads by |r| on calibration's {v.selection_items} (n={v.n_selection}), "
-            f"measured on {v.items} (n={v.n}, {v.n_clusters} clip sets)",
-            "    head     r(cal)   r   r within  r silence  mass audio  mass silence",
-        ]
-        for h in v.heads:
-            lines.append(f"    {head_label(h.head):7s} {_r(h.r_calibration):>6s} {_r(h.r):>6s} {_r(h.r_within):>8s} "
-                         f"{_r(h.r_silence):>9s}  {h.mass_audio:10.3f}  {h.mass_silence:12.3f}")
-        lines.append(f"    signal (mean mass, signed by calibration r): r {v.signal.describe()}, within domains "
-                     f"{v.within.describe()} (>= {r.within_r_min:g}), silence twin {v.silence.describe()} "
-                     f"(<= {r.silence_r_max:g})")
-        if v.within_relation is not None:
-            lines.append(f"    (not a rule) signal r within question kinds (direct / after / before): "
-                         f"{v.within_relation.describe()}")
-        lines.append("")
-        verdicts = ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in self.passed.items())
-        passing = [f"{b:g}" for b, ok in zip(st.betas, st.passed_by_beta) if ok]
-        lines.append(f"  {verdicts}" + (f" (steering passes at beta {', '.join(passing)})" if passing else ""))
-        if self.seconds:
-            lines.append("  seconds: " + ", ".join(f"{k} {s:.0f}" for k, s in self.seconds.items()))
-        lines += [f"  note: {note}" for note in self.notes]
-        return "\n".join(lines)
+        """A readable report: one row per layer (patching, probe, steering per beta), then validity and verdicts
+        (`acceptance_report.format_acceptance`); a `!` marks a cell that breaks its check's rule."""
+        return format_acceptance(self, STRATA)
 
 
 # --- the checks --------------------------------------------------------------------------------------------------
@@ -394,8 +310,7 @@ def acceptance_checks(
     audio = _final_states(model, chosen, prompt, batch_size, False, progress, "audio runs")
     silence = _final_states(model, chosen, prompt, batch_size, True, progress, "silence runs")
     seconds["audio and silence runs"] = time.perf_counter() - tick
-    option_ids = [[encode_text(model.tokenizer, c)[0] for c in i["choices"]] for i in chosen]
-    answers = np.array([i["choices"].index(i["answer"]) for i in chosen])
+    option_ids, answers = _choices(model, chosen)
     fast = FastSteering(model, audio.points, silence.points, None, option_ids, answers)
     correct = fast.correct()
     silence_correct = _option_correct(model, silence.points[:, -1], option_ids, answers)
@@ -407,10 +322,8 @@ def acceptance_checks(
     for start in tqdm(range(0, len(patch_rows), batch_size), desc="patching", disable=not progress):
         rows = patch_rows[start : start + batch_size]
         batch = _batch(model, [chosen[i] for i in rows], prompt).silence_twin()
-        logits = final_resid_patch_logits(model, batch, audio.points[rows, 1:])
-        for layer in range(n_layers):
-            patched[layer, start : start + len(rows)] = _choose(logits[layer], [option_ids[i] for i in rows],
-                                                                answers[rows])
+        logits = final_resid_patch_logits(model, batch, audio.points[rows, 1:])  # [layer, batch, vocab]
+        patched[:, start : start + len(rows)] = best_options(logits, [option_ids[i] for i in rows]) == answers[rows]
     audio_acc, silence_acc = _percent(correct[patch_rows]), _percent(silence_correct[patch_rows])
     by_layer = [_percent(patched[layer]) for layer in range(n_layers)]
     early_limit, late_limit = silence_acc + rules.patch_early_gain, rules.patch_late_share * audio_acc
@@ -471,10 +384,7 @@ def acceptance_checks(
     else:
         selected = _final_states(model, selection_items, prompt, batch_size, False, progress, "selection runs")
         selection_mass = selected.mass
-        selection_correct = _option_correct(
-            model, selected.points[:, -1], [[encode_text(model.tokenizer, c)[0] for c in i["choices"]]
-                                            for i in selection_items],
-            np.array([i["choices"].index(i["answer"]) for i in selection_items]))
+        selection_correct = _option_correct(model, selected.points[:, -1], *_choices(model, selection_items))
     shape = selection_mass.shape[1:]
     r_calibration = pearson_columns(selection_mass.reshape(len(selection_items), -1),
                                     selection_correct.astype(float)).reshape(shape)
@@ -495,119 +405,6 @@ def acceptance_checks(
     )
 
 
-@torch.no_grad()
-def final_resid_patch_logits(
-    model: HookedAudioLM, corrupted: AudioBatch, clean_final: Float[Tensor, "batch layer d_model"]
-) -> Float[Tensor, "layer batch d_vocab"]:
-    """Final-position logits of `corrupted` with, for each layer L, the final prompt position's
-    `blocks.L.hook_resid_post` replaced by `clean_final[:, L]` (every other position kept).
-
-    One forward of `corrupted` keeping each layer's `resid_post`, then for each L a restart from block L + 1
-    (`decoder_state` / `run_blocks`, as `analysis.patching.patch_residual_by_position` does for `resid_pre`;
-    `resid_post` of L is `resid_pre` of L + 1) with only the final position changed. For the last layer no block
-    runs: the logits are those of the clean final state itself.
-    """
-    n = model.cfg.n_layers
-    if clean_final.shape[:2] != (corrupted.batch_size, n):
-        raise ValueError(f"clean_final must be [batch={corrupted.batch_size}, layer={n}, d_model], not "
-                         f"{list(clean_final.shape)}.")
-    names = [block_hook_name(layer, "hook_resid_post") for layer in range(n)]
-    _, cache = model.run_with_cache(corrupted, names_filter=names, return_cache_object=False)
-    mask = corrupted.attention_mask.to(model.device)
-    out = []
-    for layer, name in enumerate(names):
-        resid = cache[name].clone()
-        rows = torch.arange(resid.shape[0], device=resid.device)
-        final = corrupted.final_position.to(resid.device)
-        resid[rows, final] = clean_final[:, layer].to(resid)
-        resid = model.run_blocks(model.decoder_state(resid, mask.to(resid.device)), layer + 1)
-        rows, final = rows.to(resid.device), final.to(resid.device)
-        out.append(model.unembed(model.ln_final(resid[rows, final])).float().to(model.device))
-    return torch.stack(out)
-
-
-def probe_accuracy(
-    features: Float[Tensor, "item d"] | np.ndarray,
-    labels: Sequence[int] | np.ndarray,
-    options: np.ndarray,
-    groups: Sequence[Any],
-    folds: int = 5,
-    l2: float | Sequence[float] = L2_GRID,
-    seed: int = 0,
-    max_iter: int = 200,
-    inner_folds: int = 3,
-) -> float:
-    """Cross-validated accuracy (percent) of a multinomial logistic regression from `features` to `labels`, each
-    item's prediction restricted to its `options` (`[item, class]` bool; all True for a plain probe).
-
-    Folds hold whole groups (e.g. clip sets), dealt at random (`seed`); features are standardised on each
-    training fold; the loss is the mean cross-entropy plus `l2` times the squared weights, minimised by L-BFGS.
-    With several `l2`, each training fold picks its own by an inner grouped cross-validation (`inner_folds`) on
-    its own items only (nested: the held-out fold plays no part in the choice). Every held-out item is predicted
-    once; the accuracy is over all of them.
-    """
-    x = torch.as_tensor(np.asarray(features, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    allowed = torch.as_tensor(np.asarray(options, dtype=bool))
-    if x.ndim != 2 or y.shape != (x.shape[0],) or allowed.shape[0] != x.shape[0]:
-        raise ValueError(f"features [item, d], labels [item] and options [item, class] must agree; got "
-                         f"{list(x.shape)}, {list(y.shape)}, {list(allowed.shape)}.")
-    if not bool(allowed[torch.arange(len(y)), y].all()):
-        raise ValueError("every item's label must be one of its options.")
-    grid = [check_float("l2", v, 0) for v in ([l2] if isinstance(l2, (int, float)) else l2)]
-    if not grid:
-        raise ValueError("l2 must be a penalty or a non-empty list of them.")
-    codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1]
-    check_int("folds", folds, 2, int(codes.max()) + 1)
-    check_int("inner_folds", inner_folds, 2)
-    fold = _folds(codes, folds, seed)
-    right = 0
-    for k in range(folds):
-        train, test = fold != k, fold == k
-        penalty, train_codes = grid[0], codes[train.numpy()]
-        if len(grid) > 1 and len(set(train_codes)) >= 2:
-            inner = _folds(train_codes, min(inner_folds, len(set(train_codes))), seed + 1)
-            scores = [sum(_held_out_right(x[train], y[train], allowed[train], inner != j, inner == j, v, max_iter)
-                          for j in range(int(inner.max()) + 1)) for v in grid]
-            penalty = grid[int(np.argmax(scores))]
-        right += _held_out_right(x, y, allowed, train, test, penalty, max_iter)
-    return 100.0 * right / len(y)
-
-
-def _folds(codes: np.ndarray, folds: int, seed: int) -> Tensor:
-    """Each item's fold: whole groups (`codes`) dealt at random to `folds` folds of (nearly) equal group counts."""
-    groups = np.unique(codes, return_inverse=True)[1]
-    return torch.as_tensor((np.random.default_rng(seed).permutation(groups.max() + 1) % folds)[groups])
-
-
-def _held_out_right(x: Tensor, y: Tensor, allowed: Tensor, train: Tensor, test: Tensor, l2: float,
-                    max_iter: int) -> int:
-    """How many `test` items a probe fitted on the `train` items (standardised on them) gets right."""
-    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-8)
-    weights, bias = _fit_probe((x[train] - mean) / std, y[train], allowed[train], l2, max_iter)
-    with torch.no_grad():
-        logits = (((x[test] - mean) / std) @ weights + bias).masked_fill(~allowed[test], -math.inf)
-        return int((logits.argmax(-1) == y[test]).sum())
-
-
-def _fit_probe(x: Tensor, y: Tensor, allowed: Tensor, l2: float, max_iter: int) -> tuple[Tensor, Tensor]:
-    """Weights `[d, class]` and bias `[class]` minimising the masked cross-entropy plus `l2 * |weights|^2`."""
-    weights = torch.zeros(x.shape[1], allowed.shape[1], dtype=x.dtype, requires_grad=True)
-    bias = torch.zeros(allowed.shape[1], dtype=x.dtype, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weights, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def loss() -> Tensor:
-        optimizer.zero_grad()
-        logits = (x @ weights + bias).masked_fill(~allowed, -1e9)
-        value = torch.nn.functional.cross_entropy(logits, y) + l2 * weights.pow(2).sum()
-        value.backward()
-        return value
-
-    with torch.enable_grad():
-        optimizer.step(loss)
-    return weights.detach(), bias.detach()
-
-
 def even_subset(items: Sequence[dict[str, Any]], limit: int, keys: Sequence[str] = STRATA) -> list[dict[str, Any]]:
     """`limit` of `items`, deterministic and spread evenly: the items sorted (stably) by `keys` (those every item
     has), then every (len / limit)-th, from the middle of each step. So each group of the first key, and each group
@@ -626,8 +423,8 @@ def even_subset(items: Sequence[dict[str, Any]], limit: int, keys: Sequence[str]
 # --- pieces ------------------------------------------------------------------------------------------------------
 @dataclass
 class _States:
-    points: Tensor  # [item, n_layers + 1, d_model]: resid_pre of each block, then the last resid_post
-    mass: np.ndarray  # [item, layer, head]: final-token audio attention mass
+    points: Float[Tensor, "item point d_model"]  # resid_pre of each block, then the last resid_post
+    mass: Float[np.ndarray, "item layer head"]  # final-token audio attention mass
 
 
 @torch.no_grad()
@@ -638,11 +435,9 @@ def _final_states(model: HookedAudioLM, items: Sequence[dict[str, Any]], prompt,
     points, masses = [], []
     for start in tqdm(range(0, len(items), batch_size), desc=description, disable=not progress):
         batch = _batch(model, items[start : start + batch_size], prompt)
-        batch = batch.silence_twin() if silence else batch
-        hooks, collected = final_state_hooks(model, batch)
-        with model.hooks(fwd_hooks=hooks):  # under listening_signal's own hooks: one forward for both
-            masses.append(listening_signal(model, batch).audio_mass.float().numpy())
-        points.append(collected()[0])
+        state, mass = final_states_and_listening(model, batch.silence_twin() if silence else batch)
+        points.append(state)
+        masses.append(mass.numpy())
     return _States(torch.cat(points), np.concatenate(masses))
 
 
@@ -650,15 +445,15 @@ def _batch(model: HookedAudioLM, items: Sequence[dict[str, Any]], prompt) -> Aud
     return model.to_batch([i["audio_path"] for i in items], [render_prompt(i, prompt) for i in items])
 
 
-def _choose(logits: Tensor, option_ids: Sequence[Sequence[int]], answers: np.ndarray) -> np.ndarray:
-    predicted = [int(logits[row, ids].argmax()) for row, ids in enumerate(option_ids)]
-    return np.array(predicted) == np.asarray(answers)
+def _choices(model: HookedAudioLM, items: Sequence[dict[str, Any]]) -> tuple[list[list[int]], np.ndarray]:
+    """Each item's options as their first tokens, and the index of its answer among them."""
+    return ([[encode_text(model.tokenizer, c)[0] for c in i["choices"]] for i in items],
+            np.array([i["choices"].index(i["answer"]) for i in items]))
 
 
 def _option_correct(model: HookedAudioLM, final_resid: Tensor, option_ids, answers: np.ndarray) -> np.ndarray:
     """Whether the best option at the final position is the answer, from the final residual (before ln_final)."""
-    with torch.no_grad():
-        return _choose(model.unembed(model.ln_final(final_resid)), option_ids, answers)
+    return best_options(final_resid_logits(model, final_resid), option_ids) == np.asarray(answers)
 
 
 def _rows(items: Sequence[dict[str, Any]], hints: Sequence[str], name: str) -> tuple[list[int], str]:
@@ -707,34 +502,3 @@ def _validity(items, correct, mass_audio, mass_silence, heads, r_calibration, se
 def _percent(correct) -> float:
     values = np.asarray(correct, dtype=float)
     return float(100 * values.mean()) if values.size else math.nan
-
-
-def _pct(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.1f}%"
-
-
-def _cell(value: float, bad: bool) -> str:
-    return ("n/a" if not math.isfinite(value) else f"{value:.1f}") + ("!" if bad else " ")
-
-
-def _r(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:+.2f}"
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _floats(values: Sequence[float | None]) -> list[float]:
-    return [_nan(v) for v in values]
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN as None (strict JSON), tuples as lists, recursively."""
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

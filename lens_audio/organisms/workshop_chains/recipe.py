@@ -1,9 +1,9 @@
 """Training the clip-chain workshop model (recipe `chains`): a model organism where the audio is read late.
 
-The audio side is the first workshop model's, frozen, as in `train_sets.py`
+The audio side is the first workshop model's, frozen, as in the clip-set recipe (`organisms/workshop/recipe.py`)
 (each clip's encoder output computed once; the projector copied rescaled and
 trained). A fresh 16-layer decoder (width 128) learns the clip-chain task of
-`clip_chains.py`, with three training aids that are not part of the checkpoint:
+`workshop_chains/task.py`, with three training aids that are not part of the checkpoint:
 
 - **clip probes at mid-depth**: a linear read-out of which clip each audio
   token is in, after decoder layer `token_probe_layer` (4), and of which clip
@@ -36,23 +36,24 @@ with mostly four clips, up to `steps` in all. Every `monitor_every` steps a
 fixed monitor set (fresh clips, not the benchmark) is scored; the run stops
 early once the model follows the SNR rule there (`ChainMonitor.follows_rule`).
 
-The run is resumable (`train_state.py`): every `checkpoint_every` steps the
-model, probes, optimizer, scheduler and random states are saved atomically to
-the run folder, and a run started on a folder holding a state continues from
-it, giving the same weights as an uninterrupted run (same torch build and
-thread count). The finished model is a regular
+Training goes through the one loop of `lens_audio.training`, and the run is
+resumable: every `checkpoint_every` steps the model, probes, optimizer,
+schedule position and random states are saved atomically to the run folder
+(safetensors + JSON), and a run started on a folder holding a state continues
+from it, giving the same weights as an uninterrupted run (same torch build and
+thread count); `resume_from` starts a new run folder from a state kept
+elsewhere. The finished model is a regular
 `Qwen2AudioForConditionalGeneration` checkpoint in `<run>/final`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,9 +77,8 @@ from lens_audio.organisms.workshop_chains.task import (
     make_chain_item,
     make_lookup_item,
 )
-
-if TYPE_CHECKING:
-    from lens_audio.training.run_folder import LoopState
+from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint
+from lens_audio.training.run_folder import LoopState, RunFolder
 
 RECIPE = "chains"
 # settings added after the first run had started, with the first step each can change: a state saved before that
@@ -358,14 +358,10 @@ def summarize_monitor(records: list[dict[str, Any]], step: int) -> ChainMonitor:
     )
 
 
-def lr_schedule(settings: ChainsTrainSettings):
-    return lambda step: min(1.0, (step + 1) / settings.warmup_steps) * 0.5 * (
-        1 + math.cos(math.pi * step / max(1, settings.steps)))
-
-
 def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrainSettings(), progress: bool = True,
                  stop_after: int | None = None, device: str = "cpu", exact: bool = True,
-                 eval_benchmark: str | Path | None = None) -> dict[str, Any] | None:
+                 eval_benchmark: str | Path | None = None, resume_from: str | Path | None = None
+                 ) -> dict[str, Any] | None:
     """Train (or continue training) the clip-chain model in `run_dir`; returns the final metrics when finished.
 
     `eval_benchmark`: an MMAU-format JSON whose test split the finished model is scored on (`metrics.json`'s
@@ -373,10 +369,11 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
     `stop_after`: leave after that many steps of this call (saving the state), for budgeted slices of the run.
     `exact=False` resumes even when the training clips encode differently from the saved run's (another torch
     build or thread count), which loses the match with an uninterrupted run.
+    `resume_from`: a state kept elsewhere (a `state-NNNNNN` folder, or a run folder) to start an empty `run_dir`
+    from.
     """
     from lens_audio import HookedAudioLM
     from lens_audio.organisms.workshop_v1.recipe import save_atomically
-    from lens_audio.training.run_folder import RunFolder
 
     settings.check()
     started = time.perf_counter()
@@ -385,38 +382,30 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
     if run.finished():
         print(f"{run.final} already holds the finished model; nothing to do.")
         return json.loads((run.final / "metrics.json").read_text())
+    if resume_from is not None and run.latest() is None:
+        run.adopt(resume_from)
     model, processor = build_model(settings, settings.decoder_config())
     model.eval()
     data = ChainData(HookedAudioLM.from_hf_model(model, processor), processor, settings, progress)
     probes = ChainProbes(model.config.text_config.hidden_size, settings)
     model.to(device)
     probes.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable + list(probes.parameters()), lr=settings.learning_rate,
-                                  weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(settings))
-    fingerprint = pool_fingerprint(data)
-    loop = run.restore(model, probes, optimizer, scheduler, data, fingerprint, exact, INTRODUCED_LATER)
-    model.model.language_model.train()
-    step_started, steps_here, saved_at = time.perf_counter(), 0, loop.step
-    while loop.step < settings.steps and not loop.stopped:
-        if stop_after is not None and steps_here >= stop_after:
-            break
+    trainer = Trainer(run, pool_fingerprint(data), sampler=data, exact=exact, progress=progress,
+                      checkpoint_every=settings.checkpoint_every, log_every=settings.log_every, stop_after=stop_after,
+                      total_steps=settings.steps, introduced_later=INTRODUCED_LATER,
+                      inputs="the training clips' encoder outputs (another torch build or thread count?)",
+                      mismatch_advice="pass --allow-inexact-resume (exact=False) to continue anyway.")
+
+    def step(loop: LoopState) -> StepOutput:
         stage = 1 if loop.step < settings.steps_audio else 2
         batch = {k: v.to(device) for k, v in data.batch(stage, lookups=loop.step >= settings.lookup_from).items()}
         logits, hidden_states = decoder_forward(model, batch["input_ids"], batch["attention_mask"],
                                                 batch["audio_encoded"])
         loss = F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=-100)
         aid, stats = probes.losses(hidden_states, batch, model.config.audio_token_id)
-        optimizer.zero_grad(set_to_none=True)
-        (loss + aid).backward()
-        # clipped apart: the probes' own (fitting) gradients must not scale down the model's update
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        torch.nn.utils.clip_grad_norm_(list(probes.parameters()), 1.0)
-        optimizer.step()
-        scheduler.step()
-        loop.record(loss.item(), aid.item(), stats, stage)
-        steps_here += 1
+        return StepOutput(loss + aid, {"loss": loss.item(), "aid_loss": aid.item(), **stats}, stage)
+
+    def monitor_now(loop: LoopState) -> None:
         if loop.step % settings.monitor_every == 0 or loop.step == settings.steps:
             model.eval()
             result = monitor(model, data, loop.step)
@@ -424,17 +413,16 @@ def train_chains(run_dir: str | Path, settings: ChainsTrainSettings = ChainsTrai
             loop.monitors.append(result.to_json())
             loop.stopped = loop.step >= settings.min_steps and result.follows_rule()
             run.log({"monitor": result.to_json(), "follows_rule": result.follows_rule()})
-        if loop.step % settings.log_every == 0:
-            per_step = (time.perf_counter() - step_started) / steps_here
-            run.log({**loop.summary(), "s_per_step": round(per_step, 3),
-                     "eta_min": round(per_step * (settings.steps - loop.step) / 60, 1)})
-        if loop.step % settings.checkpoint_every == 0 or loop.step == settings.steps or loop.stopped:
-            run.save(model, probes, optimizer, scheduler, data, loop, fingerprint)
-            saved_at = loop.step
-    if loop.step < settings.steps and not loop.stopped:
-        if saved_at != loop.step:
-            run.save(model, probes, optimizer, scheduler, data, loop, fingerprint)
+
+    model.model.language_model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    phase = Phase(settings.steps, settings.learning_rate, settings.warmup_steps, label="training (clip chains)")
+    # the model and the probes clipped apart: the probes' own (fitting) gradients must not scale down the model's
+    finished = trainer.run_phase(0, phase, {"model": model, "probes": probes}, step,
+                                 clip_groups=[trainable, list(probes.parameters())], on_step_end=monitor_now)
+    if not finished:
         return None
+    loop = trainer.loop
     model.eval()
     model.to("cpu")
     metrics = {"steps_trained": loop.step, "stopped_by_rule": loop.stopped,
@@ -464,20 +452,18 @@ def checkpoint_metrics(model: Any, processor: Any, settings: ChainsTrainSettings
 
 def pool_fingerprint(data: ChainData) -> str:
     """A digest of the frozen encoder outputs: a resumed run checks it sees the very same training inputs."""
-    import hashlib
-
-    return hashlib.sha256(data.encoded.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+    return inputs_fingerprint(data.encoded)
 
 
 def export_latest(run_dir: str | Path, out_dir: str | Path, eval_benchmark: str | Path | None = None,
                   progress: bool = False) -> Path:
     """Write the latest checkpoint of an unfinished run in `run_dir` as a regular HF checkpoint (to look at a run in
     progress; `metrics.json` says which step it is from, and with `eval_benchmark` holds its test-split results as
-    a finished run's does). Returns `out_dir`."""
+    a finished run's does). Returns `out_dir`. It reads only `state.json` and `weights.safetensors`, so it also
+    exports a state written by an older lens_audio (with a pickle `rest.pt`, which a run no longer resumes from)."""
     from safetensors.torch import load_file
 
     from lens_audio.organisms.workshop_v1.recipe import save_atomically
-    from lens_audio.training.run_folder import LoopState, RunFolder
 
     latest = RunFolder(Path(run_dir), RECIPE, {}).latest()
     if latest is None:

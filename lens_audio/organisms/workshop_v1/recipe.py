@@ -18,7 +18,8 @@ option-letter target did not train in a small budget). Clips are drawn from
 a pool generated once (SNR from -5 to 25 dB); each step draws fresh
 questions, option orders and hints for them. The result is a regular
 Hugging Face checkpoint (config.json, model.safetensors, processor files)
-plus `metrics.json`, written atomically.
+plus `metrics.json`, written atomically; training goes through the one loop of
+`lens_audio.training`, resumable from the states it keeps in `out_dir` until the checkpoint replaces them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
 from lens_audio.inputs.frames import n_audio_tokens
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.organisms.task import Clip, draw_clips, format_question, make_item, tokenizer_corpus
+from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint
+from lens_audio.training.run_folder import LoopState, RunFolder
 
 MODEL_CONFIG = dict(
     d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, d_mlp=384,
@@ -149,52 +153,55 @@ def build_model(settings: TrainSettings) -> tuple[Any, Any]:
     return Qwen2AudioForConditionalGeneration(config), processor
 
 
+RECIPE = "v1"
+
+
 def train(
     out_dir: str | Path,
     settings: TrainSettings = TrainSettings(),
     eval_benchmark: str | Path | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train, evaluate on `eval_benchmark` (a workshop.json; test split), and save to `out_dir`. Returns the metrics."""
+    stop_after: int | None = None,
+    checkpoint_every: int = 100,
+) -> dict[str, Any] | None:
+    """Train, evaluate on `eval_benchmark` (a workshop.json; test split), and save to `out_dir`. Returns the metrics.
+
+    Training runs in `out_dir` as a run folder (`lens_audio.training`): a state every `checkpoint_every` steps, so
+    a call on a folder holding a state continues from it (same result as an uninterrupted run); `stop_after` leaves
+    after that many steps of this call (returning None). The finished checkpoint then replaces the run folder.
+    """
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     model, processor = build_model(settings)
     data = TrainingData(processor, settings, progress)
     total = settings.steps_audio + settings.steps_mixed
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    schedule = lambda step: (
-        min(1.0, (step + 1) / settings.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
-    history, running = [], None
-    bar = tqdm(range(total), desc="training", disable=not progress)
-    for step in bar:
-        stage = 1 if step < settings.steps_audio else 2
+    run = RunFolder(Path(out_dir), RECIPE, asdict(settings))
+    trainer = Trainer(run, inputs_fingerprint(data.features), sampler=data, progress=progress,
+                      checkpoint_every=checkpoint_every, log_every=25, stop_after=stop_after, total_steps=total)
+
+    def step(loop: LoopState) -> StepOutput:
+        stage = 1 if loop.step < settings.steps_audio else 2
         batch = data.batch(stage)
         targets = batch.pop("targets")
         logits = model(**batch).logits
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(stage=stage, loss=f"{running:.3f}")
-        if step % 100 == 0 or step == total - 1:
-            history.append({"step": step, "stage": stage, "loss": round(running, 4)})
+        return StepOutput(loss, {"loss": loss.item()}, stage)
+
+    model.train()
+    phase = Phase(total, settings.learning_rate, settings.warmup_steps, history="index")
+    if not trainer.run_phase(0, phase, {"model": model}, step):
+        return None
     model.eval()
     metrics: dict[str, Any] = {
         "settings": asdict(settings),
         "model_config": MODEL_CONFIG,
-        "loss_history": history,
+        "loss_history": trainer.loop.history,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     if eval_benchmark is not None:
         metrics.update(evaluate_checkpoint(model, processor, eval_benchmark, progress))
-    save_atomically(model, processor, metrics, Path(out_dir))
+    save_atomically(model, processor, metrics, Path(out_dir), before_swap=run.discard_states)
     return metrics
 
 
@@ -214,8 +221,15 @@ def evaluate_checkpoint(hf_model: Any, processor: Any, benchmark: str | Path, pr
     }
 
 
-def save_atomically(model: Any, processor: Any, metrics: dict[str, Any], out_dir: Path) -> None:
+def save_atomically(model: Any, processor: Any, metrics: dict[str, Any], out_dir: Path,
+                    before_swap: Callable[[], None] | None = None) -> None:
+    """Write a finished checkpoint (HF files, processor, `metrics.json`) to `out_dir`, whole or not at all.
+
+    `before_swap` runs once the checkpoint is complete in its staging folder, before it replaces `out_dir` (a run
+    folder training in `out_dir` discards its states there, so that a kill leaves either the states or none)."""
     with atomic_folder(out_dir) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         write_atomically(staging / "metrics.json", json.dumps(metrics, indent=1))
+        if before_swap is not None:
+            before_swap()

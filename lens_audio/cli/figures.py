@@ -1,0 +1,80 @@
+"""`lens-audio figures` (run the experiment, write every figure and figures/report.html) and `lens-audio explore`
+(one item's interactive explorer as a self-contained HTML page)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lens_audio.checks import cli_int
+from lens_audio.cli.experiment import add_allow_outside_argument, add_placement_arguments, placement_args
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> dict:
+    """Add `figures` and `explore` to `sub`; return command -> runner."""
+    figures = sub.add_parser("figures", help="run the experiment and write every figure and figures/report.html")
+    figures.add_argument("--model", default="workshop")
+    figures.add_argument(
+        "--benchmark",
+        help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
+    )
+    figures.add_argument("--out", default="figures")
+    figures.add_argument("--runs", default="runs/figures", help="cached run files, reused unless --fresh")
+    figures.add_argument("--fresh", action="store_true", help="start every cached run over instead of reusing it")
+    figures.add_argument(
+        "--formats",
+        help="comma-separated figure formats (html, png, svg, pdf; svg and pdf are vector); default html,png, "
+        "where PNGs "
+        "are skipped with a warning if this machine cannot export them (naming png here makes that an error)",
+    )
+    explore = sub.add_parser("explore", help="write one item's interactive explorer as a self-contained HTML page")
+    explore.add_argument("--item", required=True, help="the item's id in the benchmark")
+    explore.add_argument("--model", default="workshop")
+    explore.add_argument(
+        "--benchmark", help="MMAU-format JSON holding the item (default: the bundled workshop benchmark)"
+    )
+    add_allow_outside_argument(explore)
+    explore.add_argument("--template", help="prompt template (default: the model's profile)")
+    explore.add_argument(
+        "--layers", type=cli_int(0), nargs="+", help="starting source layers of the steering direction (default: all)"
+    )
+    add_placement_arguments(explore)
+    explore.add_argument("--out", required=True, help="HTML file to write")
+    return {"figures": run_figures, "explore": run_explore}
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from lens_audio.figures import make_figures
+
+    started = time.perf_counter()
+    formats = tuple(f.strip() for f in (args.formats or "html,png").split(",") if f.strip())
+    made = make_figures(args.model, args.benchmark, args.out, args.runs, args.fresh, formats=formats,
+                        static_required=args.formats is not None)
+    for name, paths in made["figures"].items():
+        print(f"{name:18s} {' '.join(paths)}")
+    print(f"report: {Path(args.out) / 'report.html'} ({time.perf_counter() - started:.0f} s)")
+    if made["static_problem"]:
+        print(f"warning: {made['static_problem']}; HTML figures and the report were written.", file=sys.stderr)
+    return 0
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    from lens_audio import HookedAudioLM
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.explorer import explore_page
+    from lens_audio.organisms import benchmark_for
+
+    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model),
+                                                    allow_outside=args.allow_outside_audio)}
+    if args.item not in items:
+        shown = ", ".join(list(items)[:5])
+        raise ValueError(
+            f"no item {args.item!r} in the benchmark ({len(items)} items, e.g. {shown}); pass --item with one of its "
+            "ids."
+        )
+    model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
+    path = explore_page(model, items[args.item], args.out, prompt=args.template, layers=args.layers)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
+    return 0
