@@ -29,22 +29,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import torch
-
 from lens_audio import HookedAudioLM
 from lens_audio.benchmark import load_mmau
 from lens_audio.files import write_atomically
 from lens_audio.organisms import benchmark_for
 from lens_audio.paper import Experiment, SteeringSpec, profile_for
-from lens_audio.timing import interleaved_medians
+from lens_audio.timing import interleaved_medians, machine
 
 REFERENCE = "plain"
 
@@ -194,9 +190,7 @@ def main() -> None:
                    "reference_mass": selection.reference_mass, "max_new_tokens": profile.max_new_tokens,
                    "repeats": args.repeats, "reference": REFERENCE},
         "by_mode": by_mode,
-        "machine": {"device": f"CPU ({platform.processor() or platform.machine()})", "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform()},
+        "machine": machine(),
         "command": " ".join(["python", *sys.argv]),
     }
     report["wall_seconds"] = round(time.perf_counter() - start, 1)

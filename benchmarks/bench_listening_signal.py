@@ -5,7 +5,7 @@ queries and keys while the model runs its fast attention path; the
 alternative is `run_with_cache` of every `blocks.{L}.attn.hook_pattern`
 (explicit attention, [batch, head, pos, pos] per layer) and summing the final
 row over audio positions. Both give the same numbers (see
-tests/test_listening.py). Reported: median wall time and peak added memory
+tests/unit/analysis/test_listening.py). Reported: median wall time and peak added memory
 (Linux VmHWM, reset before each measurement), as ratios.
 
 Usage: python benchmarks/bench_listening_signal.py [--seconds 30] [--repeats 5]

@@ -7,7 +7,7 @@
    `adaptive_direction` / forward, `steered_logits` / forward and `steered_logits` / (`adaptive_direction`
    then a steered forward): `gpu_check.timings`.
 2. Data-parallel speed-up: `sharded_run` over the same workshop items in 1 process and in 2 (torchrun, gloo),
-   timed inside the processes (start-up excluded): `tests/dp_worker.py`.
+   timed inside the processes (start-up excluded): `tests/helpers/dp_worker.py`.
 3. A projection of MMAU test-mini (1,000 items) wall time on 1 and 8 GPUs for Qwen2-Audio-7B in bfloat16
    from the physical limit (weight bytes read per decode step / memory bandwidth, plus prefill FLOPs /
    peak FLOP/s) of an H100-class GPU; no GPU measurement is in it (none was available): a floor, not a forecast.

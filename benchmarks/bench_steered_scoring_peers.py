@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
 import sys
 import time
@@ -50,7 +49,7 @@ from lens_audio.inputs.batch import AudioBatch
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.testing import tiny_hf_model
-from lens_audio.timing import CPU_BENCHMARK_CONFIG, interleaved_medians
+from lens_audio.timing import CPU_BENCHMARK_CONFIG, interleaved_medians, machine
 
 MID = {k: v for k, v in CPU_BENCHMARK_CONFIG.items() if k != "n_layers"}  # the CPU benchmarks' 50M config
 SMALL = dict(
@@ -274,12 +273,7 @@ def main() -> None:
         "by_batch": by_batch,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      **{p: _version(p) for p in ("transformers", "nnsight", "lens_audio")}},
-        "machine": {
-            "device": torch.cuda.get_device_name() if args.device == "cuda" else
-            f"CPU ({platform.processor() or platform.machine()})",
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform(),
-        },
+        "machine": machine(args.device),
         "command": " ".join(["python", *sys.argv]),
     }
     report["wall_seconds"] = round(time.perf_counter() - start, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -15,6 +17,14 @@ CPU_BENCHMARK_CONFIG = dict(
     d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, d_mlp=1536, vocab_size=16384,
     audio_d_model=384, audio_layers=4, audio_heads=6, n_mels=128, chunk_seconds=30,
 )
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """What a benchmark's numbers were measured on: the device, CPU count, torch threads and version, the load."""
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
+    return {"device": name, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "load_average": [round(x, 2) for x in os.getloadavg()],
+            "platform": platform.platform()}
 
 
 def synchronize() -> None:

@@ -9,7 +9,7 @@ where every h is the residual stream at the final prompt position. So one pass w
 one with its silence twin, keeping each layer's final-position residual (and each head's output,
 for head-output steering), gives the steered prediction of *every* layer set, beta and per-item
 gate by a norm and an unembedding: 200 random-head draws cost seconds, not 200 benchmark runs.
-`tests/test_fast_steering.py` checks it against the hook-based steered forward of the runner.
+`tests/unit/paper/test_fast_steering.py` checks it against the hook-based steered forward of the runner.
 
 Only choice mode with single-token options qualifies (`FastSteering.applies`); otherwise
 (generation, multi-token options) the experiment falls back to real steered runs: one run of

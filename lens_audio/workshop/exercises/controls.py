@@ -1,8 +1,8 @@
 """References for session 2's confound exercise (correlation within strata): the library's validity controls.
 
 The checker compares a learner's answer with `lens_audio.analysis.validity`, whose pooled within-stratum r is
-tested against regression residuals (`tests/test_validity.py`); this module only shapes it for the exercise's
-`[example, layer, head]` arrays.
+tested against regression residuals (`tests/unit/analysis/test_validity.py`); this module only shapes it for the
+exercise's `[example, layer, head]` arrays.
 """
 
 from __future__ import annotations

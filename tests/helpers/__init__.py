@@ -1,0 +1,1 @@
+"""Helper modules for the tests (imported by test files; not tests themselves)."""
