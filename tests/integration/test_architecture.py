@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "lens_audio.sae": 6,  # SAEs on hook points: training, splicing, dashboards (reuse the explorer's views)
     "lens_audio.workshop": 7,  # teaching only: the sessions' checkers
     "lens_audio.cli": 8,  # one module per command group
+    "lens_audio.evaluation": 8,  # forwarding only: the old home of benchmark/ and paper/, for one release
     "lens_audio.testing": 8,  # for tests and benchmarks: nothing in the package imports it
 }
 ONLY_IMPORTED_BY = {"lens_audio.plots": {"lens_audio.figures", "lens_audio.explorer"}}
@@ -209,3 +210,24 @@ def test_benchmarks_import_the_package_not_each_other():
                     f"{path.name}:{node.lineno} imports another benchmark; share code through lens_audio instead"
                 )
         assert "sys.path.insert" not in source, f"{path.name} edits sys.path; the installed package is importable"
+
+
+def test_old_import_paths_forward_with_a_warning():
+    """`lens_audio.evaluation` (now benchmark/ and paper/) and the models' names in `lens_audio.workshop` (now
+    organisms/) still import for one release, each with a DeprecationWarning naming the new place."""
+    import importlib
+    import sys
+
+    import lens_audio.benchmark as benchmark
+    import lens_audio.organisms as organisms
+    from lens_audio.paper import profile
+
+    sys.modules.pop("lens_audio.evaluation", None)
+    with pytest.warns(DeprecationWarning, match="lens_audio.benchmark"):
+        evaluation = importlib.import_module("lens_audio.evaluation")
+    assert evaluation.load_mmau is benchmark.load_mmau
+    assert importlib.import_module("lens_audio.evaluation.profile") is profile
+    import lens_audio.workshop as workshop
+
+    with pytest.warns(DeprecationWarning, match="lens_audio.organisms.CHECKPOINT"):
+        assert workshop.CHECKPOINT == organisms.CHECKPOINT

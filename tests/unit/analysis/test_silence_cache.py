@@ -11,7 +11,7 @@ from lens_audio import make_batch
 from lens_audio.analysis.steering import adaptive_direction, final_residuals
 from lens_audio.analysis.steering.silence_cache import silence_prefix_cache, weight_signature
 from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
-from tests import silence_fixtures
+from tests.helpers import silence_fixtures
 from tests.helpers.reference import waveform
 
 model, batch, single = silence_fixtures.model, silence_fixtures.batch, silence_fixtures.single  # shared fixtures

@@ -9,7 +9,7 @@ from lens_audio.analysis.steering import adaptive_direction, adaptive_steering, 
 from lens_audio.analysis.steering.silence_cache import silence_prefix_cache
 from lens_audio.analysis.steering.steered_pass import steered_logits
 from lens_audio.benchmark.runner import choice_log_likelihoods, one_token_choices, run_benchmark
-from tests import silence_fixtures
+from tests.helpers import silence_fixtures
 
 model, batch, single = silence_fixtures.model, silence_fixtures.batch, silence_fixtures.single  # shared fixtures
 

@@ -11,9 +11,6 @@ from transformer_lens import SVDInterpreter
 from transformer_lens.utilities import test_prompt as tl_test_prompt
 
 from lens_audio import HookedAudioLM
-from tests import test_transformer_lens_conformance as conformance
-
-hf, model, raw = conformance.hf, conformance.model, conformance.raw  # the same fixtures (2 layers, grouped-query)
 
 TEXT = "the cat sat on the mat and the cat sat"
 

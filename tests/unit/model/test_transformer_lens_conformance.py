@@ -8,25 +8,8 @@ import torch
 from transformer_lens import FactoredMatrix
 
 from lens_audio import HookedAudioLM
-from lens_audio.testing import save_checkpoint, tiny_hf_model
+from lens_audio.testing import save_checkpoint
 from tests.helpers.reference import reference_run
-
-GQA = {"n_heads": 4, "n_kv_heads": 2, "n_layers": 2}
-
-
-@pytest.fixture(scope="module")
-def hf(processor):
-    return tiny_hf_model(processor, seed=11, **GQA)[0]
-
-
-@pytest.fixture(scope="module")
-def model(hf, processor):
-    return HookedAudioLM.from_hf_model(hf, processor)
-
-
-@pytest.fixture(scope="module")
-def raw(hf, processor):
-    return HookedAudioLM.from_hf_model(hf, processor, fold_ln=False)
 
 
 @pytest.fixture(scope="module")
