@@ -102,7 +102,7 @@ def run_workshop_train(args: argparse.Namespace) -> int:
     from lens_audio.organisms import BENCHMARK_SETS, BENCHMARK_V1
     from lens_audio.organisms.workshop.recipe import SetsTrainSettings, train_sets
     from lens_audio.organisms.workshop_v1.recipe import TrainSettings, train
-    from lens_audio.training.run_folder import default_run_folder
+    from lens_audio.train.run_folder import default_run_folder
 
     if args.recipe == "chains":
         return run_chains_train(args)
@@ -128,7 +128,7 @@ def run_chains_train(args: argparse.Namespace) -> int:
 
     from lens_audio.organisms.benchmark_writer import chain_benchmark
     from lens_audio.organisms.workshop_chains.recipe import ChainsTrainSettings, train_chains
-    from lens_audio.training.run_folder import default_run_folder
+    from lens_audio.train.run_folder import default_run_folder
 
     overrides = {"steps_audio": args.steps_audio, "steps": args.steps, "pool_clips_per_class": args.pool_clips,
                  "threads": args.threads}

@@ -6,7 +6,7 @@ installed beside TransformerLens 4. The objective is SAELens's TopK one (and Ope
 reconstruction plus the AuxK loss (dead latents, those silent for `dead_after` steps, reconstruct the residual
 with their own top `aux_k`), Adam, decoder rows kept at unit norm.
 
-Training goes through the one loop of `lens_audio.training` (Adam as AdamW without weight decay, a constant
+Training goes through the one loop of `lens_audio.train` (Adam as AdamW without weight decay, a constant
 learning rate, no clipping). Every step's minibatch is drawn from a generator seeded by (seed, step), so a run
 resumed from its run folder (SAE, Adam moments, dead-latent counters, step; a state every `checkpoint_every`
 steps in `out/checkpoint/`) is the same run as one never interrupted.
@@ -25,8 +25,8 @@ from torch import Tensor
 
 from lens_audio.sae.activations import ActivationSet
 from lens_audio.sae.sae import SAEConfig, SparseAutoencoder
-from lens_audio.training.loop import Phase, StepOutput, Trainer
-from lens_audio.training.run_folder import LoopState, RunFolder
+from lens_audio.train.loop import Phase, StepOutput, Trainer
+from lens_audio.train.run_folder import LoopState, RunFolder
 
 CHECKPOINT = "checkpoint"  # the run folder, inside the SAE's output folder while training
 RECIPE = "sae"

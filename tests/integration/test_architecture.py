@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "lens_audio.timing": 0,  # benchmark helpers (torch and the standard library only)
     "lens_audio.model": 1,  # the hooked port, its loading and the one registry of named models
     "lens_audio": 1,  # the facade: re-exports inputs and model (its lazy `explore` is documented below)
-    "lens_audio.training": 1,  # one training loop and one resumable run folder (organisms and SAEs)
+    "lens_audio.train": 1,  # one training loop and one resumable run folder (organisms and SAEs)
     "lens_audio.analysis": 2,  # listening signal, heads, lens, patching, ablation, probes, steering/
     "lens_audio.benchmark": 3,  # the MMAU harness: loading, prompts, scoring, runner, run files, manifests, parallel
     "lens_audio.paper": 4,  # the paper's experiment: profile, SteeringSpec, Experiment, results, fast path

@@ -21,7 +21,7 @@ key/value heads, width 128), on the clip-set task of `organisms/workshop/task.py
 
 The result is a regular `Qwen2AudioForConditionalGeneration` checkpoint that
 transformers loads; the same seed on the same torch build and thread count
-gives the same weights. Training goes through the one loop of `lens_audio.training`
+gives the same weights. Training goes through the one loop of `lens_audio.train`
 (stages 1-2 its phase 0, stage 3 its phase 1), resumable from the states it keeps
 in the output folder until the checkpoint replaces them.
 """
@@ -48,8 +48,8 @@ from lens_audio.organisms.sounds import DOMAINS
 from lens_audio.organisms.task import CLASSES, Clip, format_question
 from lens_audio.organisms.workshop.task import SECONDS, SET_SIZE, ClipSet, make_set_item
 from lens_audio.organisms.workshop_v1.recipe import save_atomically
-from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint
-from lens_audio.training.run_folder import LoopState, RunFolder
+from lens_audio.train.loop import Phase, StepOutput, Trainer, inputs_fingerprint
+from lens_audio.train.run_folder import LoopState, RunFolder
 
 DECODER_CONFIG = dict(n_layers=8, n_heads=8, n_kv_heads=4, d_mlp=256)
 
@@ -259,7 +259,7 @@ def train_sets(out_dir: str | Path, settings: SetsTrainSettings = SetsTrainSetti
     """Train (stages 1-2, then 3), evaluate on `eval_benchmark` (test split) and save to `out_dir`. Returns the
     metrics.
 
-    Training runs in `out_dir` as a run folder (`lens_audio.training`): a state every `checkpoint_every` steps and
+    Training runs in `out_dir` as a run folder (`lens_audio.train`): a state every `checkpoint_every` steps and
     at the end of each phase, so a call on a folder holding a state continues from it (same result as an
     uninterrupted run); `stop_after` leaves after that many steps of this call (returning None). The finished
     checkpoint then replaces the run folder.

@@ -36,7 +36,7 @@ with mostly four clips, up to `steps` in all. Every `monitor_every` steps a
 fixed monitor set (fresh clips, not the benchmark) is scored; the run stops
 early once the model follows the SNR rule there (`ChainMonitor.follows_rule`).
 
-Training goes through the one loop of `lens_audio.training`, and the run is
+Training goes through the one loop of `lens_audio.train`, and the run is
 resumable: every `checkpoint_every` steps the model, probes, optimizer,
 schedule position and random states are saved atomically to the run folder
 (safetensors + JSON), and a run started on a folder holding a state continues
@@ -77,8 +77,8 @@ from lens_audio.organisms.workshop_chains.task import (
     make_chain_item,
     make_lookup_item,
 )
-from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint
-from lens_audio.training.run_folder import LoopState, RunFolder
+from lens_audio.train.loop import Phase, StepOutput, Trainer, inputs_fingerprint
+from lens_audio.train.run_folder import LoopState, RunFolder
 
 RECIPE = "chains"
 # settings added after the first run had started, with the first step each can change: a state saved before that

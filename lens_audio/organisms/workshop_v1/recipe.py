@@ -19,7 +19,7 @@ a pool generated once (SNR from -5 to 25 dB); each step draws fresh
 questions, option orders and hints for them. The result is a regular
 Hugging Face checkpoint (config.json, model.safetensors, processor files)
 plus `metrics.json`, written atomically; training goes through the one loop of
-`lens_audio.training`, resumable from the states it keeps in `out_dir` until the checkpoint replaces them.
+`lens_audio.train`, resumable from the states it keeps in `out_dir` until the checkpoint replaces them.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from lens_audio.inputs.batch import AUDIO_PLACEHOLDER, render_chat
 from lens_audio.inputs.frames import n_audio_tokens
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.organisms.task import Clip, draw_clips, format_question, make_item, tokenizer_corpus
-from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint
-from lens_audio.training.run_folder import LoopState, RunFolder
+from lens_audio.train.loop import Phase, StepOutput, Trainer, inputs_fingerprint
+from lens_audio.train.run_folder import LoopState, RunFolder
 
 MODEL_CONFIG = dict(
     d_model=128, n_layers=6, n_heads=4, n_kv_heads=2, d_mlp=384,
@@ -166,7 +166,7 @@ def train(
 ) -> dict[str, Any] | None:
     """Train, evaluate on `eval_benchmark` (a workshop.json; test split), and save to `out_dir`. Returns the metrics.
 
-    Training runs in `out_dir` as a run folder (`lens_audio.training`): a state every `checkpoint_every` steps, so
+    Training runs in `out_dir` as a run folder (`lens_audio.train`): a state every `checkpoint_every` steps, so
     a call on a folder holding a state continues from it (same result as an uninterrupted run); `stop_after` leaves
     after that many steps of this call (returning None). The finished checkpoint then replaces the run folder.
     """

@@ -94,7 +94,7 @@ def test_resumed_run_equals_uninterrupted_run_and_loads_in_transformers(tmp_path
     from transformers import Qwen2AudioForConditionalGeneration
 
     from lens_audio.organisms.workshop_chains.recipe import ChainsTrainSettings, export_latest, train_chains
-    from lens_audio.training import run_folder, state_files
+    from lens_audio.train import run_folder, state_files
 
     settings = ChainsTrainSettings(**TINY)
     whole = train_chains(tmp_path / "whole", settings, progress=False)

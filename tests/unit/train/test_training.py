@@ -1,4 +1,4 @@
-"""The one training loop and run folder (`lens_audio.training`): the loop's arithmetic against AdamW written out by
+"""The one training loop and run folder (`lens_audio.train`): the loop's arithmetic against AdamW written out by
 hand, a resumed run equal to an uninterrupted one across phases, states in safetensors + JSON only (no pickle
 written or read), atomic and kill-safe, and clear refusals (older pickle states, other settings, other inputs)."""
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from lens_audio.training import run_folder, state_files
-from lens_audio.training.loop import Phase, StepOutput, Trainer, warmup_cosine
-from lens_audio.training.run_folder import ResumeMismatch, RunFolder, default_run_folder
-from lens_audio.training.state_files import StateFormatError
+from lens_audio.train import run_folder, state_files
+from lens_audio.train.loop import Phase, StepOutput, Trainer, warmup_cosine
+from lens_audio.train.run_folder import ResumeMismatch, RunFolder, default_run_folder
+from lens_audio.train.state_files import StateFormatError
 
 SETTINGS = {"seed": 0, "steps": 9, "checkpoint_every": 2}
 
@@ -220,7 +220,7 @@ def test_runs_default_to_the_user_cache_outside_the_package(tmp_path, monkeypatc
 def test_a_second_writer_into_the_same_run_folder_is_refused(tmp_path):
     """Two trainers on one folder would interleave states: the second, while the first holds the folder, is refused
     with the folder named; once the first is done, the folder is free again."""
-    from lens_audio.training.run_folder import RunFolder, RunLockedError
+    from lens_audio.train.run_folder import RunFolder, RunLockedError
 
     first, second = RunFolder(tmp_path / "run", "demo", {}), RunFolder(tmp_path / "run", "demo", {})
     with first.writing():

@@ -7,9 +7,9 @@
 - `state_files.py`: what a state holds, in safetensors + JSON (no pickle, written or read).
 """
 
-from lens_audio.training.loop import Phase, StepOutput, Trainer, inputs_fingerprint, warmup_cosine
-from lens_audio.training.run_folder import LoopState, ResumeMismatch, RunFolder, default_run_folder
-from lens_audio.training.state_files import StateFormatError
+from lens_audio.train.loop import Phase, StepOutput, Trainer, inputs_fingerprint, warmup_cosine
+from lens_audio.train.run_folder import LoopState, ResumeMismatch, RunFolder, default_run_folder
+from lens_audio.train.state_files import StateFormatError
 
 __all__ = [
     "LoopState",

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from lens_audio.files import RunLockedError, acquire_lock, atomic_folder, release_lock
-from lens_audio.training import state_files
-from lens_audio.training.state_files import StateFormatError, load_state, random_states, read_meta, set_random_states
+from lens_audio.train import state_files
+from lens_audio.train.state_files import StateFormatError, load_state, random_states, read_meta, set_random_states
 
 
 def default_run_folder(recipe: str) -> Path:

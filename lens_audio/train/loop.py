@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lens_audio.training.run_folder import LoopState, RunFolder
-from lens_audio.training.state_files import trainable
+from lens_audio.train.run_folder import LoopState, RunFolder
+from lens_audio.train.state_files import trainable
 
 
 def inputs_fingerprint(*tensors: Tensor) -> str:
