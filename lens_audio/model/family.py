@@ -13,7 +13,7 @@ Voxtral also keeps its encoder's positions in float32 in every dtype (transforme
 
 Qwen2-Audio and AudioFlamingo3 splice each clip's first `n_audio_tokens(valid frames)` rows; Voxtral splices
 every row of every 30 s chunk (its processor pads audio to whole chunks). The prompt templates differ too
-(see README, "Model families"); the processor of each checkpoint renders them.
+(see docs/families.md); the processor of each checkpoint renders them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The hook points of `HookedAudioLM`: name pattern, shape and meaning, for the README and `lens-audio hooks`.
+"""The hook points of `HookedAudioLM`: name pattern, shape and meaning, for docs/hooks.md and `lens-audio hooks`.
 
 `{L}` is a layer index. Shapes use: batch, pos (token positions), head,
 kv_head (key/value heads, fewer than heads under grouped-query attention),

@@ -37,7 +37,9 @@ def steering_hooks(
     """
     hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
     if hook_name not in model.hook_dict:
-        raise ValueError(f"no hook point {hook_name!r}; see model.hook_names() or the README's hook table.")
+        raise ValueError(
+            f"no hook point {hook_name!r}; see model.hook_names() or the hook table (docs/hooks.md, lens-audio hooks)."
+        )
     if direction.shape[-1] != model.cfg.d_model:
         raise ValueError(
             f"steering vector has width {direction.shape[-1]} but the model's residual stream is {model.cfg.d_model} "
