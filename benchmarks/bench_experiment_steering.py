@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,10 +35,9 @@ from pathlib import Path
 
 from lens_audio import HookedAudioLM
 from lens_audio.benchmark import load_mmau
-from lens_audio.files import write_atomically
 from lens_audio.organisms import benchmark_for
 from lens_audio.paper import Experiment, SteeringSpec, profile_for
-from lens_audio.timing import interleaved_medians, machine
+from lens_audio.timing import interleaved_medians, machine, write_report
 
 REFERENCE = "plain"
 
@@ -191,12 +188,8 @@ def main() -> None:
                    "repeats": args.repeats, "reference": REFERENCE},
         "by_mode": by_mode,
         "machine": machine(),
-        "command": " ".join(["python", *sys.argv]),
     }
-    report["wall_seconds"] = round(time.perf_counter() - start, 1)
-    write_atomically(args.out, json.dumps(report, indent=2) + "\n")
-    print(table(report))
-    print(f"written to {args.out}")
+    write_report(report, args.out, start, table)
 
 
 if __name__ == "__main__":

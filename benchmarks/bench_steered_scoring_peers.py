@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
-import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
@@ -44,12 +42,11 @@ from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.steering import adaptive_direction, steer
 from lens_audio.analysis.steering.silence_cache import silence_prefix_cache
 from lens_audio.analysis.steering.steered_pass import steered_logits
-from lens_audio.files import write_atomically
 from lens_audio.inputs.batch import AudioBatch
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.hooked_audio_lm import position_ids_from_mask
 from lens_audio.testing import tiny_hf_model
-from lens_audio.timing import CPU_BENCHMARK_CONFIG, interleaved_medians, machine
+from lens_audio.timing import CPU_BENCHMARK_CONFIG, interleaved_medians, machine, write_report
 
 MID = {k: v for k, v in CPU_BENCHMARK_CONFIG.items() if k != "n_layers"}  # the CPU benchmarks' 50M config
 SMALL = dict(
@@ -274,12 +271,8 @@ def main() -> None:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      **{p: _version(p) for p in ("transformers", "nnsight", "lens_audio")}},
         "machine": machine(args.device),
-        "command": " ".join(["python", *sys.argv]),
     }
-    report["wall_seconds"] = round(time.perf_counter() - start, 1)
-    write_atomically(args.out, json.dumps(report, indent=2) + "\n")
-    print(table(report))
-    print(f"written to {args.out}")
+    write_report(report, args.out, start, table)
 
 
 if __name__ == "__main__":

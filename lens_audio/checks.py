@@ -92,3 +92,8 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class UserNote(UserWarning):
+    """A warning that is a note to the user, said in one line: the command line prints each as
+    `lens-audio: note: <message>` (Python shows it as any other warning). Subclass it for such notes."""

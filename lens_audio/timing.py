@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from lens_audio.files import write_atomically
 
 # The CPU benchmarks' random ~50M-parameter Qwen2-Audio config (keywords of `lens_audio.testing.tiny_hf_model`).
 CPU_BENCHMARK_CONFIG = dict(
@@ -25,6 +30,16 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     return {"device": name, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "load_average": [round(x, 2) for x in os.getloadavg()],
             "platform": platform.platform()}
+
+
+def write_report(report: dict[str, Any], out: str | Path, started: float, table: Callable[[dict], str]) -> None:
+    """Finish a benchmark's report (the command, the wall time since `started`), write it atomically to `out` and
+    print its table."""
+    report["command"] = " ".join(["python", *sys.argv])
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_atomically(out, json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"written to {out}")
 
 
 def synchronize() -> None:

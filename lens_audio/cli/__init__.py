@@ -34,7 +34,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from lens_audio.checks import OneLineParser
+from lens_audio.checks import OneLineParser, UserNote
 from lens_audio.cli import experiment, figures, hooks, organisms, sae
 from lens_audio.cli.experiment import placement_args
 
@@ -78,12 +78,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _notes_in_one_line(show: Callable) -> Callable:
-    """`warnings.showwarning` that prints a `ProfileFallbackWarning` (a model with no registered profile) as one
-    line, `lens-audio: note: <message>`, and hands every other warning to `show`."""
+    """`warnings.showwarning` that prints a `UserNote` (such as a model with no registered profile) as one line,
+    `lens-audio: note: <message>`, and hands every other warning to `show`."""
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
-        profile = sys.modules.get("lens_audio.paper.profile")  # the warning's module: loaded if it warned
-        if profile is not None and issubclass(category, profile.ProfileFallbackWarning):
+        if issubclass(category, UserNote):
             print(f"lens-audio: note: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)

@@ -28,22 +28,19 @@ BENCHMARK_V1 = HERE / "workshop_v1" / "benchmark" / "workshop.json"
 CHECKPOINT_CHAINS = HERE / "workshop_chains" / "checkpoint"
 BENCHMARK_CHAINS = HERE / "workshop_chains" / "benchmark" / "workshop_chains.json"
 CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
-CARDS = {name: HERE / folder / "README.md" for name, folder in
-         (("workshop", "workshop"), ("workshop-v1", "workshop_v1"), ("workshop-chains", "workshop_chains"))}
+CARD_SETS, CARD_V1, CARD_CHAINS = (HERE / name / "README.md" for name in ("workshop", "workshop_v1", "workshop_chains"))
 
 _PROFILE = "lens_audio.organisms.evaluate:PROFILE"  # every organism is trained on the same prompt, scored by choice
 for entry in (
     ModelEntry("workshop", "lens_audio.organisms:CHECKPOINT_SETS", "lens_audio.organisms:BENCHMARK_SETS", _PROFILE,
-               "lens_audio.organisms:CARD_WORKSHOP"),
+               "lens_audio.organisms:CARD_SETS"),
     ModelEntry("workshop-v1", "lens_audio.organisms:CHECKPOINT_V1", "lens_audio.organisms:BENCHMARK_V1", _PROFILE,
-               "lens_audio.organisms:CARD_WORKSHOP_V1"),
+               "lens_audio.organisms:CARD_V1"),
     ModelEntry("workshop-chains", "lens_audio.organisms:CHECKPOINT_CHAINS",
                "lens_audio.organisms.benchmark_writer:chain_benchmark", _PROFILE,
-               "lens_audio.organisms:CARD_WORKSHOP_CHAINS"),
+               "lens_audio.organisms:CARD_CHAINS"),
 ):
     register_model(entry)
-CARD_WORKSHOP, CARD_WORKSHOP_V1 = CARDS["workshop"], CARDS["workshop-v1"]
-CARD_WORKSHOP_CHAINS = CARDS["workshop-chains"]
 
 
 def __getattr__(name: str):
@@ -68,7 +65,9 @@ __all__ = [
     "BENCHMARK_CHAINS",
     "BENCHMARK_SETS",
     "BENCHMARK_V1",
-    "CARDS",
+    "CARD_CHAINS",
+    "CARD_SETS",
+    "CARD_V1",
     "CHECKPOINT",
     "CHECKPOINT_CHAINS",
     "CHECKPOINT_SETS",

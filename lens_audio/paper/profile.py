@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lens_audio.benchmark.templates import TEMPLATES
-from lens_audio.checks import check_float, check_int, check_seed
+from lens_audio.checks import UserNote, check_float, check_int, check_seed
 from lens_audio.model.registry import ModelEntry, model_entry, register_model, resolve
 
 PromptFn = Callable[[dict[str, Any]], str]
@@ -116,7 +116,7 @@ class ExperimentProfile:
         return cls(**data)
 
 
-class ProfileFallbackWarning(UserWarning):
+class ProfileFallbackWarning(UserNote):
     """A model name with no registered profile: the experiment runs with the default profile."""
 
 

@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "lens_audio.checks": 0,  # range checks of numbers (API and CLI): the standard library only
     "lens_audio.files": 0,  # atomic writes that name the file: the standard library only
     "lens_audio.inputs": 0,  # audio files, frame arithmetic, batches: no model needed
-    "lens_audio.timing": 0,  # benchmark helpers (torch and the standard library only)
+    "lens_audio.timing": 0,  # benchmark helpers (torch, the standard library and `files`)
     "lens_audio.model": 1,  # the hooked port, its loading and the one registry of named models
     "lens_audio": 1,  # the facade: re-exports inputs and model (its lazy `explore` is documented below)
     "lens_audio.train": 1,  # one training loop and one resumable run folder (organisms and SAEs)
