@@ -4,6 +4,14 @@ The API calls `check_int` / `check_float` / `check_seed` at its entry points (e.
 `run_benchmark`, `random_head_draws`), so a bad argument is refused before any work, with its name; the command
 line uses the same rules as argparse `type=` functions (`cli_int`, `cli_float`, `cli_seed`), so a bad flag is one
 line naming the flag (`OneLineParser`). This module imports nothing else of lens_audio, so every layer may use it.
+
+Every parser is a `OneLineParser`, with `allow_abbrev=False` (argparse makes subparsers of the parent's class):
+`--bet 2` is an error, not `--beta 2`, so a flag added later never changes what an abbreviation meant. Paths:
+- `output_file` (`--json`, `--figure`, `explore --out`): a file to write. A path ending in `/` or naming an
+  existing folder is refused before any work (name the file inside it); missing parent folders are created when
+  the file is written (`files.write_atomically`), and an existing file is replaced.
+- `output_folder` (`--out` of the runs, benchmarks, SAEs, figures): a folder, created if missing and reused (resumed)
+  if it exists; a path naming an existing file (or under one) is refused before any work.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding, torch and Python's random all take seeds in 0 .. 2**32 - 1
@@ -88,7 +98,12 @@ def cli_seed() -> Callable[[str], int]:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ("lens-audio listen: error: argument --batch-size: ...; see --help")."""
+    """argparse, but a usage error is one line ("lens-audio listen: error: argument --batch-size: ...; see --help"),
+    and no abbreviated flags (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -97,3 +112,34 @@ class OneLineParser(argparse.ArgumentParser):
 class UserNote(UserWarning):
     """A warning that is a note to the user, said in one line: the command line prints each as
     `lens-audio: note: <message>` (Python shows it as any other warning). Subclass it for such notes."""
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """An existing file at `path` or at one of its parents (so no folder can be made there), or None."""
+    for place in (path, *path.parents):
+        if place.exists():
+            return place if not place.is_dir() else None
+    return None
+
+
+def output_file(text: str) -> str:
+    """An argparse `type=` for a file to write (see the module docstring)."""
+    path = Path(text)
+    if not text or text.endswith(("/", os.sep)) or path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a folder; give the file to write, e.g. {os.path.join(text or '.', 'result.json')!r}")
+    blocking = _blocking_file(path.parent)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {str(blocking)!r} is a file, not a folder")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """An argparse `type=` for a folder to write into (see the module docstring)."""
+    if not text:
+        raise argparse.ArgumentTypeError("give a folder")
+    blocking = _blocking_file(Path(text))
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names a folder to write into, but {str(blocking)!r} is a file; give another folder")
+    return text

@@ -12,7 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lens_audio import plots
+from lens_audio.figure_inputs import FILE as FIGURE_INPUTS
+from lens_audio.figure_inputs import FigureInputs
 from lens_audio.files import write_atomically
 from lens_audio.report_page import control_cannot_differ, report_html
 
@@ -70,9 +74,7 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     from lens_audio.paper.experiment import Experiment
     from lens_audio.paper.profile import profile_for
 
-    unknown = [fmt for fmt in formats if fmt not in plots.FORMATS]
-    if unknown:  # before the experiment runs, not after
-        raise ValueError(f"unknown figure format {unknown[0]!r} in --formats; use {', '.join(plots.FORMATS)}.")
+    check_formats(formats)  # before the experiment runs, not after
     out, runs = Path(out_dir), Path(runs_dir)
     profile = profile_for(model_name)
     model = HookedAudioLM.from_pretrained(model_name)
@@ -90,20 +92,6 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     scan = scan_heads(model, ablation_batch, [[first_token(c) for c in i["choices"]] for i in no_hint],
                       [i["choices"].index(i["answer"]) for i in no_hint], kind="zero", heads_per_pass=4)
     causal = heads_by_ablation(scan.margin_change, len(specialists))
-    marked = {"specialists": specialists, CAUSAL_LABEL: causal}
-
-    figures: dict[str, Any] = {}
-    figures["head_correlation"] = plots.head_heatmap(
-        result.head_selection.correlation.r,
-        "Which heads' audio attention predicts a correct answer?",
-        "Pearson r",
-        blank_reason="no r: the head's audio mass does not vary over calibration items",
-        marked=marked,
-    )
-    figures["audio_mass"] = plots.head_heatmap(
-        result.audio_mass, "Audio attention mass at the final prompt token", "mass", diverging=False, marked=marked
-    )
-    figures.update(_statistics_figures(result))
 
     example = next((i for i in test if i.get("hint") == "conflicting"), test[0])
     batch = model.to_batch(example["audio_path"], render_prompt(example, profile.prompt))
@@ -116,34 +104,139 @@ def make_figures(model_name: str = "workshop", benchmark: str | Path | None = No
     shown = {"specialist": specialists[:N_SHOWN], CAUSAL_LABEL: causal[:N_SHOWN]}
     if asked:
         shown[ASKED_LABEL] = heads_on_clip(signal, batch.audio_spans[0][asked - 1], N_SHOWN)
-    figures["audio_attention"] = plots.audio_attention(
-        signal, batch, title=f"Final-token attention over the audio ({label})", highlight=asked - 1 if asked else None,
-        groups=shown,
-    )
+    drawn = list(dict.fromkeys(tuple(h) for heads in shown.values() for h in heads))
+    index = {tuple(h): i for i, h in enumerate(signal.heads)}
     option_ids = [first_token(c) for c in example["choices"]]
     wrong = example.get("hinted_choice") or next(c for c in example["choices"] if c != example["answer"])
     corrupted = batch.silence_twin()
+    table, labels = None, []
     try:
         metric = normalized_logit_diff(model, batch, corrupted, [first_token(example["answer"])], [first_token(wrong)])
         table, labels = patch_residual_by_position(model, batch, corrupted, metric, group_audio="clip")
-        figures["patching"] = plots.patching_map(table, labels, f"Restoring the audio: residual patching ({label})")
     except ValueError:  # audio and silence give the same logit difference: nothing to restore
         pass
-    figures["logit_lens"] = plots.logit_lens_plot(
-        logit_lens(model, batch, [option_ids]), example["choices"], title=f"Logit lens ({label})"
+    lens = logit_lens(model, batch, [option_ids])
+    clips = batch.audio_spans[0]
+    mels = [batch.input_features[j, :, : int(batch.feature_attention_mask[j].sum())].float().cpu().numpy()
+            for j in range(len(clips))]
+    inputs = FigureInputs(
+        margin_change=np.asarray(scan.margin_change, dtype=float), ablation_items=len(no_hint), label=label,
+        asked=asked, choices=list(example["choices"]), attention_heads=drawn,
+        attention_rows=signal.rows[0, [index[h] for h in drawn]].float().cpu().numpy(),
+        audio_spans=[tuple(s) for s in clips], mels=mels, shown=shown,
+        patching=None if table is None else np.asarray(table, dtype=float), patching_labels=list(labels),
+        lens_prob=lens.prob[:, 0].float().numpy(), lens_rank=lens.rank[:, 0].numpy(), lens_labels=list(lens.labels),
     )
-    figures["ablation"] = plots.head_heatmap(
-        scan.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin", marked=marked
-    )
+    return write_figures(result, inputs, out, formats, static_required)
 
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    unknown = [fmt for fmt in formats if fmt not in plots.FORMATS]
+    if unknown:
+        raise ValueError(f"unknown figure format {unknown[0]!r} in --formats; use {', '.join(plots.FORMATS)}.")
+
+
+def figures_from(source: str | Path, out_dir: str | Path | None = None, formats: tuple[str, ...] = ("html", "png"),
+                 static_required: bool = False) -> dict[str, Any]:
+    """Every figure and the report from a saved result (`results.json`, or the folder holding it and
+    `figure_inputs.json`), with no model and no forward pass; written to `out_dir` (default: the source folder).
+
+    Without `figure_inputs.json` (results saved by `lens-audio experiment`) only the figures of the result itself
+    are drawn, and the return value's "skipped" names the others.
+    """
+    from lens_audio.paper.results import ExperimentResult
+
+    check_formats(formats)
+    source = Path(source)
+    path = source / "results.json" if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"--from {source}: no saved result there; pass the results.json that "
+                                "`lens-audio figures` or `lens-audio experiment --json` wrote, or its folder.")
+    result = ExperimentResult.load(path)
+    extra = path.parent / FIGURE_INPUTS
+    inputs = FigureInputs.load(extra) if extra.is_file() else None
+    return write_figures(result, inputs, Path(out_dir) if out_dir is not None else path.parent, formats,
+                         static_required)
+
+
+def draw_figures(result: "ExperimentResult", inputs: FigureInputs | None) -> dict[str, Any]:
+    """Every figure, drawn from the saved result and (when given) the example's analyses: no model needed."""
+    specialists = result.head_selection.specialists
+    marked: dict[str, list] = {"specialists": specialists}
+    if inputs is not None:
+        marked[CAUSAL_LABEL] = heads_by_ablation(inputs.margin_change, len(specialists))
+    figures: dict[str, Any] = {}
+    figures["head_correlation"] = plots.head_heatmap(
+        result.head_selection.correlation.r,
+        "Which heads' audio attention predicts a correct answer?",
+        "Pearson r",
+        blank_reason="no r: the head's audio mass does not vary over calibration items",
+        marked=marked,
+    )
+    if result.audio_mass is not None:
+        figures["audio_mass"] = plots.head_heatmap(
+            result.audio_mass, "Audio attention mass at the final prompt token", "mass", diverging=False,
+            marked=marked,
+        )
+    figures.update(_statistics_figures(result))
+    if inputs is None:
+        return stamped(figures, result, None)
+    label, asked = inputs.label, inputs.asked
+    figures["audio_attention"] = plots.audio_attention(
+        inputs.attention_signal(), inputs.attention_batch(), title=f"Final-token attention over the audio ({label})",
+        highlight=asked - 1 if asked else None, groups=inputs.shown,
+    )
+    if inputs.patching is not None:
+        figures["patching"] = plots.patching_map(inputs.patching, inputs.patching_labels,
+                                                 f"Restoring the audio: residual patching ({label})")
+    figures["logit_lens"] = plots.logit_lens_plot(inputs.lens(), inputs.choices, title=f"Logit lens ({label})")
+    figures["ablation"] = plots.head_heatmap(
+        inputs.margin_change, "Zero-ablating each head: change of the answer margin", "Δ margin", marked=marked
+    )
+    return stamped(figures, result, inputs)
+
+
+def stamped(figures: dict[str, Any], result: "ExperimentResult", inputs: FigureInputs | None) -> dict[str, Any]:
+    """Under each figure's title, in every format (the PNG, PDF and SVG carry no report caption): the model, the
+    split, the items and their number it was computed on."""
+    test_n = result.test[next(iter(result.test))]["total"].get("n", "?")
+    on = {
+        "head_correlation": f"calibration split, n = {result.head_selection.correlation.n_examples} items",
+        "audio_mass": f"test split, baseline run, n = {test_n} items",
+        "beta_sweep": f"dev split, all items, n = {result.dev.baseline.get('n', '?')}; beta chosen on these",
+        "steering_results": f"test split, n = {test_n} items",
+        "listening_check": "test split, focus items",
+    }
+    if result.control is not None:
+        on["control_distribution"] = f"test split, {result.control.items} items (n = {result.control.versus_median.n})"
+    if inputs is not None:
+        one = f"test split, one item ({inputs.label})"
+        on.update(audio_attention=one, patching=one, logit_lens=one,
+                  ablation=f"test split, {inputs.ablation_items} no-hint items")
+    for name, fig in figures.items():  # a figure added later without its line here still names the model
+        where = f"; {on[name]}" if name in on else ""
+        fig.update_layout(title_text=f"{fig.layout.title.text}<br><sup>model {result.model}{where}</sup>",
+                          margin_t=max(fig.layout.margin.t or 0, 100))
+    return figures
+
+
+def write_figures(result: "ExperimentResult", inputs: FigureInputs | None, out: Path,
+                  formats: tuple[str, ...] = ("html", "png"), static_required: bool = False) -> dict[str, Any]:
+    """Draw every figure, write each in `formats`, the report, `results.json` and `figure_inputs.json` into `out`."""
+    figures = draw_figures(result, inputs)
     for fig in figures.values():  # each figure's HTML carries what made it (plotly escapes the JSON it inlines)
-        fig.update_layout(meta={"manifest": result.manifest.to_json()})
+        fig.update_layout(meta={"manifest": None if result.manifest is None else result.manifest.to_json()})
     saved, static_problem = plots.save_figures(figures, out, formats, static_required)
     written = {name: [str(p) for p in paths] for name, paths in saved.items()}
-    write_atomically(out / "report.html",
-                     report_html(result, {name: FIGURES[name] for name in figures}, static=static_problem is None))
+    formats_written = {name: [Path(p).suffix[1:] for p in paths] for name, paths in saved.items()}
+    widths = {name: fig.layout.width for name, fig in figures.items()}
+    write_atomically(out / "report.html", report_html(result, {name: FIGURES[name] for name in figures},
+                                                      written=formats_written, widths=widths))
     result.save(out / "results.json")
-    return {"figures": written, "result": result, "static_problem": static_problem}
+    if inputs is not None:
+        inputs.save(out / FIGURE_INPUTS)
+    skipped = [name for name in FIGURES if name not in figures]
+    return {"figures": written, "result": result, "static_problem": static_problem, "skipped": skipped, "out": out}
 
 
 def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
@@ -212,7 +305,10 @@ def _statistics_figures(result: "ExperimentResult") -> dict[str, Any]:
             f"Specialists vs {len(c.draws)} random-head draws ({c.items} test items, beta {result.beta})",
             c.versus_median.n,
             matched=None if matched is None else matched.accuracies,
-            not_drawn=not_drawn,
+            not_drawn=not_drawn + [n[0].upper() + n[1:] + "." for n in result.notes if "draws not drawn" in n
+                                   and not n.startswith("layer-matched")],
+            others={k: (v.accuracies, v.percentile) for k, v in result.controls.items()
+                    if k in ("depth-matched", "beta-matched")},
         )
     if "test" in result.validity_controls:
         figures["listening_check"] = plots.listening_check_plot(result.validity_controls["test"])

@@ -1,21 +1,29 @@
 """Writing files so that they appear whole or not at all, and so that a failed write names the file.
 
-`write_atomically(path, data)` writes a temporary sibling, syncs it and renames it into place; `atomic_folder`
+`write_atomically(path, data)` writes a temporary sibling, syncs it and renames it into place (`data` may also be
+a function that writes the temporary path itself, e.g. a plotting library's exporter); `atomic_folder`
 does the same for a folder (a checkpoint, a benchmark). Both, and `naming_the_file` around any other writer,
 turn an OS error that names no file (a full disk's "[Errno 28] No space left on device", a quota, an I/O error)
 into one that names the file being written and what to do. `acquire_lock` / `release_lock` keep one writer per
 run (a run file, a training run's folder). This module imports nothing else of lens_audio.
+
+Every HTML page the package writes (the explorer, SAE dashboards, figures, the report) escapes what it shows
+with the two functions here and is written by `write_atomically`: `escape_html` for text in elements and
+attributes, `script_json` for data inlined in a `<script>` element.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import html
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -42,22 +50,48 @@ def naming_the_file(path: str | Path) -> Iterator[None]:
         raise OSError(exc.errno, f"could not write {path} ({exc.strerror or exc}); {advice}") from exc
 
 
-def write_atomically(path: str | Path, data: str | bytes) -> Path:
-    """Write `data` to `path` whole or not at all (temporary sibling, fsync, rename); errors name `path`."""
+def write_atomically(path: str | Path, data: str | bytes | Callable[[str], Any]) -> Path:
+    """Write `data` to `path` whole or not at all (temporary sibling, fsync, rename); errors name `path`.
+
+    `data` is the text or bytes, or a function `write(temporary_path)` that writes the file itself.
+    """
     path = Path(path)
     with naming_the_file(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "wb") as out:
-                out.write(data.encode() if isinstance(data, str) else data)
-                out.flush()
-                os.fsync(out.fileno())
+                if not callable(data):
+                    out.write(data.encode() if isinstance(data, str) else data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            if callable(data):
+                data(temporary)
+                with open(temporary, "rb") as written:
+                    os.fsync(written.fileno())
             os.chmod(temporary, 0o644)  # mkstemp makes it private
             os.replace(temporary, path)
         finally:
             Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def escape_html(value: Any) -> str:
+    """`str(value)` safe as HTML text or as a quoted attribute value (`&`, `<`, `>`, both quotes escaped)."""
+    return html.escape(str(value), quote=True)
+
+
+SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """JSON safe to inline in a `<script>` element: `<`, `>` and `&` (which only occur inside JSON strings) become
+    `\\u003c`-style escapes, so no text in it can close the element or open a comment (`</script>`, `<!--`,
+    `<script>`); the parsed value is unchanged."""
+    text = json.dumps(value)
+    for raw, escaped in SCRIPT_ESCAPES.items():
+        text = text.replace(raw, escaped)
+    return text
 
 
 @contextlib.contextmanager

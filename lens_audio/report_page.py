@@ -1,8 +1,9 @@
 """`report.html`: the experiment's results as HTML tables with captions, its settings, provenance and figures.
 
-One page that works offline: the figures are the PNGs next to it (or, when static export could not run,
-the interactive HTML figures in frames, which load the folder's local `plotly.min.js`). Everything stays
-inside a 900 px column: wide tables scroll inside their own box, images shrink to the column.
+One page that works offline: each figure is shown from a file that was written next to it (its PNG, else its SVG,
+else the interactive HTML figure in a frame, which loads the folder's local `plotly.min.js`, else a link to its
+PDF), and links only to files written. Everything stays inside a 900 px column: wide tables and figures wider than
+the column scroll inside their own box; images are shown at their natural size (the figure's own width).
 
 `provenance_section(result)` is the one place that renders what made the run (the run manifest, when the
 result carries one).
@@ -10,13 +11,15 @@ result carries one).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lens_audio.files import escape_html
 from lens_audio.paper.results import head_label
+from lens_audio.paper.text import causal_versus_r
 
 if TYPE_CHECKING:
     from lens_audio.paper.results import ExperimentResult
@@ -28,15 +31,16 @@ table { border-collapse: collapse; font-size: 14px; min-width: 520px; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 6px; }
 th, td { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-figure { margin: 24px 0; } figure img, figure iframe { max-width: 100%; height: auto; }
+figure { margin: 24px 0; } figure .scroll { margin: 0 0 6px; } figure img { max-width: 100%; height: auto; }
+figure img.wide { max-width: none; }
 figure iframe { aspect-ratio: 780 / 540; width: 100%; border: 0; }
+.about { background: #f4f6f8; border-left: 4px solid #8aa; padding: 8px 12px; }
 figcaption { font-size: 14px; color: #444; }
 code { overflow-wrap: anywhere; }
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
+_e = escape_html  # the one escaping of every page (lens_audio.files)
 
 
 def html_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 1) -> str:
@@ -89,23 +93,54 @@ def results_tables(result: "ExperimentResult") -> str:
     parts.append(html_table("Paired comparisons on the test split (exact McNemar; bootstrap CI clustered by clip)",
                             ["comparison", "a (%)", "b (%)", "a - b", "95% CI", "gained / lost", "p", "n"], paired))
     controls = []
-    for c in (result.control, result.layer_matched_control):
-        if c is not None:
-            kind = "layer-matched random heads" if c.layer_matched else "random heads"
-            rank = "cannot differ (same layers)" if control_cannot_differ(result, c) else f"{c.percentile:.0f}"
-            controls.append([kind, c.items, len(c.draws), f"{c.specialists_accuracy:.1f}", f"{c.median:.1f}",
-                             f"{c.q05:.1f}-{c.q95:.1f}", rank])
+    for c in result.controls.values():
+        rank = "cannot differ (same layers)" if control_cannot_differ(result, c) else f"{c.percentile:.0f}"
+        v = c.versus_median
+        controls.append([c.kind, f"{c.specialists_accuracy:.1f}", f"{c.median:.1f} ({c.q05:.1f}-{c.q95:.1f})", rank,
+                         f"{v.difference:+.1f} [{v.ci[0]:+.1f}, {v.ci[1]:+.1f}]", f"{v.a_only} / {v.b_only}",
+                         f"{v.p_value:.3g}", f"{c.detectable:.1f}"])
     if controls:
+        first = next(iter(result.controls.values()))
         parts.append(html_table(
-            "Specialists against random-head draws (steered accuracy, %); a layer-matched draw with the residual "
-            "steering source uses the specialists' own layers, so its direction, and its accuracy, are the "
-            "specialists' by construction",
-            ["control", "items", "draws", "specialists", "median draw", "5-95%", "specialists' percentile"],
-            controls))
+            f"Is it the heads or the depth? Specialists against {len(first.draws)} random-head draws per control, "
+            f"{first.items} test items (steered accuracy, %; against the median draw: difference with its paired "
+            "bootstrap CI clustered by clip, exact McNemar p, and the smallest difference these items can show at "
+            "p < 0.05). A layer-matched draw with the residual steering source uses the specialists' own layers, "
+            "so its direction, and its accuracy, are the specialists' by construction",
+            ["control", "specialists", "median draw (5-95%)", "percentile", "vs median", "gained / lost", "p",
+             "detectable"], controls))
+        parts.append("<ul>" + "".join(f"<li>{_e(c.kind)}: {_e(c.basis)}</li>" for c in result.controls.values()
+                                      if c.basis) + "</ul>")
+    if result.audio_arrival is not None and result.audio_arrival.by_layer:
+        a = result.audio_arrival
+        probe = a.probe or []
+        parts.append(html_table(
+            f"Where the audio arrives ({a.split} {a.items} items, n = {a.n}; audio {a.audio:.1f}%, silence "
+            f"{a.silence:.1f}%): accuracy (%) with layer L's final-position residual patched from the audio run into "
+            f"the silence run, and a linear probe of the answer's class there (chance "
+            f"{(a.probe_chance or 0):.1f}%); "
+            + (f"arrived from layer {a.arrival} on, so the depth-matched draws use layers {a.layers[0]}-{a.layers[-1]}"
+               if a.layers else "arrival undefined: the depth-matched draws use the specialists' depth range"),
+            ["", *(f"L{k}" for k in range(len(a.by_layer)))],
+            [["patched (%)", *(f"{v:.1f}" for v in a.by_layer)], ["restored share", *(f"{v:.2f}" for v in a.restored)]]
+            + ([["probe (%)", *(f"{v:.1f}" for v in probe[1:])]] if probe else [])))
+    for split, c in result.validity_controls.items():
+        g = c.signal
+        rows = [["r with correctness (audio)", g.audio.describe()],
+                ["r of the silence twin's mass", g.silence.describe()]]
+        rows += [[f"r within {name} ({g.n_strata[name]} strata)", g.within[name].describe()] for name in g.within]
+        rows += [["causal effect vs r (Spearman, all heads)", f"{c.causal_rank_r:.2f}"]]
+        rows += [["causal vs r", line[len("causal vs r: "):]] for line in causal_versus_r(c)]
+        parts.append(html_table(
+            f"Is it listening? The specialists' signal on {split} {c.items} items (n = {c.n}, {c.n_clusters} clips): "
+            "r within each stratum (task, sub-category, and fields such as the hinted class) and whether the heads "
+            "that move the answer are the r-selected ones", ["check", "value"], rows, numeric_from=99))
     if result.validity:
-        validity = [[f"{split} / {c}", f"{v.r:.2f}", f"[{v.ci[0]:.2f}, {v.ci[1]:.2f}]", f"{v.p_value:.3g}", v.n]
+        validity = [[f"{split} / {c}", *(_validity_cells(v)), v.n]
                     for split, d in result.validity.items() for c, v in d.items()]
-        parts.append(html_table("Listening signal (the specialists' mean audio mass) against correctness, held out",
+        undefined = any(row[1] == NO_R for row in validity)
+        parts.append(html_table("Listening signal (the specialists' mean audio mass) against correctness, held out"
+                                + (f"; {NO_R}: {NO_R_WHY}" if undefined else ""),
                                 ["split / condition", "r", "Fisher-z CI", "p", "n"], validity))
     if result.layer_spread is not None:
         s = result.layer_spread
@@ -124,11 +159,46 @@ def results_tables(result: "ExperimentResult") -> str:
     return "".join(parts)
 
 
+NO_R = "undefined*"  # a NaN r, in a table cell; the caption gives NO_R_WHY
+NO_R_WHY = ("the specialists' mass or correctness does not vary over those items (e.g. every item answered right), so "
+            "r, its CI and p have no value")
+
+
+def _validity_cells(v) -> list[str]:
+    """r, its CI and p; a NaN r says why instead of printing `nan [nan, nan]`."""
+    if not np.isfinite(v.r):
+        return [NO_R, "-", "-"]
+    return [f"{v.r:.2f}", f"[{v.ci[0]:.2f}, {v.ci[1]:.2f}]", f"{v.p_value:.3g}"]
+
+
+def about_section(result: "ExperimentResult") -> str:
+    """What made the numbers, in one paragraph: the model (for a shipped organism: a small model trained on
+    synthetic audio, with a link to its model card) and the benchmark (items and where they came from)."""
+    from lens_audio.model.registry import model_card
+
+    r = np.asarray(result.head_selection.correlation.r)
+    size = f"{r.shape[0]} layers x {r.shape[1]} heads"
+    card = model_card(result.model)
+    if card is not None:
+        model = (f"<code>{_e(result.model)}</code>, a shipped model organism: a small model ({size}) trained in this "
+                 "package on synthetic audio, not a real audio-language model; see its "
+                 f"<a href='{_e(Path(card).resolve().as_uri())}'>model card</a>")
+    else:
+        model = f"<code>{_e(result.model)}</code> ({size})"
+    m = result.manifest
+    bench = "" if m is None or m.benchmark is None else f" <code>{_e(m.benchmark)}</code>"
+    count = "" if m is None or m.n_items is None else f" ({m.n_items} items: calibration, dev and test splits)"
+    synthetic = " of synthetic clips and questions" if card is not None else ""
+    return (f"<p class='about'>These numbers come from the model {model}, on the benchmark{bench}{count}{synthetic}. "
+            "Heads are chosen on calibration, beta on dev, and every accuracy below is on test unless a caption "
+            "says otherwise.</p>")
+
+
 def control_cannot_differ(result: "ExperimentResult", matched) -> bool:
     """A layer-matched control under the residual steering source: the direction is the mean audio-minus-silence
     residual over the heads' layers, the same layers as the specialists', so every draw steers exactly as they do.
     (Checked against the numbers too: a draw that differs means the premise is wrong, and it is drawn.)"""
-    same_source = result.profile.steering_source == "residual" and matched.layer_matched
+    same_source = result.profile.steering_source == "residual" and matched.kind == "layer-matched"
     return same_source and bool(np.all(np.asarray(matched.accuracies) == matched.specialists_accuracy))
 
 
@@ -140,19 +210,21 @@ def provenance_section(result: "ExperimentResult") -> str:
     return f"<h2>What made these numbers</h2>{table}"
 
 
-def report_html(result: "ExperimentResult", figures: Mapping[str, str], static: bool = True) -> str:
-    """The whole report; `figures` maps each figure's file stem to its caption."""
+def report_html(result: "ExperimentResult", figures: Mapping[str, str], static: bool = True,
+                written: Mapping[str, Sequence[str]] | None = None, widths: Mapping[str, int] | None = None) -> str:
+    """The whole report; `figures` maps each figure's file stem to its caption, `written` each stem to the formats
+    written (default: PNG and HTML, or HTML only when not `static`), `widths` each to its natural width in CSS px."""
     settings = [[k, v] for k, v in result.profile.to_json().items()]
+    default = ("png", "html") if static else ("html",)
     gallery = "".join(
-        f"<figure>{_embed(name, static)}<figcaption>{_e(caption)} "
-        f"(<a href='{_e(name)}.html'>interactive</a>)</figcaption></figure>"
+        _figure(name, caption, (written or {}).get(name, default), (widths or {}).get(name))
         for name, caption in figures.items()
     )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
         f"<title>lens_audio report</title><style>{STYLE}</style></head><body>"
         "<h1>lens_audio: are audio-language models listening?</h1>"
-        f"<p>Model: <code>{_e(result.model)}</code></p>"
+        f"{about_section(result)}"
         f"<h2>Results</h2>{results_tables(result)}"
         f"<h2>Settings</h2>{html_table('Experiment profile', ['setting', 'value'], settings, numeric_from=99)}"
         f"{provenance_section(result)}"
@@ -160,8 +232,21 @@ def report_html(result: "ExperimentResult", figures: Mapping[str, str], static: 
     )
 
 
-def _embed(name: str, static: bool) -> str:
-    """The PNG when static export ran, else the interactive HTML figure in a frame."""
-    if static:
-        return f"<img src='{_e(name)}.png' alt='{_e(name)}' width='760'>"
-    return f"<iframe src='{_e(name)}.html' width='780' height='540' title='{_e(name)}'></iframe>"
+COLUMN = 876  # the 900 px column less its padding
+LINKS = {"html": "interactive", "png": "PNG", "svg": "SVG", "pdf": "PDF"}
+
+
+def _figure(name: str, caption: str, formats: Sequence[str], width: int | None) -> str:
+    """One figure, shown from a file that was written (PNG, else SVG, else the HTML in a frame, else none), at its
+    natural width (scrolling inside its box when wider than the column), with links to every file written."""
+    shown = next((fmt for fmt in ("png", "svg") if fmt in formats), None)
+    size = f" width='{int(width)}'" if width else ""  # PNGs are drawn at scale 2: shown at the figure's own width
+    size += " class='wide'" if width and width > COLUMN else ""  # wider than the column: scrolls, never shrinks
+    if shown is not None:
+        body = f"<div class='scroll'><img src='{_e(name)}.{shown}' alt='{_e(name)}'{size}></div>"
+    elif "html" in formats:
+        body = f"<iframe src='{_e(name)}.html' width='780' height='540' title='{_e(name)}'></iframe>"
+    else:
+        body = ""
+    links = " · ".join(f"<a href='{_e(name)}.{fmt}'>{LINKS[fmt]}</a>" for fmt in LINKS if fmt in formats)
+    return f"<figure>{body}<figcaption>{_e(caption)} ({links})</figcaption></figure>"

@@ -18,10 +18,18 @@ import torch
 
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.family import FAMILY_BY_NAME
-from lens_audio.model.hf_config import audioflamingo3_config, qwen2_audio_config, voxtral_config
+from lens_audio.model.hf_config import (
+    audioflamingo3_config,
+    musicflamingo_config,
+    qwen2_audio_config,
+    qwen3_omni_moe_thinker_config,
+    qwen25_omni_thinker_config,
+    voxtral_config,
+)
 
 CONFIG_BUILDERS = {"qwen2-audio": qwen2_audio_config, "audioflamingo3": audioflamingo3_config,
-                   "voxtral": voxtral_config}
+                   "voxtral": voxtral_config, "qwen2.5-omni": qwen25_omni_thinker_config,
+                   "musicflamingo": musicflamingo_config, "qwen3-omni-moe": qwen3_omni_moe_thinker_config}
 
 
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
@@ -29,7 +37,7 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
+            if name.endswith("bias") or "norm" in name or ".ln_post." in name:  # ln_post: the Omni thinkers'
                 param.add_(torch.randn(param.shape, generator=generator) * scale)
     return model
 

@@ -3,11 +3,14 @@ position, layer by layer), linear probes, ablation, logit lens."""
 
 from lens_audio.analysis.ablation import AblationScan, ablate_heads, cumulative_ablation, scan_heads
 from lens_audio.analysis.final_position import (
+    AudioArrival,
+    arrival_layer,
     best_options,
     final_resid_logits,
     final_resid_patch_logits,
     final_state_hooks,
     final_states_and_listening,
+    restore_by_layer,
 )
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
 from lens_audio.analysis.lens import LogitLens, logit_lens, logit_lens_over_audio
@@ -20,7 +23,7 @@ from lens_audio.analysis.patching import (
     patch_heads,
     patch_residual_by_position,
 )
-from lens_audio.analysis.probes import L2_GRID, fit_probe, grouped_folds, probe_accuracy
+from lens_audio.analysis.probes import L2_GRID, answer_probe, fit_probe, grouped_folds, probe_accuracy
 from lens_audio.analysis.statistics import control_distribution, mcnemar, random_head_draws
 from lens_audio.analysis.steering import (
     AdaptiveSteering,
@@ -38,6 +41,7 @@ from lens_audio.analysis.steering import (
 
 __all__ = [
     "AblationScan",
+    "AudioArrival",
     "AdaptiveSteering",
     "Attribution",
     "BoundAudioModel",
@@ -48,6 +52,8 @@ __all__ = [
     "LogitLens",
     "SteeredLogits",
     "adaptive_direction",
+    "answer_probe",
+    "arrival_layer",
     "adaptive_steering",
     "ablate_heads",
     "attribution_patching",
@@ -59,6 +65,7 @@ __all__ = [
     "final_resid_patch_logits",
     "final_state_hooks",
     "final_states_and_listening",
+    "restore_by_layer",
     "fit_probe",
     "grouped_folds",
     "mcnemar",

@@ -5,6 +5,11 @@ over a calibration set, with a two-sided p-value (t distribution, n - 2
 degrees of freedom) and a percentile bootstrap confidence interval over
 examples. `top_k` picks the specialists; `random_heads` draws the paper's
 control with a seed. The result saves to and loads from JSON.
+
+r is undefined (NaN) for a head whose audio mass does not vary over the examples, and for every head when
+correctness does not vary (every item right, or every item wrong). Such heads are never ranked: `top_heads` leaves
+them out and says how many (a `UserNote`), and refuses (`UndefinedStatisticError`, one line saying why and what to
+do) when no head, or fewer than k, has a defined score.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from scipy import stats
 from torch import Tensor
 
 from lens_audio.analysis.statistics import fisher_ci, nan_list, pearson_columns, random_head_draws
-from lens_audio.checks import check_confidence, check_int, check_seed
+from lens_audio.checks import UserNote, check_confidence, check_int, check_seed
 from lens_audio.files import write_atomically
 
 
@@ -38,16 +43,15 @@ class HeadCorrelation:
     n_examples: int
     confidence: float
     model_name: str = ""
+    n_correct: int | None = None  # examples answered correctly (None: not recorded, older files)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.r.shape
 
     def top_k(self, k: int) -> list[tuple[int, int]]:
-        """The `k` heads with the highest r (heads with undefined r are never chosen)."""
-        check_int("k", k, 1, int(np.prod(self.shape)))
-        order = np.argsort(np.where(np.isnan(self.r), -np.inf, self.r), axis=None)[::-1]
-        return [tuple(int(i) for i in np.unravel_index(flat, self.shape)) for flat in order[:k]]
+        """The `k` heads with the highest r; heads with undefined r are never chosen (see `top_heads`)."""
+        return top_heads(self.r, k, "r", undefined_reason(self.n_correct, self.n_examples))
 
     def random_heads(
         self, k: int, seed: int = 0, exclude: list[tuple[int, int]] | None = None
@@ -61,7 +65,8 @@ class HeadCorrelation:
 
     def to_json(self) -> dict:
         data = {key: nan_list(getattr(self, key)) for key in ("r", "p_value", "ci_low", "ci_high")}
-        return {**data, "n_examples": self.n_examples, "confidence": self.confidence, "model_name": self.model_name}
+        return {**data, "n_examples": self.n_examples, "confidence": self.confidence, "model_name": self.model_name,
+                "n_correct": self.n_correct}
 
     @classmethod
     def from_json(cls, data: dict) -> "HeadCorrelation":
@@ -71,6 +76,7 @@ class HeadCorrelation:
             n_examples=data["n_examples"],
             confidence=data["confidence"],
             model_name=data.get("model_name", ""),
+            n_correct=data.get("n_correct"),
         )
 
     def save(self, path: str | Path) -> None:
@@ -131,5 +137,51 @@ def correlate_heads(
         low, high = np.nanquantile(boot, alpha, axis=0), np.nanquantile(boot, 1 - alpha, axis=0)
     shape = (layers, heads)
     return HeadCorrelation(
-        r.reshape(shape), p.reshape(shape), low.reshape(shape), high.reshape(shape), n, confidence, model_name
+        r.reshape(shape), p.reshape(shape), low.reshape(shape), high.reshape(shape), n, confidence, model_name,
+        int((y > 0).sum()),
     )
+
+
+class UndefinedStatisticError(ValueError):
+    """No head (or fewer than asked for) has a defined score: nothing can be ranked."""
+
+
+def undefined_reason(n_correct: int | None, n_examples: int) -> str:
+    """Why r with correctness is undefined for every head, given how many of `n_examples` were answered correctly."""
+    if n_correct == n_examples:
+        return (f"every calibration item is correct ({n_examples} of {n_examples}): no errors to correlate with; use a "
+                "calibration split the model gets partly wrong (more or harder items)")
+    if n_correct == 0:
+        return (f"no calibration item is correct (0 of {n_examples}): nothing to correlate with; check the prompt "
+                "template and mode (--template, --mode), or use items the model gets partly right")
+    return ("no head's audio attention mass varies over the calibration items (every head attends to the audio "
+            "equally on every item); check that the items carry audio and use more varied items")
+
+
+def top_heads(scores: np.ndarray, k: int, what: str = "score", reason: str | None = None) -> list[tuple[int, int]]:
+    """The `k` `[layer, head]` indices of highest `scores`, among the heads whose score is defined (not NaN).
+
+    Heads with an undefined score are left out with a `UserNote` saying how many; if none is defined, or fewer
+    than `k`, an `UndefinedStatisticError` says so (with `reason`, why none is defined) and what to do.
+    """
+    scores = np.asarray(scores, dtype=float)
+    check_int("k", k, 1, int(scores.size))
+    defined = ~np.isnan(scores)
+    n_defined, total = int(defined.sum()), int(scores.size)
+    if n_defined == 0:
+        raise UndefinedStatisticError(
+            f"no head can be ranked: {what} is undefined for all {total} heads, because "
+            f"{reason or f'the {what} of every head is undefined (no variance to measure)'}.")
+    if n_defined < k:
+        raise UndefinedStatisticError(
+            f"only {n_defined} of {total} heads have a defined {what} (the others' audio mass does not vary over the "
+            f"items), fewer than the {k} asked for; ask for at most {n_defined} heads (--k-heads) or use more varied "
+            "items.")
+    if n_defined < total:
+        left_out = [tuple(int(i) for i in index) for index in np.argwhere(~defined)]
+        shown = ", ".join(f"L{a}H{b}" for a, b in left_out[:5]) + (", ..." if len(left_out) > 5 else "")
+        warnings.warn(UserNote(
+            f"{what} is undefined for {total - n_defined} of {total} heads ({shown}): their audio mass does not vary "
+            "over the items, so they are left out of the ranking."), stacklevel=2)
+    order = np.argsort(np.where(defined, scores, -np.inf), axis=None)[::-1]
+    return [tuple(int(i) for i in np.unravel_index(flat, scores.shape)) for flat in order[:k]]

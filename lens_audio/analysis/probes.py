@@ -19,6 +19,9 @@ Per layer, for a 7B model::
         model(batch, return_type=None)
     points, _ = collected()                                 # [batch, n_layers + 1, d_model]
     by_layer = [probe_accuracy(points[:, p].float().cpu(), labels, groups=clip_ids) for p in range(points.shape[1])]
+
+`answer_probe` does this for an answer's class among each item's options (the probe of the experiment's
+`audio_arrival` stage and the clip-chain organism's acceptance check).
 """
 
 from __future__ import annotations
@@ -88,6 +91,44 @@ def probe_accuracy(
             penalty = grid[int(np.argmax(scores))]
         right += _held_out_right(x, y, allowed, train, test, penalty, max_iter)
     return 100.0 * right / len(y)
+
+
+def answer_probe(
+    points: Float[Tensor, "item point d"],
+    choices: Sequence[Sequence[str]],
+    answers: Sequence[str],
+    groups: Sequence[Any] | None = None,
+    folds: int = 5,
+    l2: float | Sequence[float] = L2_GRID,
+    seed: int = 0,
+    max_classes: int = 64,
+    min_items: int = 20,
+) -> tuple[list[float] | None, float, str | None]:
+    """The probe of where an answer's class is readable, at every point of `points` (e.g. the final position's
+    residual points, `final_position.final_state_hooks`): `(accuracy by point, chance, note)`.
+
+    The classes are the distinct option texts; each item's prediction is restricted to its own `choices`, the label
+    its answer; folds hold whole `groups` (clips). Chance (percent) is the mean of 1 / options. Not fitted (None and
+    a note saying why) with fewer than `min_items` items or two groups, or more than `max_classes` classes
+    (free-text options: a class seen in few items cannot be learned)."""
+    classes = sorted({c for options in choices for c in options})
+    chance = float(100 * np.mean([1 / len(options) for options in choices])) if len(choices) else math.nan
+    names = [str(g) for g in (range(len(answers)) if groups is None else groups)]
+    n_folds = min(folds, len(set(names)))
+    if len(answers) < min_items:
+        return None, chance, f"probe not fitted: {len(answers)} items (at least {min_items})"
+    if n_folds < 2:
+        return None, chance, f"probe not fitted: {len(set(names))} group(s), cross-validation needs two"
+    if len(classes) > max_classes:
+        return None, chance, f"probe not fitted: {len(classes)} distinct options (at most {max_classes} classes)"
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[a] for a in answers])
+    allowed = np.zeros((len(answers), len(classes)), dtype=bool)
+    for row, options in enumerate(choices):
+        allowed[row, [index[c] for c in options]] = True
+    features = torch.as_tensor(points).detach().float().cpu()
+    return [probe_accuracy(features[:, p], labels, allowed, names, n_folds, l2, seed)
+            for p in range(features.shape[1])], chance, None
 
 
 def grouped_folds(groups: Sequence[Any] | np.ndarray, folds: int, seed: int = 0) -> Int[Tensor, " item"]:

@@ -7,7 +7,8 @@
 - `max_r_permutation`: a permutation null for the largest |r| over all heads (correctness
   labels shuffled), giving each head a family-wise adjusted p-value (Westfall-Young max-T);
 - `random_head_draws` / `control_distribution`: the random-head control as a distribution of
-  seeded draws, with the specialists' percentile and a paired test against the median draw;
+  seeded draws, with the specialists' percentile and a paired test against the median draw (its kinds:
+  plain random, layer-matched, depth-matched and beta-matched draws, `CONTROL_KINDS`);
 - `signal_validity`: r of a per-item listening signal with correctness, per condition.
 """
 
@@ -209,21 +210,25 @@ def random_head_draws(
     seed: int = 0,
     exclude: Sequence[tuple[int, int]] = (),
     layer_matched: Sequence[tuple[int, int]] | None = None,
+    layers: Sequence[int] | None = None,
 ) -> list[list[tuple[int, int]]]:
     """`n_draws` seeded draws of `k` distinct heads, none in `exclude`, from one generator seeded by `seed`.
 
     With `layer_matched` (the specialists), each draw replaces every specialist by another head of the same
     layer, so a draw shares the specialists' layer set (and, for residual steering, their direction).
+    With `layers` (e.g. the depth range where the audio has arrived), the heads are drawn from those layers only.
     """
     check_int("k", k, 1, n_layers * n_heads)
     check_int("n_draws", n_draws, 1)
     excluded = {tuple(h) for h in exclude}
     rng = np.random.default_rng(check_seed("seed", seed))
     if layer_matched is None:
-        pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in excluded]
+        allowed = range(n_layers) if layers is None else sorted({int(l) for l in layers if 0 <= int(l) < n_layers})
+        pool = [(l, h) for l in allowed for h in range(n_heads) if (l, h) not in excluded]
         if k > len(pool):
+            where = "" if layers is None else f" in layers {list(allowed)}"
             raise ValueError(
-                f"cannot draw {k} random heads from {len(pool)} candidates (reduce k or the excluded heads)."
+                f"cannot draw {k} random heads from {len(pool)} candidates{where} (reduce k or the excluded heads)."
             )
         return [sorted(pool[int(i)] for i in rng.choice(len(pool), size=k, replace=False)) for _ in range(n_draws)]
     draws = []
@@ -240,6 +245,9 @@ def random_head_draws(
             sorted(pools[l][int(i)] for l in layers for i in rng.choice(len(pools[l]), size=need[l], replace=False))
         )
     return draws
+
+
+CONTROL_KINDS = ("random", "layer-matched", "depth-matched", "beta-matched")
 
 
 @dataclass
@@ -260,6 +268,16 @@ class ControlDistribution:
     by_condition: dict[str, dict[str, Any]] | None = None  # condition -> specialists' and the draws' median accuracy
     tied: float = 0.0  # percent of draws with exactly the specialists' accuracy (each counts half in `percentile`)
     detectable: float = float("nan")  # smallest difference (points) vs the median draw these items can show at p<0.05
+    kind: str = ""  # one of CONTROL_KINDS ("" in files written before kinds: "random" or "layer-matched")
+    layers: list[int] | None = None  # depth-matched: the layers the draws' heads come from
+    betas: list[float] | None = None  # beta-matched: each draw's beta, chosen on dev as the specialists' was
+    basis: str = ""  # one line: how the draws were made and why (printed beside the numbers)
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            self.kind = "layer-matched" if self.layer_matched else "random"
+        if self.kind not in CONTROL_KINDS:
+            raise ValueError(f"control kind must be one of {list(CONTROL_KINDS)}, not {self.kind!r}.")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -282,10 +300,16 @@ class ControlDistribution:
         )
 
     def describe(self) -> str:
-        kind = "layer-matched " if self.layer_matched else ""
+        kind = "" if self.kind == "random" else f"{self.kind} "
+        how = ""
+        if self.layers:
+            how = f" (heads from layers {_span(self.layers)})"
+        elif self.betas:
+            counts = {b: self.betas.count(b) for b in sorted(set(self.betas))}
+            how = " (each at its own dev-chosen beta: " + ", ".join(f"{b:g} x{n}" for b, n in counts.items()) + ")"
         return (
             f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random "
-            "draws: "
+            f"draws{how}: "
             f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile "
             f"{self.percentile:.0f} (draws below, ties counted half; {self.tied:.0f}% of draws tie); "
             + "vs the median draw: "
@@ -303,8 +327,10 @@ def control_distribution(
     items: str = "all",
     layer_matched: bool = False,
     seed: int = 0,
+    kind: str = "",
 ) -> ControlDistribution:
-    """Summarise `draws_correct` (`[draw, item]` bool) against `specialists_correct` (`[item]`)."""
+    """Summarise `draws_correct` (`[draw, item]` bool) against `specialists_correct` (`[item]`); `kind` names the
+    control (`CONTROL_KINDS`; default "random", or "layer-matched" with `layer_matched`)."""
     spec = np.asarray(specialists_correct, dtype=bool)
     matrix = np.asarray(draws_correct, dtype=bool)
     if matrix.ndim != 2 or matrix.shape[1] != spec.size or matrix.shape[0] != len(draws):
@@ -329,6 +355,7 @@ def control_distribution(
         layer_matched,
         tied=float(100 * (accuracies == ours).mean()),
         detectable=min_detectable_difference(spec.size, versus.a_only + versus.b_only),
+        kind=kind,
     )
 
 
@@ -375,6 +402,14 @@ def signal_validity(signal: np.ndarray, correct: np.ndarray, confidence: float =
     low, high = fisher_ci(r, n, confidence)
     t = r * np.sqrt((n - 2) / max(1 - r**2, 1e-12))
     return Validity(r, [float(low), float(high)], float(2 * stats.t.sf(abs(t), df=n - 2)), n)
+
+
+def _span(layers: Sequence[int]) -> str:
+    """Layers as text: "9-15" when they run without a gap, else listed."""
+    values = sorted(layers)
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(map(str, values))
 
 
 def nan_list(array: np.ndarray) -> list:

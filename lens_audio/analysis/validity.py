@@ -13,6 +13,10 @@ r is high across types and near zero within them. The controls here:
   heads, by attribution patching for all heads at once);
 - `asked_clip_share`: each head's share of its audio attention on the clip the question names.
 
+A stratum is any labelling of the items: MMAU's task and sub-category, and any other item field, such as the
+hinted class (`hinted_choice`): a hint the model follows for one class more than for another is a confound of its
+own, and the within-hinted-class r shows it (`ExperimentProfile.validity_strata`, `--strata`).
+
 The experiment (`lens_audio.paper.experiment.Experiment.validity_controls`) gathers these into
 `ValidityControls`; `NoiseSweep` holds the added-noise robustness check.
 """

@@ -13,13 +13,12 @@ the creation time), with lens_audio's full version, torch's and transformers' ma
 at all (only its hook machinery is used). A field a run's records do not depend on is left `None` (a baseline run
 has no heads or beta), so changing that setting reuses the run.
 
-Model fingerprint: sha256 over the config (without name, dtype, device and TransformerLens's hook switches), the
-tokenizer's vocabulary and chat template, the feature extractor's settings, and for each parameter and buffer its
-name, dtype, shape, the sum of its bytes read as 64-bit integers (wrap-around addition: exact and order-free, so
-the same on any device and thread count) and 256 evenly spaced bytes. It reads every weight once (0.05 s for 800 MB
-on one CPU core here; a 7B model in float32 is 28 GB) and catches any edit of one weight in memory (and of many,
-unless their changes cancel in the sum and miss the sample). A model loaded in another dtype has other weights, so
-`dtype` and the fingerprint then both differ.
+The model is described by its fingerprint (config, tokenizer, module settings, weight values) and by what changes its
+numbers without changing a weight (`hooks`: every forward hook on any module, spliced SAEs, replaced methods); both
+are taken anew for each manifest (`lens_audio.benchmark.fingerprint`). A hook that cannot be described cheaply (a
+closure over an object, a callable object) is listed as such, and a run file refuses to resume while the model
+carries one (`undescribed`). The device is compared by its type (`cuda:1` and `cuda:0` are one GPU model's
+numbers, so the ranks of a data-parallel run share one manifest).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import html
 import importlib.metadata
 import inspect
 import json
@@ -39,6 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lens_audio.benchmark.fingerprint import UNDESCRIBED, model_fingerprint, model_state
+from lens_audio.files import escape_html
+
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
@@ -46,8 +47,6 @@ RECORDED_ONLY = ("model", "benchmark", "batch_size", "created")
 DIGEST_KEY, ITEM_KEY = "manifest_digest", "item_digests"  # the record keys binding a record to its manifest, item
 FIXES = "rerun with the settings that made them, give this run another output folder (--out), or start over with " \
         "--fresh (API: fresh=True)"
-_CONFIG_SKIPPED = ("model_name", "tokenizer_name", "dtype", "device", "attn_implementation", "use_attn_result",
-                   "use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
 _STEERING_FIELDS = ("heads", "layers", "k_heads", "beta", "gate", "steering_source", "layer_convention", "steering")
 
 
@@ -101,7 +100,7 @@ class RunManifest:
     steering_source: str | None = None
     layer_convention: str | None = None
     steering: str | None = None  # a steering function not described by the fields above, by name
-    hooks: tuple[str, ...] | None = None  # hook points that already had hooks when the run began (e.g. an ablation)
+    hooks: tuple[str, ...] | None = None  # hooks, spliced SAEs, replaced methods when the run began (fingerprint.py)
     seed: int | None = None
     items_digest: str | None = None  # an experiment's manifest: all its items' content, and how many
     n_items: int | None = None
@@ -127,7 +126,13 @@ class RunManifest:
         """The fields a resume compares (JSON values)."""
         data = {k: v for k, v in self.to_json().items() if k not in RECORDED_ONLY}
         data["versions"] = _compared_versions(self.versions)
+        data["device"] = str(self.device).split(":")[0]  # cuda:0 and cuda:1: the same numbers
         return data
+
+    @property
+    def undescribed(self) -> list[str]:
+        """The hooks (`hooks` lines) the manifest could not describe: a run holding them cannot be resumed."""
+        return [line for line in self.hooks or () if UNDESCRIBED in line]
 
     @property
     def digest(self) -> str:
@@ -146,6 +151,10 @@ class RunManifest:
                 if name == "model_fingerprint":
                     changes.append(f"model {self.model!r} (fingerprint {self.model_fingerprint}) -> {other.model!r} "
                                    f"(fingerprint {other.model_fingerprint})")
+                elif name == "hooks":  # each hook whole: the module and what it computes are the point
+                    before, after = ours[name] or [], theirs[name] or []
+                    changes += [f"hooks: removed {line}" for line in before if line not in after]
+                    changes += [f"hooks: added {line}" for line in after if line not in before]
                 else:
                     changes.append(f"{name} {_short(ours[name])} -> {_short(theirs[name])}")
         return changes
@@ -171,46 +180,13 @@ class RunManifest:
             if value is None:
                 continue
             text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-            rows.append(f"<tr><th>{html.escape(name)}</th><td><code>{html.escape(text)}</code></td></tr>")
+            rows.append(f"<tr><th>{escape_html(name)}</th><td><code>{escape_html(text)}</code></td></tr>")
         return f"<table class='provenance'>{''.join(rows)}</table>"
 
 
 def _short(value: Any, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-# --- the model's fingerprint ---------------------------------------------------------------------------------------
-def _tensor_digest(tensor: torch.Tensor) -> str:
-    head = f"{tensor.dtype}{tuple(tensor.shape)}"
-    if tensor.device.type == "meta" or tensor.numel() == 0:  # offloaded by accelerate, or empty: shape only
-        return head + tensor.device.type
-    raw = tensor.detach().reshape(-1).view(torch.uint8)
-    words = raw.numel() // 8 * 8  # summed as 64-bit integers: wrap-around addition, exact in any order
-    total = int(raw[:words].view(torch.int64).sum()) if words else 0
-    tail = raw[words:].cpu().tolist()
-    sample = raw[:: max(1, raw.numel() // 256)][:256].cpu().tolist()  # 256 evenly spaced bytes
-    return f"{head}{total}{tail}{sample}"
-
-
-def model_fingerprint(model: HookedAudioLM) -> str:
-    """16 hex digits identifying the model's config, tokenizer and weight values (see the module docstring)."""
-    hasher = hashlib.sha256()
-    config = {k: v for k, v in dataclasses.asdict(model.cfg).items() if k not in _CONFIG_SKIPPED}
-    hasher.update(json.dumps(config, sort_keys=True, default=str).encode())
-    processor = getattr(model, "processor", None)
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is not None:
-        vocab = sorted(tokenizer.get_vocab().items())
-        templates = [getattr(processor, "chat_template", None), getattr(tokenizer, "chat_template", None)]
-        hasher.update(json.dumps([vocab, templates], default=str).encode())
-    features = getattr(processor, "feature_extractor", None)
-    if features is not None:  # sampling rate, mel bins, hop, window: how audio becomes features
-        settings = {k: v for k, v in features.to_dict().items() if isinstance(v, (str, int, float, bool, type(None)))}
-        hasher.update(json.dumps(settings, sort_keys=True).encode())
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        hasher.update(f"{name}:{_tensor_digest(tensor)};".encode())
-    return hasher.hexdigest()[:16]
 
 
 # --- a run's manifest ----------------------------------------------------------------------------------------------
@@ -242,11 +218,6 @@ def describe_steering(steering: Any) -> dict[str, Any]:
     )
 
 
-def active_hooks(model: HookedAudioLM) -> list[str]:
-    """Names of the hook points that have hooks attached now (a user's persistent hooks change every record)."""
-    return [name for name, point in model.hook_dict.items() if point._forward_hooks or point._backward_hooks]
-
-
 def run_manifest(
     model: HookedAudioLM, template: Any, mode: str, *, max_new_tokens: int, listening: bool, silence: bool,
     noise_snr_db: float | None = None, steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
@@ -266,7 +237,7 @@ def run_manifest(
         "listening": bool(listening),
         "silence": bool(silence),
         "noise_snr_db": noise_snr_db,
-        "hooks": active_hooks(model) or None,
+        "hooks": model_state(model) or None,
         "batch_size": batch_size,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **described,
@@ -360,6 +331,12 @@ def read_manifest(run_path: str | Path) -> RunManifest | None:
 def refusal(run_path: Path, manifest: RunManifest, stored: RunManifest | None, stale: Sequence[Mapping],
             n_records: int) -> str:
     """The one line refusing to resume `run_path` whose records `stale` were not made under `manifest`."""
+    if not stale and manifest.undescribed:
+        return (f"{run_path}: cannot tell whether its {n_records} records were made under the hooks the model carries "
+                f"now, since the manifest cannot describe {manifest.undescribed[0]}"
+                f"{f' (and {len(manifest.undescribed) - 1} more)' if len(manifest.undescribed) > 1 else ''}; remove "
+                "the hooks (model.reset_hooks(), handle.remove()), describe them (a plain function, a "
+                "functools.partial, or run_benchmark(settings={'hooks': [...]})), or " + FIXES.split(", ", 1)[1] + ".")
     if stored is not None and stored.digest != manifest.digest:
         what = "made under other settings (then -> now): " + "; ".join(stored.differences(manifest))
     elif all(DIGEST_KEY not in r for r in stale):

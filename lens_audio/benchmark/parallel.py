@@ -4,7 +4,10 @@ Launched with N processes, `sharded_run` deals the items out a batch at a time (
 same split on every launch, each batch as in one process), runs each rank's share with `run_benchmark` into
 the rank's own resumable run file (`NAME.rank{r}-of-{N}.jsonl`, with its manifest), gathers every rank's
 records, and returns the whole run in item order on every rank; rank 0 also writes the merged run file
-`NAME.jsonl`, which a one-process run resumes from as if it had made it. A rank that dies loses only its
+`NAME.jsonl`, which a one-process run resumes from as if it had made it. The merged file's manifest is the ranks'
+manifest, read from their files (every field, the SNR of a noise run included, so relaunching a finished run resumes);
+ranks whose manifests differ (another template or setting on one rank) are refused on every rank, naming the
+ranks and what differs, before anything is merged. A rank that dies loses only its
 unfinished items: launch the same command again and the finished ranks have nothing left to do while that
 rank resumes from its file. `sharded_scan_heads` splits a head-ablation scan's passes the same way. In one
 process (no launcher) both are the plain calls.
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lens_audio.benchmark.manifest import RunManifest, RunMismatchError, read_manifest
 from lens_audio.benchmark.run_result import RunResult
 
 if TYPE_CHECKING:
@@ -29,11 +33,33 @@ if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 
+LAUNCHER_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")  # set with WORLD_SIZE by torchrun and accelerate launch
+
+
 def launched() -> bool:
-    """Whether this process is one of several started by `accelerate launch` or `torchrun`."""
+    """Whether this process is one of several started by `accelerate launch` or `torchrun`.
+
+    `WORLD_SIZE` above 1 alone is not enough: one left in the environment of a plain run (exported by an earlier
+    job) would make this process wait for peers that never come, so it is refused, naming the variables, unless
+    the launcher's other variables (`LAUNCHER_VARIABLES`) are set too.
+    """
     import os
 
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(text)
+    except ValueError:
+        raise RuntimeError(f"the environment variable WORLD_SIZE={text!r} is not a whole number; unset it (a plain "
+                           "run) or start the processes with torchrun / accelerate launch.") from None
+    if size <= 1:
+        return False
+    missing = [name for name in LAUNCHER_VARIABLES if name not in os.environ]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE={size} is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                           "not, so this process was not started by torchrun or accelerate launch and would wait for "
+                           "peers that never come; unset WORLD_SIZE for a one-process run (`env -u WORLD_SIZE ...`), "
+                           "or launch with `accelerate launch` / `torchrun --nproc_per_node N`.")
+    return True
 
 
 def process_state():
@@ -129,14 +155,17 @@ def sharded_run(model: "HookedAudioLM", items: Sequence[dict[str, Any]], out_pat
         kwargs["description"] = f"{description} (rank 0's share)" if show else description
     try:
         own = run_benchmark(model, mine, path, **kwargs)
-        parts = gather(own.records)
+        manifest = None if path is None else read_manifest(path)
+        parts = gather((own.records, None if manifest is None else manifest.to_json()))
     finally:
         if bar is not None:
             bar.close()
-    by_id = {record["id"]: record for part in parts for record in part}
+    by_id = {record["id"]: record for records, _ in parts for record in records}
     records = [by_id[item["id"]] for item in items]
-    if out_path is not None and rank == 0:
-        _write_merged(model, items, out_path, kwargs)
+    if out_path is not None:
+        shared = common_manifest(out_path, [stored for _, stored in parts])  # every rank refuses alike
+        if rank == 0:
+            _write_merged(items, out_path, shared, kwargs.get("fresh", False))
     if out_path is not None:
         torch.distributed.barrier()
     listening = kwargs.get("listening", True)
@@ -190,23 +219,38 @@ class JobProgress:
         self.bar.close()
 
 
-def _write_merged(model, items, out_path, kwargs) -> None:
+def common_manifest(out_path: str | Path, stored: Sequence[dict[str, Any] | None]) -> RunManifest:
+    """The one manifest of every rank's run file (`stored`: each rank's manifest as JSON, in rank order), which the
+    merged file takes; a `RunMismatchError` naming the ranks and what differs if they were launched with different
+    settings (or a rank's manifest is missing)."""
+    size = len(stored)
+    missing = [rank for rank, data in enumerate(stored) if data is None]
+    if missing:
+        raise RunMismatchError(
+            f"{out_path}: the run files of rank(s) {missing} ({rank_path(out_path, missing[0], size)}) have no "
+            f"manifest, so their records cannot be merged; relaunch the same command (or with --fresh) on every rank.")
+    manifests = [RunManifest.from_json(data) for data in stored]
+    first = manifests[0]
+    for rank, other in enumerate(manifests[1:], start=1):
+        if other.digest != first.digest:
+            raise RunMismatchError(
+                f"{out_path}: the ranks were launched with different settings, so their records cannot be merged: "
+                f"rank 0 ({rank_path(out_path, 0, size).name}) -> rank {rank} "
+                f"({rank_path(out_path, rank, size).name}): "
+                f"{'; '.join(first.differences(other))}; launch every rank with the same command and settings.")
+    return first
+
+
+def _write_merged(items: Sequence[dict[str, Any]], out_path: str | Path, manifest: RunManifest, fresh: bool) -> None:
     """Rank 0: append to the merged run file the records it lacks, taken from the rank files (their records
-    carry the digests of the same manifest, which the merged file gets too)."""
-    from lens_audio.benchmark.manifest import run_manifest
+    carry the digest of `manifest`, the ranks' common manifest, which the merged file gets too)."""
     from lens_audio.benchmark.run_file import RunFile, read_records
 
     _, size = rank_and_size()
     done: dict[Any, dict] = {}
     for rank in range(size):
         done.update(read_records(rank_path(out_path, rank, size)))
-    manifest = run_manifest(
-        model, kwargs.get("template", "instruct"), kwargs.get("mode", "generate"),
-        max_new_tokens=kwargs.get("max_new_tokens", 32), listening=kwargs.get("listening", True),
-        silence=kwargs.get("silence", False), steering=kwargs.get("steering"), settings=kwargs.get("settings"),
-        batch_size=kwargs.get("batch_size", 8),
-    )
-    with RunFile(out_path, manifest, kwargs.get("fresh", False)) as run:
+    with RunFile(out_path, manifest, fresh) as run:
         for item in items:
             if item["id"] not in run.records:
                 run.append(done[item["id"]])

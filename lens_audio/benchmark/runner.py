@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
+from lens_audio.benchmark.items import RUN_KEYS, validate_items
 from lens_audio.benchmark.manifest import DIGEST_KEY, ITEM_KEY, check_items, item_digests, run_manifest
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.benchmark.run_file import RunFile, read_records
@@ -88,11 +89,8 @@ def run_benchmark(
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
     check_int("batch_size", batch_size, 1)
     check_int("max_new_tokens", max_new_tokens, 1)
-    ids = [item["id"] for item in items]
-    if len(set(ids)) != len(ids):
-        repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
-        raise ValueError(f"item ids must be unique (records are kept by id), but {repeated[:5]} occur more than once; "
-                         "rename them.")
+    required = RUN_KEYS if callable(template) else (*RUN_KEYS, "question")  # named templates show the question
+    validate_items(items, "run_benchmark's items", required, fix="Fix the items (load_mmau gives checked ones).")
     manifest = digests = None
     if out_path is not None:
         manifest = run_manifest(model, template, mode, max_new_tokens=max_new_tokens, listening=listening,

@@ -6,12 +6,17 @@ and no word that only a competing choice has. Because of that rule, bare
 option letters and sentences like "The answer is X." rarely score as they
 stand, so `extract_answer` first takes the text inside `<answer>` tags (R1-AQA),
 strips answer preambles, and maps an option letter to its choice text.
+
+Words are read as a reader sees the text (`lens_audio.benchmark.text.reader_text`: Unicode NFC, runs of
+whitespace as one), so an answer typed in NFD ("cafe" + a combining accent) scores against its NFC choice.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+from lens_audio.benchmark.text import reader_text
 
 _WORD = re.compile(r"\b\w+\b")
 _TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
@@ -21,7 +26,7 @@ _LETTER_THEN_TEXT = re.compile(r"^\(?([A-H])[.:)]\s+\S")
 
 
 def _words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
+    return set(_WORD.findall(reader_text(text).lower()))
 
 
 def string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:

@@ -42,8 +42,9 @@ __all__ = ["main", "placement_args"]
 GROUPS = (hooks, figures, experiment, organisms, sae)  # in the order --help lists their commands
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    """The `lens-audio` parser with every command group's subcommands, and command -> runner."""
+    parser = OneLineParser(  # its subcommands' parsers are OneLineParsers too: no abbreviated flags anywhere
         prog="lens-audio", description="Interpretability workbench for Qwen2-Audio models."
     )
     parser.add_argument(
@@ -53,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners: dict[str, Callable[[argparse.Namespace], int]] = {}
     for group in GROUPS:
         runners.update(group.add_parsers(sub))
+    return parser, runners
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, runners = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     args = parser.parse_args([a for a in argv if a != "--debug"])

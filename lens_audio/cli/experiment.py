@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lens_audio.checks import cli_float, cli_int, cli_seed
+from lens_audio.checks import cli_float, cli_int, cli_seed, output_file, output_folder
 from lens_audio.files import write_atomically
 
 LOCATE_HELP = ("where the steering effect lives: direction layers x injection sites, and the specialists' own "
@@ -40,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
     )
     add_allow_outside_argument(locate)
     add_placement_arguments(locate)
-    locate.add_argument("--out", default="runs/experiment",
+    locate.add_argument("--out", default="runs/experiment", type=output_folder,
                         help="the experiment's run folder: its calibration run is reused (or run); writes locate.json")
     locate.add_argument("--betas", type=cli_float(), nargs="+", default=[1.0, 2.0, 4.0],
                         help="steering strengths of the sweeps (default 1 2 4; the head-output sweeps add 8)")
@@ -87,20 +87,27 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         help="how calibration ranks heads: r with correctness (default, the paper), r within task x sub-category, "
         "r with the answer margin, or the causal effect of the head's silence-run output",
     )
+    parser.add_argument(
+        "--strata", nargs="+", metavar="FIELD",
+        help="item fields the validity controls also stratify by, beside task and sub-category (default: "
+        "hinted_choice, the hinted class)",
+    )
     add_placement_arguments(parser)
-    parser.add_argument("--out", default="runs/experiment", help="folder of resumable run files shared by all stages")
+    parser.add_argument("--out", default="runs/experiment", type=output_folder,
+                        help="folder of resumable run files shared by all stages")
     parser.add_argument(
         "--fresh", action="store_true",
         help="start every run file this stage uses over (a resume under other settings is refused otherwise)",
     )
-    parser.add_argument("--json", dest="json_path", help="also write the stage's result as JSON here")
+    parser.add_argument("--json", dest="json_path", type=output_file, help="also write the stage's result as JSON here")
     if stage == "listen":
         parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
     if stage == "noise-sweep":
-        parser.add_argument("--snrs", type=float, nargs="+", default=[20.0, 10.0, 0.0, -10.0],
+        parser.add_argument("--snrs", type=cli_float(), nargs="+", default=[20.0, 10.0, 0.0, -10.0],
                             help="SNRs in dB of the white noise added to every clip (default 20 10 0 -10)")
         parser.add_argument("--split", default="test", choices=["calibration", "dev", "test"])
-        parser.add_argument("--figure", help="write the sweep's figure here (.html; default <out>/noise_sweep.html)")
+        parser.add_argument("--figure", type=output_file,
+                            help="write the sweep's figure here (.html; default <out>/noise_sweep.html)")
     if stage == "evaluate":
         parser.add_argument(
             "--beta", type=cli_float(),
@@ -187,6 +194,7 @@ def _run_stage(args: argparse.Namespace) -> int:
         steering_source=args.steering_source,
         gate=args.gate,
         selection_rule=args.selection_rule,
+        validity_strata=args.strata and tuple(args.strata),
     )
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
     benchmark = args.benchmark or benchmark_for(args.model)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from lens_audio.checks import cli_int
+from lens_audio.checks import cli_int, output_file, output_folder
 from lens_audio.cli.experiment import add_allow_outside_argument, add_placement_arguments, placement_args
 
 
@@ -20,8 +20,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "--benchmark",
         help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
     )
-    figures.add_argument("--out", default="figures")
-    figures.add_argument("--runs", default="runs/figures", help="cached run files, reused unless --fresh")
+    figures.add_argument("--out", type=output_folder,
+                         help="folder to write (default: figures, or with --from the saved result's folder)")
+    figures.add_argument(
+        "--from", dest="source", metavar="RESULT",
+        help="redraw every figure and the report from a saved results.json (or the folder holding it and "
+        "figure_inputs.json): no model is loaded and nothing is run",
+    )
+    figures.add_argument("--runs", default="runs/figures", type=output_folder,
+                         help="cached run files, reused unless --fresh")
     figures.add_argument("--fresh", action="store_true", help="start every cached run over instead of reusing it")
     figures.add_argument(
         "--formats",
@@ -41,20 +48,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "--layers", type=cli_int(0), nargs="+", help="starting source layers of the steering direction (default: all)"
     )
     add_placement_arguments(explore)
-    explore.add_argument("--out", required=True, help="HTML file to write")
+    explore.add_argument("--out", required=True, type=output_file, help="HTML file to write")
     return {"figures": run_figures, "explore": run_explore}
 
 
 def run_figures(args: argparse.Namespace) -> int:
-    from lens_audio.figures import make_figures
+    from lens_audio.figures import figures_from, make_figures
 
     started = time.perf_counter()
     formats = tuple(f.strip() for f in (args.formats or "html,png").split(",") if f.strip())
-    made = make_figures(args.model, args.benchmark, args.out, args.runs, args.fresh, formats=formats,
-                        static_required=args.formats is not None)
+    if args.source is not None:
+        ignored = [flag for flag, value in (("--benchmark", args.benchmark), ("--fresh", args.fresh)) if value]
+        if ignored:
+            raise ValueError(f"--from redraws a saved result without running anything; drop {' and '.join(ignored)} "
+                             "(they apply only when the experiment runs), or drop --from.")
+        made = figures_from(args.source, args.out, formats, static_required=args.formats is not None)
+    else:
+        made = make_figures(args.model, args.benchmark, args.out or "figures", args.runs, args.fresh,
+                            formats=formats, static_required=args.formats is not None)
     for name, paths in made["figures"].items():
         print(f"{name:18s} {' '.join(paths)}")
-    print(f"report: {Path(args.out) / 'report.html'} ({time.perf_counter() - started:.0f} s)")
+    if made.get("skipped"):
+        print(f"not drawn (the saved result has no figure_inputs.json): {', '.join(made['skipped'])}",
+              file=sys.stderr)
+    print(f"report: {Path(made['out']) / 'report.html'} ({time.perf_counter() - started:.0f} s)")
     if made["static_problem"]:
         print(f"warning: {made['static_problem']}; HTML figures and the report were written.", file=sys.stderr)
     return 0
@@ -63,12 +80,13 @@ def run_figures(args: argparse.Namespace) -> int:
 def run_explore(args: argparse.Namespace) -> int:
     from lens_audio import HookedAudioLM
     from lens_audio.benchmark import load_mmau
+    from lens_audio.benchmark.items import id_key
     from lens_audio.explorer import explore_page
     from lens_audio.organisms import benchmark_for
 
-    items = {item["id"]: item for item in load_mmau(args.benchmark or benchmark_for(args.model),
-                                                    allow_outside=args.allow_outside_audio)}
-    if args.item not in items:
+    items = {id_key(item["id"]): item for item in load_mmau(args.benchmark or benchmark_for(args.model),
+                                                            allow_outside=args.allow_outside_audio)}
+    if args.item not in items:  # ids compared as text: `--item 2` finds the id 2 and the id "2"
         shown = ", ".join(list(items)[:5])
         raise ValueError(
             f"no item {args.item!r} in the benchmark ({len(items)} items, e.g. {shown}); pass --item with one of its "

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from lens_audio.checks import output_file
 from lens_audio.files import write_atomically
 
 
@@ -19,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "--audio", help="audio file to ask about (default: a bundled clip, asked with no, right and wrong hints)"
     )
     demo.add_argument("--question", default="What is the sound?")
-    demo.add_argument("--json", dest="json_path", help="also write the summary as JSON to this file")
+    demo.add_argument("--json", dest="json_path", type=output_file, help="also write the summary as JSON to this file")
     hooks = sub.add_parser("hooks", help="list hook points")
     hooks.add_argument("--model", help="list every hook of this checkpoint with its shape on a short clip")
     return {"demo": run_demo, "hooks": run_hooks}

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lens_audio.checks import cli_float, cli_int, cli_seed
+from lens_audio.checks import cli_float, cli_int, cli_seed, output_file, output_folder
 from lens_audio.files import write_atomically
 
 
@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "chains (\"workshop-chains\": four clips, found by number or by a neighbour's content; resumable)"
     )
     bench = workshop_sub.add_parser("benchmark", help="write a synthetic benchmark folder")
-    bench.add_argument("--out", required=True, help="folder to write (the JSON and audios/)")
+    bench.add_argument("--out", required=True, type=output_folder, help="folder to write (the JSON and audios/)")
     bench.add_argument("--recipe", choices=["clip-sets", "v1", "chains"], default="clip-sets", help=recipes)
     bench.add_argument("--seed", type=cli_seed(), default=0)
     bench.add_argument(
@@ -29,7 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
     bench.add_argument("--overwrite", action="store_true")
     train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
     train.add_argument(
-        "--out", help="the run folder, resumed if it holds a state (v1, clip-sets: the checkpoint replaces it when "
+        "--out", type=output_folder,
+        help="the run folder, resumed if it holds a state (v1, clip-sets: the checkpoint replaces it when "
         "done; chains: the checkpoint goes to <out>/final); default the user's cache, ~/.cache/lens_audio/runs/<recipe>"
     )
     train.add_argument("--recipe", choices=["clip-sets", "v1", "chains"], default="clip-sets", help=recipes)
@@ -70,7 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
     accept.add_argument("--late-from", type=cli_int(1), default=10, help="late layers: from this on (default 10)")
     accept.add_argument("--batch-size", type=cli_int(1), default=16)
     accept.add_argument("--device", default="cpu")
-    accept.add_argument("--json", dest="json_path", help="also write the result as JSON here")
+    accept.add_argument("--json", dest="json_path", type=output_file, help="also write the result as JSON here")
     return {"workshop": run_workshop}
 
 

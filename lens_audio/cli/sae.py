@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from lens_audio.checks import cli_float, cli_int, cli_seed, output_folder
 from lens_audio.sae.train import SAETrainSettings
 
 # The SAEs shipped with the workshop model (organisms/workshop/saes): decoder layer 1 at the audio tokens, and the
@@ -29,12 +30,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
                        "repeat for several (one activation pass)")
     train.add_argument("--positions", choices=["audio", "text", "final", "all"], default="audio")
     train.add_argument("--silence", action="store_true", help="add the silence twins' activations to the rows")
-    train.add_argument("--out", required=True, help="folder: one SAE folder per hook, the activation cache, "
+    train.add_argument("--out", required=True, type=output_folder,
+                       help="folder: one SAE folder per hook, the activation cache, "
                        "checkpoints (a rerun resumes)")
-    for f in fields(SAETrainSettings):
-        train.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    for f in fields(SAETrainSettings):  # every number checked by argparse (finite, in range) before any work
+        number = cli_seed() if f.name == "seed" else cli_int(1) if isinstance(f.default, int) else cli_float(0)
+        train.add_argument(f"--{f.name.replace('_', '-')}", type=number, default=f.default)
     workshop = sae_sub.add_parser("workshop", help="train the SAEs shipped with the workshop model (minutes, CPU)")
-    workshop.add_argument("--out", required=True)
+    workshop.add_argument("--out", required=True, type=output_folder)
     return {"sae": run_sae}
 
 

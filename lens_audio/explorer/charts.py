@@ -8,13 +8,15 @@ the audio (trace 0) and with the silence twin (trace 1).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from lens_audio.files import escape_html
+from lens_audio.plots.tokens import unique_labels
 
 if TYPE_CHECKING:
     from lens_audio.explorer.data import ExplorerData
@@ -159,7 +161,7 @@ def option_labels(data: "ExplorerData") -> list[str]:
             " (hinted)" if name == item.get("hinted_choice") else ""
         )
         labels.append(name + marks)
-    return labels
+    return unique_labels(labels, quote=False)  # a bar per option, even when two read the same
 
 
 def options_title(beta: float, layers: Sequence[int]) -> str:
@@ -188,7 +190,7 @@ def item_html(data: "ExplorerData") -> str:
     item = data.item
     clips = f"{len(data.clips)} clip{'s' if len(data.clips) > 1 else ''}"
     if not item:
-        tracked = html.escape(", ".join(data.options))
+        tracked = escape_html(", ".join(data.options))
         return f"<div class='la-item'><b>Prompt</b> with {clips}; options tracked: {tracked}</div>"
     rows = [
         ("item", item.get("id")),
@@ -199,7 +201,7 @@ def item_html(data: "ExplorerData") -> str:
         ("asked about", f"Audio {item['target_clip']} of {len(data.clips)}" if "target_clip" in item else clips),
     ]
     cells = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows if v is not None
+        f"<tr><th>{escape_html(k)}</th><td>{escape_html(str(v))}</td></tr>" for k, v in rows if v is not None
     )
     return f"<table class='la-item'>{cells}</table>"
 
@@ -217,7 +219,7 @@ def tokens_html(pairs: Sequence[tuple[str, float]]) -> str:
     spans = []
     for text, value in pairs:
         alpha = min(1.0, value / top)
-        shown = html.escape(text).replace("\n", "↵<br>")
+        shown = escape_html(text).replace("\n", "↵<br>")
         spans.append(f"<span title='{value:.4f}' style='background: rgba(214, 39, 40, {alpha:.3f}); "
                      f"padding: 1px 0; border-radius: 2px'>{shown}</span>")
     return (

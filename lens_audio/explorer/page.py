@@ -13,7 +13,6 @@ with the same arithmetic as `ExplorerData.option_probabilities`. For tests it ex
 from __future__ import annotations
 
 import base64
-import html
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -27,7 +26,7 @@ from plotly.offline import get_plotlyjs
 from lens_audio.explorer import charts
 from lens_audio.explorer.data import ExplorerData
 from lens_audio.explorer.widget import BETA_RANGE
-from lens_audio.files import write_atomically
+from lens_audio.files import escape_html, script_json, write_atomically
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 16px; color: #222; }
@@ -44,19 +43,6 @@ body { font-family: system-ui, sans-serif; margin: 16px; color: #222; }
 def _array(values: np.ndarray) -> dict[str, Any]:
     values = np.ascontiguousarray(values, dtype="<f4")
     return {"shape": list(values.shape), "b64": base64.b64encode(values.tobytes()).decode("ascii")}
-
-
-SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-
-
-def script_json(value: Any) -> str:
-    """JSON safe to inline in a `<script>` element: `<`, `>` and `&` (which only occur inside JSON strings) become
-    `\\u003c`-style escapes, so no item text can close the element or open a comment (`</script>`, `<!--`,
-    `<script>`); the parsed value is unchanged."""
-    text = json.dumps(value)
-    for raw, escaped in SCRIPT_ESCAPES.items():
-        text = text.replace(raw, escaped)
-    return text
 
 
 def page_html(
@@ -79,19 +65,19 @@ def page_html(
         "titles": {"head": charts.HEAD_TITLE, "options": charts.OPTIONS_TITLE},
     }
     players = "".join(
-        f"<figure><figcaption>{html.escape(charts.clip_caption(data, k))}</figcaption>"
+        f"<figure><figcaption>{escape_html(charts.clip_caption(data, k))}</figcaption>"
         f"<audio controls preload='auto' data-clip='{k}' "
         f"src='data:audio/wav;base64,{base64.b64encode(clip.wav_bytes()).decode('ascii')}'>"
         "</audio></figure>"
         for k, clip in enumerate(data.clips)
     )
-    title = html.escape(f"lens_audio explorer: {(data.item or {}).get('id', 'prompt')}")
+    title = escape_html(f"lens_audio explorer: {(data.item or {}).get('id', 'prompt')}")
     blob = script_json(payload)
     script = resources.files("lens_audio.explorer").joinpath("page.js").read_text()
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>\n"
         f"<script>{get_plotlyjs()}</script></head>\n<body>\n<h2>{title}</h2>\n{charts.item_html(data)}\n"
-        f"<p class='la-note'>{html.escape(charts.default_head_note(data, *head))}</p>\n"
+        f"<p class='la-note'>{escape_html(charts.default_head_note(data, *head))}</p>\n"
         f"<div class='la-players'>{players}</div>\n<div id='la-timeline'></div>\n"
         "<div class='la-row'><div id='la-heads'></div><div class='la-controls'>"
         "<label>head <select id='la-head'></select></label>"
@@ -102,6 +88,9 @@ def page_html(
         f"<script type='application/json' id='la-data'>{blob}</script>\n"
         f"<script>{script}</script>\n</body></html>\n"
     )
+
+
+__all__ = ["page_html", "script_json", "write_page"]  # script_json: lens_audio.files's, named here for old callers
 
 
 def write_page(data: ExplorerData, path: str | Path, head: tuple[int, int] | None = None, beta: float = 0.0,

@@ -7,6 +7,7 @@ import numbers
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,10 @@ from lens_audio.inputs.frames import mel_frames, n_audio_tokens
 TARGET_SAMPLE_RATE = 16_000
 AudioSource = str | Path | np.ndarray | torch.Tensor
 MIN_SAMPLE_RATE = 1000  # below this a "sample rate" is almost surely something else (and resampling would explode)
+MAX_CHANNELS = 8  # more channels than this: refused (an array's layout would be ambiguous; a file is mixed first)
 FLOAT_PEAK_WARNING = 2.0  # float audio peaking above this is probably unscaled integer PCM
+FLOAT_PEAK_LIMIT = 1e15  # float audio peaking above this overflows the audio features in float32: refused
+_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
 class AudioError(ValueError):
@@ -116,35 +120,121 @@ def pcm_to_float(waveform: np.ndarray, label: str) -> np.ndarray:
     if waveform.dtype.kind == "u":
         half = float(2 ** (8 * waveform.dtype.itemsize - 1))
         return (waveform.astype(np.float32) - half) / half
-    peak = float(np.abs(waveform).max()) if waveform.size and np.all(np.isfinite(waveform)) else 0.0
-    if peak > FLOAT_PEAK_WARNING:
-        warnings.warn(
-            f"{label}: float samples reach {peak:.0f}, far outside [-1, 1]; if they are integer PCM cast to float, "
-            "pass the integer array itself (it is scaled by its dtype) or divide by 32768 (16-bit).",
-            stacklevel=3,
-        )
+    check_float_peak(waveform, label, "pass the integer array itself (it is scaled by its dtype) or divide by 32768 "
+                     "(16-bit)")
     return waveform
 
 
+def check_float_peak(waveform: np.ndarray, label: str, fix: str) -> None:
+    """Warn (naming `label`) about float samples far outside [-1, 1]; refuse ones so large the features overflow.
+
+    The same rule for arrays and for float audio files (a WAV of 32-bit floats is not scaled when read).
+    """
+    peak = float(np.abs(waveform).max()) if waveform.size and np.all(np.isfinite(waveform)) else 0.0
+    if peak > FLOAT_PEAK_LIMIT:
+        raise AudioError(
+            f"{label}: float samples reach {peak:.3g}, so large that the audio features overflow (the limit is "
+            f"{FLOAT_PEAK_LIMIT:.0e}); the samples are not audio as stored: {fix}."
+        )
+    if peak > FLOAT_PEAK_WARNING:
+        warnings.warn(
+            f"{label}: float samples reach {peak:.3g}, far outside [-1, 1]; they are used as they are (not rescaled). "
+            f"If they are integer PCM stored as floats, {fix}.",
+            stacklevel=4,
+        )
+
+
 def _read_file(path: Path, label: str) -> tuple[np.ndarray, int]:
-    """soundfile for what libsndfile reads (wav, flac, ogg, mp3); librosa's other backends for the rest."""
+    """soundfile for what libsndfile reads (wav, flac, ogg, mp3); librosa's other backends for the rest.
+
+    The file's header is checked as an array's arguments are (`file_header`): a sample rate under
+    `MIN_SAMPLE_RATE` or more than `MAX_CHANNELS` channels is refused naming the file and the header's values. Float
+    samples get the arrays' loudness rule (`check_float_peak`), and a WAV shorter than its header says warns.
+    """
     import librosa
     import soundfile
 
     try:
-        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        return data.T, int(rate)
+        info = soundfile.info(str(path))
     except Exception:
-        pass
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            waveform, rate = librosa.load(path, sr=None, mono=False)
-        return waveform, int(rate)
-    except Exception as exc:
+        info = None
+    if info is not None:
+        check_header(label, info.samplerate, info.channels)
+        try:
+            data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioError(f"{label}: its header reads but its samples do not ({type(exc).__name__}: {exc}); "
+                             "re-encode the file.") from exc
+        warn_if_truncated(path, label, data.shape[0], info)
+        waveform, rate = data.mean(axis=1), int(rate)  # a file's layout is known: [frames, channels]
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                waveform, rate = librosa.load(path, sr=None, mono=False)
+        except Exception as exc:
+            raise AudioError(
+                f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3."
+            ) from exc
+        check_header(label, rate, 1 if waveform.ndim == 1 else waveform.shape[0])
+        waveform = waveform if waveform.ndim == 1 else waveform.mean(axis=0)  # librosa's layout: [channels, samples]
+    check_float_peak(waveform, label, "rescale the file to [-1, 1] or save it as integer PCM")
+    return waveform, int(rate)
+
+
+def check_header(label: str, sample_rate: int, channels: int) -> None:
+    """A file's sample rate and channel count, checked as an array's are; the error names the file and the values."""
+    if sample_rate < MIN_SAMPLE_RATE:
         raise AudioError(
-            f"{label}: could not read it as audio ({type(exc).__name__}: {exc}). Use wav, flac, ogg or mp3."
-        ) from exc
+            f"{label}: the file's header says {sample_rate} Hz ({channels} channel(s)); a sample rate under "
+            f"{MIN_SAMPLE_RATE} Hz is not audio the model can hear (resampling it to 16 kHz would invent the clip). "
+            "If the header is wrong, write the file again with its true sample rate."
+        )
+    if channels > MAX_CHANNELS:
+        raise AudioError(
+            f"{label}: the file's header says {channels} channels ({sample_rate} Hz); at most {MAX_CHANNELS} are "
+            "accepted, and which of them the model should hear is yours to choose: mix it down or pick a channel "
+            "first (e.g. `sox in.wav -c 1 out.wav` or `ffmpeg -i in.wav -ac 1 out.wav`), or read it yourself and "
+            "pass the chosen [samples] array with its sampling_rate."
+        )
+
+
+def warn_if_truncated(path: Path, label: str, frames: int, info: Any) -> None:
+    """Warn when a WAV file holds fewer frames than its header's data chunk declares (a cut-off copy).
+
+    libsndfile reads what is there without a word; a benchmark clip cut in half would be heard as half a clip.
+    """
+    declared = _wav_data_bytes(path)
+    width = _SAMPLE_BYTES.get(info.subtype)
+    if declared is None or width is None:
+        return
+    expected = declared // (width * info.channels)
+    if frames < expected:
+        warnings.warn(
+            f"{label}: the file holds {frames} frames ({frames / info.samplerate:.2f} s) but its header declares "
+            f"{expected} ({expected / info.samplerate:.2f} s): it looks cut off (an interrupted copy or download), "
+            "and only what is there is used. Copy the file again to hear the whole clip.",
+            stacklevel=4,
+        )
+
+
+def _wav_data_bytes(path: Path) -> int | None:
+    """The size a RIFF/WAVE file's `data` chunk declares (None for other files or unreadable headers)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            while True:
+                chunk = handle.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    return None if size == 0xFFFFFFFF else size  # 0xFFFFFFFF: a streamed WAV, size unknown
+                handle.seek(size + (size & 1), 1)
+    except OSError:
+        return None
 
 
 def _to_mono(waveform: np.ndarray, label: str) -> np.ndarray:

@@ -32,7 +32,7 @@ from lens_audio.inputs.audio import (
     load_audio,
     refuse_too_short,
 )
-from lens_audio.inputs.plain_text import SENTINEL, PlainTextTokenizer, holds_special_tokens
+from lens_audio.inputs.plain_text import SENTINEL, PlainTextTokenizer, holds_special_tokens, refuse_audio_markers
 
 AUDIO_PLACEHOLDER = "<|AUDIO|>"
 
@@ -54,6 +54,39 @@ class AudioBatch:
     @property
     def batch_size(self) -> int:
         return self.input_ids.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        """`[batch, pos]` of the token ids: TransformerLens's patching functions read it from their tokens
+        argument, so they take an `AudioBatch` as the corrupted input."""
+        return self.input_ids.shape
+
+    @property
+    def ndim(self) -> int:
+        """2, as for `[batch, pos]` token ids (TransformerLens 4.x's attribution tools check it)."""
+        return self.input_ids.ndim
+
+    def __getitem__(self, rows: int | slice) -> "AudioBatch":
+        """The examples `rows` (an index or a slice) with their own clips, as a batch: TransformerLens 4.x's
+        attribution tools take `clean[i : i + 1]` from their inputs."""
+        keep = list(range(self.batch_size))[rows] if isinstance(rows, slice) else [range(self.batch_size)[rows]]
+        first_clip = np.cumsum([0] + [len(spans) for spans in self.audio_spans]).tolist()
+        clips = [c for i in keep for c in range(first_clip[i], first_clip[i + 1])]
+        if self.input_features is not None and self.input_features.shape[0] != first_clip[-1]:
+            raise ValueError(
+                f"this batch has {self.input_features.shape[0]} feature rows for {first_clip[-1]} clips, so its rows "
+                "cannot be taken apart; build one batch per example instead."
+            )
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[clips]
+
+        return replace(
+            self, input_ids=self.input_ids[keep], attention_mask=self.attention_mask[keep],
+            input_features=pick(self.input_features), feature_attention_mask=pick(self.feature_attention_mask),
+            audio_spans=[self.audio_spans[i] for i in keep], waveforms=[self.waveforms[i] for i in keep],
+            texts=[self.texts[i] for i in keep],
+        )
 
     @property
     def audio_mask(self) -> Bool[Tensor, "batch pos"]:
@@ -102,7 +135,9 @@ class AudioBatch:
         features = self.input_features
         if features is not None:
             block = silent_features(self.processor.feature_extractor).to(device=features.device, dtype=features.dtype)
-            features = block.expand_as(features).clone()
+            # processors that pad to the longest clip (Qwen3-Omni's) give fewer frames than the window: silence is
+            # the same log-mel in every frame, so the block's first frames are those features
+            features = block[..., : features.shape[-1]].expand_as(features).clone()
         return replace(self, input_features=features, waveforms=silent)
 
     @staticmethod
@@ -170,9 +205,10 @@ def make_batch(
     Arrays need `sampling_rate`; everything is resampled to 16 kHz mono.
     Batches are left-padded by default, as generation needs.
 
-    `question` and `system_prompt` are user text: a special-token string inside them (`<|im_end|>`,
-    `<|AUDIO|>`, ...) is tokenized as the plain characters it is made of (`lens_audio.inputs.plain_text`), so it
-    can neither end the user turn nor add audio markers. `parse_special_tokens=True` tokenizes them as
+    `question` and `system_prompt` are user text: an audio marker inside them (`<|AUDIO|>`, `<|audio_bos|>`,
+    `<sound>`, `[AUDIO]`, ...: `plain_text.audio_markers`) is refused naming the question or the system prompt,
+    and any other special-token string (`<|im_end|>`, ...) is tokenized as the plain characters it is made of
+    (`lens_audio.inputs.plain_text`), so it cannot end the user turn. `parse_special_tokens=True` tokenizes them as
     transformers' processor does (special-token strings become control tokens). A raw `prompt=` is markup: its
     special tokens are always parsed.
     """
@@ -190,6 +226,8 @@ def make_batch(
     text = question if question is not None else prompt
     single = isinstance(text, str)
     texts = [text] if single else list(text)
+    if question is not None:
+        refuse_audio_markers(processor, texts, system_prompt)
     clips_per_example = [_as_clip_list(audio)] if single else _per_example(audio, len(texts))
     waveforms = [
         [_prepare_clip(processor, clip, sampling_rate, _clip_name(clip, i, j), on_long) for j, clip in enumerate(clips)]
@@ -257,15 +295,11 @@ def render_chat(processor: Any, question: str, n_clips: int, system_prompt: str 
                 refuse_placeholder: bool = True) -> str:
     """The chat-template text of one user turn: one `Audio i:` placeholder line per clip, then `question`.
 
-    With `refuse_placeholder` (for text whose special tokens will be parsed), a question holding the audio
-    placeholder is refused: parsed, it would add an audio slot with no clip.
+    With `refuse_placeholder`, a question or system prompt holding an audio marker is refused
+    (`plain_text.refuse_audio_markers`): parsed, it would add an audio slot with no clip.
     """
-    placeholder = getattr(processor, "audio_token", AUDIO_PLACEHOLDER)
-    if refuse_placeholder and placeholder in question:
-        raise ValueError(
-            f"question {index} contains {placeholder}; the chat template adds one per clip itself. "
-            "Use prompt= for raw text with your own placeholders."
-        )
+    if refuse_placeholder:
+        refuse_audio_markers(processor, [question], system_prompt, first=index)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
     content = [{"type": "audio", "audio_url": f"clip-{j}"} for j in range(n_clips)] + [
         {"type": "text", "text": question}

@@ -7,6 +7,12 @@ small:
 - Qwen2-Audio: transformers' `Qwen2AudioProcessor` (`<|audio_bos|><|AUDIO|><|audio_eos|>` per clip).
 - AudioFlamingo3: transformers' `AudioFlamingo3Processor` with its chat layout (`<sound>` before the text of
   the user turn), one clip per prompt as that processor requires.
+- Qwen2.5-Omni thinker: transformers' `Qwen2_5OmniProcessor` without its image/video parts
+  (`lens_audio.inputs.omni`), `<|audio_bos|><|AUDIO|><|audio_eos|>` per clip in the user turn.
+- Qwen3-Omni-MoE thinker: transformers' `Qwen3OmniMoeProcessor` without its image/video parts, the same layout with
+  `<|audio_start|><|audio_pad|><|audio_end|>`.
+- Music Flamingo: transformers' `MusicFlamingoProcessor`, AudioFlamingo3's layout with each clip's `<sound>`
+  tokens between `<|sound_bos|>` and `<|sound_eos|>`.
 - Voxtral: `VoxtralPromptProcessor` below, since transformers' `VoxtralProcessor` needs `mistral-common` and
   the Tekken tokenizer files; it lays prompts out as mistral-common does
   (`<s>[INST][BEGIN_AUDIO][AUDIO]*n ... text[/INST]`, 375 `[AUDIO]` per started 30 s of audio).
@@ -25,6 +31,10 @@ FAMILY_SPECIAL_TOKENS = {
     "qwen2-audio": SPECIAL_TOKENS,
     "audioflamingo3": ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"),
     "voxtral": ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AUDIO]", "[BEGIN_AUDIO]"),
+    "musicflamingo": ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>", "<|sound_bos|>", "<|sound_eos|>"),
+    "qwen2.5-omni": (*SPECIAL_TOKENS, "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"),
+    "qwen3-omni-moe": ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_pad|>", "<|audio_start|>",
+                       "<|audio_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"),
 }
 DEFAULT_CORPUS = (
     "system user assistant You are a helpful assistant. Audio 1: Audio 2: "
@@ -53,6 +63,25 @@ VOXTRAL_CHAT_TEMPLATE = (
     r"{% endif %}{{ '[/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + '</s>' }}"
     r"{% endif %}{% endfor %}"
 )
+
+# Qwen2.5-Omni's layout (its released chat template, audio and text parts): default system turn, then the user's
+# parts in order, each audio as `<|audio_bos|><|AUDIO|><|audio_eos|>`.
+OMNI_CHAT_TEMPLATE = (
+    r"{% for message in messages %}"
+    r"{% if loop.first and message['role'] != 'system' %}"
+    r"{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    r"{{ '<|im_start|>' + message['role'] + '\n' }}"
+    r"{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    r"{% for c in message['content'] %}{% if c['type'] == 'audio' %}{{ '<|audio_bos|><|AUDIO|><|audio_eos|>' }}"
+    r"{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    r"{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    r"{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+# Qwen3-Omni's: the same layout with its own audio tokens.
+OMNI3_CHAT_TEMPLATE = OMNI_CHAT_TEMPLATE.replace("<|audio_bos|><|AUDIO|><|audio_eos|>",
+                                                 "<|audio_start|><|audio_pad|><|audio_end|>")
 
 
 def build_offline_processor(
@@ -85,8 +114,11 @@ def build_offline_processor(
     )
     tokenizer.train_from_iterator(list(corpus), trainer)
     eos, pad = {"voxtral": ("</s>", "<unk>")}.get(family, ("<|im_end|>", "<|endoftext|>"))
+    from lens_audio.inputs.omni import OMNI_TOKENS
+
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token=eos, pad_token=pad, additional_special_tokens=list(specials[1:])
+        tokenizer_object=tokenizer, eos_token=eos, pad_token=pad, additional_special_tokens=list(specials[1:]),
+        **({"extra_special_tokens": OMNI_TOKENS[family]} if family in OMNI_TOKENS else {}),
     )
     features = WhisperFeatureExtractor(
         feature_size=n_mels, sampling_rate=16_000, hop_length=160, chunk_length=chunk_seconds, n_fft=400
@@ -95,6 +127,15 @@ def build_offline_processor(
         from transformers import AudioFlamingo3Processor
 
         return AudioFlamingo3Processor(features, fast, chat_template=AF3_CHAT_TEMPLATE)
+    if family == "musicflamingo":  # AudioFlamingo3's layout, each clip's tokens between <|sound_bos|> and <|sound_eos|>
+        from transformers import MusicFlamingoProcessor
+
+        return MusicFlamingoProcessor(features, fast, chat_template=AF3_CHAT_TEMPLATE)
+    if family in OMNI_TOKENS:
+        from lens_audio.inputs.omni import audio_only_processor
+
+        template = OMNI_CHAT_TEMPLATE if family == "qwen2.5-omni" else OMNI3_CHAT_TEMPLATE
+        return audio_only_processor(family, features, fast, template)
     if family == "voxtral":
         fast.chat_template = VOXTRAL_CHAT_TEMPLATE
         return VoxtralPromptProcessor(features, fast)

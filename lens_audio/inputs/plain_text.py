@@ -24,6 +24,11 @@ from typing import Any
 SENTINEL = "\ue000{}\ue001"  # private-use characters: no template or tokenizer gives them a meaning
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
 _UNSUPPORTED = ("truncation", "max_length", "stride", "return_overflowing_tokens", "is_split_into_words")
+# The audio placeholders and markers of every supported family (Qwen2-Audio and the Qwen2.5-Omni thinker,
+# Qwen3-Omni, AudioFlamingo3 and Music Flamingo, Voxtral). Written in user text they are refused, never read as
+# text nor as audio slots: the chat template places them itself, one set per clip.
+AUDIO_MARKERS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|audio_pad|>", "<|audio_start|>", "<|audio_end|>",
+                 "<sound>", "[AUDIO]", "[BEGIN_AUDIO]")
 
 
 def added_tokens(tokenizer: Any) -> list[str]:
@@ -36,6 +41,44 @@ def added_tokens(tokenizer: Any) -> list[str]:
 def holds_special_tokens(tokenizer: Any, texts: Sequence[str | None]) -> bool:
     tokens = added_tokens(tokenizer)
     return any(text is not None and any(token in text for token in tokens) for text in texts)
+
+
+def audio_markers(processor: Any = None) -> tuple[str, ...]:
+    """The audio marker texts to refuse in user text: `AUDIO_MARKERS`, plus `processor`'s audio placeholder and its
+    tokenizer's added tokens that name audio or sound (a family not listed above)."""
+    found = set(AUDIO_MARKERS)
+    if processor is not None:
+        found.add(getattr(processor, "audio_token", None) or AUDIO_MARKERS[0])
+        try:
+            found.update(t for t in added_tokens(processor.tokenizer) if "audio" in t.lower() or "sound" in t.lower())
+        except Exception:  # a tokenizer without added-token tables (mistral-common's Tekken): the list above
+            pass
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def audio_marker_in(text: Any, markers: Sequence[str] = AUDIO_MARKERS) -> str | None:
+    """The first audio marker written in `text` (None if none, or if `text` is not a string)."""
+    if not isinstance(text, str) or ("<" not in text and "[" not in text and markers is AUDIO_MARKERS):
+        return None  # every listed marker holds "<" or "[": most text is passed over at once
+    return next((marker for marker in markers if marker in text), None)
+
+
+def refuse_audio_markers(processor: Any, questions: Sequence[Any], system_prompt: Any = None, first: int = 0) -> None:
+    """Raise naming the question (by index, counted from `first`) or the system prompt holding an audio marker.
+
+    Audio markers in user text are refused, whether its special tokens will be parsed or kept as text: parsed, a
+    marker would add an audio slot with no clip; kept as text, the model would read the family's audio markup as
+    words. The chat template places one set of markers per clip itself; raw markup goes through `prompt=`.
+    """
+    markers = audio_markers(processor)
+    named = [(f"question {i}", q) for i, q in enumerate(questions, first)] + [("system_prompt", system_prompt)]
+    for where, text in named:
+        marker = audio_marker_in(text, markers)
+        if marker is not None:
+            raise ValueError(
+                f"{where} contains {marker}, an audio marker; the chat template adds the audio markers itself, one "
+                "set per clip, so remove it from the text (or use prompt= for raw text with your own placeholders)."
+            )
 
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:

@@ -134,14 +134,19 @@ class AudioEncoder(nn.Module):
         self.hook_pooled = HookPoint()
         self.hook_audio_embeds = HookPoint()
 
+    # Whether forward needs the prompt's token ids (Music Flamingo's time rotation reads which clip each window is of).
+    needs_input_ids = False
+
     def forward(
         self,
         input_features: Float[Tensor, "clips mels frames"],
         feature_attention_mask: Int[Tensor, "clips frames"] | None = None,
+        input_ids: Int[Tensor, "batch pos"] | None = None,
     ) -> tuple[Float[Tensor, "clips audio_pos d_model"], Int[Tensor, " clips"]]:
         """Returns the projected embeddings and how many of each clip's rows are real audio tokens.
 
-        Without `feature_attention_mask` every frame counts as valid."""
+        Without `feature_attention_mask` every frame counts as valid. `input_ids` are read only by encoders that set
+        `needs_input_ids`."""
         expected = self.cfg.n_frames
         if input_features.shape[1:] != (self.cfg.n_mels, expected):
             raise ValueError(
@@ -166,7 +171,8 @@ class AudioEncoder(nn.Module):
             resid = block(resid, allowed)
         if self.cfg.downsample == "avg_pool":
             pooled = self.hook_pooled(F.avg_pool1d(resid.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2))
-            embeds = self.hook_audio_embeds(self.projector(self.ln_post(pooled)))
+            rows = self.before_projector(self.ln_post(pooled), valid_frames, input_ids)
+            embeds = self.hook_audio_embeds(self.projector(rows))
         else:  # Voxtral: normalise, then concatenate each run of `stack` frames into one row
             normed = self.ln_post(resid)
             stacked = self.hook_pooled(normed.reshape(normed.shape[0], -1, self.cfg.stack * normed.shape[-1]))
@@ -174,3 +180,11 @@ class AudioEncoder(nn.Module):
         if not self.cfg.mask_padding:
             return embeds, torch.full_like(valid_frames, embeds.shape[1])
         return embeds, n_audio_tokens(valid_frames)
+
+
+    def before_projector(
+        self, rows: Float[Tensor, "clips tokens d_in"], valid_frames: Int[Tensor, " clips"], input_ids: Tensor | None
+    ) -> Float[Tensor, "clips tokens d_in"]:
+        """What the family does between `ln_post` and the projector: nothing here (Music Flamingo rotates by time)."""
+        return rows
+

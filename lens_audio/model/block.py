@@ -20,6 +20,9 @@ class PreNormBlock(nn.Module):
     ln1: nn.Module
     ln2: nn.Module
     mlp: nn.Module
+    # hook_resid_post is the one residual stream the next block (or ln_final) reads: TransformerLens 4.x's logit
+    # lens and readout tools check this flag.
+    hook_out_is_single_residual_stream = True
 
     def __init__(self) -> None:
         super().__init__()

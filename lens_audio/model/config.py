@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from lens_audio.model.family import family_of
+from lens_audio.model.family import family_of, unwrap
 
 AttentionImplementation = Literal["auto", "sdpa", "eager"]
 Downsample = Literal["avg_pool", "stack"]
@@ -40,6 +40,10 @@ class AudioEncoderConfig:
     stack: int = 4  # frames per audio token when downsample == "stack"
     mask_padding: bool = True  # mask keys past a clip's end and splice only its valid tokens
     fp32_positions: bool = False  # positions kept in float32 whatever the dtype, added before rounding (Voxtral)
+    window_frames: int | None = None  # Omni thinkers: attention within windows of these many frames (omni_audio)
+    time_rotary: tuple[float, float, float] | None = None  # Music Flamingo: (rope_theta, partial factor, frame step)
+    conv2d_hidden: int | None = None  # Qwen3-Omni: channels of the Conv2d front end (lens_audio.model.qwen3_omni_audio)
+    n_window_infer: int | None = None  # Qwen3-Omni: mel frames per attention window of the encoder
 
     @property
     def tokens_per_chunk(self) -> int:
@@ -86,6 +90,9 @@ class AudioLMConfig:
     final_rms: bool = True
     use_attn_result: bool = False
     use_split_qkv_input: bool = False  # TransformerLens switches; see HookedAudioLM.set_use_split_qkv_input etc.
+    use_attn_in: bool = False  # refused with grouped-query attention, as in TransformerLens
+    num_experts: int | None = None  # TransformerLens 4.x's mixture-of-experts fields: None for a dense decoder
+    experts_per_token: int | None = None
     use_hook_mlp_in: bool = False
     ungroup_grouped_query_attention: bool = False
     attn_implementation: AttentionImplementation = "auto"
@@ -95,6 +102,12 @@ class AudioLMConfig:
     projector_bias: bool = True
     qkv_bias: bool = True  # decoder attention biases (Qwen2: q/k/v only; Llama: attention_bias on all four)
     o_bias: bool = False
+    mrope_section: tuple[int, ...] | None = None  # Qwen Omni thinkers' TMRoPE sections (lens_audio.model.mrope)
+    mrope_interleaved: bool = False  # Qwen3-Omni: sections interleaved over the frequencies (mrope.py)
+    qk_norm: bool = False  # Qwen3: RMSNorm over each query/key head before rotary (hook_q_normed / hook_k_normed)
+    moe_layers: tuple[int, ...] = ()  # decoder layers whose MLP is a mixture of experts (lens_audio.model.moe)
+    d_expert: int | None = None  # width of each expert's MLP (moe_intermediate_size)
+    norm_topk_prob: bool = True  # the chosen experts' router probabilities renormalised to sum to 1
     tokenizer_name: str | None = None
     original_architecture: str = "Qwen2AudioForConditionalGeneration"
     gated_mlp: bool = True
@@ -121,6 +134,25 @@ class AudioLMConfig:
         return self.d_head
 
     @property
+    def attn_scale(self) -> float:
+        """What attention scores are divided by: `sqrt(d_head)` (scores = `rot_q . rot_k / attn_scale`)."""
+        return self.d_head**0.5
+
+    @property
+    def use_attn_scale(self) -> bool:
+        return True
+
+    @property
+    def uses_rms_norm(self) -> bool:
+        """TransformerLens 4.x's flag: the decoder's norms are RMSNorm (weighted, or folded: "RMSPre")."""
+        return self.normalization_type in ("RMS", "RMSPre")
+
+    @property
+    def layer_norm_folding(self) -> bool:
+        """TransformerLens 4.x's flag: the norm weights are folded into the next weights (`fold_ln`)."""
+        return self.normalization_type == "RMSPre"
+
+    @property
     def attention_dir(self) -> Literal["causal"]:
         """The decoder's attention is causal (the audio encoder's, under `audio.`, is bidirectional)."""
         return "causal"
@@ -130,17 +162,21 @@ class AudioLMConfig:
         """TransformerLens's count of "hidden weight" parameters: attention (`4 * d_model * d_head * n_heads` per
         layer, counted per query head as TransformerLens does, even with grouped-query attention) plus MLP weights
         (`3 * d_model * d_mlp`, gated); no embeddings, biases, norms or audio encoder. `sum(p.numel() for p in
-        model.parameters())` is the full count."""
+        model.parameters())` is the full count. A mixture-of-experts layer (`moe_layers`) counts every expert
+        (`3 * d_model * d_expert` each) and the router (`d_model * num_experts`), as TransformerLens counts MoE."""
         attention = self.d_model * self.d_head * self.n_heads * 4
         mlp = 0 if self.attn_only else self.d_model * self.d_mlp * (2 + self.gated_mlp)
-        return self.n_layers * (attention + mlp)
+        n_moe = 0 if self.attn_only else len(self.moe_layers)
+        moe = self.d_model * (self.num_experts or 0) * (3 * (self.d_expert or 0) + 1)
+        return self.n_layers * (attention + mlp) + n_moe * (moe - mlp)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field (the audio encoder's as a nested dict) and the derived TransformerLens fields, as
         `HookedTransformerConfig.to_dict()` gives them."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["audio"] = dataclasses.asdict(self.audio)
-        derived = ("n_rep", "d_vocab_out", "rotary_dim", "attention_dir", "n_params")
+        derived = ("n_rep", "d_vocab_out", "rotary_dim", "attention_dir", "n_params", "attn_scale", "use_attn_scale",
+                   "uses_rms_norm", "layer_norm_folding")
         return out | {name: getattr(self, name) for name in derived}
 
     def check_heads(self, heads: "Iterable[tuple[int, int]]", caller: str) -> None:
@@ -162,6 +198,7 @@ class AudioLMConfig:
                 feature this port does not implement (sliding-window
                 attention, non-default rotary scaling, another activation).
         """
+        hf_config = unwrap(hf_config)
         family = family_of(getattr(hf_config, "model_type", None), model_name)
         text, audio = hf_config.text_config, hf_config.audio_config
         if text.model_type not in family.text_model_types:

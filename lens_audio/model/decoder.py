@@ -24,6 +24,22 @@ from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.dispatch import execution_device, materialized
 from lens_audio.model.hook_point import HookPoint
 from lens_audio.model.kv_cache import LayerKVCache
+from lens_audio.model.moe import SparseMoE
+
+
+def position_ids_from_mask(
+    attention_mask: Int[Tensor, "batch pos"], n_past: Int[Tensor, " batch"] | None = None
+) -> Int[Tensor, "batch pos"]:
+    """Rotary positions as Hugging Face's `generate` makes them: the count of real tokens before each one.
+
+    Padding gets position 1 (unused). Pass these to transformers' forward to compare it with the port on
+    padded batches; `n_past` adds the real tokens already in a KV cache.
+    """
+    mask = attention_mask.bool()
+    positions = mask.long().cumsum(-1) - 1
+    if n_past is not None:
+        positions = positions + n_past[:, None]
+    return positions.masked_fill(~mask, 1)
 
 
 class RMSNorm(nn.Module):
@@ -111,6 +127,47 @@ class DecoderAttention(TLWeightViews, AttentionHooks):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model, bias=cfg.o_bias)
         self.hook_rot_q = HookPoint()
         self.hook_rot_k = HookPoint()
+        if cfg.qk_norm:  # Qwen3: RMSNorm per query/key head; TransformerLens 4.x's names (`hook_q_normed`, ...)
+            self.q_norm = RMSNorm(cfg.d_head, cfg.eps)
+            self.k_norm = RMSNorm(cfg.d_head, cfg.eps)
+            self.hook_q_normed = HookPoint()  # [batch, pos, head, d_head], after q_norm, before rotary
+            self.hook_k_normed = HookPoint()  # [batch, pos, kv_head, d_head]
+        # TransformerLens 4.x's names for the per-head inputs (`use_split_qkv_input`), fired after the block's own
+        # `blocks.{L}.hook_q_input` etc. (3.x's names) on the same tensor.
+        self.hook_q_input = HookPoint()  # [batch, pos, head, d_model]
+        self.hook_k_input = HookPoint()  # [batch, pos, kv_head, d_model]
+        self.hook_v_input = HookPoint()  # [batch, pos, kv_head, d_model]
+
+    @property
+    def attn_scale(self) -> float:
+        """Scores are `q . k / attn_scale` (TransformerLens's attribute; `cfg.attn_scale`)."""
+        return self.cfg.attn_scale
+
+    def apply_rotary(
+        self,
+        x: Float[Tensor, "batch pos head d_head"],
+        past_kv_pos_offset: int = 0,
+        attention_mask: Int[Tensor, "batch offset_pos"] | None = None,
+    ) -> Float[Tensor, "batch pos head d_head"]:
+        """Rotate queries or keys to their positions, as TransformerLens's `apply_rotary`: positions
+        `past_kv_pos_offset...` or, with `attention_mask` (over cached and new positions), the count of real tokens
+        before each one, as the forward numbers them (padding: 1); `apply_rotary(cache["q", l],
+        attention_mask=mask)` equals `cache["rot_q", l]`, padded batch or not."""
+
+        if self.cfg.mrope_section is not None:
+            raise ValueError(
+                "apply_rotary computes plain rotary positions, but this family's decoder uses TMRoPE (positions from "
+                "the audio's timing): read cache['rot_q', layer] / cache['rot_k', layer] instead."
+            )
+        if attention_mask is None:
+            positions = torch.arange(past_kv_pos_offset, past_kv_pos_offset + x.shape[1], device=x.device)
+            positions = positions.expand(x.shape[0], -1)
+        else:
+            mask = attention_mask.to(x.device)
+            n_past = mask[:, :past_kv_pos_offset].long().sum(-1)
+            positions = position_ids_from_mask(mask[:, past_kv_pos_offset:], n_past)
+        cos, sin = RotaryEmbedding(self.cfg.d_head, self.cfg.rotary_base).cos_sin(positions, x.dtype)
+        return apply_rotary(x, cos, sin)
 
     def forward(
         self,
@@ -127,6 +184,8 @@ class DecoderAttention(TLWeightViews, AttentionHooks):
         if self.cfg.ungroup_grouped_query_attention and k.shape[2] != self.n_heads:
             k, v = (t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=2) for t in (k, v))
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.cfg.qk_norm:
+            q, k = self.hook_q_normed(self.q_norm(q)), self.hook_k_normed(self.k_norm(k))
         q = self.hook_rot_q(apply_rotary(q, *cos_sin))
         k = self.hook_rot_k(apply_rotary(k, *cos_sin))
         if kv_cache is not None:
@@ -221,17 +280,18 @@ class DecoderBlock(PreNormBlock):
     """A decoder block; with TransformerLens's switches on it also fires `hook_q_input`/`hook_k_input`/`hook_v_input`
     (the residual stream repeated per head, before `ln1`) and `hook_mlp_in` (the MLP's input, before `ln2`)."""
 
-    def __init__(self, cfg: AudioLMConfig) -> None:
+    def __init__(self, cfg: AudioLMConfig, layer: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.ln1 = RMSNorm(cfg.d_model, cfg.eps, weighted_norms(cfg))
         self.attn = DecoderAttention(cfg)
         self.ln2 = RMSNorm(cfg.d_model, cfg.eps, weighted_norms(cfg))
-        self.mlp = GatedMLP(cfg)
+        self.mlp: GatedMLP | SparseMoE = GatedMLP(cfg) if layer not in cfg.moe_layers else SparseMoE.from_config(cfg)
         self.hook_q_input = HookPoint()  # [batch, pos, head, d_model]
         self.hook_k_input = HookPoint()  # [batch, pos, kv_head, d_model]
         self.hook_v_input = HookPoint()  # [batch, pos, kv_head, d_model]
         self.hook_mlp_in = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model], with use_attn_in (no grouped-query attention)
 
     def forward(
         self,
@@ -245,14 +305,19 @@ class DecoderBlock(PreNormBlock):
         batch needs the model's own rotary angles and key mask (`model.start_decoder(...)` gives both)."""
         cos_sin = cos_sin if cos_sin is not None else unpadded_cos_sin(self.cfg, resid, kv_cache)
         cfg = self.cfg
-        if not (cfg.use_split_qkv_input or cfg.use_hook_mlp_in):
+        if not (cfg.use_split_qkv_input or cfg.use_hook_mlp_in or cfg.use_attn_in):
             return self.residual(resid, lambda x: self.attn(x, cos_sin, allowed, kv_cache))
         resid = self.hook_resid_pre(resid)
         x: Tensor | tuple[Tensor, Tensor, Tensor]
         if cfg.use_split_qkv_input:
             n_kv = cfg.n_heads if cfg.ungroup_grouped_query_attention else cfg.n_key_value_heads
-            inputs = ((self.hook_q_input, cfg.n_heads), (self.hook_k_input, n_kv), (self.hook_v_input, n_kv))
-            x = tuple(self.ln1(hook(resid[:, :, None].repeat(1, 1, n, 1))) for hook, n in inputs)
+            attn = self.attn
+            inputs = ((self.hook_q_input, attn.hook_q_input, cfg.n_heads), (self.hook_k_input, attn.hook_k_input, n_kv),
+                      (self.hook_v_input, attn.hook_v_input, n_kv))
+            x = tuple(self.ln1(hook_4(hook(resid[:, :, None].repeat(1, 1, n, 1)))) for hook, hook_4, n in inputs)
+        elif cfg.use_attn_in:
+            per_head = self.ln1(self.hook_attn_in(resid[:, :, None].repeat(1, 1, cfg.n_heads, 1)))
+            x = (per_head, per_head, per_head)
         else:
             x = self.ln1(resid)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(x, cos_sin, allowed, kv_cache)))

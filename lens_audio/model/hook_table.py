@@ -68,6 +68,16 @@ HOOK_TABLE: tuple[tuple[str, str, str], ...] = (
         "[batch, pos, head or kv_head, d_model]",
         "residual stream copied per head before ln1; after model.set_use_split_qkv_input(True)",
     ),
+    (
+        "blocks.{L}.attn.hook_q_input / hook_k_input / hook_v_input",
+        "[batch, pos, head or kv_head, d_model]",
+        "TransformerLens 4.x's names for the same per-head inputs, fired right after the block's",
+    ),
+    (
+        "blocks.{L}.hook_attn_in",
+        "[batch, pos, head, d_model]",
+        "residual stream copied per head before ln1; after model.set_use_attn_in(True) (no grouped-query attention)",
+    ),
     ("blocks.{L}.hook_mlp_in", "[batch, pos, d_model]", "MLP input before ln2; after model.set_use_hook_mlp_in(True)"),
     ("blocks.{L}.ln1.hook_scale / ln2.hook_scale", "[batch, pos, 1]", "RMSNorm scale sqrt(mean(x^2) + eps)"),
     (

@@ -40,11 +40,20 @@ from lens_audio.inputs.batch import AudioBatch, make_batch
 from lens_audio.model import dispatch, generation, loading, processing
 from lens_audio.model import loss as lm_loss
 from lens_audio.model.attention import causal_mask
-from lens_audio.model.audio_encoder import AudioEncoder
+from lens_audio.model.audio_encoders import make_audio_encoder
 from lens_audio.model.config import AudioLMConfig
-from lens_audio.model.decoder import DecoderBlock, Embed, RMSNorm, RotaryEmbedding, Unembed, weighted_norms
+from lens_audio.model.decoder import (  # position_ids_from_mask stays importable from here
+    DecoderBlock,
+    Embed,
+    RMSNorm,
+    Unembed,
+    position_ids_from_mask,
+    weighted_norms,
+)
 from lens_audio.model.hook_point import HookPoint
-from lens_audio.model.kv_cache import KVCache
+from lens_audio.model.kv_cache import KVCache, as_kv_cache
+from lens_audio.model.mrope import make_rotary
+from lens_audio.model.tl_forward import TLForwardMixin
 from lens_audio.model.tl_text import TLTextMixin, adopt_tokenizer
 from lens_audio.model.tl_weights import TLWeightsMixin
 
@@ -70,22 +79,7 @@ class DecoderState:
         )
 
 
-def position_ids_from_mask(
-    attention_mask: Int[Tensor, "batch pos"], n_past: Int[Tensor, " batch"] | None = None
-) -> Int[Tensor, "batch pos"]:
-    """Rotary positions as Hugging Face's `generate` makes them: the count of real tokens before each one.
-
-    Padding gets position 1 (unused). Pass these to transformers' forward to compare it with the port on
-    padded batches; `n_past` adds the real tokens already in a KV cache.
-    """
-    mask = attention_mask.bool()
-    positions = mask.long().cumsum(-1) - 1
-    if n_past is not None:
-        positions = positions + n_past[:, None]
-    return positions.masked_fill(~mask, 1)
-
-
-class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
+class HookedAudioLM(TLWeightsMixin, TLTextMixin, TLForwardMixin, HookedRootModule):
     """A hooked port of Qwen2-Audio, AudioFlamingo3 and Voxtral; see the module docstring.
 
     Build one with `HookedAudioLM.from_pretrained(name_or_path)` or
@@ -102,15 +96,15 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         super().__init__()
         self.cfg = cfg
         self.processor = processor
-        self.audio = AudioEncoder(cfg)
+        self.audio = make_audio_encoder(cfg)  # the family's (lens_audio.model.family)
         self.embed = Embed(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()  # token embeddings with the audio embeddings spliced in
-        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(DecoderBlock(cfg, layer) for layer in range(cfg.n_layers))  # layer: dense or MoE
         self.ln_final = RMSNorm(cfg.d_model, cfg.eps, weighted_norms(cfg))
         # Never tied to the embedding: the *ForConditionalGeneration classes of all three families keep their own
         # lm_head, whatever text_config.tie_word_embeddings says.
         self.unembed = Unembed(cfg.d_model, cfg.d_vocab, bias=False)
-        self.rotary = RotaryEmbedding(cfg.d_head, cfg.rotary_base)
+        self.rotary = make_rotary(cfg.d_head, cfg.rotary_base, cfg.mrope_section, cfg.mrope_interleaved)  # Omni: TMRoPE
         self.setup()
         if cfg.dtype != torch.float32:  # built as the config says (TransformerLens's constructor does the same)
             nn.Module.to(self, cfg.dtype)
@@ -160,7 +154,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         )
         model = processing.process_weights_(
             model, fold_ln, center_writing_weights, center_unembed, fold_value_biases, overwrite=True
-        )
+        ).eval()  # no dropout anywhere: eval mode, as Hugging Face loads (TransformerLens 4.x's tools require it)
         return model if device_map is None else dispatch.dispatch(model, device_map, offload_folder)
 
     @classmethod
@@ -190,7 +184,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         need them apart.
         """
         model = loading.load_from_hf_model(cls, hf_model, processor)
-        return model.process_weights_(fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+        return model.process_weights_(fold_ln, center_writing_weights, center_unembed, fold_value_biases).eval()
 
     def process_weights_(
         self,
@@ -217,8 +211,10 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         tokens: Int[Tensor, "batch pos"] | None = None,
         start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
-        past_kv_cache: KVCache | None = None,
+        past_kv_cache: Any = None,
         input_features_mask: Int[Tensor, "clips frames"] | None = None,
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
     ) -> Any:
         """Run the model; returns logits, the loss, both, or the residual stream before block `stop_at_layer`.
 
@@ -226,14 +222,17 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
         `return_type="loss"` is the mean next-token loss over text targets (padding and audio positions skipped;
         see `lens_audio.model.loss`), `"both"` returns `(logits, loss)`. With `start_at_layer`, `input_ids` is the
         residual stream `[batch, pos, d_model]` entering that block (`tokens` are then needed for the loss).
+        `prepend_bos` and `padding_side` apply to text input, as in TransformerLens; `past_kv_cache` is a `KVCache`
+        or TransformerLens's `TransformerLensKeyValueCache` (see `lens_audio.model.kv_cache`).
         """
+        past_kv_cache = as_kv_cache(past_kv_cache, self.cfg.n_layers)
         if stop_at_layer is not None and past_kv_cache is not None:
             raise ValueError("stop_at_layer cannot be combined with past_kv_cache: later layers would miss their keys.")
         if feature_attention_mask is None:
             feature_attention_mask = input_features_mask  # AudioFlamingo3's name for the same mask
         if start_at_layer is None:
             input_ids, attention_mask, input_features, feature_attention_mask = self._unpack_inputs(
-                input_ids, attention_mask, input_features, feature_attention_mask
+                input_ids, attention_mask, input_features, feature_attention_mask, prepend_bos, padding_side
             )
             state = self.start_decoder(
                 input_ids, attention_mask, input_features, feature_attention_mask, position_ids, past_kv_cache
@@ -257,7 +256,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
     def _loss(self, logits, input_ids, attention_mask, per_token: bool) -> Tensor:
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         targets = lm_loss.text_targets(input_ids.to(logits.device), mask.to(logits.device), self.cfg.audio_token_id)
-        return lm_loss.lm_cross_entropy_loss(logits, input_ids, targets, per_token)
+        return lm_loss.lm_cross_entropy_loss(logits, input_ids, targets, per_token, mask.to(logits.device))
 
     def loss_fn(
         self,
@@ -316,19 +315,26 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
             state.resid = block(state.resid, state.cos_sin, state.allowed, None if cache is None else cache[i])
         return state.resid
 
-    def _unpack_inputs(self, input_ids, attention_mask, input_features, feature_attention_mask):
+    def _unpack_inputs(
+        self, input_ids, attention_mask, input_features, feature_attention_mask, prepend_bos=None, padding_side=None
+    ):
+        if isinstance(attention_mask, str):
+            raise ValueError(
+                f"forward's second argument is attention_mask, not {attention_mask!r}: pass TransformerLens's options "
+                f"by keyword (model(tokens, return_type={attention_mask!r}))."
+            )
         if isinstance(input_ids, AudioBatch):
             b = input_ids
             return b.input_ids, b.attention_mask, b.input_features, b.feature_attention_mask
         if isinstance(input_ids, str) or (isinstance(input_ids, list) and input_ids and isinstance(input_ids[0], str)):
-            return *self._tokenize(input_ids), None, None
+            return *self._tokenize(input_ids, prepend_bos, padding_side), None, None
         if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
             raise ValueError(
                 "input_ids must be a [batch, pos] tensor of token ids (or pass an AudioBatch from model.to_batch); "
                 f"got {type(input_ids).__name__} with shape {getattr(input_ids, 'shape', None)}."
             )
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = self._infer_attention_mask(input_ids, prepend_bos, padding_side)
         mask_missing = input_features is not None and feature_attention_mask is None and self.cfg.audio.mask_padding
         if mask_missing or (input_features is None and feature_attention_mask is not None):
             raise ValueError("input_features and feature_attention_mask go together: pass both or neither.")
@@ -351,11 +357,13 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
             if n_slots and (past_kv_cache is None or past_kv_cache.length == 0):
                 raise ValueError(
                     f"The prompt holds {n_slots} {token} tokens but no input_features were given: "
-                    "pass the clips' features (model.to_batch builds both)."
+                    "pass the clips' features (model.to_batch builds both), or the AudioBatch itself (TransformerLens's"
+                    " patching functions take it, or BoundAudioModel(model, batch) with batch.input_ids)."
                 )
             return embeds
         frames_mask = None if feature_attention_mask is None else feature_attention_mask.to(embeds.device)
-        audio_embeds, n_tokens = self.audio(input_features.to(embeds.device), frames_mask)
+        extra = {"input_ids": input_ids} if self.audio.needs_input_ids else {}  # Music Flamingo's time rotation
+        audio_embeds, n_tokens = self.audio(input_features.to(embeds.device), frames_mask, **extra)
         audio_embeds, n_tokens = audio_embeds.to(embeds.device), n_tokens.to(embeds.device)
         if n_slots != int(n_tokens.sum()):
             raise ValueError(
@@ -573,7 +581,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, HookedRootModule):
             bar = tqdm(total=max_new_tokens)
             hooks.append(("ln_final.hook_scale", lambda x, hook: bar.update(1)))  # one final norm per step
         inputs = (
-            (*self._tokenize(input, prepend_bos), None, None)
+            (*self._tokenize(input, prepend_bos, "left"), None, None)
             if text
             else self._unpack_inputs(input, attention_mask, input_features, feature_attention_mask)
         )

@@ -1,5 +1,6 @@
-"""Loading Qwen2-Audio, AudioFlamingo3 and Voxtral checkpoints into `HookedAudioLM`: Hub ids, local folders,
-models in memory.
+"""Loading checkpoints of the families in `lens_audio.model.family` into `HookedAudioLM`: Hub ids, local folders,
+models in memory. Parts a checkpoint holds that the port does not run (a whole Qwen Omni model's talker and
+token2wav, its thinker's vision tower) are skipped without being read (`weights.unported`).
 
 Safety: weights are read from safetensors only (no pickle) and no remote
 code is ever run. Memory: the model is first built on the `meta` device
@@ -22,12 +23,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import torch
 from torch import Tensor, nn
 
-from lens_audio.inputs import voxtral
+from lens_audio.inputs import omni, voxtral
 from lens_audio.model import dispatch
 from lens_audio.model.config import AudioLMConfig
 from lens_audio.model.family import KNOWN_HUB_IDS, family_of
 from lens_audio.model.registry import named_checkpoint, registered_names
-from lens_audio.model.weights import hf_key_to_lens
+from lens_audio.model.weights import hf_key_to_lens, split_fused_experts, unported
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -68,7 +69,8 @@ def load_pretrained(
             check_device(target if not isinstance(target, int) else f"cuda:{target}")
         model.cfg.device = dispatch.main_device(resolved)
     placement = device if resolved is None else (lambda name: dispatch.device_of(name, resolved))
-    assign_weights(model, iter_safetensors(files), cfg.dtype, placement, str(name_or_path))
+    check_vocab(cfg, processor, str(folder))
+    assign_weights(model, iter_safetensors(files, skip=unported), cfg.dtype, placement, str(name_or_path))
     return model.eval(), resolved
 
 
@@ -77,6 +79,7 @@ def load_from_hf_model(cls: type["HookedAudioLM"], hf_model: nn.Module, processo
     cfg = AudioLMConfig.from_hf_config(config, model_name=getattr(config, "name_or_path", "") or "hf-model")
     first = next(hf_model.parameters())
     cfg = cfg.replace(dtype=first.dtype, device=str(first.device))
+    check_vocab(cfg, processor, "the Hugging Face model and its processor")
     with torch.device("meta"):
         model = cls(cfg, processor=processor)
     assign_weights(model, hf_model.state_dict().items(), None, None, "the Hugging Face model")
@@ -167,13 +170,77 @@ def load_processor(folder: Path) -> tuple[Any, str | None]:
         return None, reason
     from transformers import AutoProcessor
 
+    family = family_of(read_json_object(folder / "config.json").get("model_type"), str(folder))
+    damaged = damaged_processor_file(folder)
+    if damaged is not None:
+        warnings.warn(damaged, stacklevel=3)
+        return None, damaged
     try:
-        return AutoProcessor.from_pretrained(folder, trust_remote_code=False), None
+        if family.name in omni.OMNI_TOKENS:  # audio and text only: no image/video processor (nor torchvision)
+            return omni.load_omni_processor(folder, family.name), None
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False)
+        warn_without_chat_template(folder, processor)
+        return processor, None
     except (ImportError, ValueError, OSError) as exc:
         reason = (f"{folder}: its processor could not be built ({type(exc).__name__}: {exc}); model.to_batch will "
                   "need model.processor set by hand.")
         warnings.warn(reason, stacklevel=3)
         return None, reason
+
+
+PROCESSOR_JSON = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "added_tokens.json",
+                  "special_tokens_map.json", "preprocessor_config.json", "processor_config.json", "chat_template.json")
+
+
+def damaged_processor_file(folder: Path) -> str | None:
+    """Why the checkpoint's processor cannot be built, naming the file, when one of its JSON files does not parse
+    (a truncated copy, a download cut off); None when they all parse."""
+    for name in PROCESSOR_JSON:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return (f"{path} is not valid JSON ({exc}; {path.stat().st_size} bytes): the file is truncated or damaged, "
+                    "so the checkpoint's processor cannot be built; copy the file again from the checkpoint's source. "
+                    "model.to_batch will need model.processor set by hand until then.")
+    return None
+
+
+def warn_without_chat_template(folder: Path, processor: Any) -> None:
+    """Warn when the checkpoint brings no chat template of its own, so `question=` prompts use the processor class's
+    built-in default (or none): the prompts may not be those the model was trained on."""
+    if voxtral.is_tekken_processor(processor):  # mistral-common renders Voxtral's instruct format itself
+        return
+    configs = [folder / name for name in ("tokenizer_config.json", "processor_config.json")]
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file() or any(
+        path.is_file() and "chat_template" in read_json_object(path) for path in configs
+    ):
+        return
+    used = getattr(processor, "chat_template", None)
+    warnings.warn(
+        f"{folder} has no chat template of its own (chat_template.jinja, chat_template.json, or a chat_template entry "
+        f"in tokenizer_config.json); question= prompts use "
+        + (f"{type(processor).__name__}'s built-in default" if used else "none, so only raw prompt= works")
+        + ", which may not be the template the model was trained with. Add the checkpoint's chat_template.jinja.",
+        stacklevel=4,
+    )
+
+
+def check_vocab(cfg: AudioLMConfig, processor: Any, source: str) -> None:
+    """Refuse a tokenizer with more tokens than the embedding has rows (its last ids would have no embedding)."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    try:
+        size = len(tokenizer) if tokenizer is not None else None
+    except TypeError:  # a tokenizer without a length (mistral-common's Tekken reports its size elsewhere)
+        size = None
+    if size is not None and size > cfg.d_vocab:
+        raise ValueError(
+            f"{source}: the tokenizer has {size} tokens but the model's embedding has {cfg.d_vocab} rows (vocab_size "
+            f"in config.json), so token ids {cfg.d_vocab}-{size - 1} have no embedding; the tokenizer files and the "
+            "weights come from different checkpoints: use the tokenizer saved with these weights."
+        )
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -218,7 +285,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def iter_safetensors(files: Iterable[Path]) -> Iterator[tuple[str, Tensor]]:
+def iter_safetensors(files: Iterable[Path], skip: Callable[[str], bool] | None = None) -> Iterator[tuple[str, Tensor]]:
     """Yield (key, tensor) one tensor at a time, each read into its own buffer.
 
     Reading with plain file reads instead of a memory map keeps the shard's
@@ -233,6 +300,8 @@ def iter_safetensors(files: Iterable[Path]) -> Iterator[tuple[str, Tensor]]:
         with open(file, "rb") as handle:
             data_start, tensors = read_safetensors_header(file, handle)
             for key, (dtype, shape, begin, end) in tensors.items():
+                if skip is not None and skip(key):  # e.g. an Omni model's talker: never read
+                    continue
                 buffer = bytearray(end - begin)
                 handle.seek(data_start + begin)
                 if handle.readinto(buffer) != len(buffer):
@@ -321,7 +390,9 @@ def assign_weights(
     expected = {name: p.shape for name, p in model.named_parameters()}
     keep_float32 = {"audio.W_pos"} if model.cfg.audio.fp32_positions else set()
     seen: set[str] = set()
-    for key, tensor in tensors:
+    for key, tensor in split_fused_experts(tensors):  # transformers' in-memory MoE experts -> per-expert keys
+        if unported(key):  # parts the port does not run (an Omni thinker's vision tower, ...)
+            continue
         try:
             name = hf_key_to_lens(key)
         except KeyError:
@@ -339,7 +410,13 @@ def assign_weights(
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but config.json implies "
                 f"{tuple(expected[name])}; the config and the weights disagree."
             )
-        if tensor.is_floating_point() and dtype is not None:
+        if not tensor.is_floating_point():
+            raise ValueError(
+                f"{source}: weight {key!r} is stored as {str(tensor.dtype).removeprefix('torch.')}; lens_audio runs "
+                "floating-point weights only (float32, float16 or bfloat16). A quantized checkpoint (int8, 4-bit, "
+                "GPTQ/AWQ) must be dequantized first: load the original float checkpoint."
+            )
+        if dtype is not None:
             tensor = tensor.to(dtype=torch.float32 if name in keep_float32 else dtype)
         if device is not None:
             tensor = tensor.to(device=device(name) if callable(device) else device)

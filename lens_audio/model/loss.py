@@ -1,8 +1,10 @@
 """Next-token loss as TransformerLens computes it, with the positions an audio prompt should not be scored on masked.
 
 `return_type="loss"` averages the cross-entropy of predicting each next token over the *targets* that are real
-text tokens: padding and `<|AUDIO|>` placeholder positions are skipped (the model never predicts audio
-embeddings). `answer_loss` scores only an appended answer, as for an MMAU-style multiple-choice item.
+text tokens predicted from a real position: as in TransformerLens, a target is skipped when it or the position
+predicting it is padding, and `<|AUDIO|>` placeholder targets are skipped too (the model never predicts audio
+embeddings). On a padded batch the loss is the token-weighted mean of the rows' unpadded losses. `answer_loss`
+scores only an appended answer, as for an MMAU-style multiple-choice item.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def lm_cross_entropy_loss(
     tokens: Int[Tensor, "batch pos"],
     targets: Bool[Tensor, "batch pos"] | None = None,
     per_token: bool = False,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
 ) -> Float[Tensor, ""] | Float[Tensor, "batch pos_minus_1"]:
-    """Cross-entropy of predicting `tokens[:, 1:]` from `logits[:, :-1]`, over the targets where `targets` is True.
+    """Cross-entropy of predicting `tokens[:, 1:]` from `logits[:, :-1]`, over the targets where `targets` is True
+    and whose predicting position is real (`attention_mask`; TransformerLens's `lm_cross_entropy_loss` rule).
 
     `per_token=True` returns `[batch, pos - 1]` with unscored positions set to 0 (as TransformerLens's loss).
     """
@@ -42,7 +46,9 @@ def lm_cross_entropy_loss(
     log_probs = logits[:, :-1].float().log_softmax(-1)
     nll = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]
     keep = torch.ones_like(nll, dtype=torch.bool) if targets is None else targets[:, 1:].to(nll.device)
-    nll = nll * keep
+    if attention_mask is not None:
+        keep = keep & attention_mask[:, :-1].to(device=nll.device, dtype=torch.bool)
+    nll = nll.masked_fill(~keep, 0.0)
     if per_token:
         return nll
     if not bool(keep.any()):
@@ -79,7 +85,7 @@ def answer_loss(
     mask = torch.cat([batch.attention_mask, answer_mask], dim=1)
     targets = torch.cat([torch.zeros_like(batch.attention_mask, dtype=torch.bool), answer_mask.bool()], dim=1)
     logits = model(tokens, mask, batch.input_features, batch.feature_attention_mask)
-    nll = lm_cross_entropy_loss(logits, tokens, targets, per_token=True)[:, -width:]
+    nll = lm_cross_entropy_loss(logits, tokens, targets, per_token=True, attention_mask=mask)[:, -width:]
     if per_token:
         return nll
     return nll.sum(-1) / answer_mask.sum(-1)

@@ -1,7 +1,8 @@
 """TransformerLens's weight processing for the decoder of `HookedAudioLM`, under TransformerLens's rules for RMSNorm.
 
 - `fold_ln`: each RMSNorm weight is multiplied into the weights that read the normalised stream (`ln1` into
-  W_Q/W_K/W_V, `ln2` into W_gate/W_in, `ln_final` into W_U) and the norm loses its weight
+  W_Q/W_K/W_V, `ln2` into W_gate/W_in (a mixture of experts: the router and every expert's gate/up), `ln_final`
+  into W_U; Qwen3's per-head q/k norms stay, they normalise after the projection) and the norm loses its weight
   (`cfg.normalization_type` becomes "RMSPre"). Exact: logits are unchanged up to rounding. Then
   `ln_final.hook_normalized @ W_U + b_U` are the logits and `W_U[:, t]` is token t's residual direction.
 - `center_writing_weights`: LayerNorm models only (TransformerLens skips it for RMSNorm, whose output is not
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING
 import einops
 import torch
 from torch import Tensor, nn
+
+from lens_audio.model.moe import SparseMoE
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
@@ -73,7 +76,8 @@ def process_weights_(
         for block in model.blocks:
             attn, mlp = block.attn, block.mlp
             _fold_norm(block.ln1, [attn.q_proj, attn.k_proj, attn.v_proj], overwrite)
-            _fold_norm(block.ln2, [mlp.gate_proj, mlp.up_proj], overwrite)
+            readers = mlp.input_linears() if isinstance(mlp, SparseMoE) else [mlp.gate_proj, mlp.up_proj]
+            _fold_norm(block.ln2, readers, overwrite)  # MoE: into the router and every expert
         _fold_norm(model.ln_final, [model.unembed], overwrite)
         model.cfg.normalization_type = "RMSPre"
     # center_writing_weights applies to LayerNorm models only (TransformerLens's rule); the decoder uses RMSNorm.

@@ -6,6 +6,13 @@ helpers (`cfg.default_prepend_bos` is False), and the logits equal transformers'
 tokenizer's `bos_token`, which, as in TransformerLens, is its EOS token when it has no BOS of its own
 (`adopt_tokenizer` sets it when a processor is attached, so `model.tokenizer.bos_token_id` is never None). Audio
 prompts are built with `model.to_batch(audio, question)`; these helpers are for text.
+
+Lists of strings are padded on `model.tokenizer.padding_side`, which `adopt_tokenizer` sets to "left" (what
+`HookedTransformer.set_tokenizer(tokenizer, default_padding_side="left")` does): generation and final-position
+readouts need left padding, and TransformerLens's `utils.get_attention_mask(model.tokenizer, tokens, prepend_bos)`
+reads the same side. `padding_side=` overrides it per call, as in TransformerLens. Token ids given to `forward`
+without an `attention_mask` get TransformerLens's mask (`_infer_attention_mask`): leading pad tokens (trailing, when
+padded on the right) are padding, so `model(model.to_tokens(texts))` equals `model(texts)`.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ def adopt_tokenizer(cfg: Any, processor: Any) -> None:
         return
     if getattr(tokenizer, "bos_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
         tokenizer.bos_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # the side to_tokens pads on, read by TransformerLens's get_attention_mask
     cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
 
 
@@ -43,9 +51,11 @@ class TLTextMixin:
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
         move_to_device: bool = True,
+        truncate: bool = True,
     ) -> Int[Tensor, "batch pos"]:
-        """Token ids `[batch, pos]` of a string or a list of strings (padded with the pad token on `padding_side`)."""
-        return self._tokenize(input, prepend_bos, padding_side, move_to_device)[0]
+        """Token ids `[batch, pos]` of a string or a list of strings, padded with the pad token on `padding_side`
+        (default `model.tokenizer.padding_side`, "left"); `truncate` cuts each row to `cfg.n_ctx` tokens."""
+        return self._tokenize(input, prepend_bos, padding_side, move_to_device, truncate)[0]
 
     def _tokenize(
         self,
@@ -53,8 +63,9 @@ class TLTextMixin:
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] | None = None,
         move_to_device: bool = True,
+        truncate: bool = False,
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        """Token ids and attention mask (left padding by default, as generation needs)."""
+        """Token ids and attention mask, padded on `padding_side` (default: the tokenizer's, "left")."""
         texts = [input] if isinstance(input, str) else list(input)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"Expected a string or a list of strings, got {input!r}.")
@@ -63,9 +74,12 @@ class TLTextMixin:
             if tok.bos_token is None:
                 raise ValueError("prepend_bos=True needs a tokenizer with a bos_token (or an eos_token to stand in).")
             texts = [tok.bos_token + text for text in texts]  # a special token's text encodes to its id
-        side, tok.padding_side = tok.padding_side, padding_side or "left"
+        if padding_side not in (None, "left", "right"):
+            raise ValueError(f"padding_side must be 'left', 'right' or None (the tokenizer's), not {padding_side!r}.")
+        side, tok.padding_side = tok.padding_side, padding_side or tok.padding_side
+        limit = {"truncation": True, "max_length": self.cfg.n_ctx} if truncate else {}
         try:
-            encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False, **limit)
         finally:
             tok.padding_side = side
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
@@ -103,6 +117,23 @@ class TLTextMixin:
             tokens = tokens[0]
         ids = [[t] for t in tokens.reshape(-1).tolist()]
         return self.tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False)
+
+    def _infer_attention_mask(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        prepend_bos: bool | None = None,
+        padding_side: Literal["left", "right"] | None = None,
+    ) -> Int[Tensor, "batch pos"]:
+        """The mask TransformerLens's forward builds for tokens given without one (`utils.get_attention_mask`): the
+        leading pad tokens of each row are padding (the trailing ones with `padding_side="right"`); all ones when the
+        tokenizer has no pad token. A first token equal to the pad id is a real BOS only with `prepend_bos`."""
+        tok = getattr(getattr(self, "processor", None), "tokenizer", None)  # a model may have no processor
+        if tok is None or getattr(tok, "pad_token_id", None) is None:
+            return torch.ones_like(tokens)
+        from transformer_lens.utilities import get_attention_mask
+
+        prepend_bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+        return get_attention_mask(tok, tokens, prepend_bos, padding_side or tok.padding_side)
 
     def to_single_str_token(self, int_token: int) -> str:
         """The string of one token id."""

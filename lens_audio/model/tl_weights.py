@@ -68,6 +68,10 @@ class TLWeightsMixin:
     cfg: Any
 
     def _stack(self, part: str, name: str) -> Tensor:
+        if part == "mlp" and self.cfg.moe_layers:
+            raise ValueError(f"model.{name}: layers {list(self.cfg.moe_layers)} are mixtures of experts, so MLP "
+                             "weights do not stack over layers; read model.blocks[L].mlp (experts[e], W_gate: the "
+                             "router).")
         return torch.stack([getattr(getattr(block, part), name) for block in self.blocks], dim=0)
 
     @property

@@ -1,6 +1,8 @@
 """The paper's experiment (Glazer, Aharon, Fetaya 2026) as one typed object: an `ExperimentProfile` in, an
 `Experiment` whose stages are calibration (specialist heads), dev (beta, options, layer spread), test (paired
-statistics, the random-head control distribution) and the validity controls, an `ExperimentResult` out. Steering
+statistics, the random-head control distribution beside the depth-matched and beta-matched ones that say whether it
+is the heads or the depth, `head_controls`, with where the audio arrives) and the validity controls, an
+`ExperimentResult` out. Steering
 options are read in one place, `SteeringSpec` (hooks, one-pass generate/logits, fast path, manifest fields, run name).
 
     from lens_audio.paper import Experiment, profile_for

@@ -8,6 +8,7 @@ Functions over an `Experiment` (its splits, run files and profile); the statisti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -47,15 +48,29 @@ STRATA = ("task", "sub-category")
 STRATUM_SETS = {"task": ("task",), "sub-category": ("sub-category",), "task x sub-category": STRATA}
 
 
+
+def cluster_of(item: dict[str, Any]) -> str:
+    """The clip group of an item (`clip_id`, else its audio, else its id): bootstrap resamples whole groups."""
+    if item.get("clip_id") is not None:
+        return str(item["clip_id"])
+    return json.dumps(item.get("audio_id", item["id"]))
+
+def stratum_sets(extra: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """The validity controls' strata: task, sub-category, both, and each field of `extra` on its own (e.g. the hinted
+    class, `hinted_choice`: the profile's `validity_strata`)."""
+    return {**STRATUM_SETS, **{f: (f,) for f in extra if f not in STRATUM_SETS}}
+
+
 def strata_of(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[str]:
     """Each record's stratum: its values of `fields` joined (a missing field counts as one value)."""
     return ["/".join(str(r.get(f)) for f in fields) for r in records]
 
 
 def top_heads(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
-    """The `k` heads of highest score (NaN never chosen)."""
-    order = np.argsort(np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf), axis=None)[::-1][:k]
-    return [tuple(int(i) for i in np.unravel_index(flat, scores.shape)) for flat in order]
+    """The `k` heads of highest score (NaN never chosen: `analysis.heads.top_heads` says so, or refuses)."""
+    from lens_audio.analysis.heads import top_heads as ranked
+
+    return ranked(scores, k, "the selection score")
 
 
 def selection_scores(experiment: "Experiment", run: RunResult) -> np.ndarray | None:
@@ -133,7 +148,8 @@ def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) ->
     correct = run.correct[index]
     audio, silence = run.listening[index], silent.listening[index]
     n, shape = len(index), audio.shape[1:]
-    strata = {f: strata_of(records, fs) for f, fs in STRATUM_SETS.items() if all(k in records[0] for k in fs)}
+    strata = {f: strata_of(records, fs) for f, fs in stratum_sets(p.validity_strata).items()
+              if all(k in r for r in records for k in fs)}
     per_head = lambda mass: pearson_columns(mass.reshape(n, -1), correct).reshape(shape)  # noqa: E731
     ours = lambda mass: specialist_mass(RunResult(records, mass), specialists)  # noqa: E731
     common = {"clusters": clusters, "n_bootstrap": p.n_bootstrap, "seed": p.seed}

@@ -10,8 +10,10 @@
    signal-gated beta), on the focus items (conflicting hints, where items have hints).
 3. **Test**: baseline, steered and the seeded control at that beta, with paired statistics
    (exact McNemar, bootstrap CI of the difference clustered by clip); the random-head control as a
-   distribution of `n_random_draws` seeded draws (and a layer-matched one); the held-out validity of
-   the listening signal (r of the specialists' mass with correctness, dev and test, per condition).
+   distribution of `n_random_draws` seeded draws, beside the controls that say whether it is the heads or the
+   depth (layer-matched, depth-matched from the layers where the audio has arrived, beta-matched;
+   `paper.head_controls`); the held-out validity of the listening signal (r of the specialists' mass with
+   correctness, dev and test, per condition).
 
 Heads and beta are chosen on calibration and dev only. Runs of the benchmark are resumable
 JSON-lines files under `out_dir` (for resuming only: results travel as objects), each bound to a manifest of
@@ -22,31 +24,32 @@ with single-token options (seconds); otherwise real steered runs, one per distin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lens_audio.analysis.final_position import AudioArrival
 from lens_audio.analysis.heads import correlate_heads
-from lens_audio.analysis.statistics import (
-    ControlDistribution,
-    control_distribution,
-    max_r_permutation,
-    mcnemar,
-    random_head_draws,
-    signal_validity,
-)
+from lens_audio.analysis.statistics import max_r_permutation, mcnemar, signal_validity
 from lens_audio.analysis.steering.direction import layers_of
 from lens_audio.analysis.validity import NoiseSweep, ValidityControls
 from lens_audio.benchmark.manifest import RunManifest, item_digests, items_digest, run_manifest
-from lens_audio.benchmark.parallel import sharded_map, sharded_run
+from lens_audio.benchmark.parallel import sharded_run
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.benchmark.report import accuracy_with_ci
 from lens_audio.checks import check_int
-from lens_audio.paper.controls import noise_sweep, selection_scores, specialist_mass, top_heads, validity_controls
+from lens_audio.paper.controls import (  # cluster_of: public here, as before
+    cluster_of,
+    noise_sweep,
+    selection_scores,
+    specialist_mass,
+    top_heads,
+    validity_controls,
+)
 from lens_audio.paper.fast_steering import FastSteering
+from lens_audio.paper.head_controls import Controls, arrival_stage, control_distributions, matched_note  # noqa: F401
 from lens_audio.paper.profile import ExperimentProfile
 from lens_audio.paper.results import (
     BetaSweep,
@@ -62,13 +65,6 @@ if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
 Heads = Sequence[tuple[int, int]]
-
-
-def cluster_of(item: dict[str, Any]) -> str:
-    """The clip group of an item (`clip_id`, else its audio, else its id): bootstrap resamples whole groups."""
-    if item.get("clip_id") is not None:
-        return str(item["clip_id"])
-    return json.dumps(item.get("audio_id", item["id"]))
 
 
 class Experiment:
@@ -96,6 +92,7 @@ class Experiment:
         self._heads: HeadSelection | None = None
         self._fast: dict[str, FastSteering] = {}
         self._baselines: dict[str, RunResult] = {}
+        self._arrival: AudioArrival | None = None
 
     # --- runs ---------------------------------------------------------------------------------------------
     def split(self, name: str) -> list[dict[str, Any]]:
@@ -327,54 +324,17 @@ class Experiment:
                 )
         return runs, paired
 
-    def control_distributions(self, beta: float) -> tuple[ControlDistribution, ControlDistribution | None]:
-        """The specialists against `n_random_draws` seeded random draws (and layer-matched draws) on the test focus
-        items."""
-        p, selection = self.profile, self.select_heads()
-        baseline = self.listen("test")
-        index, name = self.focus(baseline)
-        clusters = [cluster_of(i) for i in np.array(self.split("test"), dtype=object)[index]]
-        conditions = np.array(baseline.conditions)
-        ours = self.steered_correct("test", selection.specialists, beta)
-        memo: dict[str, np.ndarray] = {}
-        fast = self.fast("test")
+    def control_distributions(self, beta: float) -> Controls:
+        """The specialists at `beta` against the random-head controls on the test focus items: random, layer-matched,
+        depth-matched and beta-matched draws (`paper.head_controls`), with notes for those not drawn."""
+        return control_distributions(self, beta)
 
-        def distribution(draws, matched: bool) -> ControlDistribution:
-            keys = [self.spec(d, beta).key for d in draws]  # draws with the same direction are scored once
-            new = list({key: draw for key, draw in zip(keys, draws) if key not in memo}.items())
-            if fast is not None:  # seconds per draw on a 7B model's vocabulary: dealt out to the launched processes
-                scored = sharded_map(lambda pair: self.fast_correct(fast, "test", pair[1], beta), new)
-            else:  # real runs, each already split over the processes by item (`sharded_run`)
-                scored = [self.steered_correct("test", draw, beta) for _, draw in new]
-            memo.update({key: correct for (key, _), correct in zip(new, scored)})
-            matrix = np.stack([memo[key] for key in keys])
-            result = control_distribution(ours[index], matrix[:, index], draws, clusters, name, matched, p.seed)
-            result.by_condition = {
-                c: {
-                    "specialists": float(100 * ours[conditions == c].mean()),
-                    "median": float(np.median(100 * matrix[:, conditions == c].mean(1))),
-                    "q05": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.05)),
-                    "q95": float(np.quantile(100 * matrix[:, conditions == c].mean(1), 0.95)),
-                }
-                for c in sorted(set(conditions))
-            }
-            return result
-
-        shape = selection.correlation.shape
-        draws = random_head_draws(*shape, p.k_heads, p.n_random_draws, p.seed, exclude=selection.specialists)
-        plain = distribution(draws, False)
-        matched = None
-        if p.layer_matched_control and p.steering_source == "residual":
-            pass  # a layer-matched draw has the specialists' direction: identical by construction (`matched_note`)
-        elif p.layer_matched_control:
-            try:
-                matched_draws = random_head_draws(
-                    *shape, p.k_heads, p.n_random_draws, p.seed, selection.specialists, selection.specialists
-                )
-                matched = distribution(matched_draws, True)
-            except ValueError:  # a specialists' layer has no other head to swap in
-                matched = None
-        return plain, matched
+    def audio_arrival(self) -> AudioArrival:
+        """Where the audio reaches the final position, on calibration (`paper.head_controls.arrival_stage`): the
+        depth range of the depth-matched control."""
+        if self._arrival is None:
+            self._arrival = arrival_stage(self, "calibration")
+        return self._arrival
 
     def validity(self) -> dict[str, dict[str, Any]]:
         """r of the specialists' mean final-token audio mass with correctness on dev and test, per hint condition and
@@ -411,7 +371,7 @@ class Experiment:
         selection = self.select_heads()
         dev = self.sweep_beta()
         runs, paired = self.evaluate(dev.best_beta)
-        control, matched = self.control_distributions(dev.best_beta)
+        controls = self.control_distributions(dev.best_beta)
         notes = []
         if self.fast("test") is not None:
             real = runs["steered"].correct
@@ -432,21 +392,16 @@ class Experiment:
             dev=dev,
             test={name: self.tables(run) for name, run in runs.items()},
             paired=paired,
-            control=control,
-            layer_matched_control=matched,
+            control=controls.random,
+            layer_matched_control=controls.layer_matched,
             validity=self.validity(),
             layer_spread=self.layer_spread(dev.best_beta),
             options=self.options(),
             audio_mass=runs["baseline"].listening.mean(0),
-            notes=notes + ([matched_note()] if matched is None and self.profile.layer_matched_control
-                           and self.profile.steering_source == "residual" else []),
+            notes=notes + controls.notes,
             validity_controls=self.validity_controls(),
             manifest=self.manifest(dev.best_beta),
+            depth_matched_control=controls.depth_matched,
+            beta_matched_control=controls.beta_matched,
+            audio_arrival=self.audio_arrival() if self.profile.depth_matched_control else None,
         )
-
-
-def matched_note() -> str:
-    return (
-        "layer-matched draws not drawn: with the residual steering source a draw of other heads in the specialists' "
-        "layers has the specialists' direction, so its accuracy equals theirs by construction"
-    )

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     from lens_audio.benchmark.mmau import load_mmau
-    from lens_audio.checks import OneLineParser, cli_float
+    from lens_audio.checks import OneLineParser, cli_float, output_folder
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
     from lens_audio.model.registry import bundled_benchmark
     from lens_audio.paper.experiment import Experiment
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m lens_audio.paper.locate", description="Deprecated: use `lens-audio locate`.")
     parser.add_argument("--model", default="workshop")
     parser.add_argument("--benchmark")
-    parser.add_argument("--out", default="runs/experiment")
+    parser.add_argument("--out", default="runs/experiment", type=output_folder)
     parser.add_argument("--betas", type=cli_float(), nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args(argv)
     print("note: `python -m lens_audio.paper.locate` is now `lens-audio locate` (same flags); this spelling goes in "

@@ -2,7 +2,8 @@
 
 A profile names the prompt (a template name from `evaluation.prompts` or any function
 item -> user turn), the scoring mode, how many heads, which betas, the seed, the splits, the
-random-head control and the method options the paper leaves open:
+random-head controls (plain, layer-matched, depth-matched, beta-matched: `lens_audio.paper.head_controls`, with
+the arrival stage's `arrival_share` and `arrival_items`) and the method options the paper leaves open:
 
 - `layer_convention`: which residual stream "layer L" means for a head in layer L.
   `"resid_post"` (default) is the output of block L (`blocks.{L}.hook_resid_post`);
@@ -58,6 +59,13 @@ class ExperimentProfile:
     splits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
     n_random_draws: int = 200
     layer_matched_control: bool = True
+    depth_matched_control: bool = True  # draws from the layers the audio has reached (`paper.head_controls`)
+    beta_matched_control: bool = True  # draws each at the beta its own dev sweep picks (fast path only)
+    arrival_share: float = 0.9  # the audio has arrived at layer L when patching L restores this share of its effect
+    arrival_items: int | None = 400  # the calibration items the arrival stage patches (spread evenly; None: all)
+    # item fields the validity controls stratify by, beside task and sub-category (the hinted class by default:
+    # a hint the model follows for one class more than another is a confound of its own); absent fields are skipped
+    validity_strata: tuple[str, ...] = ("hinted_choice",)
     n_permutations: int = 1000
     n_bootstrap: int = 2000
     layer_convention: Literal["resid_post", "hf_hidden_states"] = "resid_post"
@@ -88,6 +96,12 @@ class ExperimentProfile:
                               ("n_permutations", 1), ("n_bootstrap", 2)):  # the sweep's CIs use n_bootstrap // 2
             check_int(name, getattr(self, name), minimum)
         check_seed("seed", self.seed)
+        check_float("arrival_share", self.arrival_share, 0, 1)
+        if isinstance(self.validity_strata, str) or not all(isinstance(f, str) and f for f in self.validity_strata):
+            raise ValueError(f"validity_strata must be a tuple of item field names, not {self.validity_strata!r}.")
+        object.__setattr__(self, "validity_strata", tuple(self.validity_strata))
+        if self.arrival_items is not None:
+            check_int("arrival_items", self.arrival_items, 1)
 
     @property
     def site(self) -> str:
@@ -104,7 +118,8 @@ class ExperimentProfile:
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**data, "prompt": self.prompt_name, "betas": list(self.betas), "splits": dict(self.splits)}
+        return {**data, "prompt": self.prompt_name, "betas": list(self.betas), "splits": dict(self.splits),
+                "validity_strata": list(self.validity_strata)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExperimentProfile:
@@ -113,6 +128,8 @@ class ExperimentProfile:
         data = dict(data)
         data["prompt"] = _prompt_from_name(data["prompt"])
         data["betas"] = tuple(data["betas"])
+        if "validity_strata" in data:
+            data["validity_strata"] = tuple(data["validity_strata"])
         return cls(**data)
 
 

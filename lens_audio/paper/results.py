@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lens_audio.analysis.final_position import AudioArrival
 from lens_audio.analysis.heads import HeadCorrelation
 from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, PairedComparison, Validity, nan_list
 from lens_audio.analysis.validity import ValidityControls
@@ -160,6 +161,15 @@ class ExperimentResult:
     notes: list[str] = field(default_factory=list)
     manifest: RunManifest | None = None  # what made it: model fingerprint, items' content, settings, versions
     validity_controls: dict[str, ValidityControls] = field(default_factory=dict)  # split -> is it listening?
+    depth_matched_control: ControlDistribution | None = None  # draws from the layers the audio has reached
+    beta_matched_control: ControlDistribution | None = None  # the random draws, each at its own dev-chosen beta
+    audio_arrival: AudioArrival | None = None  # where the audio reaches the final position (calibration)
+
+    @property
+    def controls(self) -> dict[str, ControlDistribution]:
+        """The random-head controls that were drawn, by kind (random, layer-matched, depth-matched, beta-matched)."""
+        found = (self.control, self.layer_matched_control, self.depth_matched_control, self.beta_matched_control)
+        return {c.kind: c for c in found if c is not None}
 
     @property
     def beta(self) -> float:
@@ -189,6 +199,9 @@ class ExperimentResult:
             "notes": self.notes,
             "manifest": optional(self.manifest),
             "validity_controls": {s: v.to_json() for s, v in self.validity_controls.items()},
+            "depth_matched_control": optional(self.depth_matched_control),
+            "beta_matched_control": optional(self.beta_matched_control),
+            "audio_arrival": optional(self.audio_arrival),
         }
 
     @classmethod
@@ -210,6 +223,9 @@ class ExperimentResult:
             data.get("notes", []),
             manifest=maybe(RunManifest, data.get("manifest")),
             validity_controls={s: ValidityControls.from_json(v) for s, v in data.get("validity_controls", {}).items()},
+            depth_matched_control=maybe(ControlDistribution, data.get("depth_matched_control")),
+            beta_matched_control=maybe(ControlDistribution, data.get("beta_matched_control")),
+            audio_arrival=maybe(AudioArrival, data.get("audio_arrival")),
         )
 
     def save(self, path: str | Path) -> None:

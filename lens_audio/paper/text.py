@@ -47,9 +47,12 @@ def format_table(result: ExperimentResult) -> str:
         "paired comparisons (test; exact McNemar, bootstrap CI clustered by clip):",
     ]
     lines += [f"  {name}: {v.describe()}" for name, v in result.paired.items()]
-    for control in (result.control, result.layer_matched_control):
-        if control is not None:
-            lines.append("  " + control.describe())
+    if result.controls:
+        lines.append("is it the heads or the depth? the specialists against random-head controls (test):")
+    for control in result.controls.values():
+        lines.append(f"  {control.kind}: " + control.describe() + (f" [{control.basis}]" if control.basis else ""))
+    if result.audio_arrival is not None:
+        lines.append(result.audio_arrival.describe())
     if result.validity:
         lines.append(
             "listening signal (specialists' mean mass) vs correctness, held out: "
@@ -106,5 +109,23 @@ def format_controls(result: ExperimentResult, n_causal: int = 4) -> list[str]:
                 f"{fmt(row['r_within'])} / {fmt(row['causal'], '.3f')} / {fmt(row['clip_share'])}"
             )
         lines.append(f"  rank correlation (Spearman) of causal effect with r over all heads: {c.causal_rank_r:.2f}")
+        lines += [f"  {line}" for line in causal_versus_r(c, n_causal)]
         lines += [f"  note: {n}" for n in c.notes]
     return lines
+
+
+def causal_versus_r(controls, k: int = 4) -> list[str]:
+    """One line: are the heads whose silence-run output moves the answer most the r-selected specialists?"""
+    if controls.causal is None:
+        return []
+    top, specialists = controls.top_causal(k), [tuple(h) for h in controls.specialists]
+    effect = lambda h: controls.head_row(h, "")["causal"]  # noqa: E731
+    shared = [h for h in top if tuple(h) in specialists]
+    verdict = (f"{len(shared)} of them {'is a specialist' if len(shared) == 1 else 'are specialists'}" if shared
+               else "none of them is a specialist")
+    return [
+        f"causal vs r: the {k} heads whose silence-run output moves the answer most are "
+        + ", ".join(f"{head_label(h)} ({effect(h):.3f})" for h in top)
+        + f"; {verdict}; the specialists' effects: "
+        + ", ".join(f"{head_label(h)} {effect(h):.3f}" for h in specialists)
+    ]

@@ -100,7 +100,13 @@ def mark_heads(fig: go.Figure, marked: HeadLists | None) -> go.Figure:
                         line=dict(width=3)),
             hovertemplate=f"{label}: " + "%{y}%{x}<extra></extra>",
         ))
-    return fig
+    return label_groups(fig)
+
+
+def label_groups(fig: go.Figure) -> go.Figure:
+    """The one legend rule: every marked group is named in the legend, even when it is the only one (plotly hides
+    a legend of one trace by default). Called by every chart that marks groups."""
+    return fig.update_layout(showlegend=True)
 
 
 def grouped_points(groups: Sequence[str], series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
@@ -147,21 +153,28 @@ def control_distribution_plot(
     label: str = "accuracy (%)",
     matched: Sequence[float] | None = None,
     not_drawn: Sequence[str] = (),
+    others: Mapping[str, tuple[Sequence[float], float]] | None = None,
 ) -> go.Figure:
     """Bars of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart), their 5-95%
-    band and the specialists' line, each named in the legend; `matched` adds the layer-matched draws beside them.
+    band and the specialists' line, each named in the legend; `matched` adds the layer-matched draws beside them,
+    `others` further controls by name ("depth-matched", "beta-matched": `(accuracies, specialists' percentile)`).
 
     `not_drawn`: one line per control that cannot differ from the specialists by construction (e.g. layer-matched
     draws when the direction depends only on the layers); printed under the chart instead of drawn.
     """
     fig = go.Figure()
     step = 100 / n_items
-    values = np.asarray(list(accuracies) + list(matched if matched is not None else []) + [specialists], float)
+    extra = [list(v[0]) for v in (others or {}).values()]
+    values = np.asarray(list(accuracies) + list(matched if matched is not None else []) + sum(extra, [])
+                        + [specialists], float)
     edges = np.arange(values.min() - step / 2, values.max() + step, step)
     centres = (edges[:-1] + edges[1:]) / 2
     series = [(accuracies, "random heads", "#7f7f7f")]
     if matched is not None:
         series.append((matched, "layer-matched heads", "#1f77b4"))
+    colours = {"depth-matched": "#2ca02c", "beta-matched": "#9467bd"}
+    for name, (draws, rank) in (others or {}).items():
+        series.append((draws, f"{name} heads, specialists at percentile {rank:.0f}", colours.get(name, "#8c564b")))
     top = 1
     for draws, name, colour in series:
         counts, _ = np.histogram(np.asarray(draws, float), bins=edges)
@@ -252,7 +265,7 @@ def audio_attention(
     fig = _styled(fig, title or "Final-token attention over the clip", width=860,
                   height=640 + 24 * sum(len(h) for h in groups.values()))
     fig.update_layout(margin=dict(b=80 + 26 * sum(len(h) for h in groups.values())))
-    return fig
+    return label_groups(fig)
 
 
 # ---- residual patching by position
@@ -302,24 +315,32 @@ def patching_map(table, labels: Sequence[str], title: str, bound: float = 1.0) -
 
 # ---- curves with confidence bands (beta sweep, cumulative ablation)
 def curve_with_band(
-    x, mean, low, high, title: str, x_title: str, y_title: str, name: str = "", fig: go.Figure | None = None
+    x, mean, low=None, high=None, title: str = "", x_title: str = "", y_title: str = "", name: str = "",
+    fig: go.Figure | None = None, baseline: float | None = None, baseline_name: str = "baseline",
 ) -> go.Figure:
     """A line with a shaded confidence band (beta sweeps, cumulative ablations); call again with `fig` to overlay.
 
-    The band is its own legend entry ("<name> 95% CI"), toggled with its line.
+    The band is drawn, as its own legend entry ("<name> 95% CI") toggled with its line, only when one is given:
+    `low`/`high` left out, or equal to the curve everywhere, draw the line alone. `baseline` draws a labelled
+    horizontal line (e.g. the unsteered accuracy), so an accuracy axis always shows what the curve is compared with.
     """
     fig = fig or go.Figure()
-    colour = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][len(fig.data) // 2 % 4]
-    x, low, high = list(x), list(low), list(high)
-    fig.add_trace(go.Scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=colour, opacity=0.2,
-                             mode="lines", line=dict(width=0), hoverinfo="skip", name=f"{name} 95% CI",
+    colour = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][sum(t.mode == "lines+markers" for t in fig.data) % 4]
+    x, mean = list(x), [float(v) for v in mean]
+    if low is not None and high is not None and not (np.allclose(low, mean) and np.allclose(high, mean)):
+        low, high = list(low), list(high)
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=colour, opacity=0.2,
+                                 mode="lines", line=dict(width=0), hoverinfo="skip", name=f"{name} 95% CI",
+                                 legendgroup=name))
+    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, line=dict(color=colour),
                              legendgroup=name))
-    fig.add_trace(go.Scatter(x=x, y=list(mean), mode="lines+markers", name=name, line=dict(color=colour),
-                             legendgroup=name))
+    if baseline is not None:
+        fig.add_trace(go.Scatter(x=[min(x), max(x)], y=[baseline, baseline], mode="lines",
+                                 name=f"{baseline_name} {baseline:.1f}", line=dict(color="#555", dash="dot")))
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
-    return _styled(fig, title)
+    return label_groups(_styled(fig, title))
 
 
 def mark_chosen(fig: go.Figure, x: float, text: str) -> go.Figure:
@@ -348,9 +369,11 @@ def logit_lens_plot(
     lens: "LogitLens", option_names: Sequence[str], example: int = 0, title: str | None = None
 ) -> go.Figure:
     """Probability of each answer option across layers at the final prompt position."""
+    from lens_audio.plots.tokens import unique_labels
+
     fig = go.Figure()
     x = residual_stream_labels(lens.labels)
-    for i, name in enumerate(option_names):
+    for i, name in enumerate(unique_labels(option_names, quote=False)):  # equal names stay two lines
         fig.add_trace(go.Scatter(x=x, y=lens.prob[:, example, i].numpy(), mode="lines+markers", name=name,
                                  customdata=lens.rank[:, example, i].numpy(),
                                  hovertemplate=f"{name}<br>%{{x}}: p=%{{y:.3f}}, rank %{{customdata}}<extra></extra>"))

@@ -1,20 +1,21 @@
 """Writing figures: `save_figure` writes `<name>.html` and `<name>.png` (kaleido drives a local Chromium; on Debian
 `apt-get install chromium`) into `figures/` or a folder you choose; PDF and SVG on request. The HTML files work
 offline: they load one copy of plotly.js, `plotly.min.js`, written once into the same folder (nothing comes from a
-CDN). Each file appears complete or not at all.
+CDN). Each file appears complete or not at all (`files.write_atomically`), and each page's data is escaped by
+`files.script_json`, as every page of the package is.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from lens_audio.files import naming_the_file
+from lens_audio.files import escape_html, script_json, write_atomically
 
 STATIC_FORMATS = ("png", "svg", "pdf")
 FORMATS = ("html", *STATIC_FORMATS)
@@ -48,12 +49,11 @@ def save_figure(
     for fmt in formats:
         if fmt == "html":
             write_plotly_js(folder)
-            _write_atomically(folder / f"{name}.html",
-                              lambda path: fig.write_html(path, include_plotlyjs=PLOTLY_JS, full_html=True))
+            write_atomically(folder / f"{name}.html", figure_page(fig, name))
             written.append(folder / f"{name}.html")
             continue
         try:
-            _write_atomically(folder / f"{name}.{fmt}", lambda path, fmt=fmt: _write_static(fig, path, fmt))
+            write_atomically(folder / f"{name}.{fmt}", lambda path, fmt=fmt: _write_static(fig, path, fmt))
             written.append(folder / f"{name}.{fmt}")
         except StaticExportUnavailable as exc:
             missing = exc
@@ -67,21 +67,22 @@ def write_plotly_js(folder: str | Path) -> Path:
     target = Path(folder) / PLOTLY_JS
     source = get_plotlyjs()
     if not (target.exists() and target.stat().st_size == len(source.encode()) and target.read_text() == source):
-        _write_atomically(target, lambda path: Path(path).write_text(source, encoding="utf-8"))
+        write_atomically(target, source)
     return target
 
 
-def _write_atomically(target: Path, write) -> None:
-    """`write(temporary_path)` next to `target`, then rename it into place; nothing half-written is left."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
-    os.close(handle)
-    try:
-        with naming_the_file(target):
-            write(temporary)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+def figure_page(fig: go.Figure, title: str) -> str:
+    """One figure as an HTML page that loads `plotly.min.js` from its folder; the figure's JSON is inlined with
+    `files.script_json`, the escaping every page of the package uses."""
+    blob = script_json(json.loads(pio.to_json(fig, validate=False)))
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{escape_html(title)}</title>\n"
+        f"<script src=\"{PLOTLY_JS}\"></script></head>\n<body>\n"
+        "<div id=\"la-figure\" class=\"plotly-graph-div\" style=\"height:100%; width:100%;\"></div>\n"
+        f"<script type=\"application/json\" id=\"la-figure-data\">{blob}</script>\n"
+        "<script>const figure = JSON.parse(document.getElementById('la-figure-data').textContent);"
+        "Plotly.newPlot('la-figure', figure.data, figure.layout, {responsive: true});</script>\n</body></html>\n"
+    )
 
 
 def save_figures(figures: dict[str, go.Figure], folder: str | Path, formats: Sequence[str] = ("html", "png"),

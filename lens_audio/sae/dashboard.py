@@ -18,7 +18,6 @@ as one self-contained HTML page: plotly.js inlined (as the explorer's page), the
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -37,7 +36,9 @@ from plotly.subplots import make_subplots
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.explorer.charts import STYLE, tokens_html
 from lens_audio.explorer.data import ClipView, clip_views
+from lens_audio.files import escape_html, script_json, write_atomically
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE
+from lens_audio.plots.tokens import centred, token_bars, top_and_bottom
 from lens_audio.sae.activations import ActivationSet, collect_activations, unique_by_audio
 from lens_audio.sae.features import row_classes
 from lens_audio.sae.sae import SparseAutoencoder
@@ -76,8 +77,8 @@ class FeatureDashboard:
     feature: int
     top: list[TopActivation]
     values: np.ndarray  # the feature's activation on every row
-    promoted: list[tuple[str, float]]
-    suppressed: list[tuple[str, float]]
+    promoted: list[tuple]  # (text, centred logit[, token id]), `decoder_logits`
+    suppressed: list[tuple]
     spectrograms: list[tuple[TopActivation, ClipView, np.ndarray]] = field(repr=False)  # with per-token activation
     n_items: int = 0
 
@@ -95,19 +96,20 @@ class FeatureDashboard:
         return fig
 
     def logits_chart(self) -> go.Figure:
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("promoted", "suppressed"), horizontal_spacing=0.25)
-        for col, pairs, colour in ((1, self.promoted, "#2ca02c"), (2, self.suppressed, "#d62728")):
-            fig.add_trace(go.Bar(x=[v for _, v in pairs][::-1], y=[repr(t) for t, _ in pairs][::-1], orientation="h",
-                                 marker_color=colour, showlegend=False), row=1, col=col)
-        fig.update_layout(**STYLE, height=340, title="Logits of the decoder direction (W_dec[f] @ W_U)")
+        fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.25,
+                            subplot_titles=("promoted (highest)", "suppressed (lowest)"))
+        fig.add_trace(token_bars(self.promoted, "#2ca02c"), row=1, col=1)
+        fig.add_trace(token_bars(self.suppressed, "#d62728", largest_first=False), row=1, col=2)
+        fig.update_layout(**STYLE, height=340, title="Logits of the decoder direction (W_dec[f] @ W_U), centred on "
+                          "their mean over the vocabulary")
         return fig
 
     def spectrogram_chart(self) -> go.Figure | None:
         if not self.spectrograms:
             return None
         n = len(self.spectrograms)
-        titles = [f"{t.item_id} clip {t.clip + 1}" + (f" ({t.label})" if t.label else "") for t, _, _ in
-                  self.spectrograms]
+        titles = [f"{t.item_id}<br>clip {t.clip + 1}" + (f" ({t.label})" if t.label else "") for t, _, _ in
+                  self.spectrograms]  # two short lines each: side-by-side titles do not run into each other
         fig = make_subplots(rows=2, cols=n, row_heights=[0.65, 0.35], shared_xaxes=True, vertical_spacing=0.08,
                             subplot_titles=titles + [""] * n)
         for col, (top, clip, trace) in enumerate(self.spectrograms, start=1):
@@ -121,8 +123,10 @@ class FeatureDashboard:
                           row=2, col=col)
             fig.add_vrect(x0=top.start_s, x1=top.end_s, fillcolor="rgba(255,127,14,0.25)", line_width=0, row=2,
                           col=col)
-        fig.update_layout(**STYLE, height=420, title="Top audio tokens: spectrogram (token marked) and the feature "
+        fig.update_layout(**STYLE, height=440, title="Top audio tokens: spectrogram (token marked) and the feature "
                           "over the clip")
+        fig.update_annotations(font_size=11)
+        fig.update_layout(margin=dict(t=110))
         return fig
 
     def figures(self) -> dict[str, go.Figure]:
@@ -141,16 +145,16 @@ class FeatureDashboard:
                          f"src='data:audio/wav;base64,{base64.b64encode(top.snippet).decode('ascii')}'></audio>")
             else:
                 where, sound = f"position {top.position}", tokens_html(top.context or [])
-            label = html.escape(top.label or "")
-            rows.append(f"<tr><td>{rank}</td><td>{top.value:.3f}</td><td>{html.escape(top.item_id)}</td>"
+            label = escape_html(top.label or "")
+            rows.append(f"<tr><td>{rank}</td><td>{top.value:.3f}</td><td>{escape_html(top.item_id)}</td>"
                         f"<td>{where}</td><td>{label}</td><td>{sound}</td></tr>")
         return ("<table class='la-top'><tr><th>#</th><th>activation</th><th>item</th><th>where</th><th>class</th>"
                 "<th>listen / context</th></tr>" + "".join(rows) + "</table>")
 
     def page_html(self) -> str:
-        title = html.escape(f"lens_audio SAE feature {self.feature} at {self.hook_name} ({self.positions} positions)")
+        title = escape_html(f"lens_audio SAE feature {self.feature} at {self.hook_name} ({self.positions} positions)")
         figs = {name: json.loads(pio.to_json(fig, validate=False)) for name, fig in self.figures().items()}
-        blob = json.dumps(figs).replace("</", "<\\/")
+        blob = script_json(figs)
         divs = "".join(f"<div id='la-fig-{name}' class='la-fig'></div>" for name in figs)
         script = ("const figs = JSON.parse(document.getElementById('la-figs').textContent);"
                   "for (const [name, fig] of Object.entries(figs)) {"
@@ -167,13 +171,11 @@ class FeatureDashboard:
         )
 
     def write_page(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.page_html(), encoding="utf-8")
-        return path
+        """Write the page whole or not at all (`files.write_atomically`: a full disk names `path`)."""
+        return write_atomically(path, self.page_html())
 
     def _repr_html_(self) -> str:
-        page = html.escape(self.page_html(), quote=True)
+        page = escape_html(self.page_html())
         return f"<iframe srcdoc=\"{page}\" style='width:100%;height:1300px;border:0'></iframe>"
 
 
@@ -257,14 +259,16 @@ def feature_values(sae: SparseAutoencoder, activations: ActivationSet, feature: 
 
 
 def decoder_logits(model: "HookedAudioLM", sae: SparseAutoencoder, feature: int,
-                   n: int = N_LOGITS) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """The tokens the feature's decoder direction promotes and suppresses most, through the unembedding."""
+                   n: int = N_LOGITS) -> tuple[list[tuple[str, float, int]], list[tuple[str, float, int]]]:
+    """The tokens the feature's decoder direction promotes and suppresses most, through the unembedding:
+    (text, logit centred on its vocabulary mean, token id), from the extreme inwards (`plots.tokens`)."""
     if sae.cfg.hook_name.startswith("audio."):
         return [], []
     direction = sae.W_dec[feature].to(model.W_U.device, model.W_U.dtype)
-    logits = (direction @ model.W_U).float().cpu()
-    decode = lambda ids: [(model.tokenizer.decode([i]), float(logits[i])) for i in ids.tolist()]
-    return decode(logits.topk(n).indices), decode((-logits).topk(n).indices)
+    logits = centred((direction @ model.W_U).cpu())
+    decode = lambda ids: [(model.tokenizer.decode([i]), float(logits[i]), i) for i in ids]
+    highest, lowest = top_and_bottom(logits, n)
+    return decode(highest), decode(lowest)
 
 
 def _context(model, batch, activations: ActivationSet, values: torch.Tensor, row: int) -> list[tuple[str, float]]:

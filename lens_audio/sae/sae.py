@@ -37,6 +37,7 @@ WEIGHTS_FILENAME = "sae_weights.safetensors"  # SAELens's SAE_WEIGHTS_FILENAME
 FORMAT_VERSION = "6.0.0"  # the SAELens config layout written here (SAELens >= 6 reads it without conversion)
 ARCHITECTURES = ("topk", "jumprelu")
 POSITIONS = ("audio", "text", "final", "all")
+DTYPES = ("float32", "float16", "bfloat16", "float64")  # the weights' dtypes an SAE may have (cfg.json "dtype")
 HOOK_NAMES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_output", "hook_sae_recons",
               "hook_sae_error")  # SAELens's hook names inside an SAE
 
@@ -60,6 +61,8 @@ class SAEConfig:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}.")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, not {self.positions!r}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}.")
         if self.architecture == "topk" and not (self.k and 0 < self.k <= self.d_sae):
             raise ValueError(f"a TopK SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k}.")
         if self.hook_name.startswith("audio.") and self.positions not in ("all",):
@@ -86,17 +89,37 @@ class SAEConfig:
 
     @classmethod
     def from_saelens_dict(cls, cfg: dict[str, Any], source: str = "cfg.json") -> "SAEConfig":
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{source}: an SAE's config must be a JSON object (SAELens's cfg.json), not a "
+                             f"{type(cfg).__name__}; write the folder with SparseAutoencoder.save or sae_lens.")
         problems = [f"{name} must be {want!r} (got {cfg.get(name)!r})" for name, want in (
             ("apply_b_dec_to_input", True), ("normalize_activations", "none"), ("reshape_activations", "none"),
             ("rescale_acts_by_decoder_norm", False)) if cfg.get(name, want) != want]
         if cfg.get("architecture") not in ARCHITECTURES:
-            problems.append(f"architecture must be one of {ARCHITECTURES} (got {cfg.get('architecture')!r})")
-        meta = dict(cfg.get("metadata") or {})
+            problems.append(f"architecture must be one of {ARCHITECTURES} (got {cfg.get('architecture', 'nothing')!r})")
+        for name in ("d_in", "d_sae"):
+            if name not in cfg:
+                problems.append(f"{name} is missing")
+            elif isinstance(cfg[name], bool) or not isinstance(cfg[name], int) or cfg[name] < 1:
+                problems.append(f"{name} must be a positive whole number (got {cfg[name]!r})")
+        if cfg.get("dtype", "float32") not in DTYPES:
+            problems.append(f"dtype must be one of {DTYPES} (got {cfg.get('dtype')!r})")
+        d_sae = cfg.get("d_sae") if isinstance(cfg.get("d_sae"), int) else 0
+        k = cfg.get("k")
+        if cfg.get("architecture") == "topk" and not (isinstance(k, int) and not isinstance(k, bool)
+                                                       and 0 < k <= max(d_sae, 1)):
+            problems.append(f"k must be a whole number in 1..d_sae for a TopK SAE (got {cfg.get('k', 'nothing')!r})")
+        meta = cfg.get("metadata") or {}
+        if not isinstance(meta, dict):
+            problems.append(f"metadata must be a JSON object (got {meta!r})")
+            meta = {}
+        meta = dict(meta)
         hook = meta.pop("hook_name", None) or cfg.get("hook_name")
         if not hook:
             problems.append("metadata.hook_name is missing")
         if problems:
-            raise ValueError(f"{source}: this SAE cannot be read by lens_audio: " + "; ".join(problems) + ".")
+            raise ValueError(f"{source}: this SAE cannot be read by lens_audio: " + "; ".join(problems) + " (SAELens's "
+                             "cfg.json layout: docs/saes.md).")
         for key in ("hook_head_index", "prepend_bos", "sae_lens_version", "sae_lens_training_version",
                     "model_class_name"):
             meta.pop(key, None)
@@ -116,6 +139,7 @@ class SparseAutoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.use_error_term = use_error_term
+        self.source: str | None = None  # the folder it was loaded from (named in errors)
         dtype = getattr(torch, cfg.dtype)
         self.W_enc = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, dtype=dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
@@ -174,7 +198,7 @@ class SparseAutoencoder(nn.Module):
     def _check_width(self, x: Tensor) -> None:
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(
-                f"the SAE for {self.cfg.hook_name} reads width {self.cfg.d_in}, but got activations of width "
+                f"{self.label} reads width {self.cfg.d_in}, but got activations of width "
                 f"{x.shape[-1]}: use it on the hook (and model) it was trained on."
             )
 
@@ -198,15 +222,47 @@ class SparseAutoencoder(nn.Module):
             raise FileNotFoundError(
                 f"{folder} is not an SAE folder: it needs {CFG_FILENAME} and {WEIGHTS_FILENAME} (SAELens's format)."
             )
-        cfg = SAEConfig.from_saelens_dict(json.loads((folder / CFG_FILENAME).read_text()), str(folder / CFG_FILENAME))
+        cfg_path, weights_path = folder / CFG_FILENAME, folder / WEIGHTS_FILENAME
+        try:
+            data = json.loads(cfg_path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{cfg_path}: not valid JSON ({exc}); an SAE folder's {CFG_FILENAME} is SAELens's config: "
+                             "restore it, or write the folder again (SparseAutoencoder.save, sae_lens).") from None
+        cfg = SAEConfig.from_saelens_dict(data, str(cfg_path))
         sae = cls(cfg, use_error_term)
-        state = load_file(str(folder / WEIGHTS_FILENAME))
-        expected = {name for name, _ in sae.named_parameters()}
-        if set(state) != expected:
-            raise ValueError(f"{folder / WEIGHTS_FILENAME} holds {sorted(state)}; a {cfg.architecture} SAE needs "
+        try:
+            state = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise ValueError(f"{weights_path}: not a readable safetensors file ({exc}); restore it or write the SAE "
+                             "folder again.") from None
+        expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+        if set(state) != set(expected):
+            raise ValueError(f"{weights_path} holds {sorted(state)}; a {cfg.architecture} SAE needs "
                              f"exactly {sorted(expected)}.")
+        wrong = [f"{name} is {list(state[name].shape)}, not {list(shape)}" for name, shape in expected.items()
+                 if tuple(state[name].shape) != shape]
+        if wrong:
+            raise ValueError(f"{weights_path}: the weights do not match {cfg_path} (d_in {cfg.d_in}, d_sae "
+                             f"{cfg.d_sae}): {'; '.join(wrong)}; fix d_in / d_sae in {CFG_FILENAME} or use the weights "
+                             "written with it.")
         sae.load_state_dict({k: v.to(getattr(torch, cfg.dtype)) for k, v in state.items()})
+        sae.source = str(folder)
+        sae.check_finite()
         return sae.to(device)
+
+    def check_finite(self) -> None:
+        """Refuse weights holding NaN or infinity (a damaged SAE), naming the SAE and the tensor."""
+        for name, parameter in self.named_parameters():
+            bad = int((~torch.isfinite(parameter.detach())).sum())
+            if bad:
+                where = f"{self.source}/{WEIGHTS_FILENAME}" if self.source else "in memory, not from a folder"
+                raise ValueError(f"the SAE for {self.cfg.hook_name} ({where}): its {name} holds {bad} NaN or infinite "
+                                 "values, so every reconstruction would be NaN; retrain it or restore the file.")
+
+    @property
+    def label(self) -> str:
+        """How errors name this SAE: its hook, and its folder when it was loaded from one."""
+        return f"the SAE for {self.cfg.hook_name}" + (f" ({self.source})" if self.source else "")
 
     @property
     def device(self) -> torch.device:

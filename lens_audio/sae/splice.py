@@ -20,12 +20,14 @@ token ids, so an SAE of a position scope refuses it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from lens_audio.benchmark.fingerprint import tensor_digest
 from lens_audio.model.hook_point import HookPoint
 from lens_audio.sae.activations import position_mask
 from lens_audio.sae.sae import SparseAutoencoder
@@ -44,6 +46,16 @@ class SplicedHookPoint(HookPoint):
             self.add_module(name, point)
         self.audio_token_id = audio_token_id
         self.inputs: tuple[Tensor, Tensor] | None = None  # (input_ids, attention_mask) of the current forward
+
+    def manifest_description(self) -> str:
+        """The SAE's settings and its weights' digest: what a run manifest records of a splice (a change of either,
+        or of `use_error_term`, is another run)."""
+        sae: SparseAutoencoder = self.sae  # type: ignore[assignment]
+        cfg = sae.cfg
+        weights = hashlib.sha256("".join(f"{n}:{tensor_digest(p)};" for n, p in sae.named_parameters()).encode())
+        return (f"SAE spliced ({cfg.architecture}, d_in {cfg.d_in}, d_sae {cfg.d_sae}, k {cfg.k}, positions "
+                f"{cfg.positions}, dtype {cfg.dtype}, use_error_term {sae.use_error_term}, weights "
+                f"{weights.hexdigest()[:16]})")
 
     def forward(self, x: Tensor) -> Tensor:
         sae: SparseAutoencoder = self.sae  # type: ignore[assignment]
@@ -70,6 +82,15 @@ def _locate(model: "HookedAudioLM", name: str) -> tuple[torch.nn.Module, str]:
     return parent, attr
 
 
+_RESIDUAL = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+
+
+def _residual_width(model: "HookedAudioLM", name: str) -> int | None:
+    """The width of a decoder block's residual-stream hook (d_model), or None for another hook."""
+    parts = name.split(".")
+    return model.cfg.d_model if len(parts) == 3 and parts[0] == "blocks" and parts[2] in _RESIDUAL else None
+
+
 @contextlib.contextmanager
 def splice(
     model: "HookedAudioLM", saes: SparseAutoencoder | Sequence[SparseAutoencoder], use_error_term: bool | None = None
@@ -88,8 +109,13 @@ def splice(
             raise ValueError(f"cannot splice at {sae.cfg.hook_name!r}: the model has no free hook point of that name "
                              "(see model.hook_names()).")
         if sae.cfg.model_name and model.cfg.model_name and sae.cfg.model_name != model.cfg.model_name:
-            raise ValueError(f"the SAE at {sae.cfg.hook_name} was trained on {sae.cfg.model_name!r}, not on "
+            raise ValueError(f"{sae.label} was trained on {sae.cfg.model_name!r}, not on "
                              f"{model.cfg.model_name!r}.")
+        width = _residual_width(model, sae.cfg.hook_name)
+        if width is not None and width != sae.cfg.d_in:
+            raise ValueError(f"{sae.label} reads width {sae.cfg.d_in} (cfg.json d_in), but {sae.cfg.hook_name} carries "
+                             f"width {width} in {model.cfg.model_name!r}: use an SAE trained on this model's hook.")
+        sae.check_finite()  # NaN weights would make every logit NaN, reported as an overflow
     originals, previous_terms, spliced = [], [], []
     for sae in saes:
         parent, attr = _locate(model, sae.cfg.hook_name)
@@ -114,6 +140,7 @@ def splice(
         for point in spliced:
             point.inputs = None
 
+    capture.manifest_description = forget.manifest_description = ""  # the spliced points describe the splice
     model.start_decoder = capture
     handle = model.register_forward_pre_hook(forget)
     model.setup()

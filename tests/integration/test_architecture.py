@@ -27,7 +27,8 @@ LAYERS: dict[str, int] = {
     "lens_audio.benchmark": 3,  # the MMAU harness: loading, prompts, scoring, runner, run files, manifests, parallel
     "lens_audio.paper": 4,  # the paper's experiment: profile, SteeringSpec, Experiment, results, fast path
     "lens_audio.organisms": 5,  # the shipped models: tasks, recipes, checkpoints, benchmarks, cards, acceptance
-    "lens_audio.plots": 5,  # drawing only; imported by figures and the explorer
+    "lens_audio.plots": 5,  # drawing only; imported by figures, the explorer and SAE dashboards
+    "lens_audio.figure_inputs": 5,  # what the figures draw, saved beside results.json (re-export without a model)
     "lens_audio.figures": 6,
     "lens_audio.explorer": 6,
     "lens_audio.report_page": 6,  # report.html from an ExperimentResult; imported by figures
@@ -37,7 +38,8 @@ LAYERS: dict[str, int] = {
     "lens_audio.evaluation": 8,  # forwarding only: the old home of benchmark/ and paper/, for one release
     "lens_audio.testing": 8,  # for tests and benchmarks: nothing in the package imports it
 }
-ONLY_IMPORTED_BY = {"lens_audio.plots": {"lens_audio.figures", "lens_audio.explorer"}}
+# drawing: figures, the explorer and the SAE dashboard (its token charts share plots.tokens with the explorer)
+ONLY_IMPORTED_BY = {"lens_audio.plots": {"lens_audio.figures", "lens_audio.explorer", "lens_audio.sae"}}
 DOCUMENTED_LAZY = {
     ("lens_audio", "lens_audio.explorer"): "`lens_audio.explore` resolves on first attribute access (module "
     "__getattr__), after the package has loaded, so the facade does not pull in plotly and the widget stack",

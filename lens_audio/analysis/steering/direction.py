@@ -25,10 +25,12 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from lens_audio.analysis.listening import listening_signal
-from lens_audio.analysis.steering.push import check_beta, steering_hooks
+from lens_audio.analysis.steering.push import check_strength, steering_hooks
 from lens_audio.analysis.steering.silence_prefix import shared_silence_residuals
 from lens_audio.analysis.steering.sources import (
     SignalGate,
+    direction_heads,
+    direction_layers,
     head_output_names,
     head_output_sum,
     residual_difference,
@@ -74,6 +76,7 @@ def adaptive_direction(
     """
     if not layers:
         raise ValueError("adaptive_direction needs at least one layer (e.g. layers_of(specialist_heads)).")
+    layers = direction_layers(layers)  # each layer once: [2, 2, 3] is [2, 3] (a repeat warns)
     batch.require_audio("adaptive_direction")
     silence = shared_silence_residuals(model, batch, layers, site)
     if silence is not None:
@@ -86,9 +89,10 @@ def adaptive_direction(
 def head_output_direction(
     model: "HookedAudioLM", batch: "AudioBatch", heads: Sequence[tuple[int, int]]
 ) -> Float[Tensor, "batch d_model"]:
-    """Per example: sum over `heads` of their output (`attn.hook_result`) at the final position, audio minus silence."""
-    if not heads:
-        raise ValueError("head_output_direction needs at least one (layer, head).")
+    """Per example: sum over `heads` of their output (`attn.hook_result`) at the final position, audio minus silence.
+
+    Each head counts once (a repeat warns); a head the model does not have is refused naming it and the range."""
+    heads = direction_heads(model.cfg, heads, "head_output_direction")
     names = head_output_names(heads)
     rows = torch.arange(batch.batch_size, device=model.device)
     final = batch.final_position.to(model.device)
@@ -147,8 +151,9 @@ class FixedDirection:
         beta: float,
         site: str = "hook_resid_post",
     ) -> "FixedDirection":
+        layers = direction_layers(layers)
         directions = torch.cat([adaptive_direction(model, b, layers, site) for b in batches])
-        return cls(directions.mean(0).cpu(), model.cfg.model_name, list(layers), float(beta), site)
+        return cls(directions.mean(0).cpu(), model.cfg.model_name, layers, float(beta), site)
 
     def hooks(
         self, model: "HookedAudioLM", hook_name: str | None = None, start: int = -1
@@ -204,7 +209,8 @@ class AdaptiveSteering:
     site: str = "hook_resid_post"
 
     def __post_init__(self) -> None:
-        check_beta(self.beta)
+        check_strength(self.beta)  # one number, or one per batch row
+        self.layers = direction_layers(self.layers)  # each once (a repeat warns here, once)
 
     def __call__(self, model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> list[tuple[str, Callable]]:
         return steering_hooks(

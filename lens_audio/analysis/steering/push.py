@@ -3,14 +3,19 @@
 `steering_hooks` are the forward hooks every steering path uses (`steer`, fixed and adaptive directions, the
 one-pass `steered_pass`); `checked_push` and `steered` are the two overflow checks (the product, then the
 steered residual), each naming the largest beta that fits.
+
+`beta` is one number for every row, or one per batch row: a 1-D tensor (list, array) of shape `[batch]`
+(`check_strength`); row `i` is pushed by `beta[i] * direction[i]`, and a batch of another size is refused.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -46,6 +51,7 @@ def steering_hooks(
             "wide: "
             "compute the direction on this model (or load a fixed direction saved from a model of the same shape)."
         )
+    beta = check_strength(beta)
     checked_push(beta, direction, model.dtype)
     direction = direction.to(model.device)
 
@@ -56,15 +62,62 @@ def steering_hooks(
             )
         on_device = direction.to(resid.device)
         resid = resid.clone()
-        resid[:, start:] = steered(resid[:, start:], beta, on_device[:, None] if direction.ndim == 2 else on_device)
+        resid[:, start:] = steered(resid[:, start:], row_strengths(beta, resid.shape[0], resid.device),
+                                   on_device[:, None] if direction.ndim == 2 else on_device)
         return resid
 
     return [(hook_name, add)]
 
 
-def check_beta(beta: float) -> None:
+def check_beta(beta: Any) -> float:
+    """One finite number (a plain number or a one-element tensor), as a float; anything else refused, saying what
+    is accepted."""
+    if isinstance(beta, (torch.Tensor, np.ndarray)) and beta.ndim == 0:
+        beta = float(beta)
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise ValueError(f"steering beta must be one finite number (e.g. 1.0), not {_show(beta)}.")
     if not math.isfinite(beta):
         raise ValueError(f"steering beta is {beta}; give a finite number (e.g. 1.0).")
+    return float(beta)
+
+
+def check_strength(beta: Any) -> float | Tensor:
+    """`beta` for `steering_hooks`: one finite number (a float), or one per batch row (a float32 tensor `[batch]`,
+    from a 1-D tensor, list or array); other shapes and non-finite values are refused naming what is accepted."""
+    if isinstance(beta, (torch.Tensor, np.ndarray, list, tuple)):
+        try:
+            values = beta.detach().float().cpu() if isinstance(beta, Tensor) else torch.tensor(beta).float()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"steering beta must be one number, or one number per batch row, not {beta!r}.") from exc
+        if values.ndim == 0:
+            return check_beta(float(values))
+        if values.ndim != 1 or values.numel() == 0:
+            raise ValueError(
+                f"steering beta must be one number, or one per batch row (a 1-D tensor of shape [batch]), not a "
+                f"tensor of shape {list(values.shape)}."
+            )
+        bad = [i for i, ok in enumerate(torch.isfinite(values).tolist()) if not ok]
+        if bad:
+            raise ValueError(f"steering beta (one per row) is not finite at row(s) {bad[:5]}; give finite numbers.")
+        return values
+    return check_beta(beta)
+
+
+def row_strengths(beta: float | Tensor, n_rows: int, device: torch.device) -> float | Tensor:
+    """`beta` as it multiplies `[batch, pos, d_model]`: a float, or the per-row strengths as `[batch, 1, 1]`."""
+    if not isinstance(beta, Tensor):
+        return beta
+    if beta.shape[0] != n_rows:
+        raise ValueError(
+            f"steering beta holds {beta.shape[0]} strengths, one per batch row, but the batch has {n_rows} rows; give "
+            "one beta per row of this batch, or one number for every row."
+        )
+    return beta.to(device)[:, None, None]
+
+
+def _show(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"a {type(value).__name__} of shape {list(shape)}" if shape is not None else repr(value)
 
 
 def overflow_limit(dtype: torch.dtype) -> float:
@@ -80,20 +133,29 @@ def overflow_limit(dtype: torch.dtype) -> float:
 def checked_push(
     beta: float, direction: Float[Tensor, "*batch d_model"], dtype: torch.dtype
 ) -> Float[Tensor, "*batch d_model"]:
-    """`beta * direction` in `dtype`, refused if beta or the direction is not finite or the product overflows."""
-    check_beta(beta)
+    """`beta * direction` in `dtype`, refused if beta or the direction is not finite or the product overflows.
+
+    With one beta per row (`check_strength`) the product is `[batch, d_model]` (a `[d_model]` direction is
+    shared by the rows)."""
+    beta = check_strength(beta)
     if not bool(torch.isfinite(direction).all()):
         raise ValueError(
             "the steering direction holds NaN or infinite values; recompute it (a NaN in the model's activations "
             "or a saved direction that was corrupted)."
         )
     peak, limit = float(direction.abs().max()) if direction.numel() else 0.0, overflow_limit(dtype)
-    if abs(beta) * peak > limit:
+    magnitude = float(beta.abs().max()) if isinstance(beta, Tensor) else abs(beta)
+    if magnitude * peak > limit:
         raise ValueError(
-            f"steering beta {beta:g} times the direction (largest entry {peak:.3g}) exceeds {limit:.3g}, beyond which "
-            f"{dtype} or the model's norms overflow; the largest beta this direction can take is {_down(limit / peak)} "
-            "(useful strengths are far smaller: the direction is on the residual stream's own scale)."
+            f"steering beta {magnitude:g} times the direction (largest entry {peak:.3g}) exceeds {limit:.3g}, beyond "
+            f"which {dtype} or the model's norms overflow; the largest beta this direction can take is "
+            f"{_down(limit / peak)} (useful strengths are far smaller: the direction is on the residual stream's own "
+            "scale)."
         )
+    if isinstance(beta, Tensor):
+        if direction.ndim == 2:  # one direction per row: as many rows as strengths
+            row_strengths(beta, direction.shape[0], direction.device)
+        return (beta.to(direction.device, direction.dtype)[:, None] * direction).to(dtype)
     return (beta * direction).to(dtype)
 
 

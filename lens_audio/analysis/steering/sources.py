@@ -6,12 +6,20 @@ heads). And one optional **signal gate**: each row's direction scaled by how lit
 specialists) attend to the audio at the final position. The two-pass functions of `direction`
 (`adaptive_direction`, `head_output_direction`, `gated_direction`) and the one pass of `steered_pass` read the same
 activations in different forwards and combine them here, so every path forms the same direction.
+
+Each layer and each head counts once (`direction_layers`, `direction_heads`): the residual direction is the
+plain mean over the distinct layers, so layers `[2, 2, 3]` (the layers of three heads, two sharing layer 2) give
+the direction of `[2, 3]`, and a head named twice adds its output once. A repeat is not an error but warns, since
+it usually means a layer list was built from heads (`layers_of(heads)` takes each layer once). To weight a layer
+or a head, scale the direction (or sum directions) yourself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -19,7 +27,45 @@ from torch import Tensor
 
 from lens_audio.model.hook_point import block_hook_name
 
+if TYPE_CHECKING:
+    from lens_audio.model.config import AudioLMConfig
+
 RESULT_SITE = "attn.hook_result"  # the per-head output, [batch, pos, head, d_model]
+
+
+def direction_layers(layers: Iterable[int]) -> list[int]:
+    """The layers a residual direction averages over, each once, in the order given; a repeat warns."""
+    layers = [int(layer) for layer in layers]
+    unique = list(dict.fromkeys(layers))
+    if len(unique) != len(layers):
+        repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
+        warnings.warn(
+            f"steering layers {layers} name layer(s) {repeated} more than once; each layer counts once in the "
+            f"direction (the mean over {unique}), not by how often it is named (layers_of(heads) gives each once).",
+            stacklevel=3,
+        )
+    return unique
+
+
+def direction_heads(cfg: "AudioLMConfig", heads: Iterable[tuple[int, int]], caller: str) -> list[tuple[int, int]]:
+    """The heads whose outputs a direction sums, each once, in the order given: a head this model does not have is
+    refused naming it and the valid range; a repeated head warns and counts once."""
+    try:
+        heads = [(int(layer), int(head)) for layer, head in heads]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{caller}: heads must be (layer, head) pairs of whole numbers, not {heads!r}.") from exc
+    if not heads:
+        raise ValueError(f"{caller} needs at least one (layer, head).")
+    cfg.check_heads(heads, caller)
+    unique = list(dict.fromkeys(heads))
+    if len(unique) != len(heads):
+        repeated = sorted({h for h in heads if heads.count(h) > 1})
+        warnings.warn(
+            f"{caller}: head(s) {repeated} are named more than once; each head's output counts once in the "
+            "direction (the sum over distinct heads).",
+            stacklevel=3,
+        )
+    return unique
 
 
 def residual_difference(

@@ -26,10 +26,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.listening import final_row_attention
-from lens_audio.analysis.steering.push import checked_push, steered, steering_hooks
+from lens_audio.analysis.steering.push import check_strength, checked_push, row_strengths, steered, steering_hooks
 from lens_audio.analysis.steering.silence_prefix import shared_silence_finals
 from lens_audio.analysis.steering.sources import (
     SignalGate,
+    direction_heads,
+    direction_layers,
     head_output_names,
     head_output_sum,
     residual_difference,
@@ -70,14 +72,12 @@ def direction_reads(
     fired, and how the audio and silence reads combine: the residual at `layers` and `site`, or with `heads` their
     outputs (then `layers` is ignored)."""
     if heads is not None:
-        heads = [(int(layer), int(head)) for layer, head in heads]
-        if not heads:
-            raise ValueError("head-output steering needs at least one (layer, head).")
-        model.cfg.check_heads(heads, "head-output steering")
+        heads = direction_heads(model.cfg, heads, "head-output steering")
         depth = max(layer for layer, _ in heads) + 1
         return head_output_names(heads), depth, lambda a, s: head_output_sum(a, heads) - head_output_sum(s, heads)
     if not layers:
         raise ValueError("adaptive steering needs at least one layer (e.g. layers_of(specialist_heads)).")
+    layers = direction_layers(layers)
     names = site_hook_names(model, layers, site)
 
     def combine(audio: dict[str, Tensor], silence: dict[str, Tensor]) -> Tensor:
@@ -138,6 +138,9 @@ def steered_prefill(
     (`head_output_direction`; pass `layers=layers_of(heads)` or None); with `gate`, each row's direction is scaled by
     the gate from the same forward. The caller validates `beta` and `hook_name` (`steering_hooks` does)."""
     names, depth, combine = direction_reads(model, layers, site, heads)
+    strength = check_strength(beta)  # one number, or one per row of `batch`
+    if isinstance(strength, Tensor):
+        row_strengths(strength, batch.batch_size, model.device)  # refuse a count that is not the batch's first
     hook_name = hook_name or block_hook_name(model.cfg.n_layers - 1, "hook_resid_post")
     silence = None if fwd_hooks else shared_silence_finals(model, batch, names, depth)
     both = batch if silence is not None else AudioBatch.concat([batch, batch.silence_twin()])
@@ -167,10 +170,13 @@ def steered_prefill(
             state["early"] = True
             return resid
         direction = state["direction"]
-        checked_push(beta, direction, resid.dtype)  # beta * direction overflows nowhere
-        rows = (direction if resid.shape[0] == b else torch.cat([direction, direction])).to(resid.device)
+        twice = resid.shape[0] != b  # the silence rows run on past the direction's layers (a late read)
+        strengths = torch.cat([strength, strength]) if twice and isinstance(strength, Tensor) else strength
+        checked_push(strength, direction, resid.dtype)  # beta * direction overflows nowhere
+        rows = (torch.cat([direction, direction]) if twice else direction).to(resid.device)
         resid = resid.clone()
-        resid[:, start:] = steered(resid[:, start:], beta, rows[:, None])  # nor does the steered residual
+        resid[:, start:] = steered(  # nor does the steered residual
+            resid[:, start:], row_strengths(strengths, resid.shape[0], resid.device), rows[:, None])
         return resid
 
     gating, gate_mass, gate_read = gate_hooks(model, batch, gate, done, ready) if gate is not None else ([], None, ())

@@ -33,7 +33,7 @@ Passes over the items: one audio and one silence forward per item, each keeping 
 residual and the listening signal (`analysis.final_position.final_states_and_listening`); a calibration audio
 forward for the head selection when the split is not calibration; and for the patching, one silence forward per
 patched item, restarted from block L + 1 for each L (`analysis.final_position.final_resid_patch_logits`). The
-probe is `analysis.probes.probe_accuracy`. Here: the rules, the typed results and `acceptance_checks`; their JSON
+probe is `analysis.probes.answer_probe`. Here: the rules, the typed results and `acceptance_checks`; their JSON
 and table in `acceptance_report`. `lens-audio workshop acceptance --model PATH` runs them and prints the table.
 """
 
@@ -57,7 +57,7 @@ from lens_audio.analysis.final_position import (
     final_resid_patch_logits,
     final_states_and_listening,
 )
-from lens_audio.analysis.probes import L2_GRID, probe_accuracy
+from lens_audio.analysis.probes import L2_GRID, answer_probe
 from lens_audio.analysis.statistics import pearson_columns
 from lens_audio.analysis.validity import ClusteredR, clustered_r, within_stratum_r
 from lens_audio.benchmark.prompts import render_prompt
@@ -336,22 +336,16 @@ def acceptance_checks(
     # 2. linear probe of the answer clip's class
     tick = time.perf_counter()
     probe_rows, probe_name = _rows(chosen, ("none", "conflicting"), "no-hint and conflicting items")
-    classes = sorted({c for i in chosen for c in i["choices"]})
-    labels = np.array([classes.index(chosen[i]["answer"]) for i in probe_rows])
-    options = np.zeros((len(probe_rows), len(classes)), dtype=bool)
-    for row, i in enumerate(probe_rows):
-        options[row, [classes.index(c) for c in chosen[i]["choices"]]] = True
     groups = [str(chosen[i].get("clip_id", chosen[i]["id"])) for i in probe_rows]
     n_folds = min(folds, len(set(groups)))
-    features = audio.points[probe_rows].detach().float().cpu()
-    by_point = [
-        probe_accuracy(features[:, point], labels, options, groups, n_folds, l2, seed) if n_folds >= 2 else math.nan
-        for point in range(n_layers + 1)
-    ]
-    if n_folds < 2:
-        notes.append(f"probe not fitted: {len(set(groups))} clip set(s), cross-validation needs two.")
+    fitted, chance, why = answer_probe(  # the analysis layer's probe of the answer's class, at every point
+        audio.points[probe_rows], [chosen[i]["choices"] for i in probe_rows], [chosen[i]["answer"] for i in probe_rows],
+        groups, folds, l2, seed, max_classes=10_000, min_items=1)
+    by_point = fitted if fitted is not None else [math.nan] * (n_layers + 1)
+    if why is not None:
+        notes.append(f"{why}.")
     probe = ProbeCheck(
-        probe_name, len(probe_rows), len(set(groups)), n_folds, _percent(1 / options.sum(1)), l2, by_point,
+        probe_name, len(probe_rows), len(set(groups)), n_folds, chance, l2, by_point,
         all(v <= rules.probe_early_max for v in by_point[: early_below + 1]),  # the embeddings, then layers < early
     )
     seconds["probe"] = time.perf_counter() - tick

@@ -112,7 +112,8 @@ def test_the_whole_experiment_on_two_processes_equals_one(tmp_path):
     """`torchrun --nproc_per_node 2 -m lens_audio.cli experiment` (what `accelerate launch --multi_gpu
     --num_processes 2` starts on a CPU) gives the one-process `--json`, every statistic included: runs split by
     batch, the fast-steering states by batch, the random draws by layer set."""
-    bench = write_benchmark(tmp_path / "bench", seed=5, n_clips=8, progress=False) / "workshop.json"
+    # seed 2: the workshop model gets 3 of its 6 calibration items right (r needs errors to correlate with)
+    bench = write_benchmark(tmp_path / "bench", seed=2, n_clips=8, progress=False) / "workshop.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     results = {}

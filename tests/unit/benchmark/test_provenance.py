@@ -61,7 +61,7 @@ CHANGES = {
 
 def write_one(path, manifest):
     with RunFile(path, manifest) as run:
-        run.append({"id": "a", DIGEST_KEY: manifest.digest})
+        run.append({"id": "a", "correct": True, "output": "x", DIGEST_KEY: manifest.digest})
 
 
 def test_every_compared_field_has_a_case():
@@ -79,7 +79,8 @@ def test_a_changed_field_refuses_the_resume_naming_it(tmp_path, name):
     message = str(raised.value)
     assert "\n" not in message and str(path) in message and "1 of 1 records" in message
     assert label in message and "--out" in message and "--fresh" in message
-    assert read_records(path) == {"a": {"id": "a", DIGEST_KEY: BASE.digest}}, "a refusal changes nothing"
+    assert read_records(path) == {"a": {"id": "a", "correct": True, "output": "x", DIGEST_KEY: BASE.digest}}, \
+        "a refusal changes nothing"
     assert read_manifest(path) == BASE
 
 
@@ -147,20 +148,13 @@ def model(tiny_pair):
     return copy.deepcopy(tiny_pair(n_heads=4, n_kv_heads=2, n_layers=2)[1])  # tests here edit its weights
 
 
-def count_forwards(model):
-    calls = []
-    handle = model.register_forward_hook(lambda *args: calls.append(1))
-    return calls, handle
-
-
-def test_identical_settings_reuse_every_record_without_a_forward(model, bench, tmp_path):
+def test_identical_settings_reuse_every_record_without_a_forward(model, bench, tmp_path, monkeypatch):
     items, path = load_mmau(bench), tmp_path / "run.jsonl"
     first = run_benchmark(model, items, path, **RUN)
-    calls, handle = count_forwards(model)
-    try:
-        again = run_benchmark(model, load_mmau(bench), path, **{**RUN, "batch_size": 2})
-    finally:
-        handle.remove()
+    calls, forward = [], type(model).forward  # counted on the class: a hook on the model would be another run
+    monkeypatch.setattr(type(model), "forward", lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs))
+    again = run_benchmark(model, load_mmau(bench), path, **{**RUN, "batch_size": 2})
+    monkeypatch.undo()
     assert calls == [] and list(again) == list(first) == [read_records(path)[i["id"]] for i in items]
     assert all(r[DIGEST_KEY] == read_manifest(path).digest for r in again)
     assert read_manifest(path).model_fingerprint == model_fingerprint(model)
@@ -177,7 +171,7 @@ def test_changed_template_model_weights_and_steering_are_refused(model, bench, t
         run_benchmark(model, items, path, **RUN, noise_snr_db=-10.0)
     model.add_hook("blocks.0.attn.hook_z", lambda z, hook: 0 * z)  # a user's ablation left on the model
     try:
-        with pytest.raises(RunMismatchError, match=r"hooks None -> \['blocks.0.attn.hook_z'\]"):
+        with pytest.raises(RunMismatchError, match=r"hooks: added blocks.0.attn.hook_z: forward hook"):
             run_benchmark(model, items, path, **RUN)
     finally:
         model.reset_hooks()
@@ -223,7 +217,8 @@ def test_changed_item_content_is_caught_by_its_digest(model, bench, tmp_path, pa
 # --- the command line: the cases that used to mix runs -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_bench(tmp_path_factory):
-    return write_benchmark(tmp_path_factory.mktemp("cli") / "bench", seed=5, n_clips=12, progress=False)
+    # seed 6: the workshop model gets 6 of its 9 calibration items right (r needs errors to correlate with)
+    return write_benchmark(tmp_path_factory.mktemp("cli") / "bench", seed=6, n_clips=12, progress=False)
 
 
 def stage(capsys, *argv):

@@ -1,22 +1,22 @@
-"""AudioFlamingo3 and Voxtral: the same port matches transformers on random tiny configs (float32), and the
-family-agnostic analyses (silence twin, listening signal, steering) run on them unchanged."""
+"""AudioFlamingo3, Voxtral and Music Flamingo: the same port matches transformers on random tiny configs (float32), and
+the family-agnostic analyses (silence twin, listening signal, steering) run on them unchanged."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from lens_audio import HookedAudioLM, make_batch
-from lens_audio.analysis.listening import listening_signal
-from lens_audio.analysis.steering import adaptive_direction, steer
+from lens_audio.analysis.steering import adaptive_direction
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.testing import tiny_hf_model
+from tests.helpers.family_checks import assert_silence_twin_listening_and_steering, padded_batch
 from tests.helpers.reference import CHUNK_SECONDS, N_MELS, assert_matches, hf_inputs, reference_run, waveform
 
-FAMILIES = ("audioflamingo3", "voxtral")
+FAMILIES = ("audioflamingo3", "voxtral", "musicflamingo")
 CONFIGS = {
     "audioflamingo3": dict(n_heads=4, n_kv_heads=2),
+    "musicflamingo": dict(n_heads=4, n_kv_heads=2),
     "voxtral": dict(n_heads=4, n_kv_heads=2, d_head=24),  # d_head * n_heads != d_model, as in Voxtral Mini
 }
 
@@ -49,11 +49,6 @@ def family_pair(family_processor):
         return made[key]
 
     return make
-
-
-def padded_batch(processor, padding_side="left"):
-    return make_batch(processor, [waveform(1.5, 1), waveform(0.4, 2)], ["What is the sound?", "Is this music?"],
-                      sampling_rate=16000, padding_side=padding_side)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -147,22 +142,7 @@ def test_greedy_generation_matches_transformers_for_20_tokens(family_pair, famil
 @pytest.mark.parametrize("family", FAMILIES)
 def test_silence_twin_listening_and_steering(family_pair, family):
     _, model, processor = family_pair(family)
-    batch = padded_batch(processor)
-    twin = batch.silence_twin()
-    assert torch.equal(twin.input_ids, batch.input_ids) and not torch.equal(twin.input_features, batch.input_features)
-    silent = make_batch(processor, [np.zeros(24000, np.float32), np.zeros(6400, np.float32)],
-                        ["What is the sound?", "Is this music?"], sampling_rate=16000)
-    assert torch.equal(twin.input_features, silent.input_features)
-    signal = listening_signal(model, batch)
-    assert signal.audio_mass.shape == (2, model.cfg.n_layers, model.cfg.n_heads)
-    assert ((signal.audio_mass > 0) & (signal.audio_mass < 1)).all()
-    direction = adaptive_direction(model, batch, layers=[1])
-    assert direction.shape == (2, model.cfg.d_model) and direction.abs().max() > 0
-    with torch.no_grad():
-        plain = model(batch)
-        with steer(model, direction, beta=4.0):
-            steered = model(batch)
-    assert torch.equal(plain[:, :-1], steered[:, :-1]) and not torch.allclose(plain[:, -1], steered[:, -1])
+    assert_silence_twin_listening_and_steering(model, processor, padded_batch(processor))
 
 
 def test_voxtral_shared_silence_prefix_equals_the_full_silence_pass(family_pair):
@@ -180,3 +160,23 @@ def test_voxtral_shared_silence_prefix_equals_the_full_silence_pass(family_pair)
     assert shared is not None and torch.allclose(shared, full, atol=1e-5)
     assert torch.allclose(adaptive_direction(model, batch, [0, 1]),
                           (final_residuals(model, batch, [0, 1]) - full).mean(1), atol=1e-5)
+
+
+def test_musicflamingo_rotates_by_time_across_windows_of_long_clips(family_pair):
+    """Two long clips (2 and 3 windows): each window's rows turn by its index within its clip, as transformers'."""
+    hf, model, processor = family_pair("musicflamingo")
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Long?"}]}], tokenize=False,
+        add_generation_prompt=True)
+    long = processor(text=[text, text], audio=[waveform(3.0, 8), waveform(4.5, 9)])
+    assert long["input_features"].shape[0] == 5
+    assert "<|sound_bos|><sound><sound>" in processor.tokenizer.decode(long["input_ids"][0])
+    inputs = (long["input_ids"], long["attention_mask"], long["input_features"])
+    with torch.no_grad():
+        ours, cache = model.run_with_cache(*inputs, input_features_mask=long["input_features_mask"])
+        ref = hf(**long).logits
+        unrotated = model.run_with_hooks(*inputs, input_features_mask=long["input_features_mask"], fwd_hooks=[
+            ("audio.hook_time_rotated", lambda x, hook: model.audio.ln_post(cache["audio.hook_pooled"]))])
+    valid = long["attention_mask"].bool()
+    assert (ours - ref)[valid].abs().max() < 1e-4
+    assert (unrotated - ref)[valid].abs().max() > 1e-3  # the rotation matters

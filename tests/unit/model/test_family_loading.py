@@ -17,7 +17,7 @@ from lens_audio.testing import save_checkpoint, tiny_hf_model
 from tests.helpers.reference import CHUNK_SECONDS, N_MELS, waveform
 
 
-@pytest.fixture(scope="module", params=["audioflamingo3", "voxtral"])
+@pytest.fixture(scope="module", params=["audioflamingo3", "voxtral", "musicflamingo"])
 def saved(request, tmp_path_factory):
     family = request.param
     processor = build_offline_processor(n_mels=N_MELS, chunk_seconds=CHUNK_SECONDS, family=family)
@@ -46,7 +46,7 @@ def test_sharded_folder_round_trips(saved):
     loaded = load(folder, family)
     assert loaded.cfg.family == family
     assert torch.equal(logits_of(loaded, batch), logits_of(HookedAudioLM.from_hf_model(hf, processor), batch))
-    if family == "audioflamingo3":
+    if family in ("audioflamingo3", "musicflamingo"):
         again = make_batch(loaded.processor, [waveform(1.5, 1), waveform(0.4, 2)], ["What is it?", "Music?"],
                            sampling_rate=16000)
         assert torch.equal(again.input_ids, batch.input_ids) and torch.equal(again.input_features, batch.input_features)
@@ -57,7 +57,8 @@ def test_sharded_folder_round_trips(saved):
 def test_hub_id_from_the_cache_offline(saved, tmp_path, monkeypatch):
     """A Hub id resolves to its snapshot in the Hugging Face cache without the network."""
     family, _, _, folder, batch = saved
-    repo = {"audioflamingo3": "nvidia/audio-flamingo-3-hf", "voxtral": "mistralai/Voxtral-Mini-3B-2507"}[family]
+    repo = {"audioflamingo3": "nvidia/audio-flamingo-3-hf", "voxtral": "mistralai/Voxtral-Mini-3B-2507",
+            "musicflamingo": "nvidia/music-flamingo-2601-hf"}[family]
     entry = tmp_path / f"models--{repo.replace('/', '--')}"
     shutil.copytree(folder, entry / "snapshots" / "0123abc")
     (entry / "refs").mkdir()

@@ -182,11 +182,13 @@ def test_loss_skips_padding_and_audio_targets(model, two_example_batch):
         per_token = model(b, return_type="loss", loss_per_token=True)
         plain = model(b)
     assert torch.equal(logits, plain)
-    scored = b.attention_mask.bool() & ~b.audio_mask  # targets: real text tokens
-    rows, cols = scored[:, 1:].nonzero(as_tuple=True)
+    real = b.attention_mask.bool()
+    # targets: real text tokens predicted from a real position (TransformerLens's rule, plus audio targets skipped)
+    scored = (real & ~b.audio_mask)[:, 1:] & real[:, :-1]
+    rows, cols = scored.nonzero(as_tuple=True)
     expected = torch.nn.functional.cross_entropy(logits[rows, cols], b.input_ids[rows, cols + 1])
     assert torch.allclose(loss, expected, atol=1e-5)
-    assert per_token.shape == (2, b.input_ids.shape[1] - 1) and (per_token[~scored[:, 1:]] == 0).all()
+    assert per_token.shape == (2, b.input_ids.shape[1] - 1) and (per_token[~scored] == 0).all()
     assert torch.allclose(model.loss_fn(logits, b.input_ids, b.attention_mask), loss)
 
 

@@ -13,7 +13,8 @@ from lens_audio.paper.results import ExperimentResult
 
 
 def test_stages_run_and_share_their_files(tmp_path, capsys):
-    bench = write_benchmark(tmp_path / "bench", seed=5, n_clips=12, progress=False) / "workshop.json"
+    # seed 6: calibration holds errors (with none, r is undefined for every head and selection stops)
+    bench = write_benchmark(tmp_path / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
     common = [
         "--benchmark",
         str(bench),
@@ -50,6 +51,10 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert not [n for n in result.notes if "disagree" in n]  # the fast path agreed with the steered run on every item
     # residual steering: layer-matched draws share the specialists' direction, so they are stated, not drawn
     assert result.layer_matched_control is None and any("by construction" in n for n in result.notes)
+    # is it the heads or the depth? depth-matched draws from the arrival stage's layers, beta-matched draws
+    assert list(result.controls) == ["random", "depth-matched", "beta-matched"]
+    assert result.depth_matched_control.layers == result.audio_arrival.layers
+    assert result.beta_matched_control.draws == control.draws and len(result.beta_matched_control.betas) == 30
     # each v1 clip is asked three times (once per hint condition): pooled intervals resample clips
     assert result.test["baseline"]["total"]["ci_unit"] == "clip"
     assert result.test["baseline"]["hint"]["conflicting"]["ci_unit"] == "item"

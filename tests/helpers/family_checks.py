@@ -1,0 +1,40 @@
+"""Checks every family's tests share: the silence twin, the listening signal and steering run on a padded batch of
+the clips `waveform(1.5, 1)` and `waveform(0.4, 2)` with the questions below."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lens_audio import make_batch
+from lens_audio.analysis.listening import listening_signal
+from lens_audio.analysis.steering import adaptive_direction, steer
+from tests.helpers.reference import waveform
+
+QUESTIONS = ["What is the sound?", "Is this music?"]
+
+
+def padded_batch(processor, padding_side="left"):
+    """Two clips of different lengths (150 and 40 mel frames), so one row is padded."""
+    return make_batch(processor, [waveform(1.5, 1), waveform(0.4, 2)], QUESTIONS, sampling_rate=16000,
+                      padding_side=padding_side)
+
+
+def assert_silence_twin_listening_and_steering(model, processor, batch) -> None:
+    """The twin is token-identical with silent features (those of silent clips of the same lengths); the listening
+    signal is a mass in (0, 1) per head; steering at the final position changes only that position's logits."""
+    twin = batch.silence_twin()
+    assert torch.equal(twin.input_ids, batch.input_ids) and not torch.equal(twin.input_features, batch.input_features)
+    silent = make_batch(processor, [np.zeros(24000, np.float32), np.zeros(6400, np.float32)], QUESTIONS,
+                        sampling_rate=16000)
+    assert torch.equal(twin.input_features, silent.input_features) and torch.equal(twin.input_ids, silent.input_ids)
+    signal = listening_signal(model, batch)
+    assert signal.audio_mass.shape == (2, model.cfg.n_layers, model.cfg.n_heads)
+    assert ((signal.audio_mass > 0) & (signal.audio_mass < 1)).all()
+    direction = adaptive_direction(model, batch, layers=[1])
+    assert direction.shape == (2, model.cfg.d_model) and direction.abs().max() > 0
+    with torch.no_grad():
+        plain = model(batch)
+        with steer(model, direction, beta=4.0):
+            steered = model(batch)
+    assert torch.equal(plain[:, :-1], steered[:, :-1]) and not torch.allclose(plain[:, -1], steered[:, -1])
