@@ -98,3 +98,18 @@ def assert_rope_index_and_generation_match(hf, model, processor, new_tokens: int
     generated = model.generate(batch, max_new_tokens=new_tokens, eos_token_id=[], do_sample=False)
     assert generated.shape == expected.shape == (2, batch.input_ids.shape[1] + new_tokens)
     assert torch.equal(generated, expected)
+
+
+def assert_bfloat16_as_close_as_transformers(hf, hf_class, processor, tmp_path: Path, reference) -> None:
+    """bfloat16 logits are within 1.5x of the error of transformers' thinker (`hf_class`) loaded in bfloat16, both
+    against `hf` in float32; `reference(hf, batch)` returns transformers' logits first."""
+    folder = save_checkpoint(hf, processor, tmp_path / "thinker")
+    batch = padded_batch(processor)
+    valid = batch.attention_mask.bool()
+    with torch.no_grad():
+        high = hf(**hf_inputs(batch)).logits
+        ours = (HookedAudioLM.from_pretrained(folder, dtype="bfloat16")(batch).float() - high)[valid].abs()
+    hf_low = hf_class.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    theirs = (reference(hf_low, batch)[0].float() - high)[valid].abs()
+    assert theirs.mean() > 0
+    assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max(), (ours.mean(), theirs.mean())

@@ -15,6 +15,7 @@ from lens_audio.model.mrope import MultimodalRotaryEmbedding, rope_index
 from lens_audio.testing import save_checkpoint, tiny_hf_model
 from tests.helpers.family_checks import assert_silence_twin_listening_and_steering, padded_batch
 from tests.helpers.omni_checks import (
+    assert_bfloat16_as_close_as_transformers,
     assert_device_map_equals_one_device,
     assert_experiment_cli_runs,
     assert_rope_index_and_generation_match,
@@ -169,18 +170,8 @@ def test_bfloat16_is_as_close_as_transformers_own(pair, processor, tmp_path):
     """bfloat16 logits are within 1.5x of the error of transformers' thinker loaded in bfloat16 (against float32)."""
     import transformers
 
-    hf, _ = pair
-    folder = save_checkpoint(hf, processor, tmp_path / "thinker")
-    batch = padded_batch(processor)
-    valid = batch.attention_mask.bool()
-    with torch.no_grad():
-        high = hf(**hf_inputs(batch)).logits
-        ours = (HookedAudioLM.from_pretrained(folder, dtype="bfloat16")(batch).float() - high)[valid].abs()
-    hf_low = transformers.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        folder, dtype=torch.bfloat16, attn_implementation="eager").eval()
-    theirs = (reference(hf_low, batch)[0].float() - high)[valid].abs()
-    assert theirs.mean() > 0
-    assert ours.mean() <= 1.5 * theirs.mean() and ours.max() <= 1.5 * theirs.max(), (ours.mean(), theirs.mean())
+    thinker = transformers.Qwen2_5OmniThinkerForConditionalGeneration
+    assert_bfloat16_as_close_as_transformers(pair[0], thinker, processor, tmp_path, reference)
 
 
 def test_device_map_over_cpu_and_disk_equals_one_device(pair, processor, tmp_path):
