@@ -25,7 +25,7 @@ from tests.helpers.omni_checks import (
 )
 from tests.helpers.reference import CHUNK_SECONDS, N_MELS, TOL, waveform
 
-pytest.importorskip("transformers.models.qwen3_omni_moe")
+pytest.importorskip("transformers.models.qwen3_omni_moe", reason="the reference needs a transformers with Qwen3-Omni")
 FAMILY = "qwen3-omni-moe"
 
 

@@ -11,7 +11,10 @@ import torch
 from lens_audio.model.moe import SparseMoE
 from lens_audio.model.mrope import MultimodalRotaryEmbedding
 
-transformers_moe = pytest.importorskip("transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe")
+transformers_moe = pytest.importorskip(
+    "transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe",
+    reason="the reference needs a transformers with Qwen3-Omni",
+)
 
 
 def text_config(**changes):
