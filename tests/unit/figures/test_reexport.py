@@ -95,7 +95,10 @@ def test_figures_from_a_saved_result_draws_everything_with_no_forward_pass(saved
 
 
 def test_a_result_without_figure_inputs_draws_what_it_holds_and_names_the_rest(tmp_path, no_model):
-    made = figures_from(RESULTS, tmp_path, formats=("html",))
+    alone = tmp_path / "experiment"  # a results.json with no figure_inputs.json beside it (`experiment --json`)
+    alone.mkdir()
+    shutil.copy(RESULTS, alone / "results.json")
+    made = figures_from(alone / "results.json", tmp_path / "out", formats=("html",))
     assert set(made["skipped"]) == {"audio_attention", "patching", "logit_lens", "ablation"}
     assert set(made["figures"]) == set(FIGURES) - set(made["skipped"])
     assert no_model == []
