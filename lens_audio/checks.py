@@ -143,3 +143,9 @@ def output_folder(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} names a folder to write into, but {str(blocking)!r} is a file; give another folder")
     return text
+
+
+def add_allow_outside_argument(parser: argparse.ArgumentParser) -> None:
+    """`--allow-outside-audio`: every command that reads a benchmark's audio takes it."""
+    parser.add_argument("--allow-outside-audio", action="store_true",
+                        help="read audio_id paths that lead outside the benchmark file's folder (refused by default)")

@@ -53,6 +53,7 @@ class FigureInputs:
     lens_prob: np.ndarray
     lens_rank: np.ndarray
     lens_labels: list[str]
+    ablation_selection: str = "no-hint items"  # which test items the ablation scan averages (figures.ablation_scan)
 
     def attention_signal(self) -> SimpleNamespace:
         """The `ListeningSignal` fields `plots.audio_attention` reads (one example)."""
@@ -93,6 +94,7 @@ class FigureInputs:
             "lens_prob": nan_list(np.asarray(self.lens_prob, dtype=float)),
             "lens_rank": np.asarray(self.lens_rank).astype(int).tolist(),
             "lens_labels": list(self.lens_labels),
+            "ablation_selection": self.ablation_selection,
         }
 
     @classmethod
@@ -105,6 +107,7 @@ class FigureInputs:
             {k: [tuple(h) for h in v] for k, v in data["shown"].items()},
             None if data["patching"] is None else array(data["patching"]), data["patching_labels"],
             array(data["lens_prob"]), np.array(data["lens_rank"], dtype=int), data["lens_labels"],
+            data.get("ablation_selection", "no-hint items"),
         )
 
     def save(self, path: str | Path) -> None:

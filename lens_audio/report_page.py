@@ -2,8 +2,9 @@
 
 One page that works offline: each figure is shown from a file that was written next to it (its PNG, else its SVG,
 else the interactive HTML figure in a frame, which loads the folder's local `plotly.min.js`, else a link to its
-PDF), and links only to files written. Everything stays inside a 900 px column: wide tables and figures wider than
-the column scroll inside their own box; images are shown at their natural size (the figure's own width).
+PDF), and links only to files written. Everything stays inside a column of at most 1,240 px (at 1,280 px every figure
+but the patching map shows whole, title and colour bar included): wide tables and figures wider than the column
+scroll inside their own box; images are shown at their natural size (the width of the file shown).
 
 `provenance_section(result)` is the one place that renders what made the run (the run manifest, when the
 result carries one).
@@ -11,6 +12,8 @@ result carries one).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,13 +22,15 @@ import numpy as np
 
 from lens_audio.files import escape_html
 from lens_audio.paper.results import head_label
-from lens_audio.paper.text import causal_versus_r
+from lens_audio.paper.text import causal_versus_r, chosen_by, significant_heads
+from lens_audio.plots.export import PNG_SCALE
 
 if TYPE_CHECKING:
     from lens_audio.paper.results import ExperimentResult
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 900px; margin: auto; padding: 0 12px; color: #222; }
+body { font-family: system-ui, sans-serif; box-sizing: border-box; max-width: min(100%, 1264px); margin: auto;
+  padding: 0 12px; color: #222; }
 .scroll { overflow-x: auto; max-width: 100%; margin: 12px 0 20px; }
 table { border-collapse: collapse; font-size: 14px; min-width: 520px; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 6px; }
@@ -76,15 +81,17 @@ def results_tables(result: "ExperimentResult") -> str:
                         ["items", "n", *runs], rows)]
     selection = result.head_selection
     heads = []
+    flagged = set(selection.null.significant())
     for h in selection.specialists:
         d = selection.describe(h)
-        heads.append([head_label(h), f"{d['r']:.3f}", f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]",
+        heads.append([head_label(h) + ("" if tuple(h) in flagged else " (not significant)"), f"{d['r']:.3f}",
+                      f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]",
                       f"[{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}]", f"{d['p_adjusted']:.3f}"])
     null = selection.null
-    significant = ", ".join(map(head_label, null.significant())) or "none"
     parts.append(html_table(
-        f"Specialist heads, chosen on the calibration split (max |r| = {null.observed_max:.3f}, permutation p = "
-        f"{null.p_max:.3f} over {null.n_permutations} shuffles; significant family-wise at 0.05: {significant}; "
+        f"Specialist heads, chosen on the calibration split ({chosen_by(selection)}; max |r| = "
+        f"{null.observed_max:.3f}, permutation p = {null.p_max:.3f} over {null.n_permutations} shuffles; significant "
+        f"family-wise at 0.05 (by |r|): {significant_heads(selection)}; "
         f"random control heads: {', '.join(map(head_label, selection.control))})",
         ["head", "r", "bootstrap CI", "Fisher-z CI", "permutation-adjusted p"], heads))
     paired = [[name, f"{v.accuracy_a:.1f}", f"{v.accuracy_b:.1f}", f"{v.difference:+.1f}",
@@ -116,14 +123,16 @@ def results_tables(result: "ExperimentResult") -> str:
         probe = a.probe or []
         parts.append(html_table(
             f"Where the audio arrives ({a.split} {a.items} items, n = {a.n}; audio {a.audio:.1f}%, silence "
-            f"{a.silence:.1f}%): accuracy (%) with layer L's final-position residual patched from the audio run into "
-            f"the silence run, and a linear probe of the answer's class there (chance "
-            f"{(a.probe_chance or 0):.1f}%); "
+            f"{a.silence:.1f}%): accuracy (%) with the final-position residual after layer L (resid_post; the patching "
+            "map's rows are the stream entering layer L) patched from the audio run into the silence run, and a "
+            f"linear probe of the answer's class there (chance {(a.probe_chance or 0):.1f}%); "
             + (f"arrived from layer {a.arrival} on, so the depth-matched draws use layers {a.layers[0]}-{a.layers[-1]}"
                if a.layers else "arrival undefined: the depth-matched draws use the specialists' depth range"),
             ["", *(f"L{k}" for k in range(len(a.by_layer)))],
             [["patched (%)", *(f"{v:.1f}" for v in a.by_layer)], ["restored share", *(f"{v:.2f}" for v in a.restored)]]
             + ([["probe (%)", *(f"{v:.1f}" for v in probe[1:])]] if probe else [])))
+        if a.notes:  # which items it was measured on, and what that lets the probe read
+            parts.append("<ul>" + "".join(f"<li>note: {_e(n)}</li>" for n in a.notes) + "</ul>")
     for split, c in result.validity_controls.items():
         g = c.signal
         rows = [["r with correctness (audio)", g.audio.describe()],
@@ -171,9 +180,10 @@ def _validity_cells(v) -> list[str]:
     return [f"{v.r:.2f}", f"[{v.ci[0]:.2f}, {v.ci[1]:.2f}]", f"{v.p_value:.3g}"]
 
 
-def about_section(result: "ExperimentResult") -> str:
+def about_section(result: "ExperimentResult", folder: str | Path = ".") -> str:
     """What made the numbers, in one paragraph: the model (for a shipped organism: a small model trained on
-    synthetic audio, with a link to its model card) and the benchmark (items and where they came from)."""
+    synthetic audio, with a link to its model card, relative to `folder`, where the report is written, so the link
+    works in any clone and on GitHub) and the benchmark (items and where they came from)."""
     from lens_audio.model.registry import model_card
 
     r = np.asarray(result.head_selection.correlation.r)
@@ -182,7 +192,7 @@ def about_section(result: "ExperimentResult") -> str:
     if card is not None:
         model = (f"<code>{_e(result.model)}</code>, a shipped model organism: a small model ({size}) trained in this "
                  "package on synthetic audio, not a real audio-language model; see its "
-                 f"<a href='{_e(Path(card).resolve().as_uri())}'>model card</a>")
+                 f"<a href='{_e(relative_link(card, folder))}'>model card</a>")
     else:
         model = f"<code>{_e(result.model)}</code> ({size})"
     m = result.manifest
@@ -192,6 +202,11 @@ def about_section(result: "ExperimentResult") -> str:
     return (f"<p class='about'>These numbers come from the model {model}, on the benchmark{bench}{count}{synthetic}. "
             "Heads are chosen on calibration, beta on dev, and every accuracy below is on test unless a caption "
             "says otherwise.</p>")
+
+
+def relative_link(target: str | Path, folder: str | Path) -> str:
+    """`target` as a link from a page written in `folder` (a relative POSIX path: it works in any clone)."""
+    return Path(os.path.relpath(Path(target).resolve(), Path(folder).resolve())).as_posix()
 
 
 def control_cannot_differ(result: "ExperimentResult", matched) -> bool:
@@ -211,20 +226,23 @@ def provenance_section(result: "ExperimentResult") -> str:
 
 
 def report_html(result: "ExperimentResult", figures: Mapping[str, str], static: bool = True,
-                written: Mapping[str, Sequence[str]] | None = None, widths: Mapping[str, int] | None = None) -> str:
-    """The whole report; `figures` maps each figure's file stem to its caption, `written` each stem to the formats
-    written (default: PNG and HTML, or HTML only when not `static`), `widths` each to its natural width in CSS px."""
+                written: Mapping[str, Sequence[str]] | None = None, widths: Mapping[str, int] | None = None,
+                folder: str | Path = ".") -> str:
+    """The whole report, to be written into `folder` (its links are relative to it); `figures` maps each figure's
+    file stem to its caption, `written` each stem to the formats written (default: PNG and HTML, or HTML only when
+    not `static`). Each image is shown at the natural width of the file shown (`shown_width`, read from `folder`);
+    `widths` (CSS px by stem) is used only where that file cannot be read."""
     settings = [[k, v] for k, v in result.profile.to_json().items()]
     default = ("png", "html") if static else ("html",)
     gallery = "".join(
-        _figure(name, caption, (written or {}).get(name, default), (widths or {}).get(name))
-        for name, caption in figures.items()
+        _figure(name, caption, formats, shown_width(folder, name, formats) or (widths or {}).get(name))
+        for name, caption in figures.items() for formats in [(written or {}).get(name, default)]
     )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
         f"<title>lens_audio report</title><style>{STYLE}</style></head><body>"
         "<h1>lens_audio: are audio-language models listening?</h1>"
-        f"{about_section(result)}"
+        f"{about_section(result, folder)}"
         f"<h2>Results</h2>{results_tables(result)}"
         f"<h2>Settings</h2>{html_table('Experiment profile', ['setting', 'value'], settings, numeric_from=99)}"
         f"{provenance_section(result)}"
@@ -232,15 +250,36 @@ def report_html(result: "ExperimentResult", figures: Mapping[str, str], static: 
     )
 
 
-COLUMN = 876  # the 900 px column less its padding
+COLUMN = 1240  # the column's width: the body's max-width less its padding (narrower on a small screen)
 LINKS = {"html": "interactive", "png": "PNG", "svg": "SVG", "pdf": "PDF"}
 
 
+def shown_format(formats: Sequence[str]) -> str | None:
+    """The image format a figure is shown from: its PNG, else its SVG, else none (the HTML in a frame)."""
+    return next((fmt for fmt in ("png", "svg") if fmt in formats), None)
+
+
+def shown_width(folder: str | Path, name: str, formats: Sequence[str]) -> int | None:
+    """The natural width (CSS px) of the image file the report shows for `name`: an SVG's `width` attribute (a wide
+    figure's print layout is narrower than its HTML, `plots.paper`), a PNG's pixel width over its scale; None when
+    there is no such file or it cannot be read."""
+    fmt = shown_format(formats)
+    path = Path(folder) / f"{name}.{fmt}"
+    if fmt is None or not path.is_file():
+        return None
+    head = path.read_bytes()[:4096]
+    if fmt == "png":
+        return round(int.from_bytes(head[16:20], "big") / PNG_SCALE) if head[:8] == b"\x89PNG\r\n\x1a\n" else None
+    found = re.search(rb"<svg\b[^>]*?\swidth=\"([\d.]+)", head)
+    return round(float(found[1])) if found else None
+
+
 def _figure(name: str, caption: str, formats: Sequence[str], width: int | None) -> str:
-    """One figure, shown from a file that was written (PNG, else SVG, else the HTML in a frame, else none), at its
-    natural width (scrolling inside its box when wider than the column), with links to every file written."""
-    shown = next((fmt for fmt in ("png", "svg") if fmt in formats), None)
-    size = f" width='{int(width)}'" if width else ""  # PNGs are drawn at scale 2: shown at the figure's own width
+    """One figure, shown from a file that was written (PNG, else SVG, else the HTML in a frame, else none), at
+    `width`, the shown file's natural width (scrolling inside its box when wider than the column), with links to
+    every file written."""
+    shown = shown_format(formats)
+    size = f" width='{int(width)}'" if width else ""
     size += " class='wide'" if width and width > COLUMN else ""  # wider than the column: scrolls, never shrinks
     if shown is not None:
         body = f"<div class='scroll'><img src='{_e(name)}.{shown}' alt='{_e(name)}'{size}></div>"

@@ -202,7 +202,8 @@ class AudioArrival:
                  "effect)" if self.arrival is not None else "undefined (the audio does not change the accuracy here)")
         lines = [f"where the audio arrives ({self.split} {self.items} items, n = {self.n}): audio {self.audio:.1f}%, "
                  f"silence {self.silence:.1f}%; arrived {where}",
-                 "  patched accuracy by layer: " + ", ".join(f"L{i} {v:.1f}" for i, v in enumerate(self.by_layer))]
+                 "  patched accuracy by layer (the final position's residual after layer L, resid_post): "
+                 + ", ".join(f"L{i} {v:.1f}" for i, v in enumerate(self.by_layer))]
         if self.probe is not None:
             lines.append(f"  linear probe of the answer's class (chance {self.probe_chance:.1f}%): "
                          + ", ".join(f"{'emb' if p == 0 else f'L{p - 1}'} {v:.1f}" for p, v in enumerate(self.probe)))

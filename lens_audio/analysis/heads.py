@@ -185,3 +185,18 @@ def top_heads(scores: np.ndarray, k: int, what: str = "score", reason: str | Non
             "over the items, so they are left out of the ranking."), stacklevel=2)
     order = np.argsort(np.where(defined, scores, -np.inf), axis=None)[::-1]
     return [tuple(int(i) for i in np.unravel_index(flat, scores.shape)) for flat in order[:k]]
+
+
+def pad_options(option_ids: Sequence[Sequence[int]], answer_index: Sequence[int]) -> list[list[int]]:
+    """Ragged option-token lists (MMAU has 2-8 choices per item) as one rectangle for `ablation.option_margins`:
+    each row padded with one of its own wrong options, so its answer margin (answer minus the best other option) and
+    whether it is right are unchanged."""
+    rows = [list(map(int, ids)) for ids in option_ids]
+    if len(rows) != len(answer_index):
+        raise ValueError(f"one answer index per item: {len(answer_index)} for {len(rows)} option lists.")
+    for row, (ids, answer) in enumerate(zip(rows, answer_index)):
+        if len(ids) < 2 or not 0 <= int(answer) < len(ids):
+            raise ValueError(f"item {row}: an answer margin needs at least two options and an answer among them; got "
+                             f"{len(ids)} options and answer index {answer}.")
+    width = max(map(len, rows))
+    return [ids + [ids[1 if int(a) == 0 else 0]] * (width - len(ids)) for ids, a in zip(rows, answer_index)]

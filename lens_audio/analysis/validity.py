@@ -274,7 +274,8 @@ class ValidityControls:
 
     `causal[l, h]`: mean drop of the answer margin (in logits) when the head's final-position output takes its
     silence-run value, by attribution patching; `causal_exact`: the same computed exactly for the heads named
-    (label -> drop); `causal_rank_r`: Spearman's rho between `causal` and `r_audio` over all heads;
+    (label -> drop); `causal_rank_r`: Spearman's rho between `causal` and `r_audio` over all heads; `causal_skipped`:
+    the items left out of both (their options share a first token, so the margin over first tokens is undefined);
     `clip_share`: the share of each head's audio attention on the asked clip (None with one clip per prompt).
     """
 
@@ -294,13 +295,20 @@ class ValidityControls:
     mass_silence: np.ndarray
     clip_share: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    causal_skipped: int = 0  # items left out of `causal` (their options share a first token: no answer margin)
 
     def top_causal(self, k: int) -> list[tuple[int, int]]:
-        """The `k` heads whose silence-run output drops the margin most (attribution estimate)."""
+        """The `k` heads whose silence-run output drops the margin most: ranked by the exact drop among the heads
+        measured exactly (`causal_exact`: the top by attribution estimate and the specialists), then, past those,
+        by the attribution estimate."""
         if self.causal is None:
             return []
-        order = np.argsort(np.nan_to_num(self.causal, nan=-np.inf), axis=None)[::-1][:k]
-        return [tuple(int(i) for i in np.unravel_index(flat, self.causal.shape)) for flat in order]
+        order = np.argsort(np.nan_to_num(self.causal, nan=-np.inf), axis=None)[::-1]
+        estimated = [tuple(int(i) for i in np.unravel_index(flat, self.causal.shape)) for flat in order]
+        exact = lambda h: self.causal_exact.get(f"L{h[0]}H{h[1]}")  # noqa: E731
+        measured = sorted((h for h in estimated if exact(h) is not None and np.isfinite(exact(h))), key=exact,
+                          reverse=True)
+        return (measured + [h for h in estimated if h not in measured])[:k]
 
     def head_row(self, head: Sequence[int], stratum: str) -> dict[str, float]:
         """One head's controls: r with audio, with silence, within `stratum`, causal effect, clip share."""
@@ -331,6 +339,7 @@ class ValidityControls:
             "causal_rank_r": _none(self.causal_rank_r),
             "clip_share": arr(self.clip_share),
             "notes": self.notes,
+            "causal_skipped": self.causal_skipped,
         }
 
     @classmethod
@@ -348,6 +357,7 @@ class ValidityControls:
             causal_rank_r=_nan(data["causal_rank_r"]),
             clip_share=arr(data.get("clip_share")),
             notes=data.get("notes", []),
+            causal_skipped=data.get("causal_skipped", 0),
             **{name: arr(data[name]) for name in MAPS},
         )
 

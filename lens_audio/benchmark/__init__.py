@@ -1,5 +1,6 @@
 """The MMAU harness: loading MMAU-format files, prompt templates, the official scoring rule, accuracy tables, the
-resumable runner with its run files and manifests, and data-parallel runs.
+resumable runner with its run files and manifests, data-parallel runs, and calibration/dev/test splits for any
+benchmark (`splits`).
 
     from lens_audio.benchmark import load_mmau, render_prompt, run_benchmark
 """
@@ -18,9 +19,11 @@ from lens_audio.benchmark.run_file import RunLockedError, read_records
 from lens_audio.benchmark.run_result import RunResult
 from lens_audio.benchmark.runner import run_benchmark
 from lens_audio.benchmark.scoring import extract_answer, score_output, string_match
+from lens_audio.benchmark.splits import BenchmarkSplit, make_split, read_split, split_from_field
 
 __all__ = [
     "BenchmarkError",
+    "BenchmarkSplit",
     "RunLockedError",
     "RunManifest",
     "RunMismatchError",
@@ -30,9 +33,11 @@ __all__ = [
     "extract_answer",
     "grouped_accuracy",
     "load_mmau",
+    "make_split",
     "mmau_report",
     "prompt_function",
     "read_records",
+    "read_split",
     "render_prompt",
     "run_benchmark",
     "score_output",
@@ -40,5 +45,6 @@ __all__ = [
     "sharded_patch_residual_by_position",
     "sharded_run",
     "sharded_scan_heads",
+    "split_from_field",
     "string_match",
 ]

@@ -1,11 +1,11 @@
 """Run manifests: what made a run file's records (or an experiment's result), and whether a resume may reuse them.
 
 A `RunManifest` holds the model (name or path, and a fingerprint of its config, tokenizer and weights), the prompt
-template, the scoring mode, the steering (heads, layers, k, beta, gate, steering source, layer convention, or a
-described steering function), the seed, dtype, device and the versions of lens_audio, torch, transformers and
-TransformerLens. A run file's manifest lies beside it (`<run>.manifest.json`); each of its records carries the
-manifest's digest and digests of its item's content (question, choices, answer, audio file bytes, other fields,
-rendered prompt), so a resume reuses a record only if both match.
+template, the scoring mode (and choice mode's option scoring), the steering (heads, layers, k, beta, gate, steering
+source, layer convention, or a described steering function), the seed, dtype, device and the versions of
+lens_audio, torch, transformers and TransformerLens. A run file's manifest lies beside it (`<run>.manifest.json`);
+each of its records carries the manifest's digest and digests of its item's content (question, choices, answer,
+audio file bytes, other fields, rendered prompt), so a resume reuses a record only if both match.
 
 Compared on resume: every field except `RECORDED_ONLY` (the model's name or path, since the fingerprint identifies
 the model; the benchmark path, since items are compared by content; batch size, which moves floats by ~1e-7;
@@ -89,6 +89,9 @@ class RunManifest:
     device: str
     versions: dict[str, str] = field(default_factory=installed_versions)
     max_new_tokens: int | None = None  # generate mode only
+    # choice mode's option scoring ("mean", "sum", "first_token"); None where the records do not depend on it
+    # (generate mode, or every scored option one token); left out of the compared fields when None
+    choice_scoring: str | None = None
     listening: bool = False
     silence: bool = False
     noise_snr_db: float | None = None  # white noise added to every clip at this SNR (the noise sweep)
@@ -104,6 +107,9 @@ class RunManifest:
     seed: int | None = None
     items_digest: str | None = None  # an experiment's manifest: all its items' content, and how many
     n_items: int | None = None
+    # the calibration/dev/test split the experiment made or was given (`benchmark.splits.BenchmarkSplit.label`, its
+    # digest first); None where the benchmark's own split field holds the stages (left out of the compared fields)
+    split: str | None = None
     benchmark: str | None = None
     batch_size: int | None = None
     created: str | None = None
@@ -125,6 +131,9 @@ class RunManifest:
     def compared(self) -> dict[str, Any]:
         """The fields a resume compares (JSON values)."""
         data = {k: v for k, v in self.to_json().items() if k not in RECORDED_ONLY}
+        for name in ("choice_scoring", "split"):  # older manifests had no such field: their digests stand
+            if data.get(name) is None:
+                data.pop(name, None)
         data["versions"] = _compared_versions(self.versions)
         data["device"] = str(self.device).split(":")[0]  # cuda:0 and cuda:1: the same numbers
         return data
@@ -143,11 +152,11 @@ class RunManifest:
         """'field ours -> theirs' for each compared field that differs (the fingerprint is reported as `model`)."""
         ours, theirs = self.compared(), other.compared()
         changes = []
-        for name in ours:
+        for name in dict.fromkeys([*ours, *theirs]):  # choice_scoring, split may be in one only
             if name == "versions":
                 changes += [f"{k} version {ours[name][k]} -> {theirs[name][k]}" for k in ours[name]
                             if ours[name][k] != theirs[name][k]]
-            elif ours[name] != theirs[name]:
+            elif ours.get(name) != theirs.get(name):
                 if name == "model_fingerprint":
                     changes.append(f"model {self.model!r} (fingerprint {self.model_fingerprint}) -> {other.model!r} "
                                    f"(fingerprint {other.model_fingerprint})")
@@ -156,7 +165,7 @@ class RunManifest:
                     changes += [f"hooks: removed {line}" for line in before if line not in after]
                     changes += [f"hooks: added {line}" for line in after if line not in before]
                 else:
-                    changes.append(f"{name} {_short(ours[name])} -> {_short(theirs[name])}")
+                    changes.append(f"{name} {_short(ours.get(name))} -> {_short(theirs.get(name))}")
         return changes
 
     def to_json(self) -> dict[str, Any]:
@@ -221,6 +230,7 @@ def describe_steering(steering: Any) -> dict[str, Any]:
 def run_manifest(
     model: HookedAudioLM, template: Any, mode: str, *, max_new_tokens: int, listening: bool, silence: bool,
     noise_snr_db: float | None = None, steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
+    choice_scoring: str | None = None,
 ) -> RunManifest:
     """The manifest of one `run_benchmark` call; `settings` adds or overrides fields (the experiment passes its
     heads, beta, method options and benchmark path). The model's fingerprint is taken anew each call, so a weight
@@ -234,6 +244,7 @@ def run_manifest(
         "dtype": str(model.cfg.dtype).replace("torch.", ""),
         "device": str(model.cfg.device),
         "max_new_tokens": max_new_tokens if mode == "generate" else None,
+        "choice_scoring": choice_scoring if mode == "choice" else None,
         "listening": bool(listening),
         "silence": bool(silence),
         "noise_snr_db": noise_snr_db,

@@ -35,7 +35,9 @@ def load_mmau(path: str | Path, split: str | None = None, allow_outside: bool = 
 
     Args:
         path: the JSON file.
-        split: keep only items whose `split` field equals this (e.g. "test").
+        split: keep only items whose `split` field equals this (e.g. "test"); a split no item has is refused, naming
+            the split values the file holds (MMAU test-mini holds only "test-mini": its calibration/dev/test split
+            is made by the experiment, `lens_audio.benchmark.splits`).
         allow_outside: accept `audio_id` paths that lead outside the file's folder (`..`, absolute paths);
             refused by default, so a benchmark file cannot make the workbench read files elsewhere.
     """
@@ -54,6 +56,13 @@ def load_mmau(path: str | Path, split: str | None = None, allow_outside: bool = 
             category = category[0] if category else None
         loaded.append({**item, "answer": matching_choice(item["answer"], item["choices"]), "category": category,
                        "audio_path": _audio_paths(item["audio_id"], folder)})
+    if split is not None and not loaded:
+        present = sorted({str(item.get("split")) for item in items})
+        raise BenchmarkError(
+            f"{path}: no item has split {split!r}; the file's split values are {present} ('None': no split field). "
+            "Load it with one of them, or without split= (a calibration/dev/test split is made with "
+            "lens_audio.benchmark.splits.make_split or `lens-audio split`)."
+        )
     return loaded
 
 

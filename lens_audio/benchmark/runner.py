@@ -5,6 +5,15 @@ Two modes:
   official `string_match`;
 - `choice`: the log-likelihood of each choice's tokens after the prompt; the
   best choice is the prediction (one forward when every choice is one token).
+  `choice_scoring` says how options of several tokens are compared: `"mean"` (default) the mean log-probability
+  per token (length-normalised: a summed log-likelihood favours the shortest option, on a random model the
+  shortest in 41 of 41 MMAU items), `"sum"` the summed log-likelihood, `"first_token"` the first token's
+  log-probability alone (one forward; refused for items whose options share a first token). With one-token
+  options the three agree. Under the `letters` template the options compared are the letters the prompt asks for
+  ("A", "B", ...), as the validity controls score them; the record's `output` is then the letter.
+
+A clip longer than the model's audio window (30 s for Qwen2-Audio) is cut to the window; the record of its item holds
+`truncated_s`, the seconds cut (summed over its clips; absent when nothing was cut), besides the warning.
 
 Each finished item is appended to a JSON-lines run file at once (one write
 of a whole line, synced), and a rerun skips the ids already there, so an
@@ -28,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from lens_audio.analysis.listening import listening_signal
@@ -36,9 +46,15 @@ from lens_audio.benchmark.manifest import DIGEST_KEY, ITEM_KEY, check_items, ite
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.benchmark.run_file import RunFile, read_records
 from lens_audio.benchmark.run_result import RunResult
-from lens_audio.benchmark.scoring import score_output
+from lens_audio.benchmark.scoring import (
+    DEFAULT_CHOICE_SCORING,
+    asks_for_letters,
+    check_choice_scoring,
+    score_output,
+    scored_options,
+)
 from lens_audio.checks import check_int
-from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, add_white_noise, load_audio
+from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, add_white_noise, load_audio, recording_cuts
 from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.finite import NonFiniteError, check_finite_logits
 
@@ -68,6 +84,7 @@ def run_benchmark(
     settings: Mapping[str, Any] | None = None,
     fresh: bool = False,
     noise_snr_db: float | None = None,
+    choice_scoring: str = DEFAULT_CHOICE_SCORING,
 ) -> RunResult:
     """Score `items`; with `out_path`, append records as they finish and resume from what is there.
 
@@ -84,18 +101,24 @@ def run_benchmark(
     refuses (see `lens_audio.benchmark.manifest`); `settings` names what the arguments do not show (a steering
     function's heads, layers, beta, ...; a dataclass such as `AdaptiveSteering` or a plain function describes
     itself), and `fresh` drops the file's old records.
+
+    In choice mode `choice_scoring` ("mean", "sum" or "first_token"; see the module) ranks the options; the manifest
+    records it where the records depend on it (some option of several tokens), so resuming under another refuses.
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
     check_int("batch_size", batch_size, 1)
     check_int("max_new_tokens", max_new_tokens, 1)
+    check_choice_scoring(choice_scoring)
     required = RUN_KEYS if callable(template) else (*RUN_KEYS, "question")  # named templates show the question
     validate_items(items, "run_benchmark's items", required, fix="Fix the items (load_mmau gives checked ones).")
+    letters = mode == "choice" and asks_for_letters(template)
+    scoring = choice_rule(model, items, letters, choice_scoring) if mode == "choice" else None
     manifest = digests = None
     if out_path is not None:
         manifest = run_manifest(model, template, mode, max_new_tokens=max_new_tokens, listening=listening,
                                 silence=silence, noise_snr_db=noise_snr_db, steering=steering, settings=settings,
-                                batch_size=batch_size)
+                                batch_size=batch_size, choice_scoring=scoring)
         digests = {item["id"]: item_digests(item, render_prompt(item, template)) for item in items}
     with RunFile(out_path, manifest, fresh) if out_path is not None else contextlib.nullcontext() as run:
         done = dict(run.records) if run is not None else {}
@@ -106,9 +129,8 @@ def run_benchmark(
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
                 try:
-                    scored = _score_chunk(
-                        model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db
-                    )
+                    scored = _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence,
+                                          noise_snr_db, (choice_scoring, letters))
                 except NonFiniteError as exc:  # name the items; the records before them are kept
                     ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
                     raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
@@ -125,16 +147,19 @@ def run_benchmark(
 
 @torch.no_grad()
 def _score_chunk(
-    model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db=None
+    model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db=None,
+    choice=(DEFAULT_CHOICE_SCORING, False),
 ) -> list[dict[str, Any]]:
     prompts = [render_prompt(item, template) for item in chunk]
-    if noise_snr_db is None:
-        batch = model.to_batch([item["audio_path"] for item in chunk], prompts)
-    else:
-        with warnings.catch_warnings():  # loud noise peaks past 1 by design: the clip is not rescaled
-            warnings.filterwarnings("ignore", message=".*far outside \\[-1, 1\\]")
-            batch = model.to_batch([noisy_clips(item, noise_snr_db) for item in chunk], prompts,
-                                   sampling_rate=TARGET_SAMPLE_RATE)
+    with recording_cuts() as cuts:  # seconds the model's audio window cut from each clip, in order
+        if noise_snr_db is None:
+            batch = model.to_batch([item["audio_path"] for item in chunk], prompts)
+        else:
+            with warnings.catch_warnings():  # loud noise peaks past 1 by design: the clip is not rescaled
+                warnings.filterwarnings("ignore", message=".*far outside \\[-1, 1\\]")
+                batch = model.to_batch([noisy_clips(item, noise_snr_db) for item in chunk], prompts,
+                                       sampling_rate=TARGET_SAMPLE_RATE)
+    truncated = truncated_seconds(chunk, cuts)
     if silence:
         batch = batch.silence_twin()
     prompt_length = batch.input_ids.shape[1]
@@ -142,9 +167,10 @@ def _score_chunk(
     # final prompt position and the answer tokens appended after it.
     # A steering object with its own `generate` (adaptive steering) shares its direction pass with the prefill.
     # So does one with its own `logits` in single-token choice scoring (one pass for direction and logits).
-    choices = [item["choices"] for item in chunk]
+    scoring, letters = choice
+    choices = [scored_options(item, letters) for item in chunk]  # the letters under the letters template
     fused = hasattr(steering, "generate") if mode == "generate" else (
-        hasattr(steering, "logits") and one_token_choices(model, choices)
+        hasattr(steering, "logits") and (scoring == "first_token" or one_token_choices(model, choices))
     )
     hooks = (
         steering(model, batch, -1 if mode == "generate" else prompt_length - 1)
@@ -160,19 +186,31 @@ def _score_chunk(
         outputs = [model.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in tokens]
     else:
         final_logits = steering.logits(model, batch) if fused else None
-        scores = choice_log_likelihoods(model, batch, choices, hooks, final_logits)
-        outputs = [item["choices"][int(scores[row, : len(item["choices"])].argmax())] for row, item in enumerate(chunk)]
+        scores = choice_log_likelihoods(model, batch, choices, hooks, final_logits, scoring)
+        outputs = [options[int(scores[row, : len(options)].argmax())] for row, options in enumerate(choices)]
     records = []
     for row, (item, output) in enumerate(zip(chunk, outputs)):
         extracted, correct = score_output(output, item["answer"], item["choices"])
         record = {"id": item["id"], **{k: item[k] for k in RECORD_KEYS if k in item}, "answer": item["answer"],
                   "output": output, "extracted": extracted, "correct": correct}
+        if truncated[row]:
+            record["truncated_s"] = truncated[row]
         if signal is not None:
             record["listening"] = (
                 signal[row].float().tolist()
             )  # float32 values, exact: resuming reads back the same array
         records.append(record)
     return records
+
+
+def truncated_seconds(chunk: Sequence[dict[str, Any]], cuts: Sequence[float]) -> list[float]:
+    """Each item's seconds of audio the model's window cut (summed over its clips, rounded to ms), from the cuts
+    `recording_cuts` listed clip by clip; zeros where the clips were not listed one by one."""
+    counts = [len(i["audio_path"]) if isinstance(i["audio_path"], (list, tuple)) else 1 for i in chunk]
+    if len(cuts) != sum(counts):
+        return [0.0] * len(chunk)
+    starts = np.cumsum([0, *counts])
+    return [round(float(sum(cuts[a:b])), 3) for a, b in zip(starts[:-1], starts[1:])]
 
 
 def noisy_clips(item: dict[str, Any], snr_db: float) -> list[np.ndarray]:
@@ -187,6 +225,27 @@ def one_token_choices(model: "HookedAudioLM", choices: Sequence[Sequence[str]]) 
     return all(len(encode_text(model.tokenizer, c)) == 1 for row in choices for c in row)
 
 
+def shared_first_tokens(model: "HookedAudioLM", choices: Sequence[Sequence[str]]) -> list[int]:
+    """The rows of `choices` whose options share a first token (first-token scoring cannot tell them apart)."""
+    firsts = [[tuple(encode_text(model.tokenizer, c)[:1]) for c in row] for row in choices]
+    return [i for i, row in enumerate(firsts) if len(set(row)) < len(row)]
+
+
+def choice_rule(model: "HookedAudioLM", items: Sequence[dict[str, Any]], letters: bool, scoring: str) -> str | None:
+    """The choice scoring the records of `items` depend on: None where every scored option is one token (then
+    "mean", "sum" and "first_token" agree; the manifest leaves it out), else `scoring`. First-token scoring of items
+    whose options share a first token is refused here, before any work, naming them and how many."""
+    options = [scored_options(item, letters) for item in items]
+    if scoring == "first_token":
+        clash = shared_first_tokens(model, options)
+        if clash:
+            ids = ", ".join(repr(items[i]["id"]) for i in clash[:3]) + (", ..." if len(clash) > 3 else "")
+            raise ValueError(f"choice_scoring 'first_token' cannot tell apart options that share their first token: "
+                             f"{len(clash)} of {len(items)} items do ({ids}); use choice_scoring 'mean' or 'sum' "
+                             "(--choice-scoring), or drop those items.")
+    return None if one_token_choices(model, options) else scoring
+
+
 @torch.no_grad()
 def choice_log_likelihoods(
     model: "HookedAudioLM",
@@ -194,16 +253,25 @@ def choice_log_likelihoods(
     choices: Sequence[Sequence[str]],
     hooks: list = (),
     final_logits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`[batch, max_choices]` summed log-probabilities of each choice's tokens after the prompt (-inf where absent).
+    scoring: str = "sum",
+) -> Float[torch.Tensor, "batch max_choices"]:
+    """`[batch, max_choices]` log-likelihood of each choice's tokens after the prompt (-inf where absent): summed
+    (`scoring="sum"`), the mean per token (`"mean"`) or the first token's alone (`"first_token"`, one forward).
 
     The batch must be left-padded (each prompt ends at the last position). `final_logits` (`[batch, d_vocab]`,
-    e.g. from `steered_logits`) are the final-position logits when already computed: single-token choices only.
+    e.g. from `steered_logits`) are the final-position logits when already computed: single-token choices (or
+    first-token scoring) only.
     """
+    check_choice_scoring(scoring)
     if not bool(batch.attention_mask[:, -1].all()):
         raise ValueError("choice scoring needs a left-padded batch (model.to_batch's default).")
     tok = model.tokenizer
     encoded = [[encode_text(tok, c) for c in row] for row in choices]
+    if scoring == "first_token":
+        if shared_first_tokens(model, choices):
+            raise ValueError(f"first-token scoring: rows {shared_first_tokens(model, choices)} have options that share "
+                             "their first token; score them with 'mean' or 'sum'.")
+        encoded = [[ids[:1] for ids in row] for row in encoded]
     width = max(len(row) for row in encoded)
     scores = torch.full((batch.batch_size, width), float("-inf"))
     if final_logits is not None and not all(len(ids) == 1 for row in encoded for ids in row):
@@ -233,5 +301,5 @@ def choice_log_likelihoods(
         gathered = logprobs.gather(-1, extra[..., None]).squeeze(-1) * extra_mask
         for i, s in enumerate(suffixes):
             if s:
-                scores[i, j] = gathered[i].sum()
+                scores[i, j] = gathered[i].sum() / (len(s) if scoring == "mean" else 1)
     return scores

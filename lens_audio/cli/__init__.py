@@ -13,6 +13,8 @@ Subcommands (`lens-audio <command> --help` for the options):
   sweep-beta           dev accuracy of adaptive steering for each beta
   evaluate             test: baseline, steered and random-head control
   noise-sweep          accuracy and the listening signal as white noise is added to the clips, by SNR
+  split                write a benchmark's seeded calibration/dev/test split (stratified by task, clips kept
+                       whole) as a file to publish beside results and reuse (--split-file)
   locate               where the steering effect lives: direction layers x injection sites, and the
                        specialists' own outputs, on dev (writes <out>/locate.json)
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed
@@ -23,8 +25,9 @@ Subcommands (`lens-audio <command> --help` for the options):
 
 One module per command group, each with `add_parsers(sub)` (its commands; returns command -> runner) and the
 runners: `hooks` (demo, hooks), `figures` (figures, explore), `experiment` (the experiment's stages and locate,
-and the placement arguments), `organisms` (workshop ...), `sae` (sae ...). Errors print as one line on stderr
-(`--debug` shows the traceback); a model with no registered profile is said in one line, `lens-audio: note: ...`.
+and the flags it shares with figures), `split` (split, and the split flags), `organisms` (workshop ...), `sae`
+(sae ...). Errors print as one line on stderr (`--debug` shows the traceback); a model with no registered profile,
+and the split an experiment made, are said in one line, `lens-audio: note: ...`.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from lens_audio.checks import OneLineParser, UserNote
-from lens_audio.cli import experiment, figures, hooks, organisms, sae
+from lens_audio.cli import experiment, figures, hooks, organisms, sae, split
 from lens_audio.cli.experiment import placement_args
 
 __all__ = ["main", "placement_args"]
-GROUPS = (hooks, figures, experiment, organisms, sae)  # in the order --help lists their commands
+GROUPS = (hooks, figures, experiment, split, organisms, sae)  # in the order --help lists their commands
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:

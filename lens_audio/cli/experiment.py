@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from lens_audio.checks import cli_float, cli_int, cli_seed, output_file, output_folder
+from lens_audio.checks import add_allow_outside_argument, cli_float, cli_int, cli_seed, output_file, output_folder
+from lens_audio.cli.split import add_split_arguments, check_split_name, split_from_args, split_profile_changes
 from lens_audio.files import write_atomically
 
 LOCATE_HELP = ("where the steering effect lives: direction layers x injection sites, and the specialists' own "
@@ -39,6 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "--benchmark", help="MMAU-format JSON with calibration/dev splits (default: the model's bundled benchmark)"
     )
     add_allow_outside_argument(locate)
+    add_split_arguments(locate)
     add_placement_arguments(locate)
     locate.add_argument("--out", default="runs/experiment", type=output_folder,
                         help="the experiment's run folder: its calibration run is reused (or run); writes locate.json")
@@ -48,10 +50,39 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
 
 
 def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--model", default="workshop", help="checkpoint folder or Hub id (default: workshop)")
+    add_profile_arguments(parser)
+    parser.add_argument("--out", default="runs/experiment", type=output_folder,
+                        help="folder of resumable run files shared by all stages")
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="start every run file this stage uses over (a resume under other settings is refused otherwise)",
+    )
+    parser.add_argument("--json", dest="json_path", type=output_file, help="also write the stage's result as JSON here")
+    if stage == "listen":
+        parser.add_argument("--split", default="calibration",
+                            help="calibration, dev, test, or a split value of the benchmark (e.g. test-mini)")
+    if stage == "noise-sweep":
+        parser.add_argument("--snrs", type=cli_float(), nargs="+", default=[20.0, 10.0, 0.0, -10.0],
+                            help="SNRs in dB of the white noise added to every clip (default 20 10 0 -10)")
+        parser.add_argument("--split", default="test",
+                            help="calibration, dev, test, or a split value of the benchmark (e.g. test-mini)")
+        parser.add_argument("--figure", type=output_file,
+                            help="write the sweep's figure here (.html; default <out>/noise_sweep.html)")
+    if stage == "evaluate":
+        parser.add_argument(
+            "--beta", type=cli_float(),
+            help="steering strength (default: the sweep's best, running the sweep if needed)",
+        )
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser, model_default: str | None = "workshop") -> None:
+    """The experiment's settings as flags, for its stages and `figures` alike (one place): the model, benchmark and
+    placement, every profile field a flag sets (`profile_from_args`), and the split (`cli.split`)."""
+    parser.add_argument("--model", default=model_default, help="checkpoint folder or Hub id (default: workshop)")
     parser.add_argument(
         "--benchmark",
-        help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
+        help="MMAU-format JSON (default: the model's bundled benchmark); without calibration/dev/test items it gets "
+        "a seeded split, see --split-sizes",
     )
     add_allow_outside_argument(parser)
     parser.add_argument(
@@ -62,6 +93,11 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         "--mode",
         choices=["generate", "choice"],
         help="default: the model's profile (choice for workshop models, else generate)",
+    )
+    parser.add_argument(
+        "--choice-scoring", choices=["mean", "sum", "first_token"],
+        help="choice mode: rank options by mean log-probability per token (default), summed log-likelihood "
+        "(favours short options) or the first token's only",
     )
     parser.add_argument("--k-heads", type=cli_int(1), help="specialist heads (default 4)")
     parser.add_argument(
@@ -92,32 +128,37 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         help="item fields the validity controls also stratify by, beside task and sub-category (default: "
         "hinted_choice, the hinted class)",
     )
+    add_split_arguments(parser)
     add_placement_arguments(parser)
-    parser.add_argument("--out", default="runs/experiment", type=output_folder,
-                        help="folder of resumable run files shared by all stages")
-    parser.add_argument(
-        "--fresh", action="store_true",
-        help="start every run file this stage uses over (a resume under other settings is refused otherwise)",
-    )
-    parser.add_argument("--json", dest="json_path", type=output_file, help="also write the stage's result as JSON here")
-    if stage == "listen":
-        parser.add_argument("--split", default="calibration", choices=["calibration", "dev", "test"])
-    if stage == "noise-sweep":
-        parser.add_argument("--snrs", type=cli_float(), nargs="+", default=[20.0, 10.0, 0.0, -10.0],
-                            help="SNRs in dB of the white noise added to every clip (default 20 10 0 -10)")
-        parser.add_argument("--split", default="test", choices=["calibration", "dev", "test"])
-        parser.add_argument("--figure", type=output_file,
-                            help="write the sweep's figure here (.html; default <out>/noise_sweep.html)")
-    if stage == "evaluate":
-        parser.add_argument(
-            "--beta", type=cli_float(),
-            help="steering strength (default: the sweep's best, running the sweep if needed)",
-        )
 
 
-def add_allow_outside_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-outside-audio", action="store_true",
-                        help="read audio_id paths that lead outside the benchmark file's folder (refused by default)")
+PROFILE_FLAGS = {  # profile field -> flag's dest (`profile_from_args`)
+    "prompt": "template", "mode": "mode", "choice_scoring": "choice_scoring", "k_heads": "k_heads", "betas": "betas",
+    "seed": "seed", "batch_size": "batch_size", "n_random_draws": "draws", "layer_convention": "layer_convention",
+    "steering_source": "steering_source", "gate": "gate", "selection_rule": "selection_rule",
+    "validity_strata": "strata",
+}
+
+
+def profile_from_args(args: argparse.Namespace, base):
+    """`base` (an `ExperimentProfile`) with the fields the flags set; a flag left out keeps `base`'s value."""
+    changes = {name: getattr(args, dest, None) for name, dest in PROFILE_FLAGS.items()}
+    changes.update(split_profile_changes(args))
+    return base.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
+
+
+def load_items(args: argparse.Namespace, profile, folder) -> tuple[str, list, object]:
+    """The benchmark (--benchmark, else the model's), its items and the split the flags name (`cli.split`); a
+    `--split` no stage or split value names is refused here, before the model loads."""
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.organisms import benchmark_for
+
+    benchmark = args.benchmark or benchmark_for(args.model)
+    items = load_mmau(benchmark, allow_outside=args.allow_outside_audio)
+    split = split_from_args(args, items, profile, folder)
+    if getattr(args, "split", None) is not None:
+        check_split_name(args.split, items)
+    return benchmark, items, split
 
 
 def add_placement_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,31 +216,15 @@ def run_stage(args: argparse.Namespace) -> int:
 
 def _run_stage(args: argparse.Namespace) -> int:
     from lens_audio import HookedAudioLM
-    from lens_audio.benchmark import load_mmau
-    from lens_audio.organisms import benchmark_for
     from lens_audio.paper.experiment import Experiment
     from lens_audio.paper.profile import profile_for
     from lens_audio.paper.results import head_label
     from lens_audio.paper.text import format_table
 
-    profile = profile_for(args.model).replace(
-        prompt=args.template,
-        mode=args.mode,
-        k_heads=args.k_heads,
-        betas=args.betas and tuple(args.betas),
-        seed=args.seed,
-        batch_size=args.batch_size,
-        n_random_draws=args.draws,
-        layer_convention=args.layer_convention,
-        steering_source=args.steering_source,
-        gate=args.gate,
-        selection_rule=args.selection_rule,
-        validity_strata=args.strata and tuple(args.strata),
-    )
+    profile = profile_from_args(args, profile_for(args.model))
+    benchmark, items, split = load_items(args, profile, args.out)  # before the model: a wrong --split costs nothing
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
-    benchmark = args.benchmark or benchmark_for(args.model)
-    items = load_mmau(benchmark, allow_outside=args.allow_outside_audio)
-    experiment = Experiment(model, items, profile, args.out, benchmark=benchmark, fresh=args.fresh)
+    experiment = Experiment(model, items, profile, args.out, benchmark=benchmark, fresh=args.fresh, split=split)
     if args.command == "experiment":
         full = experiment.run_all()
         print(format_table(full))
@@ -263,16 +288,13 @@ def run_locate(args: argparse.Namespace) -> int:
     """`lens-audio locate`: the sweeps of `lens_audio.paper.locate` on the experiment's dev focus items, with the
     specialists of its calibration run (reused from --out, or run), written to <out>/locate.json and printed."""
     from lens_audio import HookedAudioLM
-    from lens_audio.benchmark import load_mmau
-    from lens_audio.organisms import benchmark_for
     from lens_audio.paper.experiment import Experiment
     from lens_audio.paper.locate import write_locate
     from lens_audio.paper.profile import profile_for
 
-    profile = profile_for(args.model)
+    profile = profile_for(args.model).replace(**split_profile_changes(args))
+    benchmark, items, split = load_items(args, profile, args.out)  # the experiment's split, from its folder
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
-    benchmark = args.benchmark or benchmark_for(args.model)
-    items = load_mmau(benchmark, allow_outside=args.allow_outside_audio)
-    result = write_locate(Experiment(model, items, profile, args.out, benchmark=benchmark), args.betas)
+    result = write_locate(Experiment(model, items, profile, args.out, benchmark=benchmark, split=split), args.betas)
     print(json.dumps(result, indent=1))
     return 0

@@ -8,18 +8,26 @@ import sys
 import time
 from pathlib import Path
 
-from lens_audio.checks import cli_int, output_file, output_folder
-from lens_audio.cli.experiment import add_allow_outside_argument, add_placement_arguments, placement_args
+from lens_audio.checks import add_allow_outside_argument, cli_int, output_file, output_folder
+from lens_audio.cli.experiment import (
+    add_placement_arguments,
+    add_profile_arguments,
+    load_items,
+    placement_args,
+    profile_from_args,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> dict:
     """Add `figures` and `explore` to `sub`; return command -> runner."""
-    figures = sub.add_parser("figures", help="run the experiment and write every figure and figures/report.html")
-    figures.add_argument("--model", default="workshop")
-    figures.add_argument(
-        "--benchmark",
-        help="MMAU-format JSON with calibration/dev/test splits (default: the bundled workshop benchmark)",
+    figures = sub.add_parser(
+        "figures", help="run the experiment and write every figure and figures/report.html",
+        description="Run the experiment (or resume it from --runs) and write every figure and report.html. It takes "
+        "the experiment's flags; where --runs holds an experiment's settings (experiment.json, written by "
+        "`lens-audio experiment` and Experiment.run_all) and its split.json, they are the defaults, so the figures "
+        "follow that experiment.",
     )
+    add_profile_arguments(figures, model_default=None)
     figures.add_argument("--out", type=output_folder,
                          help="folder to write (default: figures, or with --from the saved result's folder)")
     figures.add_argument(
@@ -28,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "figure_inputs.json): no model is loaded and nothing is run",
     )
     figures.add_argument("--runs", default="runs/figures", type=output_folder,
-                         help="cached run files, reused unless --fresh")
+                         help="the experiment's run folder (e.g. an experiment's --out): reused unless --fresh, its "
+                         "recorded settings followed")
     figures.add_argument("--fresh", action="store_true", help="start every cached run over instead of reusing it")
     figures.add_argument(
         "--formats",
@@ -36,6 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "where PNGs "
         "are skipped with a warning if this machine cannot export them (naming png here makes that an error)",
     )
+    figures.set_defaults(run_defaults=vars(figures.parse_args([])))  # to name the flags --from would ignore
     explore = sub.add_parser("explore", help="write one item's interactive explorer as a self-contained HTML page")
     explore.add_argument("--item", required=True, help="the item's id in the benchmark")
     explore.add_argument("--model", default="workshop")
@@ -58,14 +68,17 @@ def run_figures(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     formats = tuple(f.strip() for f in (args.formats or "html,png").split(",") if f.strip())
     if args.source is not None:
-        ignored = [flag for flag, value in (("--benchmark", args.benchmark), ("--fresh", args.fresh)) if value]
+        kept = {"source", "out", "formats", "command", "debug", "run_defaults"}
+        ignored = ["--" + dest.replace("_", "-") for dest, value in vars(args).items()
+                   if dest not in kept and value != args.run_defaults.get(dest)]
         if ignored:
             raise ValueError(f"--from redraws a saved result without running anything; drop {' and '.join(ignored)} "
                              "(they apply only when the experiment runs), or drop --from.")
         made = figures_from(args.source, args.out, formats, static_required=args.formats is not None)
     else:
+        settings = experiment_settings(args)  # fills in args.model and args.benchmark
         made = make_figures(args.model, args.benchmark, args.out or "figures", args.runs, args.fresh,
-                            formats=formats, static_required=args.formats is not None)
+                            formats=formats, static_required=args.formats is not None, **settings)
     for name, paths in made["figures"].items():
         print(f"{name:18s} {' '.join(paths)}")
     if made.get("skipped"):
@@ -75,6 +88,27 @@ def run_figures(args: argparse.Namespace) -> int:
     if made["static_problem"]:
         print(f"warning: {made['static_problem']}; HTML figures and the report were written.", file=sys.stderr)
     return 0
+
+
+def experiment_settings(args: argparse.Namespace) -> dict:
+    """`make_figures` keywords from the flags, over the settings the --runs folder records (`paper.profile.
+    recorded_settings`) where it holds an experiment of the same model: the profile, split, placement. Fills in
+    args.model and args.benchmark."""
+    from lens_audio.paper.profile import SETTINGS_FILE, profile_for, recorded_settings
+
+    recorded = recorded_settings(args.runs)
+    if recorded is not None and args.model in (None, recorded["model"]):
+        args.model, args.benchmark = recorded["model"], args.benchmark or recorded["benchmark"]
+        base = recorded["profile"]
+        print(f"figures: following the experiment in {Path(args.runs) / SETTINGS_FILE} (model {args.model}, "
+              f"template {base.prompt_name}, mode {base.mode}); flags given override it", file=sys.stderr)
+    else:
+        args.model = args.model or "workshop"
+        base = profile_for(args.model)
+    profile = profile_from_args(args, base)
+    args.benchmark, _, split = load_items(args, profile, args.runs)
+    load = {"dtype": args.dtype, "device": args.device, **placement_args(args)}
+    return {"profile": profile, "split": split, "load": load, "allow_outside": args.allow_outside_audio}
 
 
 def run_explore(args: argparse.Namespace) -> int:

@@ -26,6 +26,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
     bench.add_argument(
         "--clips", type=cli_int(1), default=180, help="v1 only: clips; each gives three items (hint conditions)"
     )
+    bench.add_argument(
+        "--direct-only", action="store_true",
+        help="chains only: every clip asked about by its number, at the sizes of \"workshop-chains\"' registered "
+        "benchmark (--seed 1 rewrites that one)",
+    )
     bench.add_argument("--overwrite", action="store_true")
     train = workshop_sub.add_parser("train", help="train the workshop model (CPU) and evaluate it")
     train.add_argument(
@@ -83,10 +88,18 @@ def run_workshop(args: argparse.Namespace) -> int:
 def run_workshop_benchmark(args: argparse.Namespace) -> int:
     from lens_audio.organisms.benchmark_writer import SETS_JSON_NAME, write_benchmark, write_set_benchmark
 
+    if args.direct_only and args.recipe != "chains":
+        raise ValueError(f"--direct-only applies to --recipe chains, not {args.recipe}: add --recipe chains.")
     if args.recipe == "chains":
-        from lens_audio.organisms.benchmark_writer import CHAINS_JSON_NAME, write_chain_benchmark
+        from lens_audio.organisms.benchmark_writer import (
+            CHAIN_PARTITIONS,
+            CHAINS_JSON_NAME,
+            DIRECT_PARTITIONS,
+            write_chain_benchmark,
+        )
 
-        folder = write_chain_benchmark(args.out, seed=args.seed, overwrite=args.overwrite)
+        partitions = DIRECT_PARTITIONS if args.direct_only else CHAIN_PARTITIONS
+        folder = write_chain_benchmark(args.out, args.seed, partitions, args.overwrite, direct_only=args.direct_only)
         print(f"wrote {folder / CHAINS_JSON_NAME}")
     elif args.recipe == "v1":
         folder = write_benchmark(args.out, seed=args.seed, n_clips=args.clips, overwrite=args.overwrite)

@@ -4,12 +4,17 @@ Each control redraws only what depends on it: choosing a head (a click on the he
 dropdown) restyles the attention traces, the marker and the token panel; the beta slider and the
 source layers recompute the option bars from the stored final-position residuals (no forward).
 `select_head`, `set_beta` and `set_layers` are the callbacks, callable directly (tests, scripts).
+
+A reload of the browser page on a running kernel rebuilds every view from the widgets' synced state: the
+controls' values are traitlets, and each chart's figure is written back to its synced state after every redraw
+(`keep_state`), so a reloaded view shows the beta, layers and head the controls show.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from copy import deepcopy
 from typing import Any
 
 from lens_audio.explorer import charts
@@ -106,6 +111,8 @@ class Explorer:
             self.timeline.layout.title.text = charts.head_title(self.data, layer, head)
         with self.head_map.batch_update():
             self.head_map.data[1].x, self.head_map.data[1].y = [head], [layer]
+        keep_state(self.timeline)
+        keep_state(self.head_map)
         self.tokens.value = charts.tokens_html(self.data.text_attention(layer, head))
         if self.head_menu.value != self.head:
             self.head_menu.value = self.head
@@ -129,6 +136,7 @@ class Explorer:
         with self.options.batch_update():
             self.options.data[0].y, self.options.data[1].y = audio.numpy(), silence.numpy()
             self.options.layout.title.text = charts.options_title(self.beta, self.layers)
+        keep_state(self.options)
 
     def attention_traces(self) -> list[list[float]]:
         """What the timeline shows now: per clip, the chosen head's attention over its audio tokens."""
@@ -138,6 +146,19 @@ class Explorer:
     def option_bars(self) -> tuple[list[float], list[float]]:
         """What the options chart shows now: (with the audio, with the silence twin)."""
         return tuple(list(map(float, _values(trace.y))) for trace in self.options.data[:2])
+
+
+def keep_state(figure: Any) -> None:
+    """Write a FigureWidget's current figure into its synced state (`_widget_data`, `_widget_layout`).
+
+    plotly sends a redraw from Python to the open views as one-off messages and leaves the synced state at the
+    figure the widget was built with; a view built later (a browser reload on the running kernel) renders that
+    state, so without this it would show the first beta and head while the controls show the current ones. The two
+    lines are plotly's own (`BaseFigureWidget._repr_mimebundle_` writes them before a first display); the open
+    views do not redraw on them.
+    """
+    figure._widget_layout = deepcopy(figure._layout_obj._props)
+    figure._widget_data = deepcopy(figure._data)
 
 
 def _values(y: Any):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,14 +253,34 @@ def _to_mono(waveform: np.ndarray, label: str) -> np.ndarray:
     )
 
 
+_CUTS: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("lens_audio_cuts", default=None)
+
+
+@contextlib.contextmanager
+def recording_cuts() -> Iterator[list[float]]:
+    """Within the block, every clip `fit_to_window` sees is listed in order with the seconds the model's window cut
+    from it (0.0 for a clip that fits): what a run records per item (`truncated_s`), beyond the once-per-process
+    warning."""
+    cuts: list[float] = []
+    token = _CUTS.set(cuts)
+    try:
+        yield cuts
+    finally:
+        _CUTS.reset(token)
+
+
 def fit_to_window(
     waveform: Float[np.ndarray, " samples"], max_samples: int, label: str, on_long: str = "truncate"
 ) -> Float[np.ndarray, " samples"]:
     """Apply the model's audio window: the encoder sees at most `max_samples` (30 s for Qwen2-Audio).
 
     `on_long="truncate"` keeps the first window and warns (what the
-    processor would do silently); `"error"` refuses the clip.
+    processor would do silently); `"error"` refuses the clip. Inside `recording_cuts()` the seconds cut are
+    also listed (a benchmark run records them per item).
     """
+    cuts = _CUTS.get()
+    if cuts is not None:
+        cuts.append(max(0, waveform.shape[0] - max_samples) / TARGET_SAMPLE_RATE)
     if waveform.shape[0] <= max_samples:
         return waveform
     seconds, limit = waveform.shape[0] / TARGET_SAMPLE_RATE, max_samples / TARGET_SAMPLE_RATE

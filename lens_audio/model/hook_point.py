@@ -63,9 +63,11 @@ class HookPoint(_TLHookPoint):
         return (self.name or "").startswith("audio.")
 
 
-def _as_predicate(names_filter: "str | Sequence[str] | Callable[[str], bool] | None") -> Callable[[str], bool]:
-    if names_filter is None:
-        return lambda name: True
+def names_predicate(names_filter: "str | Sequence[str] | Callable[[str], bool] | None") -> Callable[[str], bool]:
+    """TransformerLens's `names_filter` (a name, names or a predicate) as a predicate; None: every hook but the
+    per-head `attn.hook_result` (`run_with_cache`'s default)."""
+    if names_filter is None:  # as run_with_cache's own default: every hook but the per-head outputs (n_heads times
+        return lambda name: not name.endswith("attn.hook_result")  # the residual stream; ask for them by name)
     if isinstance(names_filter, str):
         return lambda name: name == names_filter
     if callable(names_filter):
@@ -75,12 +77,14 @@ def _as_predicate(names_filter: "str | Sequence[str] | Callable[[str], bool] | N
 
 
 def decoder_only(names_filter: "str | Sequence[str] | Callable[[str], bool] | None" = None) -> Callable[[str], bool]:
-    """A names filter matching what `names_filter` matches among the decoder's hooks (not the audio encoder's)."""
-    keep = _as_predicate(names_filter)
+    """A names filter matching what `names_filter` matches among the decoder's hooks (not the audio encoder's); with
+    none, every decoder hook but the per-head `attn.hook_result` (as `run_with_cache` without a filter)."""
+    keep = names_predicate(names_filter)
     return lambda name: not name.startswith("audio.") and keep(name)
 
 
 def audio_only(names_filter: "str | Sequence[str] | Callable[[str], bool] | None" = None) -> Callable[[str], bool]:
-    """A names filter matching what `names_filter` matches among the audio encoder's hooks."""
-    keep = _as_predicate(names_filter)
+    """A names filter matching what `names_filter` matches among the audio encoder's hooks (with none, all but the
+    per-head `attn.hook_result`)."""
+    keep = names_predicate(names_filter)
     return lambda name: name.startswith("audio.") and keep(name)

@@ -50,8 +50,9 @@ from lens_audio.model.decoder import (  # position_ids_from_mask stays importabl
     position_ids_from_mask,
     weighted_norms,
 )
-from lens_audio.model.hook_point import HookPoint
+from lens_audio.model.hook_point import HookPoint, names_predicate
 from lens_audio.model.kv_cache import KVCache, as_kv_cache
+from lens_audio.model.memory import require_cache
 from lens_audio.model.mrope import make_rotary
 from lens_audio.model.tl_forward import TLForwardMixin
 from lens_audio.model.tl_text import TLTextMixin, adopt_tokenizer
@@ -428,7 +429,8 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, TLForwardMixin, HookedRootModul
         stream; `cache.stack_head_results()` recomputes it from `hook_z` otherwise.
         """
         if kwargs.get("names_filter") is None and not self.cfg.use_attn_result:
-            kwargs["names_filter"] = lambda name: not name.endswith("attn.hook_result")
+            kwargs["names_filter"] = names_predicate(None)
+        require_cache(self, model_args[0] if model_args else kwargs.get("input"), kwargs["names_filter"])
         out, cache_dict = super().run_with_cache(*model_args, **kwargs)
         if not return_cache_object:
             return out, cache_dict

@@ -23,10 +23,12 @@ BENCHMARK_SETS = HERE / "workshop" / "benchmark" / "workshop_sets.json"
 SAES = HERE / "workshop" / "saes"  # SAEs of the "workshop" model (`lens-audio sae workshop`), SAELens format
 CHECKPOINT_V1 = HERE / "workshop_v1" / "checkpoint"  # "workshop-v1": one clip per prompt
 BENCHMARK_V1 = HERE / "workshop_v1" / "benchmark" / "workshop.json"
-# "workshop-chains": the package ships its benchmark's JSON; `benchmark_writer.chain_benchmark()` writes the audio
-# beside it on first use
+# "workshop-chains": the package ships its benchmarks' JSON; `benchmark_writer.chain_benchmark()` and
+# `direct_chain_benchmark()` write the audio beside it on first use
 CHECKPOINT_CHAINS = HERE / "workshop_chains" / "checkpoint"
-BENCHMARK_CHAINS = HERE / "workshop_chains" / "benchmark" / "workshop_chains.json"
+BENCHMARK_CHAINS = HERE / "workshop_chains" / "benchmark" / "workshop_chains.json"  # questions by number or neighbour
+# its registered benchmark: direct questions only ("What is in Audio k?"), where head selection is decidable (card)
+BENCHMARK_CHAINS_DIRECT = HERE / "workshop_chains" / "benchmark_direct" / "workshop_chains.json"
 CHECKPOINT, BENCHMARK = CHECKPOINT_SETS, BENCHMARK_SETS  # "workshop": the default workshop model and its benchmark
 CARD_SETS, CARD_V1, CARD_CHAINS = (HERE / name / "README.md" for name in ("workshop", "workshop_v1", "workshop_chains"))
 
@@ -37,7 +39,8 @@ for entry in (
     ModelEntry("workshop-v1", "lens_audio.organisms:CHECKPOINT_V1", "lens_audio.organisms:BENCHMARK_V1", _PROFILE,
                "lens_audio.organisms:CARD_V1"),
     ModelEntry("workshop-chains", "lens_audio.organisms:CHECKPOINT_CHAINS",
-               "lens_audio.organisms.benchmark_writer:chain_benchmark", _PROFILE,
+               "lens_audio.organisms.benchmark_writer:direct_chain_benchmark",
+               "lens_audio.organisms.workshop_chains.profile:PROFILE",
                "lens_audio.organisms:CARD_CHAINS"),
 ):
     register_model(entry)
@@ -63,6 +66,7 @@ def benchmark_for(model_name: str) -> Path:
 __all__ = [
     "BENCHMARK",
     "BENCHMARK_CHAINS",
+    "BENCHMARK_CHAINS_DIRECT",
     "BENCHMARK_SETS",
     "BENCHMARK_V1",
     "CARD_CHAINS",

@@ -8,13 +8,14 @@ Functions over an `Experiment` (its splits, run files and profile); the statisti
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
+from lens_audio.analysis.heads import HeadCorrelation, pad_options, undefined_reason
 from lens_audio.analysis.statistics import pearson_columns
 from lens_audio.analysis.validity import (
     NoisePoint,
@@ -31,6 +32,9 @@ from lens_audio.analysis.validity import (
 )
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.benchmark.run_result import RunResult
+from lens_audio.benchmark.scoring import asks_for_letters, scored_options
+from lens_audio.benchmark.splits import clip_group
+from lens_audio.checks import UserNote
 from lens_audio.paper.results import head_label
 
 if TYPE_CHECKING:
@@ -38,10 +42,39 @@ if TYPE_CHECKING:
 
 
 class HeadEffects(NamedTuple):
-    """Over a list of items: each head's silence-output effect by attribution (`[layer, head]`), each item's margin."""
+    """Over a list of items: each head's silence-output effect by attribution (`[layer, head]`), each item's margin
+    (`kept`: the index of the items measured; the others' options share a first token, `skipped` their ids)."""
 
     attribution: np.ndarray
     margins: np.ndarray
+    kept: np.ndarray
+    skipped: list
+
+
+def option_texts(item: dict[str, Any], prompt: Any) -> list[str]:
+    """What the answer margin compares for `item`: the first tokens of its options, or of its letters under the
+    `letters` template (`benchmark.scoring.scored_options`, as choice mode scores them)."""
+    return scored_options(item, asks_for_letters(prompt))
+
+
+def distinct_first_tokens(experiment: "Experiment", rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, list]:
+    """The index of `rows` whose options have distinct first tokens (an answer margin over first tokens is defined),
+    and the ids of the others (skipped, and said so)."""
+    tok, prompt, keep, skipped = experiment.model.tokenizer, experiment.profile.prompt, [], []
+    for i, item in enumerate(rows):
+        firsts = {tuple(tok.encode(c, add_special_tokens=False)[:1]) for c in option_texts(item, prompt)}
+        if len(firsts) == len(item["choices"]):
+            keep.append(i)
+        else:
+            skipped.append(item["id"])
+    return np.array(keep, dtype=int), skipped
+
+
+def skipped_note(skipped: Sequence[Any], n: int, what: str) -> str:
+    """One line: how many of `n` items `what` skipped because their options share a first token."""
+    ids = ", ".join(map(repr, skipped[:3])) + (", ..." if len(skipped) > 3 else "")
+    return (f"{what}: {len(skipped)} of {n} items skipped, their options share a first token ({ids}); the answer "
+            "margin compares first tokens")
 
 
 STRATA = ("task", "sub-category")
@@ -49,11 +82,7 @@ STRATUM_SETS = {"task": ("task",), "sub-category": ("sub-category",), "task x su
 
 
 
-def cluster_of(item: dict[str, Any]) -> str:
-    """The clip group of an item (`clip_id`, else its audio, else its id): bootstrap resamples whole groups."""
-    if item.get("clip_id") is not None:
-        return str(item["clip_id"])
-    return json.dumps(item.get("audio_id", item["id"]))
+cluster_of = clip_group  # an item's clip group (`benchmark.splits.clip_group`): bootstrap resamples whole groups
 
 def stratum_sets(extra: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
     """The validity controls' strata: task, sub-category, both, and each field of `extra` on its own (e.g. the hinted
@@ -66,11 +95,15 @@ def strata_of(records: Sequence[dict[str, Any]], fields: Sequence[str]) -> list[
     return ["/".join(str(r.get(f)) for f in fields) for r in records]
 
 
-def top_heads(scores: np.ndarray, k: int) -> list[tuple[int, int]]:
-    """The `k` heads of highest score (NaN never chosen: `analysis.heads.top_heads` says so, or refuses)."""
+def top_heads(scores: np.ndarray, k: int, correlation: HeadCorrelation | None = None) -> list[tuple[int, int]]:
+    """The `k` heads of highest score (NaN never chosen: `analysis.heads.top_heads` says so, or refuses, with the
+    reason read off the calibration `correlation` where it explains it: every item right or every item wrong)."""
     from lens_audio.analysis.heads import top_heads as ranked
 
-    return ranked(scores, k, "the selection score")
+    reason = None
+    if correlation is not None and correlation.n_correct in (0, correlation.n_examples):
+        reason = undefined_reason(correlation.n_correct, correlation.n_examples)
+    return ranked(scores, k, "the selection score", reason)
 
 
 def selection_scores(experiment: "Experiment", run: RunResult) -> np.ndarray | None:
@@ -83,23 +116,22 @@ def selection_scores(experiment: "Experiment", run: RunResult) -> np.ndarray | N
     if rule == "within_stratum_r":
         return within_stratum_r(flat, run.correct, strata_of(run.records, STRATA)).reshape(shape)
     effects = head_effects(experiment, rows)
+    if effects.skipped:
+        warnings.warn(UserNote(skipped_note(effects.skipped, len(rows), f"selection rule {rule!r}")), stacklevel=2)
     if rule == "margin_r":
-        return pearson_columns(flat, effects.margins).reshape(shape)
+        return pearson_columns(flat[effects.kept], effects.margins).reshape(shape)
     return effects.attribution  # "causal"
 
 
 def batches(experiment: "Experiment", rows: Sequence[dict[str, Any]]):
     """`(batch, option_ids, answer_index)` per profile-sized chunk of `rows`: each option by the first token of its
     text, or of its letter under the `letters` template (in generate mode the margin is over these first tokens,
-    not the whole generated answer)."""
+    not the whole generated answer); ragged option lists padded (`analysis.heads.pad_options`). Rows whose options
+    share a first token are refused (`distinct_first_tokens` finds them first, to skip)."""
     tok, p = experiment.model.tokenizer, experiment.profile
-
-    def option_texts(item: dict[str, Any]) -> list[str]:
-        return [chr(ord("A") + i) for i in range(len(item["choices"]))] if p.prompt == "letters" else item["choices"]
-
     for start in range(0, len(rows), p.batch_size):
         chunk = rows[start : start + p.batch_size]
-        firsts = [[tok.encode(c, add_special_tokens=False)[0] for c in option_texts(item)] for item in chunk]
+        firsts = [[tok.encode(c, add_special_tokens=False)[0] for c in option_texts(item, p.prompt)] for item in chunk]
         clash = [item["id"] for item, ids in zip(chunk, firsts) if len(set(ids)) < len(ids)]
         if clash:
             raise ValueError(
@@ -107,20 +139,26 @@ def batches(experiment: "Experiment", rows: Sequence[dict[str, Any]]):
                 "control) needs options with distinct first tokens."
             )
         answer = [item["choices"].index(item["answer"]) for item in chunk]
-        width = max(map(len, firsts))  # pad with another option of the same item: the margin is unchanged
-        padded = [ids + [ids[1 - a if a < 2 else 0]] * (width - len(ids)) for ids, a in zip(firsts, answer)]
+        padded = pad_options(firsts, answer)
         batch = experiment.model.to_batch([i["audio_path"] for i in chunk], [render_prompt(i, p.prompt) for i in chunk])
         yield batch, padded, answer
 
 
 def head_effects(experiment: "Experiment", rows: Sequence[dict[str, Any]]) -> HeadEffects:
-    """Answer margins of `rows` and each head's silence-output effect on them, by attribution (mean over items)."""
+    """Answer margins of `rows` and each head's silence-output effect on them, by attribution (mean over items);
+    items whose options share a first token are skipped (`kept`, `skipped`). No measurable item: a ValueError."""
+    kept, skipped = distinct_first_tokens(experiment, rows)
+    if not len(kept):
+        raise ValueError(f"every one of the {len(rows)} items has options that share a first token; the answer "
+                         "margin compares first tokens")
+    rows = [rows[i] for i in kept]
     attribution, margins = 0.0, []
     for batch, options, answer in batches(experiment, rows):
         effect = silence_output_attribution(experiment.model, batch, options, answer).numpy()
         attribution = attribution + batch.batch_size * effect
         margins.append(answer_margins(experiment.model, batch, options, answer).numpy())
-    return HeadEffects(np.asarray(attribution, dtype=float) / len(rows), np.concatenate(margins).astype(float))
+    return HeadEffects(np.asarray(attribution, dtype=float) / len(rows), np.concatenate(margins).astype(float),
+                       kept, skipped)
 
 
 def exact_effects(
@@ -162,14 +200,17 @@ def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) ->
         float(ours(audio).mean()),
         float(ours(silence).mean()),
     )
-    notes = []
+    notes, skipped = [], []
     try:
-        causal = head_effects(experiment, rows).attribution
+        effects = head_effects(experiment, rows)  # items whose options share a first token: skipped, and counted
+        causal, skipped = effects.attribution, effects.skipped
         exact = list(dict.fromkeys(list(specialists) + top_heads(causal, n_exact)))
-        causal_exact = exact_effects(experiment, rows, exact)
-    except ValueError as exc:  # options whose first tokens clash: no answer margin
+        causal_exact = exact_effects(experiment, [rows[i] for i in effects.kept], exact)
+    except ValueError as exc:  # every item's options share a first token: no answer margin
         causal, causal_exact = None, {}
         notes.append(f"causal effect not measured: {exc}")
+    if skipped:
+        notes.append(skipped_note(skipped, len(rows), "causal effect"))
     share = None
     if all(isinstance(i.get("audio_path"), (list, tuple)) and "target_clip" in i for i in rows):
         parts = []
@@ -195,6 +236,7 @@ def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) ->
         mass_silence=silence.mean(0),
         clip_share=share,
         notes=notes,
+        causal_skipped=len(skipped),
     )
 
 

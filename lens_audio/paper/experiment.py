@@ -39,6 +39,7 @@ from lens_audio.benchmark.manifest import RunManifest, item_digests, items_diges
 from lens_audio.benchmark.parallel import sharded_run
 from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.benchmark.report import accuracy_with_ci
+from lens_audio.benchmark.splits import BenchmarkSplit, publish_split, stage_rows, stage_split
 from lens_audio.checks import check_int
 from lens_audio.paper.controls import (  # cluster_of: public here, as before
     cluster_of,
@@ -50,7 +51,7 @@ from lens_audio.paper.controls import (  # cluster_of: public here, as before
 )
 from lens_audio.paper.fast_steering import FastSteering
 from lens_audio.paper.head_controls import Controls, arrival_stage, control_distributions, matched_note  # noqa: F401
-from lens_audio.paper.profile import ExperimentProfile
+from lens_audio.paper.profile import ExperimentProfile, record_settings
 from lens_audio.paper.results import (
     BetaSweep,
     ExperimentResult,
@@ -79,15 +80,23 @@ class Experiment:
         progress: bool = True,
         benchmark: str | Path | None = None,
         fresh: bool = False,
+        split: BenchmarkSplit | None = None,
     ) -> None:
         """`benchmark` (the items' file) is recorded in the manifests; with `fresh`, each run file this experiment
-        opens is started over (once: later stages of the same experiment reuse what earlier ones wrote)."""
+        opens is started over (once: later stages of the same experiment reuse what earlier ones wrote). `split`
+        assigns the items to calibration/dev/test (`benchmark.splits`); without it, a benchmark with none of the
+        profile's split values gets a seeded split. A split is said at the start, written to `<out_dir>/split.json`
+        and recorded in every manifest (another split refuses to resume)."""
         self.model, self.items, self.profile, self.progress = model, list(items), profile, progress
         # before any work: the specialists and each random draw (from the other heads) need k_heads heads each
         check_int("k_heads", profile.k_heads, 1, model.cfg.n_layers * model.cfg.n_heads // 2)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.benchmark, self.fresh = None if benchmark is None else str(benchmark), fresh
+        self.benchmark_split = stage_split(self.items, profile.splits, split, profile.split_sizes, profile.seed,
+                                           profile.split_stratify)
+        if self.benchmark_split is not None:
+            publish_split(self.benchmark_split, self.out, fresh)
         self._opened: set[Path] = set()
         self._heads: HeadSelection | None = None
         self._fast: dict[str, FastSteering] = {}
@@ -96,13 +105,13 @@ class Experiment:
 
     # --- runs ---------------------------------------------------------------------------------------------
     def split(self, name: str) -> list[dict[str, Any]]:
-        rows = [i for i in self.items if i.get("split") == self.profile.splits[name]]
-        if not rows:
-            raise ValueError(
-                f"the benchmark has no items with split {self.profile.splits[name]!r} (MMAU 'split' field) for the "
-                f"{name} stage."
-            )
-        return rows
+        """The items of stage `name` (calibration, dev, test) or of the benchmark's own split `name` (`stage_rows`)."""
+        return stage_rows(self.items, name, self.profile.splits, self.benchmark_split)
+
+    @property
+    def split_label(self) -> str | None:
+        """The split the manifests record (None: the benchmark's own split field holds the stages)."""
+        return None if self.benchmark_split is None else self.benchmark_split.label
 
     def run(
         self, rows: Sequence[dict[str, Any]], name: str | None, steering=None, listening: bool = False,
@@ -125,10 +134,12 @@ class Experiment:
             listening=listening,
             progress=self.progress,
             description=name or "steering",
-            settings={"benchmark": self.benchmark, **(settings or {})},  # the model's fingerprint is taken each run
+            # the model's fingerprint is taken each run
+            settings={"benchmark": self.benchmark, "split": self.split_label, **(settings or {})},
             fresh=fresh,
             silence=silence,
             noise_snr_db=noise_snr_db,
+            choice_scoring=p.choice_scoring,
         )
 
     def spec(self, heads: Heads, beta: float, **option) -> SteeringSpec:
@@ -160,8 +171,8 @@ class Experiment:
         digests = {i["id"]: item_digests(i, render_prompt(i, p.prompt)) for i in self.items}
         return run_manifest(
             self.model, p.prompt, p.mode, max_new_tokens=p.max_new_tokens, listening=True, silence=False,
-            steering=None, batch_size=p.batch_size,
-            settings={"benchmark": self.benchmark, "heads": specialists,
+            steering=None, batch_size=p.batch_size, choice_scoring=p.choice_scoring,
+            settings={"benchmark": self.benchmark, "split": self.split_label, "heads": specialists,
                       "layers": layers_of(specialists), "k_heads": p.k_heads, "beta": beta, "gate": p.gate,
                       "steering_source": p.steering_source, "layer_convention": p.layer_convention, "seed": p.seed,
                       "items_digest": items_digest(digests), "n_items": len(digests)},
@@ -203,7 +214,7 @@ class Experiment:
             clusters=self.clusters("calibration"),
         )
         scores = selection_scores(self, run)
-        specialists = correlation.top_k(p.k_heads) if scores is None else top_heads(scores, p.k_heads)
+        specialists = correlation.top_k(p.k_heads) if scores is None else top_heads(scores, p.k_heads, correlation)
         control = correlation.random_heads(p.k_heads, seed=p.seed, exclude=specialists)
         mass = self.specialist_mass(run, specialists)
         reference = float(mass[run.correct].mean()) if run.correct.any() else float(mass.mean())
@@ -250,11 +261,13 @@ class Experiment:
     def sweep_beta(self) -> BetaSweep:
         """Dev accuracy of steering from the specialists for each beta; the best (ties: smaller) is kept."""
         specialists = self.select_heads().specialists
+        clusters = self.clusters("dev")  # intervals resample clips where clips repeat, as on test (`ci_unit`)
         sweep = {
-            beta: accuracy_with_ci(self.spec_run("dev", self.spec(specialists, beta), "steered").correct)
+            beta: accuracy_with_ci(self.spec_run("dev", self.spec(specialists, beta), "steered").correct,
+                                   clusters=clusters)
             for beta in self.profile.betas
         }
-        return BetaSweep(accuracy_with_ci(self.listen("dev").correct), sweep, best_beta(sweep))
+        return BetaSweep(accuracy_with_ci(self.listen("dev").correct, clusters=clusters), sweep, best_beta(sweep))
 
     def focus(self, run: RunResult) -> tuple[np.ndarray, str]:
         """Index of the items the controls are measured on (the profile's focus condition where items have hints) and
@@ -368,6 +381,7 @@ class Experiment:
         return noise_sweep(self, snrs, split)
 
     def run_all(self) -> ExperimentResult:
+        record_settings(self.out, self.model.cfg.model_name, self.benchmark, self.profile, self.split_label)
         selection = self.select_heads()
         dev = self.sweep_beta()
         runs, paired = self.evaluate(dev.best_beta)

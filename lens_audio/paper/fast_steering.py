@@ -34,6 +34,7 @@ from lens_audio.analysis.final_position import final_state_hooks
 from lens_audio.analysis.steering.push import steered
 from lens_audio.benchmark.parallel import sharded_map
 from lens_audio.benchmark.prompts import render_prompt
+from lens_audio.benchmark.scoring import asks_for_letters, scored_options
 from lens_audio.inputs.plain_text import encode_text
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ class FastSteering:
             [part[k].to(model.device) if part[k] is not None else None for part in parts] for k in range(3)
         )
         tok = model.tokenizer
-        option_ids = [[encode_text(tok, c)[0] for c in i["choices"]] for i in items]
+        letters = asks_for_letters(prompt)  # the letters template: its letters are the options, as in the runner
+        option_ids = [[encode_text(tok, c)[0] for c in scored_options(i, letters)] for i in items]
         answers = np.array([i["choices"].index(i["answer"]) for i in items])
         return cls(
             model, torch.cat(audio), torch.cat(silence), torch.cat(deltas) if heads else None, option_ids, answers

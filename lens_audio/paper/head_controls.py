@@ -39,7 +39,7 @@ from lens_audio.analysis.final_position import AudioArrival, audio_arrival, rest
 from lens_audio.analysis.probes import answer_probe
 from lens_audio.analysis.statistics import ControlDistribution, control_distribution, random_head_draws
 from lens_audio.benchmark.parallel import sharded_map
-from lens_audio.paper.controls import batches, cluster_of
+from lens_audio.paper.controls import batches, cluster_of, distinct_first_tokens, skipped_note
 from lens_audio.paper.results import best_beta
 
 if TYPE_CHECKING:
@@ -70,27 +70,36 @@ def even_rows(n: int, limit: int | None) -> list[int]:
 
 def arrival_stage(experiment: "Experiment", split: str = "calibration") -> AudioArrival:
     """Where the audio's content reaches the final prompt position, on `split`'s no-hint items (all items when none
-    has a hint condition "none"; at most `arrival_items` of them, spread evenly): the patching restore by layer
-    (`analysis.final_position.restore_by_layer`, options scored by their first token) and the linear probe of the
-    answer's class at every point (`analysis.probes.answer_probe`, folds grouped by clip, penalty
-    `ARRIVAL_PROBE_L2`)."""
+    has a hint condition "none", named by the condition they share, e.g. "conflicting", where they share one; at
+    most `arrival_items` of them, spread evenly): the patching restore by layer (`analysis.final_position.
+    restore_by_layer`, options scored by their first token) and the linear probe of the answer's class at every point
+    (`analysis.probes.answer_probe`, folds grouped by clip, penalty `ARRIVAL_PROBE_L2`)."""
 
     p, items = experiment.profile, experiment.split(split)
     rows = [i for i in items if i.get("hint") == "none"]
-    name = "no-hint" if rows else "all"
+    hints = {i.get("hint") for i in items}
+    shared = next(iter(hints)) if len(hints) == 1 and None not in hints else None  # e.g. calibration: conflicting
+    name = "no-hint" if rows else shared or "all"
     rows = rows or items
     rows = [rows[i] for i in even_rows(len(rows), p.arrival_items)]
-    notes = [] if name == "no-hint" else ["no no-hint items: measured on all items (a hint in the text is in both "
-                                          "runs; the probe may read it)"]
+    notes = [] if name == "no-hint" else [
+        f"no no-hint items: measured on all items{f' (every one {shared})' if shared else ''}; a hint in the text is "
+        "in both runs, so the probe may read it"]
     if p.mode == "generate":
         notes.append("options scored by their first token at the final position (the run itself generates)")
+    kept, skipped = distinct_first_tokens(experiment, rows)  # options sharing a first token: those items skipped
+    if skipped:
+        notes.append(skipped_note(skipped, len(rows), "arrival stage"))
+        rows = [rows[i] for i in kept]
     parts = []
     try:
+        if not rows:
+            raise ValueError("every item's options share a first token")
         steps = tqdm(batches(experiment, rows), desc="where the audio arrives", total=-(-len(rows) // p.batch_size),
                      disable=not experiment.progress)
         for batch, options, answer in steps:
             parts.append(restore_by_layer(experiment.model, batch, options, answer))
-    except ValueError as exc:  # options that share a first token: no first-token scoring
+    except ValueError as exc:  # no item left whose options have distinct first tokens
         return AudioArrival(split, name, len(rows), float("nan"), float("nan"), [], p.arrival_share,
                             notes=notes + [f"not measured: {exc}"])
     audio, silence, patched = (np.concatenate([part[k] for part in parts], axis=-1) for k in range(3))
@@ -113,6 +122,19 @@ def depth_range(experiment: "Experiment") -> tuple[list[int], str]:
     span = list(range(min(layers), max(layers) + 1))
     return span, (f"heads drawn from the specialists' depth range, layers {span[0]}-{span[-1]} (where the audio "
                   "arrives was not measured: " + ("; ".join(arrival.notes) or "undefined") + ")")
+
+
+def depth_mismatch(specialists: Heads, layers: Sequence[int]) -> str | None:
+    """One line when some specialists sit outside the depth-matched draws' layers (None when all sit inside)."""
+    low, high = min(layers), max(layers)
+    outside = [layer for layer, _ in specialists if not low <= layer <= high]
+    if not outside:
+        return None
+    found = sorted(set(outside))
+    where = " and ".join(side for side, hit in (("below", found[0] < low), ("above", found[-1] > high)) if hit)
+    return (f"{len(outside)} of the {len(specialists)} specialists sit in layer{'s' * (len(found) > 1)} "
+            f"{', '.join(map(str, found))}, {where} the draws' range {low}-{high}: this control does not match "
+            "their depth")
 
 
 def beta_of(correct_by_beta: dict[float, np.ndarray]) -> float:
@@ -147,8 +169,12 @@ def control_distributions(experiment: "Experiment", beta: float) -> Controls:
     index, name = e.focus(baseline)
     clusters = [cluster_of(i) for i in np.array(e.split("test"), dtype=object)[index]]
     conditions = np.array(baseline.conditions)
-    ours = e.steered_correct("test", selection.specialists, beta)
     score, shape, notes = _Scorer(e), selection.correlation.shape, []
+    mine = e.spec(selection.specialists, beta)
+    # the specialists' test run is the one `Experiment.evaluate` made ("steered"): read back, never run again
+    ours = e.steered_correct("test", selection.specialists, beta) if score.fast is not None else \
+        e.spec_run("test", mine, "steered").correct
+    score.memo[(mine.key, beta)] = ours  # a draw with the specialists' direction scores their run
 
     def distribution(draws, strengths, kind: str, **extra: Any) -> ControlDistribution:
         matrix = score(draws, strengths)
@@ -190,8 +216,9 @@ def control_distributions(experiment: "Experiment", beta: float) -> Controls:
         else:
             try:
                 depth_draws = draw(layers=layers)
+                outside = depth_mismatch(selection.specialists, layers)
                 depth = distribution(depth_draws, [beta] * len(depth_draws), "depth-matched", layers=layers,
-                                     basis=basis)
+                                     basis=basis + (f"; {outside}" if outside else ""))
             except ValueError as exc:  # too few heads in the range
                 notes.append(f"depth-matched draws not drawn: {exc}")
     if p.beta_matched_control:

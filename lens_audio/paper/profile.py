@@ -17,6 +17,10 @@ the arrival stage's `arrival_share` and `arrival_items`) and the method options 
   (so a head whose audio attention only tracks the question type ranks low); `"margin_r"`: r with the answer
   margin (answer logit minus the best other option's) instead of 0/1 correctness; `"causal"`: the drop of the
   answer margin when the head's final-position output takes its silence-run value (attribution patching).
+- `splits`: the benchmark's `split` value of each stage (calibration, dev, test; every one named, and test's
+  value neither calibration's nor dev's: heads and beta are never chosen on the items reported on). A benchmark
+  with none of the three values gets a seeded split of `split_sizes` (default 0.25 / 0.25 / 0.5) stratified by
+  `split_stratify` (default: task), clip groups whole (`lens_audio.benchmark.splits`).
 - `gate`: `None` (a fixed beta) or `"signal"`: each item's push is scaled by how little the model
   listens, beta * clip((m0 - mass) / m0, 0, 1), with mass the specialists' mean final-token audio
   mass on that item and m0 the same mean over the calibration items answered correctly.
@@ -30,13 +34,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from lens_audio.benchmark.scoring import check_choice_scoring
+from lens_audio.benchmark.splits import DEFAULT_SIZES, check_sizes, check_stages
 from lens_audio.benchmark.templates import TEMPLATES
 from lens_audio.checks import UserNote, check_float, check_int, check_seed
+from lens_audio.files import write_atomically
 from lens_audio.model.registry import ModelEntry, model_entry, register_model, resolve
 
 PromptFn = Callable[[dict[str, Any]], str]
@@ -51,12 +60,19 @@ class ExperimentProfile:
 
     prompt: str | PromptFn = "instruct"
     mode: Literal["generate", "choice"] = "generate"
+    # choice mode's option scoring (`benchmark.runner`): "mean" log-probability per token (default: a summed one
+    # favours short options), "sum", or "first_token"; one-token options score the same under all three
+    choice_scoring: Literal["mean", "sum", "first_token"] = "mean"
     k_heads: int = 4
     betas: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
     seed: int = 0
     batch_size: int = 16
     max_new_tokens: int = 32
     splits: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
+    # a benchmark with no calibration/dev/test items (MMAU test-mini) gets a seeded split (`benchmark.splits`):
+    # these fractions of its items (calibration, dev, test), stratified by these item fields (None: task)
+    split_sizes: tuple[float, float, float] = DEFAULT_SIZES
+    split_stratify: tuple[str, ...] | None = None
     n_random_draws: int = 200
     layer_matched_control: bool = True
     depth_matched_control: bool = True  # draws from the layers the audio has reached (`paper.head_controls`)
@@ -79,6 +95,7 @@ class ExperimentProfile:
     def __post_init__(self) -> None:
         if self.mode not in ("generate", "choice"):
             raise ValueError(f"mode must be 'generate' or 'choice', not {self.mode!r}.")
+        check_choice_scoring(self.choice_scoring)
         if self.layer_convention not in LAYER_CONVENTIONS:
             raise ValueError(
                 f"layer_convention must be one of {sorted(LAYER_CONVENTIONS)}, not {self.layer_convention!r}."
@@ -96,6 +113,13 @@ class ExperimentProfile:
                               ("n_permutations", 1), ("n_bootstrap", 2)):  # the sweep's CIs use n_bootstrap // 2
             check_int(name, getattr(self, name), minimum)
         check_seed("seed", self.seed)
+        check_stages(self.splits)
+        object.__setattr__(self, "splits", dict(self.splits))
+        object.__setattr__(self, "split_sizes", check_sizes(self.split_sizes))
+        if self.split_stratify is not None:
+            if isinstance(self.split_stratify, str) or not all(isinstance(f, str) and f for f in self.split_stratify):
+                raise ValueError(f"split_stratify must be a tuple of item field names, not {self.split_stratify!r}.")
+            object.__setattr__(self, "split_stratify", tuple(self.split_stratify))
         check_float("arrival_share", self.arrival_share, 0, 1)
         if isinstance(self.validity_strata, str) or not all(isinstance(f, str) and f for f in self.validity_strata):
             raise ValueError(f"validity_strata must be a tuple of item field names, not {self.validity_strata!r}.")
@@ -119,7 +143,8 @@ class ExperimentProfile:
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {**data, "prompt": self.prompt_name, "betas": list(self.betas), "splits": dict(self.splits),
-                "validity_strata": list(self.validity_strata)}
+                "validity_strata": list(self.validity_strata), "split_sizes": list(self.split_sizes),
+                "split_stratify": None if self.split_stratify is None else list(self.split_stratify)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExperimentProfile:
@@ -128,8 +153,9 @@ class ExperimentProfile:
         data = dict(data)
         data["prompt"] = _prompt_from_name(data["prompt"])
         data["betas"] = tuple(data["betas"])
-        if "validity_strata" in data:
-            data["validity_strata"] = tuple(data["validity_strata"])
+        for name in ("validity_strata", "split_sizes", "split_stratify"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
         return cls(**data)
 
 
@@ -166,6 +192,32 @@ def profile_for(model_name: str) -> ExperimentProfile:
     if not isinstance(profile, ExperimentProfile):
         raise TypeError(f"{entry.profile} must be an ExperimentProfile, not {type(profile).__name__}.")
     return profile
+
+
+SETTINGS_FILE = "experiment.json"  # in an experiment's run folder: what `figures --runs FOLDER` follows
+
+
+def record_settings(folder: str | Path, model: str, benchmark: str | None, profile: ExperimentProfile,
+                    split: str | None) -> Path:
+    """Write the experiment's model, benchmark, profile and split (`BenchmarkSplit.label`) to `<folder>/`
+    `SETTINGS_FILE`, so the figures and report run under the same settings (`recorded_settings`)."""
+    path = Path(folder) / SETTINGS_FILE
+    data = {"model": model, "benchmark": benchmark, "profile": profile.to_json(), "split": split}
+    write_atomically(path, json.dumps(data, indent=1))
+    return path
+
+
+def recorded_settings(folder: str | Path) -> dict[str, Any] | None:
+    """The settings `record_settings` wrote in `folder` (its `profile` an `ExperimentProfile`), or None if none."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {**data, "profile": ExperimentProfile.from_json(data["profile"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} cannot be read as an experiment's settings ({exc}); remove it, or rerun the "
+                         "experiment into this folder.") from exc
 
 
 def _prompt_from_name(name: str) -> str | PromptFn:

@@ -6,6 +6,19 @@ import numpy as np
 
 from lens_audio.paper.results import ExperimentResult, head_label
 
+SCORING_WORDS = {"mean": "mean log-probability per option token (length-normalised)",
+                 "sum": "summed log-likelihood of the option's tokens (favours short options)",
+                 "first_token": "log-probability of the option's first token"}
+
+
+def scoring_line(profile) -> str:
+    """One line saying how answers were scored: generation and MMAU's string match, or choice mode's rule (and
+    that the letters are compared under the `letters` template)."""
+    if profile.mode == "generate":
+        return "scoring: generated answers, MMAU's string match"
+    letters = " of the option letters (A, B, ...: the letters template)" if profile.prompt == "letters" else ""
+    return f"scoring: choice mode, options ranked by {SCORING_WORDS[profile.choice_scoring]}{letters}"
+
 
 def format_table(result: ExperimentResult) -> str:
     """The results as text: test accuracy by condition for each run, the heads, the paired statistics and the
@@ -17,28 +30,28 @@ def format_table(result: ExperimentResult) -> str:
         rows += [("hint", k) for k in first["hint"]] + [("hint_by_task", k) for k in first["hint_by_task"]]
     cell = lambda v: f"{v['accuracy']:6.2f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]"
     unit = first["total"].get("ci_unit", "item")
-    lines = [f"95% bootstrap CIs resample {'clips (clip sets)' if unit == 'clip' else 'items'}"]
+    lines = [scoring_line(result.profile),
+             f"95% bootstrap CIs resample {'clips (clip sets)' if unit == 'clip' else 'items'}"]
     lines += [f"{'test split':24s}" + "".join(f"{name:>26s}" for name in runs)]
     for table, key in rows:
         values = [result.test[name][table] if table == "total" else result.test[name][table][key] for name in runs]
         lines.append(f"{key:24s}" + "".join(f"{cell(v):>26s}" for v in values))
     heads = result.head_selection
     detail = lambda h: heads.describe(h)
-    rule = "" if heads.rule == "r" else f", chosen by selection rule {heads.rule!r}"
-    lines += ["", f"specialist heads (calibration{rule}; r, bootstrap CI resampling clips, Fisher-z CI, max-|r| "
-              "permutation-adjusted p):"]
+    significant = set(heads.null.significant())
+    lines += ["", f"specialist heads (calibration; {chosen_by(heads)}; r, bootstrap CI resampling clips, Fisher-z CI, "
+              "max-|r| permutation-adjusted p):"]
     lines += [
         f"  {head_label(h)}: r={d['r']:.3f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] Fisher [{d['fisher_ci'][0]:.2f}, "
         f"{d['fisher_ci'][1]:.2f}] "
-        f"p_adj={d['p_adjusted']:.3f}"
+        f"p_adj={d['p_adjusted']:.3f}" + ("" if tuple(h) in significant else " (not significant family-wise)")
         for h, d in ((h, detail(h)) for h in heads.specialists)
     ]
-    significant = heads.null.significant()
     lines.append(
         f"  max |r| = {heads.null.observed_max:.3f}, permutation p = {heads.null.p_max:.3f} "
         f"({heads.null.n_permutations} shuffles, "
-        f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05: "
-        + (", ".join(map(head_label, significant)) if significant else "none")
+        f"{heads.n_errors} calibration errors); heads significant family-wise at 0.05 (by |r|): "
+        + significant_heads(heads)
     )
     lines += [
         f"random control heads (seeded draw): {', '.join(map(head_label, heads.control))}",
@@ -74,6 +87,18 @@ def format_table(result: ExperimentResult) -> str:
     lines += format_controls(result)
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
+
+
+def chosen_by(heads) -> str:
+    """How the specialists were chosen: the top k by signed r (a strongly negative head is never one), or the rule."""
+    rule = "signed r" if heads.rule == "r" else f"selection rule {heads.rule!r}"
+    return f"specialists: the top {len(heads.specialists)} by {rule}"
+
+
+def significant_heads(heads) -> str:
+    """The heads significant family-wise at 0.05 (max-|r| null, so either sign), negative ones marked "(r < 0)"."""
+    r = heads.correlation.r
+    return ", ".join(head_label(h) + (" (r < 0)" if r[h] < 0 else "") for h in heads.null.significant()) or "none"
 
 
 def format_controls(result: ExperimentResult, n_causal: int = 4) -> list[str]:
@@ -124,7 +149,9 @@ def causal_versus_r(controls, k: int = 4) -> list[str]:
     verdict = (f"{len(shared)} of them {'is a specialist' if len(shared) == 1 else 'are specialists'}" if shared
                else "none of them is a specialist")
     return [
-        f"causal vs r: the {k} heads whose silence-run output moves the answer most are "
+        f"causal vs r: the {k} heads whose silence-run output moves the answer most (exact margin drop in logits, "
+        "positive = the margin drops; ranked by it among the heads measured exactly: the top by attribution "
+        "estimate and the specialists) are "
         + ", ".join(f"{head_label(h)} ({effect(h):.3f})" for h in top)
         + f"; {verdict}; the specialists' effects: "
         + ", ".join(f"{head_label(h)} {effect(h):.3f}" for h in specialists)

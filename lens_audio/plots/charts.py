@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lens_audio.plots.paper import WRAP_COLUMNS
+
 if TYPE_CHECKING:
     from lens_audio.analysis.lens import LogitLens
     from lens_audio.analysis.listening import ListeningSignal
@@ -155,20 +157,17 @@ def control_distribution_plot(
     not_drawn: Sequence[str] = (),
     others: Mapping[str, tuple[Sequence[float], float]] | None = None,
 ) -> go.Figure:
-    """Bars of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart), their 5-95%
-    band and the specialists' line, each named in the legend; `matched` adds the layer-matched draws beside them,
-    `others` further controls by name ("depth-matched", "beta-matched": `(accuracies, specialists' percentile)`).
+    """Bars of the random-head draws' accuracy (one bar per attainable value, 100 / n_items apart, at that value:
+    the series overlap, translucent, never shifted beside each other), their 5-95% band and the specialists' line,
+    each named in the legend with the share of its draws that tie the specialists; `matched` adds the layer-matched
+    draws, `others` further controls by name ("depth-matched", "beta-matched": `(accuracies, specialists'
+    percentile)`).
 
     `not_drawn`: one line per control that cannot differ from the specialists by construction (e.g. layer-matched
     draws when the direction depends only on the layers); printed under the chart instead of drawn.
     """
     fig = go.Figure()
     step = 100 / n_items
-    extra = [list(v[0]) for v in (others or {}).values()]
-    values = np.asarray(list(accuracies) + list(matched if matched is not None else []) + sum(extra, [])
-                        + [specialists], float)
-    edges = np.arange(values.min() - step / 2, values.max() + step, step)
-    centres = (edges[:-1] + edges[1:]) / 2
     series = [(accuracies, "random heads", "#7f7f7f")]
     if matched is not None:
         series.append((matched, "layer-matched heads", "#1f77b4"))
@@ -177,10 +176,12 @@ def control_distribution_plot(
         series.append((draws, f"{name} heads, specialists at percentile {rank:.0f}", colours.get(name, "#8c564b")))
     top = 1
     for draws, name, colour in series:
-        counts, _ = np.histogram(np.asarray(draws, float), bins=edges)
-        keep = counts > 0
+        values = np.asarray(draws, float)
+        x, counts = np.unique(values.round(6), return_counts=True)  # each attainable accuracy at its own value
         top = max(top, int(counts.max()))
-        fig.add_trace(go.Bar(x=centres[keep], y=counts[keep], name=f"{name} ({len(draws)} draws)", marker_color=colour,
+        tied = 100 * float(np.isclose(values, specialists).mean())
+        fig.add_trace(go.Bar(x=x, y=counts, width=0.9 * step, opacity=0.55, marker_color=colour,
+                             name=f"{name} ({len(draws)} draws, {tied:.0f}% of draws tie)",
                              hovertemplate="%{x:.1f}%: %{y} draws<extra></extra>"))
     low, high = np.quantile(np.asarray(accuracies, float), [0.05, 0.95])
     fig.add_trace(go.Scatter(x=[low, low, high, high, low], y=[0, top * 1.08, top * 1.08, 0, 0], fill="toself",
@@ -189,15 +190,19 @@ def control_distribution_plot(
     fig.add_trace(go.Scatter(x=[specialists, specialists], y=[0, top * 1.08], mode="lines",
                              line=dict(color="#d62728", width=3), hoverinfo="skip",
                              name=f"specialists {specialists:.1f}% (percentile {percentile:.0f} of random draws)"))
-    fig.update_layout(barmode="group", bargap=0.15, legend=dict(orientation="v", y=-0.2, x=0, yanchor="top"))
+    # laid out in pixels, so the legend (one line per series) and the notes under it never overlap
+    plot, legend_top, line = 330, 70, 24
+    notes = [textwrap.fill(text, 100).replace("\n", "<br>") for text in not_drawn]
+    under = legend_top + line * (len(series) + 2) + 10  # where the notes start, px under the plot
+    bottom = under + 18 * sum(n.count("<br>") + 1 for n in notes) + 20
+    fig.update_layout(barmode="overlay", legend=dict(orientation="v", y=-legend_top / plot, x=0, yanchor="top"))
     fig.update_xaxes(title_text=label)
     fig.update_yaxes(title_text="draws", rangemode="tozero")
-    fig = _styled(fig, title, height=560 + 50 * len(not_drawn))
-    if not_drawn:
-        note = "<br>".join(textwrap.fill(line, 100).replace("\n", "<br>") for line in not_drawn)
-        fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.5, yanchor="top", showarrow=False,
-                           xanchor="left", align="left", font=dict(size=12, color="#555"))
-    fig.update_layout(margin=dict(b=190 + 50 * len(not_drawn)))
+    fig = _styled(fig, title, height=100 + plot + bottom)
+    if notes:
+        fig.add_annotation(text="<br>".join(notes), xref="paper", yref="paper", x=0, y=-under / plot, yanchor="top",
+                           showarrow=False, xanchor="left", align="left", font=dict(size=12, color="#555"))
+    fig.update_layout(margin=dict(t=100, b=bottom))  # t: the title and the line under it (`figures.stamped`)
     return fig
 
 
@@ -269,7 +274,7 @@ def audio_attention(
 
 
 # ---- residual patching by position
-RESTORED_TITLE = "share of the<br>audio's effect<br>restored"
+RESTORED_TITLE = "share of the audio's effect restored"
 
 
 def patching_map(table, labels: Sequence[str], title: str, bound: float = 1.0) -> go.Figure:
@@ -278,7 +283,8 @@ def patching_map(table, labels: Sequence[str], title: str, bound: float = 1.0) -
 
     Values are the normalised logit difference (0 = the silence run, 1 = the audio run). The colour scale is fixed
     at +-`bound`; cells beyond it (a patch that overshoots the audio run) saturate and are counted under the map,
-    and their hover text gives the value.
+    and their hover text gives the value. Its natural width grows with the prompt (20 px a token); its PDF and SVG
+    exports wrap the positions into rows at a page's width (`plots.paper.for_paper`).
     """
     z = np.asarray(table, dtype=float)
     audio = [label == "audio" or str(label).startswith("Audio ") for label in labels]
@@ -292,10 +298,13 @@ def patching_map(table, labels: Sequence[str], title: str, bound: float = 1.0) -
             colorscale=DIVERGING,
             zmin=-bound,
             zmax=bound,
-            colorbar=dict(title=RESTORED_TITLE, tickvals=[-bound, 0, bound],
+            # the title runs along the bar, right of its tick labels: on top it touched the top tick's label,
+            # which is centred on the bar's end
+            colorbar=dict(title=dict(text=RESTORED_TITLE, side="right"), tickvals=[-bound, 0, bound],
                           ticktext=[f"≤ {-bound:g}", "0 (silence run)", f"≥ {bound:g} (audio run)"]),
             customdata=[text] * z.shape[0],
             hovertemplate="%{y}, %{customdata}<br>restored %{z:.3f}<extra></extra>",
+            meta={"paper_layout": WRAP_COLUMNS},  # PDF/SVG: wrapped into rows at a page's width (plots.paper)
         )
     )
     fig.update_xaxes(

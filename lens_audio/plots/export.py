@@ -1,5 +1,6 @@
 """Writing figures: `save_figure` writes `<name>.html` and `<name>.png` (kaleido drives a local Chromium; on Debian
-`apt-get install chromium`) into `figures/` or a folder you choose; PDF and SVG on request. The HTML files work
+`apt-get install chromium`) into `figures/` or a folder you choose; PDF and SVG on request, laid out for a page
+where a figure is wider than one (`plots.paper`). The HTML files work
 offline: they load one copy of plotly.js, `plotly.min.js`, written once into the same folder (nothing comes from a
 CDN). Each file appears complete or not at all (`files.write_atomically`), and each page's data is escaped by
 `files.script_json`, as every page of the package is.
@@ -16,9 +17,11 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from lens_audio.files import escape_html, script_json, write_atomically
+from lens_audio.plots.paper import for_paper
 
 STATIC_FORMATS = ("png", "svg", "pdf")
 FORMATS = ("html", *STATIC_FORMATS)
+PNG_SCALE = 2  # PNGs are drawn at twice the figure's size (sharp on high-density screens)
 PLOTLY_JS = "plotly.min.js"  # the one local copy the HTML figures of a folder share
 STATIC_EXPORT_HINT = (
     "static export (PNG/SVG/PDF) needs kaleido>=1 and a Chromium-based browser: on Debian/Ubuntu `apt-get install "
@@ -107,8 +110,10 @@ def save_figures(figures: dict[str, go.Figure], folder: str | Path, formats: Seq
 
 
 def _write_static(fig: go.Figure, path: str, fmt: str) -> None:
+    if fmt in ("pdf", "svg"):  # print formats: a figure wider than a page is laid out for one (`plots.paper`)
+        fig = for_paper(fig)
     try:
-        fig.write_image(path, format=fmt, scale=2 if fmt == "png" else 1)
+        fig.write_image(path, format=fmt, scale=PNG_SCALE if fmt == "png" else 1)
     except (ImportError, ValueError, RuntimeError) as exc:
         text = str(exc).lower()
         if "kaleido" in text or "chrome" in text or "browser" in text:

@@ -41,13 +41,43 @@ def max_diff(a: Tensor, b: Tensor) -> float:
     return float((torch.as_tensor(a).double() - torch.as_tensor(b).double()).abs().nan_to_num(0).max())
 
 
+def distinct_sizes(sizes: dict[str, int]) -> bool:
+    """Whether every input axis has its own size (`sizes` names them all, the ones the answer reduces away included):
+    only then does a slip onto the wrong axis change the shape, so that `wrong_axes` can name it."""
+    return len({int(size) for size in sizes.values()}) == len(sizes)
+
+
+def wrong_axes(got: tuple[int, ...], expected: tuple[int, ...], axes: str, sizes: dict[str, int]) -> str:
+    """Name the axes behind a wrong shape: each dimension of `got` that differs from `expected`, by the input axis
+    whose size it has (`sizes` must be `distinct_sizes`), e.g. "you kept the layer axis (4) where [batch] (3)
+    belongs: you reduced over batch instead"."""
+    names = axes.split()
+    owner = {int(size): axis for axis, size in sizes.items()}
+    notes = []
+    if len(got) == len(expected):
+        for index, (g, e) in enumerate(zip(got, expected)):
+            if g != e and g in owner:
+                notes.append(f"dimension {index} has {g}, the number of {owner[g]}s, where {names[index]} ({e}) "
+                             f"belongs: you reduced over {names[index]} instead of {owner[g]}")
+    else:
+        kept = [owner.get(int(g), "?") for g in got]
+        extra = [axis for axis in kept if axis not in names]
+        if extra:
+            notes.append(f"your result keeps the axes [{' '.join(kept)}]: reduce over {', '.join(extra)}")
+        missing = [axis for axis in names if axis not in kept]
+        if missing:
+            notes.append(f"your result lost the {', '.join(missing)} axis")
+    return ("; ".join(notes) + ".") if notes else ""
+
+
 def call_learner(function: Callable, name: str, args: tuple, expected: tuple[int, ...], axes: str,
-                 slip: str = "") -> Tensor:
+                 slip: str = "", sizes: dict[str, int] | None = None) -> Tensor:
     """Run the learner's `function(*args)` and check the shape of its result before any value.
 
     An exception inside the learner's code (a shape mismatch from a wrong index, say) becomes an AssertionError
     that names the function, the error, the shape expected and `slip` (the usual cause), instead of a raw torch
-    traceback.
+    traceback. With `sizes` (every input axis by name, each a distinct size) a wrong shape names the axis that
+    was kept or reduced by mistake.
     """
     try:
         result = function(*args)
@@ -58,8 +88,9 @@ def call_learner(function: Callable, name: str, args: tuple, expected: tuple[int
         ) from error
     got = as_tensor(result, name)
     if tuple(got.shape) != tuple(expected):
+        named = wrong_axes(tuple(got.shape), tuple(expected), axes, sizes) if sizes and distinct_sizes(sizes) else ""
         raise AssertionError(
-            f"{name} returned shape {tuple(got.shape)}; expected {tuple(expected)} = [{axes}]. {slip}".rstrip()
+            f"{name} returned shape {tuple(got.shape)}; expected {tuple(expected)} = [{axes}]. {named or slip}".rstrip()
         )
     return got
 

@@ -138,9 +138,15 @@ def test_silence_clip_hook(silence_clip_hook: Callable, model: "HookedAudioLM", 
         clips = [np.zeros_like(w) if j == clip - 1 else w for j, w in enumerate(waves)]
         references[clip] = model(model.to_batch(clips, prompt, sampling_rate=16000))[0, final]
     for clip in references:
-        hook = silence_clip_hook(clip, silent_embeds.clone())
+        given = silent_embeds.clone()
+        hook = silence_clip_hook(clip, given)
         assert callable(hook), f"silence_clip_hook({clip}, ...) should return a hook function, got {hook!r}."
-        got = model.run_with_hooks(batch, fwd_hooks=[(AUDIO_EMBEDS, hook)])[0, final]
+        got = model.run_with_hooks(batch, fwd_hooks=[(AUDIO_EMBEDS, checked_hook(hook, clip))])[0, final]
+        assert same(given, silent_embeds, atol=0), (
+            f"your hook for clip={clip} changed `silent_embeds` in place, so the next hook made from it (exercise "
+            "1.4 makes one per clip) silences the wrong thing. Clone `embeds` and copy the silent row into the clone; "
+            "never write into `silent_embeds`."
+        )
         if same(got, references[clip], atol=1e-3):
             continue
         assert not same(got, clean, atol=1e-5), (
@@ -163,3 +169,103 @@ def test_silence_clip_hook(silence_clip_hook: Callable, model: "HookedAudioLM", 
             f"row {clip - 1} of `silent_embeds`, and leave the other rows alone."
         )
     print("silence_clip_hook: same logits as feeding an all-zero waveform for each clip. Passed!")
+
+
+def checked_hook(learner_hook: Callable, clip: int) -> Callable:
+    """The learner's hook, with its result checked where it is produced: an error inside it, or a result that is
+    not `[clip, tok, d_model]` like its input, becomes an AssertionError naming the slip (instead of a traceback
+    from inside the model's audio splice, which only sees the wrong tensor later)."""
+    def run(embeds: Tensor, hook: Any) -> Tensor | None:
+        shape = tuple(embeds.shape)
+        try:
+            result = learner_hook(embeds, hook)
+        except Exception as error:  # the learner's own code failed: name it, and what it receives
+            raise AssertionError(
+                f"your hook for clip={clip} raised {type(error).__name__}: {error}. It receives `embeds` of shape "
+                f"{shape} = [clip tok d_model] (Audio k is row k - 1) and should return that shape."
+            ) from error
+        if result is None:
+            return None
+        if not isinstance(result, Tensor):
+            raise AssertionError(f"your hook for clip={clip} returned a {type(result).__name__}; return the edited "
+                                 "`embeds` tensor (or None after editing it in place).")
+        if tuple(result.shape) != shape:
+            row = " (one clip's row: assign it into a clone of `embeds` and return the clone)" if tuple(
+                result.shape) == shape[1:] else ""
+            raise AssertionError(
+                f"your hook for clip={clip} returned shape {tuple(result.shape)}{row}; it must return the whole "
+                f"`embeds`, shape {shape} = [clip tok d_model], with row {clip - 1} replaced."
+            )
+        return result
+
+    return run
+
+
+def silenced_option_probs(model: "HookedAudioLM", item: dict[str, Any]) -> Tensor:
+    """`[silenced, option]` probabilities of the item's options: row 0 as is, row k with Audio k an all-zero
+    waveform (through the feature extractor and the audio encoder, no hook)."""
+    prompt = render_prompt(item, "workshop")
+    waves = [load_audio(p) for p in item["audio_path"]]
+    ids = option_ids_of(model, [item])[0]
+    rows = []
+    for clip in range(len(waves) + 1):
+        clips = [np.zeros_like(w) if j == clip - 1 else w for j, w in enumerate(waves)]
+        batch = model.to_batch(clips, prompt, sampling_rate=16000)
+        rows.append(model(batch)[0, batch.final_position[0], ids].softmax(-1))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def test_silence_table(probs: Any, model: "HookedAudioLM", item: dict[str, Any]) -> None:
+    """Exercise 1.4's table, `probs[k, j]` = P(option j) with Audio k silenced (row 0: nothing silenced), checked
+    lightly: its shape, that each row (not each column) is a distribution, then its values against prompts whose
+    clip is an all-zero waveform."""
+    if isinstance(probs, list | tuple) and probs and all(isinstance(row, Tensor) for row in probs):
+        probs = torch.stack([row.detach().cpu() for row in probs])
+    got = as_tensor(None if probs is None or probs is Ellipsis else torch.as_tensor(np.asarray(probs)), "probs")
+    n_rows, n_options = len(item["audio_path"]) + 1, len(item["choices"])
+    axes = f"silenced ({n_rows}: nothing, Audio 1..{n_rows - 1}) option ({n_options})"
+    if tuple(got.shape) != (n_rows, n_options):
+        squeezed = tuple(d for d in got.shape if d != 1)
+        hint = " Drop the size-1 batch axis (`[0]` on each row's `[1, option]` logits) before stacking." if (
+            squeezed == (n_rows, n_options)) else ""
+        raise AssertionError(f"probs has shape {tuple(got.shape)}; expected ({n_rows}, {n_options}) = [{axes}].{hint}")
+    got = got.double()
+    if bool(((got - 1).abs() < 1e-6).all()):
+        raise AssertionError(
+            "every probability is 1.00: your softmax ran over an axis of size 1 — the batch axis of a one-prompt "
+            f"batch's `[1, {n_options}]` option logits (`.softmax(0)`). Take it over the options: `.softmax(-1)`."
+        )
+    rows_sum, columns_sum = got.sum(1), got.sum(0)
+    if not bool(((rows_sum - 1).abs() < 1e-3).all()):
+        if bool(((columns_sum - 1).abs() < 1e-3).all()):
+            raise AssertionError(
+                "each column sums to 1, not each row: your softmax ran over axis 0, what was silenced. Each row is "
+                "one run's distribution over the options: softmax over the options axis (`softmax(-1)` on each "
+                "run's option logits) before stacking the runs."
+            )
+        if abs(float(got.sum()) - 1) < 1e-3:
+            raise AssertionError("the whole table sums to 1: softmax each row (one run) over its options, not all "
+                                 f"{n_rows * n_options} values at once.")
+        raise AssertionError(
+            f"row sums {[round(v, 3) for v in rows_sum.tolist()]}: each row should be probabilities over the "
+            "options, summing to 1 (did you keep the logits? apply `softmax(-1)`)."
+        )
+    expected = silenced_option_probs(model, item).double()
+    if same(got, expected, atol=2e-3):
+        print(f"probs: each row sums to 1 over the {n_options} options and matches prompts whose clip is an all-zero "
+              "waveform. Passed!")
+        return
+    label = ["nothing silenced"] + [f"Audio {k} silenced" for k in range(1, n_rows)]
+    matches = [next((m for m in range(n_rows) if same(got[k], expected[m], atol=2e-3)), None) for k in range(n_rows)]
+    if None not in matches:
+        raise AssertionError(
+            "your rows are in the wrong order: " + ", ".join(
+                f"your row {k} is the run with {label[m]}" for k, m in enumerate(matches) if m != k)
+            + ". Row 0 is the plain run and row k has Audio k silenced: your hook counts clips from 1, so pass k."
+        )
+    row, _ = worst_example(got, expected)
+    raise AssertionError(
+        f"row {row} ({'nothing' if row == 0 else f'Audio {row}'} silenced) should be "
+        f"{[round(v, 2) for v in expected[row].tolist()]}, yours is {[round(v, 2) for v in got[row].tolist()]}."
+    )

@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from lens_audio.analysis.final_position import audio_arrival
 from lens_audio.analysis.steering.direction import adaptive_direction, adaptive_steering, steering_hooks
 from lens_audio.model.hook_point import block_hook_name
 from lens_audio.organisms.evaluate import PROFILE, score_items
@@ -24,15 +25,32 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def test_direction(direction_by_hand: Callable, model: "HookedAudioLM", batch: "AudioBatch",
                    layers: tuple[int, ...] = (1, 4, 5)) -> None:
-    """`direction_by_hand(model, batch, layers)` against `adaptive_direction` (one batched audio+silence pass)."""
+    """`direction_by_hand(model, batch, layers)` against `adaptive_direction` (one batched audio+silence pass).
+
+    Where `layers` has as many layers as `batch` has prompts, a layer set of another size is checked first, so
+    that averaging over the prompts instead of the layers changes the shape and is named.
+    """
     layers = list(layers)
+    layer_sets = [layers]
+    if len(layers) == batch.batch_size:
+        other = layers[:-1] if len(layers) > 2 else sorted(set(layers) | {model.cfg.n_layers - 1, 1})
+        layer_sets.insert(0, other if len(other) != batch.batch_size else layers + [model.cfg.n_layers - 1])
+    for layer_set in layer_sets:
+        check_direction(direction_by_hand, model, batch, layer_set)
+    print(f"direction_by_hand: layers {' and '.join(map(str, layer_sets))}, {batch.batch_size} prompts, matches "
+          "adaptive_direction. Passed!")
+
+
+def check_direction(direction_by_hand: Callable, model: "HookedAudioLM", batch: "AudioBatch",
+                    layers: list[int]) -> None:
+    """One layer set of `test_direction`: the shape (naming a slip onto the wrong axis), then the values."""
     expected = adaptive_direction(model, batch, layers)
+    sizes = {"batch": batch.batch_size, "layer": len(layers), "d_model": model.cfg.d_model}
     got = call_learner(direction_by_hand, "direction_by_hand", (model, batch, list(layers)), tuple(expected.shape),
                        "batch d_model", "`cache[name][:, final]` pairs every prompt with every prompt's final position "
                        "([batch, batch, d_model]); take `cache[name][torch.arange(batch), final]` ([batch, d_model]), "
-                       "then average over layers.")
+                       "then average over layers.", sizes=sizes)
     if same(got, expected, atol=1e-4):
-        print(f"direction_by_hand: layers {layers}, {batch.batch_size} prompts, matches adaptive_direction. Passed!")
         return
     assert not same(got, -expected, atol=1e-4), (
         "your direction points the wrong way: audio minus silence, not silence minus audio."
@@ -208,3 +226,74 @@ def test_percentile(percentile_among: Callable) -> None:
         )
         raise AssertionError(f"ours = {ours}, draws = {draws.tolist()}: expected percentile {expected}, got {got}.")
     print("percentile_among: matches scipy.stats.percentileofscore (ties count half). Passed!")
+
+
+def arrival_case(by_layer: list[float], audio: float, silence: float, n: int = 40) -> tuple[np.ndarray, ...]:
+    """Correctness arrays with these accuracies (fractions of `n` items): `([item], [item], [layer, item])`."""
+    def row(accuracy: float) -> np.ndarray:
+        return np.arange(n) < round(accuracy * n)
+    return row(audio), row(silence), np.stack([row(a) for a in by_layer])
+
+
+ARRIVAL_CASES = (  # (by layer, audio, silence): a late arrival; a layer that restores, then one that does not;
+    # patched accuracy >= 90% of the audio run's though < 90% of the audio's effect (the silence run is at 50%)
+    ([0.2, 0.2, 0.2, 0.2, 0.175, 0.875, 0.875, 0.85, 0.8, 0.8, 0.8], 0.8, 0.2),
+    ([0.3, 0.3, 0.9, 0.3, 0.85, 0.9, 0.9, 0.9], 0.9, 0.3),
+    ([0.5, 0.5, 0.75, 0.75, 0.85, 0.8], 0.8, 0.5),
+)
+
+
+def test_arrival_layers(arrival_layers: Callable, threshold: float = 0.9) -> None:
+    """`arrival_layers(audio, silence, patched, threshold)` against `lens_audio.analysis.final_position`'s
+    `audio_arrival(...).layers` on three made-up patching results, each built to tell a usual slip apart."""
+    for by_layer, audio_accuracy, silence_accuracy in ARRIVAL_CASES:
+        audio, silence, patched = arrival_case(by_layer, audio_accuracy, silence_accuracy)
+        expected = audio_arrival("check", "made-up", audio, silence, patched, threshold).layers
+        case = (f"audio run {100 * audio_accuracy:.0f}%, silence {100 * silence_accuracy:.0f}%, patched by layer "
+                f"{[round(100 * a) for a in by_layer]}%")
+        try:
+            result = arrival_layers(audio.copy(), silence.copy(), patched.copy(), threshold)
+        except Exception as error:
+            raise AssertionError(f"arrival_layers raised {type(error).__name__}: {error} ({case}). `patched` is "
+                                 f"[layer, item] = {patched.shape}; return a list of layers.") from error
+        assert result is not None and result is not Ellipsis, (
+            "arrival_layers returned nothing: replace the `...  # TODO`.")
+        if isinstance(result, int | np.integer):
+            raise AssertionError(f"arrival_layers returned one layer ({result}); return the list of layers the "
+                                 f"audio has reached, from the arrival layer to the last, here {expected}.")
+        got = [int(layer) for layer in result]
+        if got == expected:
+            continue
+        n_layers, n_items = patched.shape
+        share = (patched.mean(1) - silence.mean()) / (audio.mean() - silence.mean())
+        assert max(got, default=0) < n_layers, (
+            f"{case}: you returned layers up to {max(got)}, but there are {n_layers}: `patched` is [layer, item] "
+            f"= ({n_layers}, {n_items}); average each layer over its items (axis 1)."
+        )
+        reached = np.nonzero(share >= threshold)[0]
+        assert got != [int(layer) for layer in reached], (
+            f"{case}: you kept every layer that restores >= {threshold:.0%} on its own ({reached.tolist()}); the "
+            f"audio has arrived from the first layer from which *every* later layer restores it: {expected}."
+        )
+        first = int(reached[0]) if reached.size else None
+        assert first is None or got != list(range(first, n_layers)), (
+            f"{case}: layer {first} restores the effect, but a later layer does not; the arrival is the first "
+            f"layer from which every later layer restores >= {threshold:.0%}: {expected}."
+        )
+        ratio = patched.mean(1) / audio.mean()
+        below = np.nonzero(ratio < threshold)[0]
+        naive = list(range(int(below[-1]) + 1, n_layers)) if below.size else list(range(n_layers))
+        assert got != naive, (
+            f"{case}: you compared the patched accuracy with the audio run's ({threshold:.0%} of "
+            f"{100 * audio_accuracy:.0f}%); the share restored is of the audio's *effect*: (patched - silence) / "
+            f"(audio - silence), shares {[round(float(s), 2) for s in share]}."
+        )
+        across_layers = audio_arrival("check", "made-up", audio, silence, patched.T, threshold).layers
+        assert got != across_layers, (
+            f"{case}: you averaged over the layers (axis 0) instead of the items: `patched` is [layer, item] = "
+            f"({n_layers}, {n_items}); each layer's accuracy is `patched.mean(1)`."
+        )
+        raise AssertionError(f"{case}: expected layers {expected}, got {got}. Restored shares by layer "
+                             f"{[round(float(s), 2) for s in share]}.")
+    print(f"arrival_layers: matches audio_arrival on {len(ARRIVAL_CASES)} patching results (a late arrival, a layer "
+          "that restores and one after it that does not, a silence run at 50%). Passed!")

@@ -35,3 +35,28 @@ def test_lens_over_audio_positions(tiny_pair, two_example_batch):
     with torch.no_grad():
         logits = model(two_example_batch)[1][two_example_batch.audio_mask[1]]
     assert torch.allclose(probs[-1], logits.softmax(-1)[:, [3, 8]], atol=1e-5)
+
+
+def test_options_are_read_in_chunks_that_bound_the_logits_held(tiny_pair, two_example_batch):
+    """`read_options` unembeds a bounded number of rows at a time, and chunking changes no number."""
+    from lens_audio.analysis.lens import read_options
+
+    _, model = tiny_pair(n_heads=4, n_kv_heads=2, n_layers=3)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(two_example_batch, names_filter="blocks.1.hook_resid_post")
+    resid = cache["blocks.1.hook_resid_post"].flatten(0, 1)  # every position of both rows
+    options = torch.tensor([[3, 8, 40]]).expand(resid.shape[0], -1)
+    seen = []
+    handle = model.unembed.register_forward_hook(lambda module, args, out: seen.append(out.shape[0]))
+    try:
+        with torch.no_grad():
+            whole = read_options(model, resid, options, chunk_bytes=2**40)
+            chunk_bytes = 4 * model.cfg.d_vocab * 4 * 3  # three rows of logits (and their option columns)
+            chunked = read_options(model, resid, options, chunk_bytes=chunk_bytes)
+    finally:
+        handle.remove()
+    assert seen[0] == resid.shape[0] and max(seen[1:]) == 3 and sum(seen[1:]) == resid.shape[0]
+    assert torch.allclose(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    with torch.no_grad():  # a second way: the softmax of the whole logits
+        logits = model.unembed(model.ln_final(resid)).float()
+    assert torch.allclose(chunked[0], logits.softmax(-1)[:, [3, 8, 40]], atol=1e-6)

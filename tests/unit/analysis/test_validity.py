@@ -16,6 +16,7 @@ from lens_audio.analysis.validity import (
     ClusteredR,
     NoisePoint,
     NoiseSweep,
+    ValidityControls,
     asked_clip_share,
     between_stratum_r,
     clustered_r,
@@ -149,6 +150,14 @@ def test_noisy_clips_depend_on_the_item_and_clip(tmp_path):
     first, again = noisy_clips(item, 0.0), noisy_clips(item, 0.0)
     assert len(first) == 2 and all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(noisy_clips({**item, "id": "b"}, 0.0)[0], first[0])
+
+
+def test_top_causal_ranks_by_the_exact_drop_where_measured():
+    causal = np.array([[0.9, 0.1, 0.5], [0.7, 0.0, 0.2]])  # attribution: L0H0 > L1H0 > L0H2 > L1H2 > L0H1 > L1H1
+    controls = SimpleNamespace(causal=causal, causal_exact={"L0H0": 0.2, "L1H0": 0.8, "L1H1": 0.4})
+    top = ValidityControls.top_causal(controls, 4)  # the measured heads by their exact drop, then by the estimate
+    assert top == [(1, 0), (1, 1), (0, 0), (0, 2)]
+    assert ValidityControls.top_causal(SimpleNamespace(causal=causal, causal_exact={}), 2) == [(0, 0), (1, 0)]
 
 
 def test_noise_sweep_round_trips():

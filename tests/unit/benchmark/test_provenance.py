@@ -37,6 +37,7 @@ CHANGES = {
     "model_fingerprint": ("0" * 16, "model 'm'"),
     "prompt": ("letters", "prompt"),
     "mode": ("generate", "mode"),
+    "choice_scoring": ("sum", "choice_scoring"),
     "dtype": ("bfloat16", "dtype"),
     "device": ("cuda:0", "device"),
     "versions": ({**BASE.versions, "lens_audio": "0.2.0"}, "lens_audio version 0.1.0 -> 0.2.0"),
@@ -56,6 +57,7 @@ CHANGES = {
     "seed": (3, "seed"),
     "items_digest": ("abc", "items_digest"),
     "n_items": (3, "n_items"),
+    "split": ("0123456789abcdef (seeded, seed 1, sizes 0.25/0.25/0.5, by task)", "split"),
 }
 
 

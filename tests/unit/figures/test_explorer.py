@@ -141,3 +141,34 @@ def test_cli_writes_a_self_contained_page(tmp_path, capsys, one_clip_item):
     assert one_clip_item["question"] in page and "__lens_select_head" in page
     assert main(["explore", "--item", "no-such-item", "--benchmark", str(BENCHMARK_V1), "--out", str(out)]) == 1
     assert "no item 'no-such-item'" in capsys.readouterr().err
+
+
+def synced_array(value) -> np.ndarray:
+    """A number array as a widget's state carries it (plotly's serializer: `{"dtype", "shape", "buffer"}`)."""
+    if isinstance(value, dict):
+        return np.frombuffer(bytes(value["buffer"]), dtype=value["dtype"]).reshape(value["shape"]).astype(float)
+    return np.asarray(value, dtype=float)
+
+
+def test_a_reloaded_view_shows_what_the_controls_show(model, three_clip_item):
+    """A browser reload on a running kernel rebuilds each view from its widget's synced state: after the slider,
+    the head menu and the layer menu moved, that state (what `get_state` sends a new view) draws the same beta,
+    layers and head as the controls, not the figures the widget was built with."""
+    from lens_audio.explorer import charts
+
+    explorer = explore(model, three_clip_item, head=(0, 0), layers=[1])
+    built = explorer.options.get_state()["_widget_layout"]["title"]["text"]
+    explorer.beta_slider.value = 1.0
+    explorer.head_menu.value = (2, 1)
+    explorer.layer_menu.value = (1, 3)
+    assert explorer.beta_slider.get_state()["value"] == 1.0 and list(explorer.layer_menu.get_state()["index"]) == [1, 3]
+    options, timeline, heads = (w.get_state() for w in (explorer.options, explorer.timeline, explorer.head_map))
+    title = options["_widget_layout"]["title"]["text"]
+    assert title == charts.options_title(1.0, [1, 3]) != built  # the chart's title follows the slider
+    for synced, shown in zip(options["_widget_data"][:2], explorer.option_bars()):
+        assert np.allclose(synced_array(synced["y"]), shown)
+    assert timeline["_widget_layout"]["title"]["text"] == charts.head_title(explorer.data, 2, 1)
+    n = len(explorer.data.clips)
+    for synced, shown in zip(timeline["_widget_data"][n:], explorer.attention_traces()):
+        assert np.allclose(synced_array(synced["y"]), shown)
+    assert list(heads["_widget_data"][1]["x"]) == [1] and list(heads["_widget_data"][1]["y"]) == [2]

@@ -27,12 +27,13 @@ def _figures() -> dict:
                                   name="steered")
     plots.mark_chosen(sweep, 1, "chosen on dev: beta 1")
     control = plots.control_distribution_plot([50, 50, 60, 70], 60, 50, "control", 10, not_drawn=["cannot differ"])
-    return {"head_correlation": heads, "beta_sweep": sweep, "control_distribution": control}
+    wide = plots.head_heatmap(r, "a figure 980 px wide, as the listening check", "r").update_layout(width=980)
+    return {"head_correlation": heads, "beta_sweep": sweep, "control_distribution": control, "listening_check": wide}
 
 
 def test_html_figures_share_one_local_plotly(tmp_path):
     written, problem = plots.save_figures(_figures(), tmp_path, formats=("html",))
-    assert problem is None and len(written) == 3
+    assert problem is None and len(written) == len(_figures())
     assert (tmp_path / plots.PLOTLY_JS).read_text() == get_plotlyjs()
     for name in written:
         page = (tmp_path / f"{name}.html").read_text()
@@ -49,7 +50,8 @@ def test_figures_and_report_render_with_the_network_blocked(tmp_path):
     figures = _figures()
     plots.save_figures(figures, tmp_path, formats=("html", "png"), static_required=True)
     result = ExperimentResult.load(RESULTS)
-    (tmp_path / "report.html").write_text(report_html(result, {name: FIGURES[name] for name in figures}))
+    (tmp_path / "report.html").write_text(report_html(result, {name: FIGURES[name] for name in figures},
+                                                      folder=tmp_path))
     for name, fig in figures.items():
         results, errors, requests = open_page(tmp_path / f"{name}.html", [PLOTLY_CHARTS])
         assert not errors and not requests, (name, errors, requests)
@@ -60,13 +62,16 @@ def test_figures_and_report_render_with_the_network_blocked(tmp_path):
         " widest: Math.max(...Array.from(document.body.querySelectorAll('*'), (e) => e.getBoundingClientRect().right)),"
         " captions: Array.from(document.querySelectorAll('table caption'), (c) => c.textContent),"
         " images: Array.from(document.images, (i) => i.complete && i.naturalWidth > 0),"
+        " shown: Object.fromEntries(Array.from(document.images, (i) => [i.alt, i.getBoundingClientRect().width])),"
         " pre: document.querySelectorAll('pre').length})"
     )
     shot = tmp_path / "report.png"
     results, errors, requests = open_page(tmp_path / "report.html", [layout], screenshot=shot, width=1280)
     assert not errors and not requests, (errors, requests)
     page = json.loads(results[0])
-    assert page["page"] <= 1280 and page["body"] <= 900 + 24, page  # the 900 px column (and its padding)
+    assert page["page"] <= 1280 and page["body"] <= 1240 + 24, page  # the 1,240 px column (and its padding)
+    # at 1280 px every figure shows whole at its own width (a 980 px one too: title and colour bar not cut off)
+    assert page["shown"] == {name: fig.layout.width for name, fig in figures.items()}, page["shown"]
     assert page["widest"] <= (1280 + page["body"]) / 2 + 1, page  # nothing sticks out of the column
     assert page["pre"] == 0 and any(c.startswith("Test accuracy") for c in page["captions"])
     assert any(c.startswith("Specialist heads") for c in page["captions"]) and len(page["captions"]) >= 4

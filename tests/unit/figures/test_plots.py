@@ -97,3 +97,28 @@ def test_control_that_cannot_differ_is_named_not_drawn():
     assert [t.type for t in fig.data] == ["bar", "scatter", "scatter"]  # draws, their 5-95% band, the specialists
     assert list(fig.data[0].y) == [2, 1, 1] and "layer-matched" in fig.layout.annotations[0].text
     assert all(t.name for t in fig.data)  # every series (the band too) is in the legend
+
+
+def test_control_bars_stand_at_their_accuracy_and_name_their_ties():
+    """Overlaid, not grouped: each bar at the accuracy its draws reached (a tie sits on the specialists' line), and
+    each legend entry carries the share of its draws that tie, the figure of the shipped result checked against the
+    counts of its saved draws and their `tied`; the layer-matched note is under the chart."""
+    from pathlib import Path
+
+    from lens_audio.figures import _statistics_figures
+    from lens_audio.paper.results import ExperimentResult
+
+    result = ExperimentResult.load(Path(__file__).parents[3] / "figures" / "results.json")
+    fig = _statistics_figures(result)["control_distribution"]
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert fig.layout.barmode == "overlay" and len(bars) == len(result.controls) == 3
+    for bar, (kind, control) in zip(bars, result.controls.items()):
+        draws = np.asarray(control.accuracies, float)
+        assert all(int(np.isclose(draws, x).sum()) == y for x, y in zip(bar.x, bar.y)), kind  # x: the true values
+        assert sum(bar.y) == len(draws) and np.allclose(sorted(bar.x), sorted(set(draws.round(6)))), kind
+        tied = 100 * np.mean([a == control.specialists_accuracy for a in control.accuracies])
+        assert f"{tied:.0f}% of draws tie" in bar.name and f"{control.tied:.0f}% of draws tie" in bar.name, bar.name
+    ties = [x for x in bars[0].x if np.isclose(x, result.control.specialists_accuracy)]
+    assert ties and np.isclose(ties[0], fig.data[-1].x[0])  # the tied draws' bar on the specialists' red line
+    assert "200 draws each" in fig.layout.title.text
+    assert any(a.text.startswith("Layer-matched draws not drawn") for a in fig.layout.annotations)

@@ -119,12 +119,26 @@ def test_the_report_references_only_files_written(saved, tmp_path, formats):
     figures_from(saved, out, formats, static_required=True)
     refs = _referenced(out / "report.html")
     assert refs and all((out / ref).is_file() for ref in refs), [r for r in refs if not (out / r).is_file()]
-    assert {Path(ref).suffix[1:] for ref in refs} == set(formats)
+    assert {Path(ref).suffix[1:] for ref in refs} == {*formats, "md"}  # the figures and the model card
     page = (out / "report.html").read_text()
-    if "png" in formats:  # each image at its natural size: the PNG (drawn at scale 2) at half its pixel width
-        for name, width in re.findall(r"<img src='(\w+)\.png' alt='\w+' width='(\d+)'", page):
+    shown = re.findall(r"<img src='(\w+)\.(png|svg)' alt='\w+' width='(\d+)'", page)
+    assert len(shown) == (len(FIGURES) if set(formats) & {"png", "svg"} else 0)
+    for name, fmt, width in shown:  # each image at the natural width of the file shown, read a second way
+        if fmt == "png":  # drawn at scale 2: shown at half its pixel width
             assert int.from_bytes((out / f"{name}.png").read_bytes()[16:20], "big") == 2 * int(width), name
-        assert re.search(r"<img src='patching\.png' alt='patching' width='(\d+)'", page)[1] != "760"
+        else:
+            from xml.etree import ElementTree
+
+            assert float(ElementTree.parse(out / f"{name}.svg").getroot().get("width")) == int(width), name
+    if shown:  # the patching map: its own width as a PNG (one column per token), the paper's 7.5 in as an SVG
+        from lens_audio.plots.paper import PAPER_WIDTH
+
+        patching = re.search(r"<img src='patching\.(\w+)' alt='patching' width='(\d+)'", page)
+        assert (int(patching[2]) == PAPER_WIDTH) == (patching[1] == "svg"), patching[0]
+    # the model card's link is relative to the report's folder: it resolves there, in any clone
+    card = re.search(r"href='([^']+)'>model card", page)[1]
+    assert not card.startswith(("file:", "/")) and (out / card).resolve().name == "README.md"
+    assert (out / card).is_file()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a Chromium (Debian: apt-get install chromium)")
@@ -154,8 +168,8 @@ def test_the_report_says_what_made_it_and_why_a_cell_is_empty():
     assert NO_R_WHY.replace("'", "&#x27;") in page
     about = re.search(r"<p class='about'>(.*?)</p>", page)[1]
     assert about.index("synthetic audio") < about.index("model card") and "workshop_sets.json" in about
-    card = re.search(r"href='file://([^']+)'>model card", about)[1]
-    assert Path(card).is_file() and Path(card).name == "README.md"
+    card = re.search(r"href='([^']+)'>model card", about)[1]  # relative to the folder the report is written in
+    assert not card.startswith(("file:", "/")) and Path(card).is_file() and Path(card).name == "README.md"
 
 
 def test_every_figure_title_names_the_model_the_split_and_the_items():

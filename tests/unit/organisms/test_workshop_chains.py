@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from lens_audio import load_audio
 from lens_audio.benchmark import load_mmau
+from lens_audio.organisms import BENCHMARK_CHAINS
 from lens_audio.organisms.benchmark_writer import CHAINS_JSON_NAME, write_chain_benchmark
 from lens_audio.organisms.sounds import DOMAINS
 from lens_audio.organisms.workshop_chains.task import CHAIN_SIZE, draw_chain_sets, make_chain_item, relations_for
@@ -243,19 +244,17 @@ def test_a_run_saved_before_lookups_existed_resumes_only_up_to_their_first_step(
     assert 0 <= monitors[-1]["extra"]["lookup"] <= 100
 
 
-def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it(tmp_path, monkeypatch):
+def test_a_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it(tmp_path, monkeypatch):
     import tempfile
 
-    from lens_audio import organisms
-    from lens_audio.organisms.benchmark_writer import chain_benchmark
+    from lens_audio.organisms.benchmark_writer import SeededBenchmark
 
     shipped = tmp_path / "package" / CHAINS_JSON_NAME
-    write_chain_benchmark(tmp_path / "package", partitions=SMALL, progress=False)
+    bundled = SeededBenchmark(shipped, "chains_test", seed=0, partitions=SMALL)
+    bundled.write(tmp_path / "package", progress=False)
     shutil.rmtree(tmp_path / "package" / "audios")
-    monkeypatch.setattr(organisms, "BENCHMARK_CHAINS", shipped)
-    monkeypatch.setattr("lens_audio.organisms.benchmark_writer.CHAIN_PARTITIONS", SMALL)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert chain_benchmark(progress=False) == shipped
+    assert bundled.path(progress=False) == shipped
     items = load_mmau(shipped)
     assert all(load_audio(path).shape[0] > 0.6 * 16000 for item in items for path in item["audio_path"])
     assert [p.name for p in shipped.parent.iterdir() if p.name.startswith(".")] == [], "no staging left"
@@ -263,10 +262,10 @@ def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it
     shutil.rmtree(shipped.parent / "audios")
     shipped.write_text(shipped.read_text().replace('"dev"', '"Dev"', 1))
     with pytest.raises(RuntimeError, match="differs from the shipped"):
-        chain_benchmark(progress=False)
+        bundled.path(progress=False)
     assert sorted(p.name for p in shipped.parent.iterdir()) == [CHAINS_JSON_NAME]
     # a read-only package folder: the audio and a copy of the JSON go to the user cache
-    write_chain_benchmark(tmp_path / "fresh", partitions=SMALL, progress=False)
+    bundled.write(tmp_path / "fresh", progress=False)
     shutil.copyfile(tmp_path / "fresh" / CHAINS_JSON_NAME, shipped)
     real_mkdtemp = tempfile.mkdtemp
 
@@ -276,22 +275,58 @@ def test_the_bundled_chain_benchmark_writes_its_audio_on_first_use_and_checks_it
         return real_mkdtemp(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkdtemp", read_only_package)
-    cached = chain_benchmark(progress=False)
-    assert cached == tmp_path / "cache" / "lens_audio" / "workshop_chains" / CHAINS_JSON_NAME
+    cached = bundled.path(progress=False)
+    assert cached == tmp_path / "cache" / "lens_audio" / "chains_test" / CHAINS_JSON_NAME
     assert cached.read_text() == shipped.read_text() and (cached.parent / "audios").is_dir()
-    assert chain_benchmark(progress=False) == cached  # found, not written again
+    assert bundled.path(progress=False) == cached  # found, not written again
+
+
+def test_the_direct_benchmark_asks_every_clip_by_number_and_is_the_registered_one(tmp_path):
+    """`"workshop-chains"`' registered benchmark: direct questions only, rewritten from its recorded seed equal to the
+    shipped JSON, with the sizes that make the head-selection claim decidable (800 conflicting test items)."""
+    from lens_audio.model.registry import model_entry, resolve
+    from lens_audio.organisms import BENCHMARK_CHAINS_DIRECT
+    from lens_audio.organisms.benchmark_writer import DIRECT_SEED, direct_chain_benchmark
+    from lens_audio.paper.profile import profile_for
+
+    small = write_chain_benchmark(tmp_path / "small", seed=2, partitions=SMALL, progress=False, direct_only=True)
+    items = load_mmau(small / CHAINS_JSON_NAME)
+    assert {i["relation"] for i in items} == {"direct"}
+    assert all(i["question"].endswith(f"What is in Audio {i['target_clip']}?") for i in items)
+    with pytest.raises(ValueError, match="clip-chain"):
+        from lens_audio.organisms.benchmark_writer import write_set_benchmark
+
+        write_set_benchmark(tmp_path / "sets", partitions=SMALL, progress=False, direct_only=True)
+
+    assert resolve(model_entry("workshop-chains").benchmark) is direct_chain_benchmark
+    from lens_audio.cli import main
+
+    assert main(["workshop", "benchmark", "--recipe", "chains", "--direct-only", "--seed", str(DIRECT_SEED),
+                 "--out", str(tmp_path / "full")]) == 0  # the command the card gives rewrites the shipped JSON
+    assert (tmp_path / "full" / CHAINS_JSON_NAME).read_text() == BENCHMARK_CHAINS_DIRECT.read_text()
+    assert main(["workshop", "benchmark", "--direct-only", "--out", str(tmp_path / "sets")]) != 0
+    shipped = json.loads(BENCHMARK_CHAINS_DIRECT.read_text())
+    counts = Counter((i["split"], i["hint"]) for i in shipped)
+    assert counts[("test", "conflicting")] == 800 and counts[("calibration", "conflicting")] == 1400
+    assert {i["relation"] for i in shipped} == {"direct"}
+    mixed = {i["clip_id"] for i in json.loads(BENCHMARK_CHAINS.read_text())}
+    assert mixed.isdisjoint(i["clip_id"] for i in shipped), "its own seed: no clip shared with the mixed benchmark"
+    profile = profile_for("workshop-chains")
+    assert profile.mode == "choice" and profile.n_random_draws == 200
+    assert profile.depth_matched_control and profile.beta_matched_control and profile.layer_matched_control
 
 
 def test_shipped_chain_model_metrics_are_recomputed_on_its_bundled_test_split():
     """`"workshop-chains"`'s metrics.json, re-measured through the hooked port on the bundled benchmark's test split
     (with the audio, and with every clip replaced by silence), and what its numbers show."""
     from lens_audio import HookedAudioLM
-    from lens_audio.organisms import CHECKPOINT_CHAINS, benchmark_for
+    from lens_audio.organisms import CHECKPOINT_CHAINS
+    from lens_audio.organisms.benchmark_writer import chain_benchmark
     from lens_audio.organisms.evaluate import score_items, summarize
 
     model = HookedAudioLM.from_pretrained("workshop-chains")
     assert model.cfg.n_layers == 16
-    items = load_mmau(benchmark_for("workshop-chains"), split="test")
+    items = load_mmau(chain_benchmark(), split="test")  # the mixed benchmark it was accepted on
     assert len(items) == 2400 and sum(i["hint"] == "conflicting" for i in items) == 800
     records = score_items(model, items, progress=False)
     summary = summarize(records)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from lens_audio.model.hook_point import block_hook_name
 from lens_audio.organisms.benchmark_writer import write_benchmark
 from lens_audio.paper import Experiment, ExperimentResult, format_table, head_controls, profile_for
 from lens_audio.paper.controls import batches
+from lens_audio.paper.text import chosen_by, significant_heads
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,12 @@ def experiment(setup, **changes) -> Experiment:
 def test_a_draw_equal_to_the_specialists_scores_their_accuracy_in_every_control(setup, monkeypatch):
     e = experiment(setup)
     specialists = e.select_heads().specialists
-    beta = e.sweep_beta().best_beta  # the specialists' beta, by real steered runs on dev
+    sweep = e.sweep_beta()
+    beta = sweep.best_beta  # the specialists' beta, by real steered runs on dev
+    # the dev intervals resample what the test tables resample (clips where clips repeat), the same way
+    dev = e.tables(e.listen("dev"), "dev")["total"]
+    assert sweep.baseline["ci_unit"] == dev["ci_unit"] == e.tables(e.listen("test"))["total"]["ci_unit"]
+    assert sweep.baseline["ci"] == dev["ci"] and sweep.baseline["accuracy"] == dev["accuracy"]
     monkeypatch.setattr(head_controls, "random_head_draws", lambda *a, **k: [list(specialists)] * 5)
     controls = e.control_distributions(beta)
     drawn = [c for c in controls[:4] if c is not None]
@@ -75,6 +82,8 @@ def test_the_depth_range_is_the_patching_stages_and_the_restore_equals_a_hook(se
     assert arrival.arrival == first and arrival.layers == list(range(first, n_layers))
     depth = e.control_distributions(0.5).depth_matched
     assert depth.layers == arrival.layers and depth.kind == "depth-matched"
+    outside = [layer for layer, _ in e.select_heads().specialists if layer not in arrival.layers]
+    assert ("does not match their depth" in depth.basis) == bool(outside), depth.basis
     assert all(layer in arrival.layers for draw in depth.draws for layer, _ in draw)
     assert not any(set(draw) & set(e.select_heads().specialists) for draw in depth.draws)
     # the restore of one layer, patched by hand with a hook on the silence run
@@ -99,6 +108,22 @@ def test_arrival_layer_rule():
     assert arrival_layer([0.0, 0.2, 0.95, 0.9, 1.0], 0.9) == 2
     assert arrival_layer([0.0, 0.95, 0.5, 1.0], 0.9) == 3  # every later layer must restore
     assert arrival_layer([1.0, 1.0], 0.9) == 0 and arrival_layer([float("nan"), 1.0], 0.9) is None
+
+
+def test_the_depth_matched_note_names_specialists_outside_the_draws_range():
+    line = head_controls.depth_mismatch([(1, 0), (2, 3), (5, 1), (6, 2)], [3, 4, 5, 6, 7])
+    assert line.startswith("2 of the 4 specialists sit in layers 1, 2, below the draws' range 3-7")
+    assert "above" in head_controls.depth_mismatch([(8, 0), (4, 1)], [3, 4, 5])
+    assert head_controls.depth_mismatch([(3, 0), (7, 1)], [3, 4, 5, 6, 7]) is None
+
+
+def test_the_significant_heads_carry_their_sign_and_the_rule_says_signed_r():
+    r = np.array([[0.1, 0.6], [-0.7, 0.2]])
+    null = SimpleNamespace(significant=lambda alpha=0.05: [(0, 1), (1, 0)])  # by |r|: both signs
+    heads = SimpleNamespace(correlation=SimpleNamespace(r=r), null=null, rule="r", specialists=[(0, 1), (1, 1)])
+    assert significant_heads(heads) == "L0H1, L1H0 (r < 0)"
+    assert chosen_by(heads) == "specialists: the top 2 by signed r"
+    assert "selection rule 'within'" in chosen_by(SimpleNamespace(rule="within", specialists=[(0, 1)]))
 
 
 def test_the_controls_travel_in_the_result_json_text(setup):

@@ -108,6 +108,57 @@ def test_silence_clip_hook(model, items):
     fails(session1.test_silence_clip_hook, forgets_to_return, model, item, match="did not change at all")
 
 
+def test_a_slip_in_the_silence_hook_is_named_where_it_happens(model, items):
+    """A hook returning one clip's row, raising, or writing into `silent_embeds` fails in 1.3 with a message about
+    the hook, not with a traceback from the audio splice (or a wrong table in 1.4)."""
+    item = items[0]
+    fails(session1.test_silence_clip_hook, lambda clip, silent: (lambda e, hook: silent[clip - 1]), model, item,
+          match=r"returned shape \(50, 128\) \(one clip's row.*row 0 replaced")
+    fails(session1.test_silence_clip_hook, lambda clip, silent: (lambda e, hook: e[clip - 1, 99]), model, item,
+          match=r"hook for clip=1 raised IndexError.*\(3, 50, 128\) = \[clip tok d_model\]")
+
+    def writes_into_silent(clip, silent):
+        def hook(embeds, hook):
+            keep = [row for row in range(len(embeds)) if row != clip - 1]
+            silent[keep] = embeds[keep]
+            return silent
+        return hook
+
+    fails(session1.test_silence_clip_hook, writes_into_silent, model, item, match="changed `silent_embeds` in place")
+
+
+@torch.no_grad()
+def silence_table(model, item, to_row=lambda k: k, softmax=lambda logits: logits.softmax(-1)):
+    """Exercise 1.4 with hooks (the solution's way); `to_row` and `softmax` inject the usual slips."""
+    batch = model.to_batch(item["audio_path"], render_prompt(item, "workshop"))
+    _, cache = model.run_with_cache(batch.silence_twin(), names_filter=["audio.hook_audio_embeds"])
+    ids = session1.option_ids_of(model, [item])
+    rows = []
+    for k in range(4):
+        hooks = [("audio.hook_audio_embeds", silence_clip_hook(to_row(k), cache["audio.hook_audio_embeds"]))]
+        run = model.run_with_hooks(batch, fwd_hooks=hooks if k else [])
+        rows.append(softmax(option_logits(run, batch.final_position, ids)))
+    return torch.cat(rows)
+
+
+def test_silence_table(model, items):
+    item = items[0]
+    table = silence_table(model, item)
+    session1.test_silence_table(table.numpy(), model, item)
+    session1.test_silence_table(list(table), model, item)  # a list of [option] rows, stacked by the checker
+    assert torch.allclose(table.sum(1), torch.ones(4))
+    fails(session1.test_silence_table, silence_table(model, item, softmax=lambda x: x.softmax(0)), model, item,
+          match="every probability is 1.00.*batch axis")
+    fails(session1.test_silence_table, silence_table(model, item, softmax=lambda x: x).softmax(0), model, item,
+          match="each column sums to 1.*axis 0, what was silenced")
+    fails(session1.test_silence_table, silence_table(model, item, softmax=lambda x: x), model, item,
+          match="each row should be probabilities")
+    fails(session1.test_silence_table, silence_table(model, item, to_row=lambda k: k - 1 if k > 1 else 3), model,
+          item, match="wrong order: your row 1 is the run with Audio 3 silenced")
+    fails(session1.test_silence_table, table[:, None], model, item, match=r"shape \(4, 1, 4\).*size-1 batch axis")
+    fails(session1.test_silence_table, ..., model, item, match="replace the `...  # TODO`")
+
+
 # ---------------------------------------------------------------- session 2
 
 
@@ -220,14 +271,19 @@ def test_pearson_by_head():
 # ---------------------------------------------------------------- session 3
 
 
-def direction_by_hand(model, batch, layers):
+def final_differences(model, batch, layers):
+    """`[batch, layer, d_model]`: the final position's resid_post with audio minus with silence."""
     names = [block_hook_name(layer, "hook_resid_post") for layer in layers]
     rows, final = torch.arange(batch.batch_size), batch.final_position
     finals = []
     for b in (batch, batch.silence_twin()):
         _, cache = model.run_with_cache(b, names_filter=names)
         finals.append(torch.stack([cache[n][rows, final] for n in names], 1))
-    return (finals[0] - finals[1]).mean(1)
+    return finals[0] - finals[1]
+
+
+def direction_by_hand(model, batch, layers):
+    return final_differences(model, batch, layers).mean(1)
 
 
 def add_direction_hook(direction, beta):
@@ -252,6 +308,23 @@ def test_direction(model, batch):
     fails(session3.test_direction, lambda m, b, ls: -direction_by_hand(m, b, ls), model, batch, match="wrong way")
     fails(session3.test_direction, lambda m, b, ls: direction_by_hand(m, b, [layer - 1 for layer in ls]), model, batch,
           match="hook_resid_pre")
+
+
+def test_direction_names_the_axis_with_as_many_layers_as_prompts(model, batch):
+    """Four prompts and four layers (the session's specialists): averaging over the prompts instead of the layers
+    keeps the shape [4, d_model] there, so the checker also tries a layer set of another size and names the axis."""
+    layers = [1, 2, 4, 5]
+    assert len(layers) == batch.batch_size
+    session3.test_direction(direction_by_hand, model, batch, layers=layers)
+
+    def over_prompts(m, b, ls):
+        return final_differences(m, b, ls).mean(0)  # the batch axis, by mistake: [layer, d_model]
+
+    fails(session3.test_direction, over_prompts, model, batch, layers,
+          match=r"shape \(3, 128\).*dimension 0 has 3, the number of layers, where batch \(4\) belongs: you reduced "
+                r"over batch instead of layer")
+    # the learner's own layer set alone keeps the shape, so the slip there gets only the generic message
+    fails(session3.check_direction, over_prompts, model, batch, layers, match="differs from adaptive_direction")
 
 
 def test_add_direction_hook(model, batch):
@@ -350,3 +423,40 @@ def test_bonus_numbers_in_the_sessions_are_measured(model, items):
     assert f"cosines from {cos[1]:.2f} (layer 1) to {cos[6]:.2f} (layer 6)" in prose
     assert f"norm ratios from {ratio[1:7].min():.2f} to {ratio[1:7].max():.2f}" in prose
     assert f"norm ratio of {ratio[0]:.2f} at layer 0 (its cosine, {cos[0]:.2f}," in prose
+
+
+def arrival_layers(audio, silence, patched, threshold):
+    share = (patched.mean(1) - silence.mean()) / (audio.mean() - silence.mean())
+    below = np.nonzero(share < threshold)[0]
+    return list(range(int(below[-1]) + 1 if below.size else 0, len(share)))
+
+
+def test_arrival_layers():
+    """Exercise 3.6: the solution passes; each usual slip fails with its own message."""
+    from lens_audio.analysis.final_position import arrival_layer
+
+    session3.test_arrival_layers(arrival_layers)
+    for case in session3.ARRIVAL_CASES:  # the solution agrees with the library's arrival layer, a second way
+        audio, silence, patched = session3.arrival_case(*case)
+        share = (patched.mean(1) - silence.mean()) / (audio.mean() - silence.mean())
+        assert arrival_layers(audio, silence, patched, 0.9)[0] == arrival_layer(share, 0.9)
+    check = session3.test_arrival_layers
+
+    def each_layer_alone(a, s, p, t):
+        share = (p.mean(1) - s.mean()) / (a.mean() - s.mean())
+        return [int(layer) for layer in np.nonzero(share >= t)[0]]
+
+    def first_crossing(a, s, p, t):
+        share = (p.mean(1) - s.mean()) / (a.mean() - s.mean())
+        return list(range(int(np.nonzero(share >= t)[0][0]), len(share)))
+
+    def against_the_audio_run(a, s, p, t):
+        below = np.nonzero(p.mean(1) / a.mean() < t)[0]
+        return list(range(int(below[-1]) + 1, p.shape[0]))
+
+    fails(check, each_layer_alone, match="restores >= 90% on its own")
+    fails(check, first_crossing, match="a later layer does not")
+    fails(check, against_the_audio_run, match=r"share restored is of the audio's \*effect\*")
+    fails(check, lambda a, s, p, t: arrival_layers(a, s, p.T, t), match=r"averaged over the layers \(axis 0\)")
+    fails(check, lambda a, s, p, t: arrival_layers(a, s, p, t)[0], match="returned one layer")
+    fails(check, lambda a, s, p, t: ..., match="replace the `...  # TODO`")
