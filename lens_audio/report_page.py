@@ -22,7 +22,7 @@ import numpy as np
 
 from lens_audio.files import escape_html
 from lens_audio.paper.results import head_label
-from lens_audio.paper.text import causal_versus_r, chosen_by, significant_heads
+from lens_audio.paper.text import causal_versus_r, chosen_by, control_basis, significant_heads
 from lens_audio.plots.export import PNG_SCALE
 
 if TYPE_CHECKING:
@@ -84,16 +84,17 @@ def results_tables(result: "ExperimentResult") -> str:
     flagged = set(selection.null.significant())
     for h in selection.specialists:
         d = selection.describe(h)
-        heads.append([head_label(h) + ("" if tuple(h) in flagged else " (not significant)"), f"{d['r']:.3f}",
-                      f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]",
-                      f"[{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}]", f"{d['p_adjusted']:.3f}"])
+        heads.append([head_label(h), f"{d['r']:.3f}", f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]",
+                      f"[{d['fisher_ci'][0]:.2f}, {d['fisher_ci'][1]:.2f}]", f"{d['p_adjusted']:.3f}",
+                      "yes" if tuple(h) in flagged else "no (not significant)"])
     null = selection.null
     parts.append(html_table(
         f"Specialist heads, chosen on the calibration split ({chosen_by(selection)}; max |r| = "
         f"{null.observed_max:.3f}, permutation p = {null.p_max:.3f} over {null.n_permutations} shuffles; significant "
         f"family-wise at 0.05 (by |r|): {significant_heads(selection)}; "
         f"random control heads: {', '.join(map(head_label, selection.control))})",
-        ["head", "r", "bootstrap CI", "Fisher-z CI", "permutation-adjusted p"], heads))
+        ["head", "r", "bootstrap CI", "Fisher-z CI", "permutation-adjusted p", "significant (family-wise 0.05)"],
+        heads))
     paired = [[name, f"{v.accuracy_a:.1f}", f"{v.accuracy_b:.1f}", f"{v.difference:+.1f}",
                f"[{v.ci[0]:+.1f}, {v.ci[1]:+.1f}]", f"{v.a_only} / {v.b_only}", f"{v.p_value:.3g}", v.n]
               for name, v in result.paired.items()]
@@ -116,8 +117,8 @@ def results_tables(result: "ExperimentResult") -> str:
             "so its direction, and its accuracy, are the specialists' by construction",
             ["control", "specialists", "median draw (5-95%)", "percentile", "vs median", "gained / lost", "p",
              "detectable"], controls))
-        parts.append("<ul>" + "".join(f"<li>{_e(c.kind)}: {_e(c.basis)}</li>" for c in result.controls.values()
-                                      if c.basis) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{_e(c.kind)}: {_e(control_basis(result, c))}</li>"
+                                      for c in result.controls.values() if control_basis(result, c)) + "</ul>")
     if result.audio_arrival is not None and result.audio_arrival.by_layer:
         a = result.audio_arrival
         probe = a.probe or []

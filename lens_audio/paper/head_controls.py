@@ -124,19 +124,6 @@ def depth_range(experiment: "Experiment") -> tuple[list[int], str]:
                   "arrives was not measured: " + ("; ".join(arrival.notes) or "undefined") + ")")
 
 
-def depth_mismatch(specialists: Heads, layers: Sequence[int]) -> str | None:
-    """One line when some specialists sit outside the depth-matched draws' layers (None when all sit inside)."""
-    low, high = min(layers), max(layers)
-    outside = [layer for layer, _ in specialists if not low <= layer <= high]
-    if not outside:
-        return None
-    found = sorted(set(outside))
-    where = " and ".join(side for side, hit in (("below", found[0] < low), ("above", found[-1] > high)) if hit)
-    return (f"{len(outside)} of the {len(specialists)} specialists sit in layer{'s' * (len(found) > 1)} "
-            f"{', '.join(map(str, found))}, {where} the draws' range {low}-{high}: this control does not match "
-            "their depth")
-
-
 def beta_of(correct_by_beta: dict[float, np.ndarray]) -> float:
     """The beta a dev sweep picks (`best_beta` on the pooled accuracy, rounded as `accuracy_with_ci` rounds it)."""
     return best_beta({b: {"accuracy": round(100 * float(np.mean(c)), 2)} for b, c in correct_by_beta.items()})
@@ -216,9 +203,8 @@ def control_distributions(experiment: "Experiment", beta: float) -> Controls:
         else:
             try:
                 depth_draws = draw(layers=layers)
-                outside = depth_mismatch(selection.specialists, layers)
                 depth = distribution(depth_draws, [beta] * len(depth_draws), "depth-matched", layers=layers,
-                                     basis=basis + (f"; {outside}" if outside else ""))
+                                     basis=basis)
             except ValueError as exc:  # too few heads in the range
                 notes.append(f"depth-matched draws not drawn: {exc}")
     if p.beta_matched_control:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from lens_audio.paper.results import ExperimentResult, head_label
@@ -63,7 +65,8 @@ def format_table(result: ExperimentResult) -> str:
     if result.controls:
         lines.append("is it the heads or the depth? the specialists against random-head controls (test):")
     for control in result.controls.values():
-        lines.append(f"  {control.kind}: " + control.describe() + (f" [{control.basis}]" if control.basis else ""))
+        basis = control_basis(result, control)
+        lines.append(f"  {control.kind}: " + control.describe() + (f" [{basis}]" if basis else ""))
     if result.audio_arrival is not None:
         lines.append(result.audio_arrival.describe())
     if result.validity:
@@ -87,6 +90,25 @@ def format_table(result: ExperimentResult) -> str:
     lines += format_controls(result)
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
+
+
+def depth_mismatch(specialists: Sequence[Sequence[int]], layers: Sequence[int]) -> str | None:
+    """One line when some specialists sit outside the depth-matched draws' layers (None when all sit inside)."""
+    low, high = min(layers), max(layers)
+    outside = [layer for layer, _ in specialists if not low <= layer <= high]
+    if not outside:
+        return None
+    found = sorted(set(outside))
+    where = " and ".join(side for side, hit in (("below", found[0] < low), ("above", found[-1] > high)) if hit)
+    return (f"{len(outside)} of the {len(specialists)} specialists sit in layer{'s' * (len(found) > 1)} "
+            f"{', '.join(map(str, found))}, {where} the draws' range {low}-{high}: this control does not match "
+            "their depth")
+
+
+def control_basis(result: ExperimentResult, control) -> str:
+    """A control's basis, with the depth-matched draws' mismatch to the specialists' layers where there is one."""
+    outside = depth_mismatch(result.head_selection.specialists, control.layers) if control.layers else None
+    return "; ".join(part for part in (control.basis, outside) if part)
 
 
 def chosen_by(heads) -> str:

@@ -39,7 +39,9 @@ LAYERS: dict[str, int] = {
     "lens_audio.testing": 8,  # for tests and benchmarks: nothing in the package imports it
 }
 # drawing: figures, the explorer and the SAE dashboard (its token charts share plots.tokens with the explorer)
-ONLY_IMPORTED_BY = {"lens_audio.plots": {"lens_audio.figures", "lens_audio.explorer", "lens_audio.sae"}}
+ONLY_IMPORTED_BY = {  # the report page places the figures' files, so it reads their export scale
+    "lens_audio.plots": {"lens_audio.figures", "lens_audio.report_page", "lens_audio.explorer", "lens_audio.sae"}
+}
 DOCUMENTED_LAZY = {
     ("lens_audio", "lens_audio.explorer"): "`lens_audio.explore` resolves on first attribute access (module "
     "__getattr__), after the package has loaded, so the facade does not pull in plotly and the widget stack",

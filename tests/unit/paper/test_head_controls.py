@@ -19,7 +19,7 @@ from lens_audio.model.hook_point import block_hook_name
 from lens_audio.organisms.benchmark_writer import write_benchmark
 from lens_audio.paper import Experiment, ExperimentResult, format_table, head_controls, profile_for
 from lens_audio.paper.controls import batches
-from lens_audio.paper.text import chosen_by, significant_heads
+from lens_audio.paper.text import chosen_by, control_basis, depth_mismatch, significant_heads
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_the_depth_range_is_the_patching_stages_and_the_restore_equals_a_hook(se
     depth = e.control_distributions(0.5).depth_matched
     assert depth.layers == arrival.layers and depth.kind == "depth-matched"
     outside = [layer for layer, _ in e.select_heads().specialists if layer not in arrival.layers]
-    assert ("does not match their depth" in depth.basis) == bool(outside), depth.basis
+    line = control_basis(SimpleNamespace(head_selection=e.select_heads()), depth)  # the text's and report's line
+    assert line.startswith(depth.basis) and ("does not match their depth" in line) == bool(outside), line
     assert all(layer in arrival.layers for draw in depth.draws for layer, _ in draw)
     assert not any(set(draw) & set(e.select_heads().specialists) for draw in depth.draws)
     # the restore of one layer, patched by hand with a hook on the silence run
@@ -111,10 +112,10 @@ def test_arrival_layer_rule():
 
 
 def test_the_depth_matched_note_names_specialists_outside_the_draws_range():
-    line = head_controls.depth_mismatch([(1, 0), (2, 3), (5, 1), (6, 2)], [3, 4, 5, 6, 7])
+    line = depth_mismatch([(1, 0), (2, 3), (5, 1), (6, 2)], [3, 4, 5, 6, 7])
     assert line.startswith("2 of the 4 specialists sit in layers 1, 2, below the draws' range 3-7")
-    assert "above" in head_controls.depth_mismatch([(8, 0), (4, 1)], [3, 4, 5])
-    assert head_controls.depth_mismatch([(3, 0), (7, 1)], [3, 4, 5, 6, 7]) is None
+    assert "above" in depth_mismatch([(8, 0), (4, 1)], [3, 4, 5])
+    assert depth_mismatch([(3, 0), (7, 1)], [3, 4, 5, 6, 7]) is None
 
 
 def test_the_significant_heads_carry_their_sign_and_the_rule_says_signed_r():
