@@ -430,7 +430,7 @@ class HookedAudioLM(TLWeightsMixin, TLTextMixin, TLForwardMixin, HookedRootModul
         """
         if kwargs.get("names_filter") is None and not self.cfg.use_attn_result:
             kwargs["names_filter"] = names_predicate(None)
-        require_cache(self, model_args[0] if model_args else kwargs.get("input"), kwargs["names_filter"])
+        require_cache(self, model_args[0] if model_args else kwargs.get("input"), kwargs.get("names_filter"))
         out, cache_dict = super().run_with_cache(*model_args, **kwargs)
         if not return_cache_object:
             return out, cache_dict
