@@ -63,6 +63,11 @@ def main() -> None:
         }
         (out / f"result-{size}.json").write_text(json.dumps(result))
         (out / f"seconds-{size}.json").write_text(json.dumps({"sharded_run": run_seconds, "items": len(items)}))
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # leave together, with gloo's threads stopped (else a rank may abort at exit)
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def _launch(benchmark: Path, out: Path, processes: int, progress: bool = False) 
     ]
     done = subprocess.run([sys.executable, *launcher, str(WORKER), str(benchmark), str(out)], env=env,
                           timeout=600, capture_output=True, text=True)
-    assert done.returncode == 0, f"{processes} process(es) failed:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, f"{processes} process(es) failed:\n{done.stderr[-12000:]}"
     return {**json.loads((out / f"result-{processes}.json").read_text()), "stderr": done.stderr}
 
 
