@@ -134,8 +134,9 @@ def test_apply_rotary_and_attention_scores_equal_hooked_transformers(model, ht):
 
 
 def test_saelens_activations_store_reads_a_hook_point(model):
-    datasets = pytest.importorskip("datasets")
-    store_module = pytest.importorskip("sae_lens.training.activations_store")
+    datasets = pytest.importorskip("datasets", reason="SAELens's store reads a Dataset: pip install -e '.[sae]'")
+    store_module = pytest.importorskip("sae_lens.training.activations_store",
+                                       reason="SAELens is not installed: pip install -e '.[sae]'")
     hook = "blocks.0.hook_resid_post"
     texts = ["the cat sat on the mat and the cat sat on the mat", "a dog ran to the park and back home again"]
     store = store_module.ActivationsStore(
@@ -156,8 +157,8 @@ def test_saelens_activations_store_reads_a_hook_point(model):
 def test_saelens_training_runs_on_a_hook_point_and_the_sae_loads_in_lens_audio(model, tmp_path):
     """SAELens's own runner (its `ActivationsStore` and trainer) on a few hundred tokens of a `HookedAudioLM` hook
     point; the SAE it writes loads in lens_audio and gives SAELens's latents."""
-    datasets = pytest.importorskip("datasets")
-    sae_lens = pytest.importorskip("sae_lens")
+    datasets = pytest.importorskip("datasets", reason="SAELens's store reads a Dataset: pip install -e '.[sae]'")
+    sae_lens = pytest.importorskip("sae_lens", reason="SAELens is not installed: pip install -e '.[sae]'")
     from lens_audio.sae.sae import SparseAutoencoder
 
     hook = "blocks.0.hook_resid_post"

@@ -235,7 +235,8 @@ def test_apply_rotary_offsets_positions_as_a_kv_cache_does(model):
 
 
 def test_logit_lens_tools_read_the_models_logits(model, two_example_batch):
-    logit_lens = pytest.importorskip("transformer_lens.tools.analysis.logit_lens").logit_lens
+    logit_lens = pytest.importorskip("transformer_lens.tools.analysis.logit_lens",
+                                    reason="TransformerLens 4.x's generic logit lens (3.9 has none)").logit_lens
     with torch.no_grad():
         for inputs in (model.to_tokens(TEXTS[0]), two_example_batch):
             logits, cache = model.run_with_cache(inputs)
@@ -317,7 +318,7 @@ def test_patching_functions_take_an_audio_batch(model, processor, two_example_ba
 def test_attribution_patch_scores_equal_the_taylor_term_by_hand(model, two_example_batch):
     """4.x's `attribution_patch` on text token pairs and on an audio batch against its silence twin: a head's score
     is (clean - corrupt) head output . d(metric)/d(attention output) on the corrupt run, averaged over the pairs."""
-    tools = pytest.importorskip("transformer_lens.tools.analysis")
+    tools = pytest.importorskip("transformer_lens.tools.analysis", reason="TransformerLens 4.x's tools (3.9 has none)")
     audio = two_example_batch
     text = model.to_tokens(["the cat sat on the mat", "the dog ran to the rug"])
     position, layer, head = -1, 0, 2
