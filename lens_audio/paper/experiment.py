@@ -259,14 +259,18 @@ class Experiment:
 
     # --- dev ----------------------------------------------------------------------------------------------
     def sweep_beta(self) -> BetaSweep:
-        """Dev accuracy of steering from the specialists for each beta; the best (ties: smaller) is kept."""
+        """Dev accuracy of steering from the specialists for each beta (the fast path where it applies, else a real
+        steered run per beta); the best (ties: smaller) is kept."""
         specialists = self.select_heads().specialists
         clusters = self.clusters("dev")  # intervals resample clips where clips repeat, as on test (`ci_unit`)
-        sweep = {
-            beta: accuracy_with_ci(self.spec_run("dev", self.spec(specialists, beta), "steered").correct,
-                                   clusters=clusters)
-            for beta in self.profile.betas
-        }
+        fast = self.fast("dev")  # one collection for every beta, as the beta-matched draws' sweeps use
+
+        def correct(beta: float) -> np.ndarray:
+            if fast is not None:
+                return self.fast_correct(fast, "dev", specialists, beta)
+            return self.spec_run("dev", self.spec(specialists, beta), "steered").correct
+
+        sweep = {beta: accuracy_with_ci(correct(beta), clusters=clusters) for beta in self.profile.betas}
         return BetaSweep(accuracy_with_ci(self.listen("dev").correct, clusters=clusters), sweep, best_beta(sweep))
 
     def focus(self, run: RunResult) -> tuple[np.ndarray, str]:
