@@ -243,18 +243,20 @@ def test_stages_refuse_other_settings_and_start_over_with_fresh(cli_bench, tmp_p
     heads = stage(capsys, "select-heads", *out, "--json", str(tmp_path / "heads.json"))
     specialists = json.loads((tmp_path / "heads.json").read_text())["specialists"]
     assert heads[0] == 0 and len(specialists) == 4
+    code, captured = stage(capsys, "evaluate", *out, "--beta", "1.0")  # writes test-steered-beta1.0.jsonl
+    assert code == 0, captured.err
     for flag, value, named in (("--gate", "signal", "gate None -> 'signal'"),
                                ("--steering-source", "head_outputs", "steering_source 'residual' -> 'head_outputs'"),
                                ("--layer-convention", "hf_hidden_states", "layer_convention 'resid_post' -> "
                                                                            "'hf_hidden_states'")):
-        code, captured = stage(capsys, "sweep-beta", *out, "--betas", "1.0", flag, value)
-        assert code == 1 and "dev-steered-beta1.0.jsonl" in captured.err and named in captured.err, captured.err
-    code, captured = stage(capsys, "sweep-beta", *out, "--betas", "1.0", "--k-heads", "1")
+        code, captured = stage(capsys, "evaluate", *out, "--beta", "1.0", flag, value)
+        assert code == 1 and "test-steered-beta1.0.jsonl" in captured.err and named in captured.err, captured.err
+    code, captured = stage(capsys, "evaluate", *out, "--beta", "1.0", "--k-heads", "1")
     if sorted({layer for layer, _ in specialists}) != [specialists[0][0]]:
         assert code == 1 and "layers" in captured.err
-    code, captured = stage(capsys, "sweep-beta", *out, "--betas", "1.0", "--k-heads", "1", "--fresh")
+    code, captured = stage(capsys, "evaluate", *out, "--beta", "1.0", "--k-heads", "1", "--fresh")
     assert code == 0
-    manifest = read_manifest(tmp_path / "run" / "dev-steered-beta1.0.jsonl")
+    manifest = read_manifest(tmp_path / "run" / "test-steered-beta1.0.jsonl")
     assert manifest.layers == (specialists[0][0],) and manifest.beta == 1.0
 
     changed = json.loads(bench.read_text())

@@ -78,7 +78,8 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     assert "gate=signal" in result.options and "steering_source=head_outputs" in result.options
     assert json.dumps(result.to_json()) == json.dumps(ExperimentResult.from_json(result.to_json()).to_json())
     files = {f.name for f in (tmp_path / "run").iterdir()}
-    assert {"calibration-baseline.jsonl", "dev-steered-beta0.5.jsonl", "test-baseline.jsonl"} <= files
+    assert {"calibration-baseline.jsonl", "dev-baseline.jsonl", "test-baseline.jsonl"} <= files
+    assert not [f for f in files if f.startswith("dev-steered")]  # the dev sweep took the fast path
     before = (tmp_path / "run" / "test-baseline.jsonl").read_text()
     capsys.readouterr()
     assert cli.main(["evaluate", *common, "--beta", str(result.beta), "--json", str(tmp_path / "eval.json")]) == 0

@@ -41,7 +41,10 @@ def test_a_draw_equal_to_the_specialists_scores_their_accuracy_in_every_control(
     e = experiment(setup)
     specialists = e.select_heads().specialists
     sweep = e.sweep_beta()
-    beta = sweep.best_beta  # the specialists' beta, by real steered runs on dev
+    beta = sweep.best_beta  # the specialists' beta, by the fast path on dev
+    for candidate, table in sweep.steered_by_beta.items():  # which equals a real steered dev run at every beta
+        real_dev = e.spec_run("dev", e.spec(specialists, candidate), "steered").correct
+        assert table["accuracy"] == pytest.approx(100 * real_dev.mean(), abs=0.01)  # tables round to 0.01
     # the dev intervals resample what the test tables resample (clips where clips repeat), the same way
     dev = e.tables(e.listen("dev"), "dev")["total"]
     assert sweep.baseline["ci_unit"] == dev["ci_unit"] == e.tables(e.listen("test"))["total"]["ci_unit"]
@@ -55,7 +58,7 @@ def test_a_draw_equal_to_the_specialists_scores_their_accuracy_in_every_control(
         assert c.specialists_accuracy == pytest.approx(100 * real.mean())
         assert np.all(c.accuracies == c.specialists_accuracy) and c.percentile == 50 and c.tied == 100
         assert c.versus_median.a_only == c.versus_median.b_only == 0
-    # the dev sweep of a draw (fast path) picks the beta the specialists' real dev runs picked
+    # the dev sweep of a draw picks the beta the specialists' dev sweep picked
     assert controls.beta_matched.betas == [beta] * 5
     assert any("by construction" in n for n in controls.notes)
 
