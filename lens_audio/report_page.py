@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lens_audio.files import escape_html
-from lens_audio.paper.results import head_label
+from lens_audio.paper.results import accuracy_cell, accuracy_rows, head_label
 from lens_audio.paper.text import causal_versus_r, chosen_by, control_basis, significant_heads
 from lens_audio.plots.export import PNG_SCALE
 
@@ -69,13 +69,11 @@ def results_tables(result: "ExperimentResult") -> str:
     """The numbers of `format_table`, as tables: accuracy by condition, the heads, paired tests and controls."""
     runs = list(result.test)
     first = result.test[runs[0]]
-    keys = [("total", "all items")] + [("task", k) for k in first.get("task", {})]
-    if "hint" in first:
-        keys += [("hint", k) for k in first["hint"]] + [("hint_by_task", k) for k in first.get("hint_by_task", {})]
     rows = []
-    for table, key in keys:
-        cells = [result.test[run]["total"] if table == "total" else result.test[run][table][key] for run in runs]
-        label = {"total": key, "hint_by_task": f"hint / task: {key.replace('/', ' / ')}"}.get(table, f"{table}: {key}")
+    for table, key, _ in accuracy_rows(first):
+        cells = [accuracy_cell(result.test[run], table, key) for run in runs]
+        label = {"total": "all items", "hint_by_task": f"hint / task: {key.replace('/', ' / ')}"}.get(
+            table, f"{table}: {key}")
         rows.append([label, cells[0].get("n", ""), *map(_accuracy, cells)])
     parts = [html_table(f"Test accuracy (%) with 95% bootstrap CI; steering beta {result.beta} (chosen on dev)",
                         ["items", "n", *runs], rows)]

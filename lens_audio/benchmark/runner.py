@@ -57,6 +57,7 @@ from lens_audio.checks import check_int
 from lens_audio.inputs.audio import TARGET_SAMPLE_RATE, add_white_noise, load_audio, recording_cuts
 from lens_audio.inputs.plain_text import encode_text
 from lens_audio.model.finite import NonFiniteError, check_finite_logits
+from lens_audio.model.generation import last_logits, span_logits
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -278,8 +279,8 @@ def choice_log_likelihoods(
         raise ValueError("final_logits score single-token choices only; pass hooks for multi-token choices.")
     if all(len(ids) == 1 for row in encoded for ids in row):
         if final_logits is None:
-            with model.hooks(fwd_hooks=list(hooks)):
-                final_logits = model(batch)[:, -1]
+            with model.hooks(fwd_hooks=list(hooks)):  # the final position's logits only
+                final_logits = last_logits(model, model(batch, stop_at_layer=model.cfg.n_layers))
         check_finite_logits(model, final_logits, "choice scoring")
         logprobs = final_logits.log_softmax(-1).cpu()
         for i, row in enumerate(encoded):
@@ -293,11 +294,13 @@ def choice_log_likelihoods(
         extra_mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in suffixes])
         ids = torch.cat([batch.input_ids, extra.to(batch.input_ids.device)], dim=1)
         mask = torch.cat([batch.attention_mask, extra_mask.to(batch.attention_mask.device)], dim=1)
-        with model.hooks(fwd_hooks=list(hooks)):
-            logits = model(ids, mask, batch.input_features, batch.feature_attention_mask)
         prompt = batch.input_ids.shape[1]
-        check_finite_logits(model, logits[:, prompt - 1 : -1], "choice scoring")
-        logprobs = logits[:, prompt - 1 : -1].log_softmax(-1).cpu()
+        with model.hooks(fwd_hooks=list(hooks)):  # logits only where the option's tokens are predicted
+            resid = model(ids, mask, batch.input_features, batch.feature_attention_mask,
+                          stop_at_layer=model.cfg.n_layers)
+            logits = span_logits(model, resid, prompt - 1, -1)
+        check_finite_logits(model, logits, "choice scoring")
+        logprobs = logits.log_softmax(-1).cpu()
         gathered = logprobs.gather(-1, extra[..., None]).squeeze(-1) * extra_mask
         for i, s in enumerate(suffixes):
             if s:

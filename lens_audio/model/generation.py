@@ -78,6 +78,15 @@ def last_logits(model: "HookedAudioLM", resid: Float[Tensor, "batch pos d_model"
     return model.unembed(model.ln_final(resid[:, -1:]))[:, -1]
 
 
+def span_logits(
+    model: "HookedAudioLM", resid: Float[Tensor, "batch pos d_model"], start: int, stop: int | None = None
+) -> Float[Tensor, "batch span d_vocab"]:
+    """Logits of positions `start:stop` only, from the final residual (`model(..., stop_at_layer=n_layers)`): the
+    unembedding of a 7B model's vocabulary over a whole 30 s prompt is gigabytes per row, and choice scoring reads
+    only the answer positions. `ln_final` hooks see those positions."""
+    return model.unembed(model.ln_final(resid[:, start:stop]))
+
+
 def check_left_padded(attention_mask: Int[Tensor, "batch pos"]) -> None:
     if attention_mask.shape[0] > 1 and not bool(attention_mask[:, -1].all()):
         raise ValueError(

@@ -21,6 +21,7 @@ from lens_audio.analysis.heads import HeadCorrelation
 from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, PairedComparison, Validity, nan_list
 from lens_audio.analysis.validity import ValidityControls
 from lens_audio.benchmark.manifest import RunManifest
+from lens_audio.benchmark.report import BREAKDOWNS
 from lens_audio.benchmark.run_result import RunResult
 from lens_audio.files import write_atomically
 from lens_audio.paper.profile import ExperimentProfile
@@ -88,6 +89,26 @@ class HeadSelection:
             data.get("rule", "r"),
             None if data.get("scores") is None else np.array(data["scores"], dtype=float),
         )
+
+
+def accuracy_rows(tables: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """`(table, key, label)` of each row the text table and the report show, from one run's test tables: the pooled
+    total, MMAU's breakdowns (task, difficulty, sub-category) where the items have two or more values, then the hint
+    conditions and hint by task where hints exist."""
+    rows = [("total", "total", "total")]
+    for name in BREAKDOWNS:
+        groups = tables.get(name, {})
+        if name == "task" or len(groups) > 1:  # one difficulty (or sub-category) would repeat the total
+            rows += [(name, str(k), str(k) if name == "task" else f"{name}: {k}") for k in groups]
+    if "hint" in tables:
+        rows += [("hint", k, k) for k in tables["hint"]]
+        rows += [("hint_by_task", k, k) for k in tables.get("hint_by_task", {})]
+    return rows
+
+
+def accuracy_cell(tables: dict[str, Any], table: str, key: str) -> dict[str, Any]:
+    """One row's accuracy entry of one run's test tables (see `accuracy_rows`)."""
+    return tables["total"] if table == "total" else tables[table][key]
 
 
 def best_beta(accuracy_by_beta: dict[float, dict[str, Any]]) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lens_audio.paper.results import ExperimentResult, head_label
+from lens_audio.paper.results import ExperimentResult, accuracy_cell, accuracy_rows, head_label
 
 SCORING_WORDS = {"mean": "mean log-probability per option token (length-normalised)",
                  "sum": "summed log-likelihood of the option's tokens (favours short options)",
@@ -27,17 +27,16 @@ def format_table(result: ExperimentResult) -> str:
     controls."""
     runs = list(result.test)
     first = result.test[runs[0]]
-    rows = [("total", "total")] + [("task", k) for k in first.get("task", {})]
-    if "hint" in first:
-        rows += [("hint", k) for k in first["hint"]] + [("hint_by_task", k) for k in first["hint_by_task"]]
-    cell = lambda v: f"{v['accuracy']:6.2f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]"
+    rows = accuracy_rows(first)
+    cell = lambda v: "n/a" if v["accuracy"] is None else f"{v['accuracy']:6.2f} [{v['ci'][0]:.1f}, {v['ci'][1]:.1f}]"
     unit = first["total"].get("ci_unit", "item")
+    width = max(24, *(len(label) + 2 for _, _, label in rows))
     lines = [scoring_line(result.profile),
              f"95% bootstrap CIs resample {'clips (clip sets)' if unit == 'clip' else 'items'}"]
-    lines += [f"{'test split':24s}" + "".join(f"{name:>26s}" for name in runs)]
-    for table, key in rows:
-        values = [result.test[name][table] if table == "total" else result.test[name][table][key] for name in runs]
-        lines.append(f"{key:24s}" + "".join(f"{cell(v):>26s}" for v in values))
+    lines += [f"{'test split':{width}s}" + "".join(f"{name:>26s}" for name in runs)]
+    for table, key, label in rows:
+        values = [accuracy_cell(result.test[name], table, key) for name in runs]
+        lines.append(f"{label:{width}s}" + "".join(f"{cell(v):>26s}" for v in values))
     heads = result.head_selection
     detail = lambda h: heads.describe(h)
     significant = set(heads.null.significant())

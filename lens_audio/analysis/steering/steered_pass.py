@@ -228,4 +228,4 @@ def steered_logits(
             return SteeredLogits(last_logits(model, prefill.resid), prefill.direction)
     hooks = list(fwd_hooks) + steering_hooks(model, prefill.direction, beta, hook_name)
     with model.hooks(fwd_hooks=hooks):
-        return SteeredLogits(model(batch)[:, -1], prefill.direction)
+        return SteeredLogits(last_logits(model, model(batch, stop_at_layer=model.cfg.n_layers)), prefill.direction)

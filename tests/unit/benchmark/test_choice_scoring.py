@@ -61,6 +61,23 @@ def test_each_rule_equals_the_hand_computation(model, items):
         assert scores[0].tolist() == pytest.approx([reduce(t) for t in tokens], abs=1e-4), rule
 
 
+def test_choice_scoring_unembeds_only_the_positions_it_reads(model, items):
+    """A 7B vocabulary over a 30 s prompt is gigabytes per row: the unembedding sees the answer positions only
+    (while the scores still equal the hand computation from full logits, above)."""
+    item, widths = items[0], []
+    batch = model.to_batch(item["audio_path"], render_prompt(item, "instruct"))
+    handle = model.unembed.register_forward_pre_hook(lambda module, args: widths.append(args[0].shape[1]))
+    try:
+        choice_log_likelihoods(model, batch, [item["choices"]], scoring="mean")
+        lengths = [len(model.tokenizer.encode(c, add_special_tokens=False)) for c in item["choices"]]
+        assert widths == lengths and max(lengths) < batch.input_ids.shape[1]  # one forward per option slot
+        widths.clear()
+        choice_log_likelihoods(model, batch, [["a", "b"]], scoring="sum")  # one-token options: the last position
+        assert widths == [1]
+    finally:
+        handle.remove()
+
+
 def test_the_run_predicts_each_rules_best_option_and_records_the_rule(model, items, tmp_path):
     hand = [by_hand(model, item) for item in items]
     predicted = {}
