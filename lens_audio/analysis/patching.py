@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.model.hook_point import block_hook_name, block_input_hook_name
+from lens_audio.model.memory import require_attribution
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -288,6 +289,7 @@ def attribution_patching(
     position only (`resid` is unchanged).
     """
     check_same_layout(clean, corrupted)
+    require_attribution(model, corrupted)  # a refusal up front, naming the rows that fit, not an out-of-memory midway
     n_layers = model.cfg.n_layers
     names = [block_hook_name(l, "attn.hook_z") for l in range(n_layers)] + [
         block_hook_name(l, "hook_resid_pre") for l in range(n_layers)

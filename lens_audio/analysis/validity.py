@@ -37,6 +37,7 @@ from lens_audio.analysis.ablation import ablate_heads, option_margins
 from lens_audio.analysis.listening import listening_signal
 from lens_audio.analysis.patching import attribution_patching
 from lens_audio.analysis.statistics import nan_list, pearson_columns
+from lens_audio.model.memory import attribution_bytes, rows_that_fit
 
 if TYPE_CHECKING:
     from lens_audio.inputs.batch import AudioBatch
@@ -197,9 +198,17 @@ def silence_output_attribution(
     choice_ids: Sequence[Sequence[int]],
     answer_index: Sequence[int],
 ) -> Float[Tensor, "layer head"]:
-    """`silence_output_effects` of every head at once, by attribution patching (one forward-backward, linear)."""
-    metric = lambda logits: _final_margins(model, batch, logits, choice_ids, answer_index).mean()  # noqa: E731
-    return -attribution_patching(model, batch.silence_twin(), batch, metric, final_only=True).per_head
+    """`silence_output_effects` of every head at once, by attribution patching (one forward-backward, linear); in
+    as many rows at a time as fit the memory limit (`model.memory`), the row-weighted mean of their effects."""
+    step = rows_that_fit(model, batch, attribution_bytes(model, batch)) or 1  # one row: the patching's own refusal
+    total = 0.0
+    for start in range(0, batch.batch_size, step):
+        part, rows = batch[start : start + step], slice(start, start + step)
+        metric = lambda logits, p=part, r=rows: _final_margins(  # noqa: E731
+            model, p, logits, choice_ids[r], answer_index[r]).mean()
+        effect = -attribution_patching(model, part.silence_twin(), part, metric, final_only=True).per_head
+        total = total + part.batch_size * effect
+    return total / batch.batch_size
 
 
 @torch.no_grad()

@@ -127,14 +127,19 @@ def run_benchmark(
             check_items(run.path, done, digests)
         pending = [item for item in items if item["id"] not in done]
         with tqdm(total=len(items), initial=len(items) - len(pending), desc=description, disable=not progress) as bar:
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start : start + batch_size]
+            start, size = 0, batch_size
+            while start < len(pending):
+                chunk = pending[start : start + size]
                 try:
                     scored = _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence,
                                           noise_snr_db, (choice_scoring, letters))
                 except NonFiniteError as exc:  # name the items; the records before them are kept
                     ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
                     raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
+                except OUT_OF_MEMORY as exc:  # back off: half the batch from here on; the records so far are kept
+                    size = smaller_batch(chunk, exc, model)
+                    continue
+                start += len(chunk)
                 for record in scored:
                     done[record["id"]] = record
                     if run is not None:
@@ -144,6 +149,28 @@ def run_benchmark(
     records = [done[item["id"]] for item in items]
     signal = np.array([r["listening"] for r in records], dtype=np.float32) if listening and records else None
     return RunResult(records, signal)
+
+
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def smaller_batch(chunk: Sequence[dict[str, Any]], error: BaseException, model: "HookedAudioLM") -> int:
+    """The batch size after `chunk` ran out of memory: half of it, said in a warning; a single item that does not
+    fit raises `NotEnoughMemory` naming it and what lowers the memory."""
+    from lens_audio.model.memory import NotEnoughMemory
+
+    if len(chunk) == 1:
+        raise NotEnoughMemory(
+            f"item {chunk[0]['id']!r} alone does not fit in memory on {model.device} ({str(error).splitlines()[0]}): "
+            "load the model in bfloat16 (--dtype bfloat16), spread it over devices (--device-map auto), or shorten the "
+            "item's clips; the records before it are kept, so the run resumes where it stopped."
+        ) from error
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    size = len(chunk) // 2
+    warnings.warn(f"out of memory scoring {len(chunk)} items at once: scoring {size} at a time from here on (the "
+                  "records so far are kept; --batch-size sets the starting size).", stacklevel=3)
+    return size
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lens_audio.checks import add_allow_outside_argument, cli_float, cli_int, cli_seed, output_file, output_folder
@@ -58,6 +59,12 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
         help="start every run file this stage uses over (a resume under other settings is refused otherwise)",
     )
     parser.add_argument("--json", dest="json_path", type=output_file, help="also write the stage's result as JSON here")
+    if stage == "experiment":
+        parser.add_argument(
+            "--budget", type=cli_int(1), metavar="ITEM_PASSES",
+            help="refuse, after head selection and before the costly stages, a plan of more item passes than this "
+                 "(the plan is printed either way; lens_audio.paper.cost)",
+        )
     if stage == "listen":
         parser.add_argument("--split", default="calibration",
                             help="calibration, dev, test, or a split value of the benchmark (e.g. test-mini)")
@@ -226,6 +233,11 @@ def _run_stage(args: argparse.Namespace) -> int:
     model = HookedAudioLM.from_pretrained(args.model, dtype=args.dtype, device=args.device, **placement_args(args))
     experiment = Experiment(model, items, profile, args.out, benchmark=benchmark, fresh=args.fresh, split=split)
     if args.command == "experiment":
+        from lens_audio.paper.cost import cost_plan
+
+        plan = cost_plan(experiment)  # after calibration (the draws exclude the specialists), before the rest
+        print(plan.describe(), file=sys.stderr)
+        plan.check(args.budget)
         full = experiment.run_all()
         print(format_table(full))
         result = full.to_json()

@@ -141,3 +141,39 @@ def require_cache(model: "HookedAudioLM", batch: Any, names_filter: Any) -> None
     require(need, f"run_with_cache on a batch of {hook_dims(model, batch)['decoder']['batch']}", (
         "cache fewer hooks with names_filter (e.g. names_filter=lambda name: name.endswith('hook_pattern') and not "
         "name.startswith('audio.')), or pass fewer or shorter clips"), model.device)
+
+
+def attribution_bytes(model: "HookedAudioLM", batch: Any) -> int:
+    """What `attribution_patching` holds on `batch`: the decoder activations autograd keeps for the backward pass
+    (every decoder hook but the heads' results and the attention scores and patterns, which no hook asks for here,
+    and as much again: tested against autograd's saved tensors),
+    the clean cache, the corrupted activations and their gradients at
+    every head output and residual input, and the float32 logits with their gradient."""
+    decoder = [n for n in names_from_filter(model, None)  # attention without patterns (no hook reads them here)
+               if not n.startswith("audio.") and not n.endswith(("hook_result", "hook_attn_scores", "hook_pattern"))]
+    patched = [f"blocks.{layer}.{site}" for layer in range(model.cfg.n_layers) for site in ("attn.hook_z",
+                                                                                             "hook_resid_pre")]
+    sizes = hook_dims(model, batch)["decoder"]
+    logits = 2 * 4 * sizes["batch"] * sizes["pos"] * sizes["d_vocab"]
+    kept = 2 * cache_bytes(model, batch, decoder)  # norms' inputs and the MLP's products beside each hook's
+    return kept + 3 * cache_bytes(model, batch, patched) + logits
+
+
+def rows_that_fit(model: "HookedAudioLM", batch: Any, need: int) -> int:
+    """How many of `batch`'s rows an analysis needing `need` bytes for all of them can take at once under the limit
+    (all of them where there is no limit; 0 where not even one fits)."""
+    limit = memory_limit(model.device)
+    rows = hook_dims(model, batch)["decoder"]["batch"]
+    if limit is None or need <= limit:
+        return rows
+    return min(rows, int(limit // max(1, math.ceil(need / rows))))
+
+
+def require_attribution(model: "HookedAudioLM", batch: Any) -> None:
+    """Refuse an `attribution_patching` whose forward-backward would not fit (`require`), naming how many rows do."""
+    need = attribution_bytes(model, batch)
+    fit = rows_that_fit(model, batch, need)
+    rows = hook_dims(model, batch)["decoder"]["batch"]
+    fix = (f"pass {fit} rows at a time (batch[i : i + {fit}]; the effects add up linearly, weighted by rows)" if fit
+           else "not even one row fits: load the model in bfloat16, or use shorter clips")
+    require(need, f"attribution patching on a batch of {rows}", fix, model.device)

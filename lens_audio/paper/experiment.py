@@ -255,7 +255,10 @@ class Experiment:
         fast = self.fast(split)
         if fast is not None:
             return self.fast_correct(fast, split, heads, beta, **option)
-        return self.spec_run(split, self.spec(heads, beta, **option)).correct  # one run file per option set
+        spec, own = self.spec(heads, beta, **option), self.spec(self.select_heads().specialists, beta)
+        if not option and spec.settings() == own.settings():  # the specialists' own steering: their run, not a twin
+            return self.spec_run(split, own, "steered").correct
+        return self.spec_run(split, spec).correct  # one run file per option set
 
     # --- dev ----------------------------------------------------------------------------------------------
     def sweep_beta(self) -> BetaSweep:

@@ -184,3 +184,23 @@ def test_the_hinted_class_or_a_named_field_is_a_validity_stratum(setup):
     assert "hinted_choice (" in text and "causal vs r: the 4 heads" in text
     named = experiment(setup, validity_strata=("difficulty",)).validity_controls(("test",))["test"]
     assert "difficulty" in named.signal.within and "hinted_choice" not in named.signal.within
+
+
+def test_a_draw_on_the_specialists_layers_reads_their_run_instead_of_running_it_again(setup, monkeypatch, tmp_path):
+    """Off the fast path (options of several tokens) a residual-source draw whose layers are the specialists' steers
+    exactly as they do: the control reads the specialists' test run, and writes no twin under another name."""
+    from lens_audio.paper.fast_steering import FastSteering
+
+    model, items, profile, _ = setup
+    e = Experiment(model, items, profile.replace(n_random_draws=3, depth_matched_control=False,
+                                                 beta_matched_control=False), tmp_path / "run", progress=False)
+    specialists = e.select_heads().specialists
+    monkeypatch.setattr(FastSteering, "applies", staticmethod(lambda *a: False))
+    monkeypatch.setattr(head_controls, "random_head_draws", lambda *a, **k: [list(specialists)] * 3)
+    beta = profile.betas[0]
+    control = e.control_distributions(beta)[0]
+    own = e.spec_run("test", e.spec(specialists, beta), "steered").correct[e.focus(e.listen("test"))[0]]
+    assert control.specialists_accuracy == pytest.approx(100 * own.mean()) and np.all(control.accuracies ==
+                                                                                      100 * own.mean())
+    steered = sorted(p.name for p in (tmp_path / "run").glob("test-steered*.jsonl"))
+    assert steered == [f"test-steered-beta{beta}.jsonl"]
