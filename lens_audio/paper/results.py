@@ -91,15 +91,26 @@ class HeadSelection:
         )
 
 
+DIFFICULTY_ORDER = {"easy": 0, "medium": 1, "hard": 2}  # MMAU's difficulties, easiest first
+
+
 def accuracy_rows(tables: dict[str, Any]) -> list[tuple[str, str, str]]:
     """`(table, key, label)` of each row the text table and the report show, from one run's test tables: the pooled
-    total, MMAU's breakdowns (task, difficulty, sub-category) where the items have two or more values, then the hint
+    total, MMAU's breakdowns (task, difficulty, sub-category) where the items have two or more values and the groups
+    are not another breakdown's renamed (the workshop's sub-categories are its hint conditions), then the hint
     conditions and hint by task where hints exist."""
+    def same_groups(groups: dict[str, Any]) -> tuple:  # a breakdown that only renames another's groups
+        return tuple(sorted((g["n"], g["accuracy"]) for g in groups.values()))
+
+    shown = {same_groups(tables["hint"])} if "hint" in tables else set()
     rows = [("total", "total", "total")]
     for name in BREAKDOWNS:
         groups = tables.get(name, {})
-        if name == "task" or len(groups) > 1:  # one difficulty (or sub-category) would repeat the total
-            rows += [(name, str(k), str(k) if name == "task" else f"{name}: {k}") for k in groups]
+        repeats = len(groups) < 2 or same_groups(groups) in shown  # the total, or the hint conditions, again
+        if name == "task" or not repeats:
+            keys = sorted(groups, key=lambda k: (DIFFICULTY_ORDER.get(k, len(DIFFICULTY_ORDER)), str(k)))
+            rows += [(name, str(k), str(k) if name == "task" else f"{name}: {k}") for k in keys]
+            shown.add(same_groups(groups))
     if "hint" in tables:
         rows += [("hint", k, k) for k in tables["hint"]]
         rows += [("hint_by_task", k, k) for k in tables.get("hint_by_task", {})]
