@@ -132,6 +132,8 @@ def results_tables(result: "ExperimentResult") -> str:
             + ([["probe (%)", *(f"{v:.1f}" for v in probe[1:])]] if probe else [])))
         if a.notes:  # which items it was measured on, and what that lets the probe read
             parts.append("<ul>" + "".join(f"<li>note: {_e(n)}</li>" for n in a.notes) + "</ul>")
+    if result.conflict:
+        parts.append(conflict_table(result))
     for split, c in result.validity_controls.items():
         g = c.signal
         rows = [["r with correctness (audio)", g.audio.describe()],
@@ -170,6 +172,23 @@ def results_tables(result: "ExperimentResult") -> str:
 NO_R = "undefined*"  # a NaN r, in a table cell; the caption gives NO_R_WHY
 NO_R_WHY = ("the specialists' mass or correctness does not vary over those items (e.g. every item answered right), so "
             "r, its CI and p have no value")
+
+
+def conflict_table(result: "ExperimentResult") -> str:
+    """Text dominance and flip rates of each test run, overall and by breakdown (`analysis.conflict`)."""
+    from lens_audio.analysis.conflict import RATES
+
+    rows = []
+    for run, m in result.conflict.items():
+        rows.append([run, "all", *(_accuracy(m.overall[r]) if m.overall.get(r) else "n/a" for r in RATES)])
+        rows += [[run, f"{name}: {value}", *(_accuracy(rates[r]) if rates.get(r) else "n/a" for r in RATES)]
+                 for name, by_value in m.by_field.items() for value, rates in by_value.items()]
+    return html_table(
+        "Text dominance on the test split (%, 95% bootstrap CI resampling clips): ALME's text-dominance ratio over "
+        "conflicting items (answers that followed the text / those that followed the text or the audio), the "
+        "same-audio flip rate (conflicting against no hint, same audio and question) and the silence flip rate (audio "
+        "against its silence twin, same text; baseline only)",
+        ["run", "items", "text-dominance ratio", "same-audio flip", "silence flip"], rows, numeric_from=2)
 
 
 def _validity_cells(v) -> list[str]:

@@ -15,6 +15,8 @@ Subcommands (`lens-audio <command> --help` for the options):
   noise-sweep          accuracy and the listening signal as white noise is added to the clips, by SNR
   split                write a benchmark's seeded calibration/dev/test split (stratified by task, clips kept
                        whole) as a file to publish beside results and reuse (--split-file)
+  conflict-suite       write a benchmark's conflict suite (each item with no hint, a congruent and a conflicting
+                       sentence) to measure text dominance on (lens_audio.analysis.conflict)
   locate               where the steering effect lives: direction layers x injection sites, and the
                        specialists' own outputs, on dev (writes <out>/locate.json)
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed

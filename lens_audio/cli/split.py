@@ -104,7 +104,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
                         help=f"FIELD [{STAGE_VALUES}]: write the split the items' own field names instead")
 
     add_allow_outside_argument(parser)
-    return {"split": run_split}
+    suite = sub.add_parser("conflict-suite", help="write a benchmark's conflict suite: each item with no hint, a "
+                                                  "congruent and a conflicting sentence (benchmark.conflict_suite)")
+    suite.add_argument("benchmark", help="MMAU-format JSON")
+    suite.add_argument("--out", type=output_file,
+                       help="the suite to write, beside the benchmark (default <stem>-conflict-seed<seed>.json)")
+    suite.add_argument("--seed", type=cli_seed(), default=0, help="seed of the asserted wrong options (default 0)")
+    return {"split": run_split, "conflict-suite": run_conflict_suite}
+
+
+def run_conflict_suite(args: argparse.Namespace) -> int:
+    import json
+
+    from lens_audio.benchmark.conflict_suite import write_conflict_suite
+
+    path = write_conflict_suite(args.benchmark, args.out, args.seed)
+    n = len(json.loads(path.read_text()))
+    print(f"wrote {path}: {n} items ({n // 3} questions x no hint, congruent, conflicting; seed {args.seed}); run "
+          f"the experiment on it with --benchmark {path}")
+    return 0
 
 
 def run_split(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lens_audio.analysis.conflict import ConflictMeasures, conflict_measures
 from lens_audio.analysis.final_position import AudioArrival
 from lens_audio.analysis.heads import correlate_heads
 from lens_audio.analysis.statistics import max_r_permutation, mcnemar, signal_validity
@@ -387,6 +388,17 @@ class Experiment:
         """Accuracy and the specialists' signal as white noise is added at each SNR (`evaluation.controls`)."""
         return noise_sweep(self, snrs, split)
 
+    def conflict(self, runs: dict[str, RunResult]) -> dict[str, ConflictMeasures]:
+        """Text dominance and flip rates (`analysis.conflict`) of each test run, where the items have conflicting
+        hints; the silence flip rate for the baseline, against the `test-silence` run (the validity controls')."""
+        items = self.split("test")
+        if not any(i.get("hint") == "conflicting" for i in items):
+            return {}
+        silence = self.run(items, "test-silence", listening=True, silence=True)
+        return {name: conflict_measures(run.records, items, self.clusters("test"),
+                                        silence.records if name == "baseline" else None)
+                for name, run in runs.items()}
+
     def run_all(self) -> ExperimentResult:
         record_settings(self.out, self.model.cfg.model_name, self.benchmark, self.profile, self.split_label)
         selection = self.select_heads()
@@ -425,4 +437,5 @@ class Experiment:
             depth_matched_control=controls.depth_matched,
             beta_matched_control=controls.beta_matched,
             audio_arrival=self.audio_arrival() if self.profile.depth_matched_control else None,
+            conflict=self.conflict(runs),
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lens_audio.analysis.conflict import ConflictMeasures
 from lens_audio.analysis.final_position import AudioArrival
 from lens_audio.analysis.heads import HeadCorrelation
 from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, PairedComparison, Validity, nan_list
@@ -196,6 +197,7 @@ class ExperimentResult:
     depth_matched_control: ControlDistribution | None = None  # draws from the layers the audio has reached
     beta_matched_control: ControlDistribution | None = None  # the random draws, each at its own dev-chosen beta
     audio_arrival: AudioArrival | None = None  # where the audio reaches the final position (calibration)
+    conflict: dict[str, ConflictMeasures] = field(default_factory=dict)  # test run -> text dominance and flip rates
 
     @property
     def controls(self) -> dict[str, ControlDistribution]:
@@ -234,6 +236,7 @@ class ExperimentResult:
             "depth_matched_control": optional(self.depth_matched_control),
             "beta_matched_control": optional(self.beta_matched_control),
             "audio_arrival": optional(self.audio_arrival),
+            "conflict": {run: m.to_json() for run, m in self.conflict.items()},
         }
 
     @classmethod
@@ -258,6 +261,7 @@ class ExperimentResult:
             depth_matched_control=maybe(ControlDistribution, data.get("depth_matched_control")),
             beta_matched_control=maybe(ControlDistribution, data.get("beta_matched_control")),
             audio_arrival=maybe(AudioArrival, data.get("audio_arrival")),
+            conflict={run: ConflictMeasures.from_json(m) for run, m in data.get("conflict", {}).items()},
         )
 
     def save(self, path: str | Path) -> None:

@@ -68,6 +68,10 @@ def format_table(result: ExperimentResult) -> str:
         lines.append(f"  {control.kind}: " + control.describe() + (f" [{basis}]" if basis else ""))
     if result.audio_arrival is not None:
         lines.append(result.audio_arrival.describe())
+    if result.conflict:
+        lines.append("text dominance on test (ALME's ratio over conflicting items; flips: conflicting vs no hint on "
+                     "the same audio, audio vs silence on the same text; CIs resample clips):")
+        lines += [f"  {run}: {measures.describe()}" for run, measures in result.conflict.items()]
     if result.validity:
         lines.append(
             "listening signal (specialists' mean mass) vs correctness, held out: "

@@ -77,6 +77,18 @@ def test_stages_run_and_share_their_files(tmp_path, capsys):
     )  # every layer
     assert "gate=signal" in result.options and "steering_source=head_outputs" in result.options
     assert json.dumps(result.to_json()) == json.dumps(ExperimentResult.from_json(result.to_json()).to_json())
+    # text dominance: the baseline's ratio and flip rates equal counts from its run files
+    items = {str(i["id"]): i for i in json.loads(bench.read_text())}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "test-baseline.jsonl").read_text().splitlines()]
+    silent = {r["id"]: r["extracted"] for r in map(json.loads, (tmp_path / "run" / "test-silence.jsonl").open())}
+    conflicting = [r for r in rows if items[r["id"]]["hint"] == "conflicting"]
+    text = sum(r["extracted"] == items[r["id"]]["hinted_choice"] for r in conflicting)
+    audio = sum(r["correct"] for r in conflicting)
+    measured = result.conflict["baseline"].overall
+    assert measured["text_dominance"]["accuracy"] == round(100 * text / (text + audio), 2)
+    flips = sum(r["extracted"] != silent[r["id"]] for r in rows)
+    assert measured["silence_flip"]["accuracy"] == round(100 * flips / len(rows), 2)
+    assert result.conflict["steered"].overall["silence_flip"] is None  # no steered silence run to compare with
     files = {f.name for f in (tmp_path / "run").iterdir()}
     assert {"calibration-baseline.jsonl", "dev-baseline.jsonl", "test-baseline.jsonl"} <= files
     assert not [f for f in files if f.startswith("dev-steered")]  # the dev sweep took the fast path
