@@ -200,9 +200,11 @@ def _score_chunk(
     fused = hasattr(steering, "generate") if mode == "generate" else (
         hasattr(steering, "logits") and (scoring == "first_token" or one_token_choices(model, choices))
     )
+    # A steering object with its own `score_options` (a logit-level correction) ranks the options itself.
+    own_scores = mode == "choice" and hasattr(steering, "score_options")
     hooks = (
         steering(model, batch, -1 if mode == "generate" else prompt_length - 1)
-        if steering is not None and not fused
+        if steering is not None and not fused and not own_scores
         else []
     )
     signal = listening_signal(model, batch).audio_mass if listening else None
@@ -213,8 +215,11 @@ def _score_chunk(
             tokens = model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, fwd_hooks=hooks)
         outputs = [model.tokenizer.decode(row[prompt_length:], skip_special_tokens=True).strip() for row in tokens]
     else:
-        final_logits = steering.logits(model, batch) if fused else None
-        scores = choice_log_likelihoods(model, batch, choices, hooks, final_logits, scoring)
+        if own_scores:
+            scores = steering.score_options(model, batch, choices, scoring)
+        else:
+            final_logits = steering.logits(model, batch) if fused else None
+            scores = choice_log_likelihoods(model, batch, choices, hooks, final_logits, scoring)
         outputs = [options[int(scores[row, : len(options)].argmax())] for row, options in enumerate(choices)]
     records = []
     for row, (item, output) in enumerate(zip(chunk, outputs)):

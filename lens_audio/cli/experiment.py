@@ -32,6 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "sweep-beta": "dev accuracy of adaptive steering for each beta",
         "evaluate": "test: baseline, steered and random-head control",
         "noise-sweep": "accuracy and the specialists' listening signal as white noise is added to the clips",
+        "rivals": "adaptive steering against audio-contrastive correction, back-patching and attention scaling: "
+                  "each chosen on dev, read once on test, paired",
     }
     for name, help_text in stages.items():
         _add_experiment_arguments(sub.add_parser(name, help=help_text), name)
@@ -280,6 +282,10 @@ def _run_stage(args: argparse.Namespace) -> int:
         print("\n".join(sweep.describe()))
         write_noise_sweep(sweep, figure)
         print(f"wrote {figure}")
+    elif args.command == "rivals":
+        comparison = experiment.rivals()
+        result = comparison.to_json()
+        print(comparison.describe())
     else:
         beta = args.beta if args.beta is not None else experiment.sweep_beta().best_beta
         runs, paired = experiment.evaluate(beta)

@@ -65,6 +65,7 @@ from lens_audio.paper.spec import SteeringSpec
 
 if TYPE_CHECKING:
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
+    from lens_audio.paper.rivals import RivalComparison
 
 Heads = Sequence[tuple[int, int]]
 
@@ -387,6 +388,12 @@ class Experiment:
     def noise_sweep(self, snrs: Sequence[float] = (20.0, 10.0, 0.0, -10.0), split: str = "test") -> NoiseSweep:
         """Accuracy and the specialists' signal as white noise is added at each SNR (`evaluation.controls`)."""
         return noise_sweep(self, snrs, split)
+
+    def rivals(self) -> "RivalComparison":
+        """Adaptive steering against its rivals on the same items (`paper.rivals`): chosen on dev, read on test."""
+        from lens_audio.paper.rivals import compare_rivals
+
+        return compare_rivals(self)
 
     def conflict(self, runs: dict[str, RunResult]) -> dict[str, ConflictMeasures]:
         """Text dominance and flip rates (`analysis.conflict`) of each test run, where the items have conflicting

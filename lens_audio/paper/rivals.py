@@ -1,0 +1,168 @@
+"""Adaptive steering against its 2026 rivals, on the same items: each method's setting chosen on dev (focus items,
+ties: the first in its grid), read once on test, with paired statistics against the baseline and against adaptive
+steering (exact McNemar, bootstrap CI clustered by clip), accuracy by hint condition, text dominance and flip rates
+(`analysis.conflict`), and its cost in forwards per item.
+
+    comparison = experiment.rivals()      # or: lens-audio rivals (the experiment's flags and --out)
+    print(comparison.describe())
+
+The methods (`analysis.interventions`): audio-contrastive correction (alpha on dev), back-patching (source and target
+layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its control, in the
+seeded random control heads at the specialists' scale; adaptive steering is the experiment's own (beta on dev).
+Run files: `{split}-rival-{method}-{setting}.jsonl` beside the experiment's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lens_audio.analysis.conflict import ConflictMeasures, conflict_measures
+from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
+from lens_audio.analysis.statistics import PairedComparison, mcnemar
+
+if TYPE_CHECKING:
+    from lens_audio.paper.experiment import Experiment
+
+ALPHAS = (0.5, 1.0, 2.0)
+SCALES = (1.5, 2.0, 4.0)
+
+
+def back_patch_grid(n_layers: int) -> list[BackPatch]:
+    """Late sources (the last layer and three quarters down) into early targets (a quarter and half way)."""
+    sources = sorted({n_layers - 1, (3 * n_layers) // 4})
+    targets = sorted({n_layers // 4, n_layers // 2})
+    return [BackPatch(s, t) for s in sources for t in targets if t < s]
+
+
+@dataclass
+class RivalResult:
+    """One method: its dev sweep (setting -> dev focus accuracy), the chosen setting, its test tables, its text
+    dominance measures, its cost and its paired comparisons."""
+
+    method: str
+    setting: str
+    dev: dict[str, float]
+    test: dict[str, Any]
+    conflict: ConflictMeasures | None
+    forwards: int
+    paired: dict[str, PairedComparison]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "setting": self.setting, "dev": self.dev, "test": self.test,
+                "conflict": None if self.conflict is None else self.conflict.to_json(), "forwards": self.forwards,
+                "paired": {k: v.to_json() for k, v in self.paired.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RivalResult":
+        conflict = None if data.get("conflict") is None else ConflictMeasures.from_json(data["conflict"])
+        return cls(data["method"], data["setting"], data["dev"], data["test"], conflict, data["forwards"],
+                   {k: PairedComparison.from_json(v) for k, v in data["paired"].items()})
+
+
+@dataclass
+class RivalComparison:
+    """Every method side by side on the test split (`describe`: the table the command prints)."""
+
+    focus: str
+    methods: list[RivalResult]
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        def cell(tables: dict[str, Any], condition: str) -> str:
+            value = tables.get("hint", {}).get(condition) if condition != "all" else tables["total"]
+            return "n/a" if not value or value.get("accuracy") is None else f"{value['accuracy']:.1f}"
+
+        conditions = ["all", *next(iter(self.methods)).test.get("hint", {})]
+        lines = [f"rival interventions on test (settings chosen on dev {self.focus} items; accuracy %):",
+                 f"  {'method':34s} {'setting':14s} {'fwd':>3s} " + " ".join(f"{c:>11s}" for c in conditions)
+                 + "  text-dominance"]
+        for m in self.methods:
+            tdr = m.conflict.overall.get("text_dominance") if m.conflict else None
+            lines.append(f"  {m.method:34s} {m.setting:14s} {m.forwards:3d} "
+                         + " ".join(f"{cell(m.test, c):>11s}" for c in conditions)
+                         + f"  {'n/a' if not tdr else format(tdr['accuracy'], '.1f')}")
+        lines.append(f"paired on test {self.focus} items (exact McNemar, bootstrap CI clustered by clip):")
+        for m in self.methods:
+            lines += [f"  {name}: {v.describe()}" for name, v in m.paired.items()]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"focus": self.focus, "methods": [m.to_json() for m in self.methods], "notes": self.notes}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RivalComparison":
+        return cls(data["focus"], [RivalResult.from_json(m) for m in data["methods"]], data.get("notes", []))
+
+
+def _name(intervention: Any) -> str:
+    settings = intervention.settings()
+    parts = [settings["method"]]
+    if "role" in settings:
+        parts.append(settings["role"])
+    parts += [str(v).replace(" ", "") for k, v in settings.items() if k not in ("method", "role", "heads")]
+    return "-".join(parts)
+
+
+def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS,
+                   scales: Sequence[float] = SCALES) -> RivalComparison:
+    """The comparison on `e`'s dev and test splits (see the module docstring)."""
+    if e.profile.mode != "choice":
+        raise ValueError("the rival comparison runs in choice mode (audio-contrastive correction ranks options): "
+                         "--mode choice.")
+    selection = e.select_heads()
+    beta = e.sweep_beta().best_beta
+    dev_index, focus = e.focus(e.listen("dev"))
+    test_index, _ = e.focus(e.listen("test"))
+    test_items = e.split("test")
+    clusters = np.array(e.clusters("test"), dtype=object)
+
+    def run(split: str, intervention: Any):
+        return e.run(e.split(split), f"{split}-rival-{_name(intervention)}", intervention)
+
+    def choose(grid: Sequence[Any]) -> tuple[Any, dict[str, float]]:
+        dev = {g.label: float(100 * run("dev", g).correct[dev_index].mean()) for g in grid}
+        best = max(grid, key=lambda g: (dev[g.label], -grid.index(g)))
+        return best, dev
+
+    methods: list[tuple[str, Any, dict[str, float], Any, int]] = []
+    steered = e.spec_run("test", e.spec(selection.specialists, beta), "steered")
+    methods.append(("adaptive steering (specialists)", f"beta {beta:g}", {}, steered, 2))
+    contrastive, dev = choose([ContrastiveCorrection(a) for a in alphas])
+    methods.append(("audio-contrastive correction", contrastive.label, dev, run("test", contrastive), 2))
+    grid = back_patch_grid(e.model.cfg.n_layers)
+    notes = []
+    if grid:
+        patch, dev = choose(grid)
+        methods.append(("back-patching", patch.label, dev, run("test", patch), 2))
+    else:
+        notes.append(f"back-patching not run: {e.model.cfg.n_layers} layers leave no late source above an early "
+                     "target")
+    scale, dev = choose([AudioAttentionScale(tuple(selection.specialists), s) for s in scales])
+    methods.append(("attention scaling (specialists)", scale.label, dev, run("test", scale), 1))
+    control = AudioAttentionScale(tuple(selection.control), scale.scale, role="random-heads")
+    methods.append(("attention scaling (random heads)", control.label, {}, run("test", control), 1))
+    notes.append("the random heads' attention scaling uses the specialists' dev-chosen scale: a control, not tuned")
+
+    baseline = e.listen("test")
+    silence = e.run(test_items, "test-silence", listening=True, silence=True)
+    has_hints = any(i.get("hint") == "conflicting" for i in test_items)
+    results = []
+    for method, setting, dev, test_run, forwards in methods:
+        paired = {}
+        for other_name, other in (("baseline", baseline), ("adaptive steering", steered)):
+            if other is test_run:
+                continue
+            paired[f"{method} vs {other_name} ({focus})"] = mcnemar(
+                test_run.correct[test_index], other.correct[test_index], list(clusters[test_index]),
+                (method, other_name), e.profile.n_bootstrap, seed=e.profile.seed)
+        conflict = conflict_measures(test_run.records, test_items, list(clusters)) if has_hints else None
+        results.append(RivalResult(method, setting, dev, e.tables(test_run), conflict, forwards, paired))
+    base_conflict = (conflict_measures(baseline.records, test_items, list(clusters), silence.records)
+                     if has_hints else None)
+    results.insert(0, RivalResult("baseline", "", {}, e.tables(baseline), base_conflict, 1, {}))
+    return RivalComparison(focus, results, notes)

@@ -1,0 +1,69 @@
+"""Adaptive steering against its rivals from one command on the workshop model: every method chosen on dev and read
+once on test, its numbers equal to counts from its run files, the paired statistics those of the two runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lens_audio import cli
+from lens_audio.analysis.statistics import mcnemar
+from lens_audio.organisms.benchmark_writer import write_benchmark
+from lens_audio.paper.rivals import RivalComparison, back_patch_grid
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rivals")
+    bench = write_benchmark(root / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
+    argv = ["rivals", "--benchmark", str(bench), "--out", str(root / "run"), "--betas", "1.0", "3.0", "--k-heads",
+            "2", "--json", str(root / "rivals.json")]
+    assert cli.main(argv) == 0
+    return root, bench, RivalComparison.from_json(json.loads((root / "rivals.json").read_text()))
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_every_method_is_chosen_on_dev_and_read_from_its_own_test_run(compared):
+    root, bench, comparison = compared
+    methods = {m.method: m for m in comparison.methods}
+    assert list(methods) == ["baseline", "adaptive steering (specialists)", "audio-contrastive correction",
+                             "back-patching", "attention scaling (specialists)", "attention scaling (random heads)"]
+    items = {i["id"]: i for i in json.loads(bench.read_text())}
+    for method, run in (("audio-contrastive correction", "audio-contrastive"), ("back-patching", "back-patching"),
+                        ("attention scaling (specialists)", "audio-attention-scale-specialists")):
+        m = methods[method]
+        assert m.setting == max(m.dev, key=lambda s: (m.dev[s], -list(m.dev).index(s)))  # the best on dev
+        [path] = root.glob(f"run/test-rival-{run}-*.jsonl")
+        rows = records(path)
+        assert m.test["total"]["accuracy"] == round(100 * np.mean([r["correct"] for r in rows]), 2)
+        conflicting = [r for r in rows if items[r["id"]]["hint"] == "conflicting"]
+        text = sum(r["extracted"] == items[r["id"]]["hinted_choice"] for r in conflicting)
+        audio = sum(r["correct"] for r in conflicting)
+        assert m.conflict.overall["text_dominance"]["accuracy"] == round(100 * text / (text + audio), 2)
+    assert len(list(root.glob("run/dev-rival-back-patching-*.jsonl"))) == len(back_patch_grid(8))
+    assert not list(root.glob("run/test-steered-L*"))  # adaptive steering is the experiment's own run, not a twin
+
+
+def test_the_paired_statistics_are_those_of_the_two_runs(compared):
+    root, bench, comparison = compared
+    items = json.loads(bench.read_text())
+    conflicting = [i["id"] for i in items if i["split"] == "test" and i["hint"] == "conflicting"]
+    baseline = {r["id"]: r["correct"] for r in records(root / "run" / "test-baseline.jsonl")}
+    [path] = root.glob("run/test-rival-audio-contrastive-*.jsonl")
+    contrastive = {r["id"]: r["correct"] for r in records(path)}
+    expected = mcnemar([contrastive[i] for i in conflicting], [baseline[i] for i in conflicting])
+    got = next(m for m in comparison.methods if m.method == "audio-contrastive correction")
+    paired = got.paired["audio-contrastive correction vs baseline (conflicting)"]
+    assert (paired.a_only, paired.b_only, paired.n) == (expected.a_only, expected.b_only, expected.n)
+    assert paired.p_value == pytest.approx(expected.p_value)
+    assert "vs adaptive steering" in " ".join(got.paired) and "fwd" in comparison.describe()
+
+
+def test_generation_mode_is_refused_before_any_run(tmp_path, capsys):
+    assert cli.main(["rivals", "--mode", "generate", "--out", str(tmp_path / "run")]) == 1
+    assert "choice mode" in capsys.readouterr().err
