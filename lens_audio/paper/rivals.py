@@ -1,7 +1,8 @@
 """Adaptive steering against its 2026 rivals, on the same items: each method's setting chosen on dev (focus items,
-ties: the first in its grid), read once on test, with paired statistics against the baseline and against adaptive
-steering (exact McNemar, bootstrap CI clustered by clip), accuracy by hint condition, text dominance and flip rates
-(`analysis.conflict`), and its cost in forwards per item.
+ties: the first in its grid), read once on test, with paired statistics against the baseline (on the focus items and
+on the other items: what it gains where the text conflicts, and what it costs elsewhere) and against adaptive
+steering on the focus items (exact McNemar, bootstrap CI clustered by clip), accuracy by hint condition, text
+dominance and flip rates (`analysis.conflict`), and its cost in forwards per item.
 
     comparison = experiment.rivals()      # or: lens-audio rivals (the experiment's flags and --out)
     print(comparison.describe())
@@ -151,15 +152,19 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS,
     baseline = e.listen("test")
     silence = e.run(test_items, "test-silence", listening=True, silence=True)
     has_hints = any(i.get("hint") == "conflicting" for i in test_items)
+    rest = np.setdiff1d(np.arange(len(test_items)), test_index)  # what a method may cost elsewhere
     results = []
     for method, setting, dev, test_run, forwards in methods:
         paired = {}
         for other_name, other in (("baseline", baseline), ("adaptive steering", steered)):
             if other is test_run:
                 continue
-            paired[f"{method} vs {other_name} ({focus})"] = mcnemar(
-                test_run.correct[test_index], other.correct[test_index], list(clusters[test_index]),
-                (method, other_name), e.profile.n_bootstrap, seed=e.profile.seed)
+            for subset, rows in ((focus, test_index), ("other", rest)):
+                if not len(rows) or (subset == "other" and other_name != "baseline"):
+                    continue
+                paired[f"{method} vs {other_name} ({subset})"] = mcnemar(
+                    test_run.correct[rows], other.correct[rows], list(clusters[rows]), (method, other_name),
+                    e.profile.n_bootstrap, seed=e.profile.seed)
         conflict = conflict_measures(test_run.records, test_items, list(clusters)) if has_hints else None
         results.append(RivalResult(method, setting, dev, e.tables(test_run), conflict, forwards, paired))
     base_conflict = (conflict_measures(baseline.records, test_items, list(clusters), silence.records)

@@ -62,6 +62,11 @@ def test_the_paired_statistics_are_those_of_the_two_runs(compared):
     assert (paired.a_only, paired.b_only, paired.n) == (expected.a_only, expected.b_only, expected.n)
     assert paired.p_value == pytest.approx(expected.p_value)
     assert "vs adaptive steering" in " ".join(got.paired) and "fwd" in comparison.describe()
+    other = [i["id"] for i in items if i["split"] == "test" and i["hint"] != "conflicting"]
+    cost = got.paired["audio-contrastive correction vs baseline (other)"]  # what it costs where the text agrees
+    assert cost.n == len(other) and cost.accuracy_b == pytest.approx(
+        100 * np.mean([baseline[i] for i in other]), abs=0.01)
+    assert (root / "run" / "rivals.html").exists()  # the figure: gained on conflicting items vs lost elsewhere
 
 
 def test_generation_mode_is_refused_before_any_run(tmp_path, capsys):
