@@ -17,6 +17,7 @@ Subcommands (`lens-audio <command> --help` for the options):
                        scaling on the same items: each chosen on dev, read once on test, paired statistics
   split                write a benchmark's seeded calibration/dev/test split (stratified by task, clips kept
                        whole) as a file to publish beside results and reuse (--split-file)
+  convert-benchmark    convert an MMAR or MMAU-Pro file to the MMAU format the experiment reads
   conflict-suite       write a benchmark's conflict suite (each item with no hint, a congruent and a conflicting
                        sentence) to measure text dominance on (lens_audio.analysis.conflict)
   locate               where the steering effect lives: direction layers x injection sites, and the

@@ -110,7 +110,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
     suite.add_argument("--out", type=output_file,
                        help="the suite to write, beside the benchmark (default <stem>-conflict-seed<seed>.json)")
     suite.add_argument("--seed", type=cli_seed(), default=0, help="seed of the asserted wrong options (default 0)")
-    return {"split": run_split, "conflict-suite": run_conflict_suite}
+    convert = sub.add_parser("convert-benchmark", help="convert an MMAR or MMAU-Pro file to the MMAU format the "
+                                                       "experiment reads (benchmark.formats)")
+    convert.add_argument("benchmark", help="the benchmark file: JSON list, JSON lines, or parquet")
+    convert.add_argument("--format", required=True, choices=("mmar", "mmau-pro"), help="the file's format")
+    convert.add_argument("--out", type=output_file,
+                         help="the MMAU-format JSON to write, beside the file (default <stem>-mmau-format.json)")
+    return {"split": run_split, "conflict-suite": run_conflict_suite, "convert-benchmark": run_convert}
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from lens_audio.benchmark.formats import convert_benchmark
+
+    path, conversion = convert_benchmark(args.benchmark, args.format, args.out)
+    print(f"wrote {path}: {conversion.describe()}; run the experiment on it with --benchmark {path}")
+    return 0
 
 
 def run_conflict_suite(args: argparse.Namespace) -> int:
