@@ -89,8 +89,21 @@ class RivalComparison:
         lines.append(f"paired on test {self.focus} items (exact McNemar, bootstrap CI clustered by clip):")
         for m in self.methods:
             lines += [f"  {name}: {v.describe()}" for name, v in m.paired.items()]
+        lines.append(f"verdicts ({VERDICT_RULE}):")
+        lines += [f"  {line}" for line in self.verdicts()]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def verdicts(self) -> list[str]:
+        """One line per comparison on the focus items: which method beats which, or that neither was shown to."""
+        out = []
+        for m in self.methods:
+            for name, v in m.paired.items():
+                if not name.endswith(f"({self.focus})"):
+                    continue
+                other = name[len(m.method) + len(" vs "): -len(f" ({self.focus})")]
+                out.append(f"{m.method} {verdict(v)} {other}")
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"focus": self.focus, "methods": [m.to_json() for m in self.methods], "notes": self.notes}
@@ -98,6 +111,17 @@ class RivalComparison:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RivalComparison":
         return cls(data["focus"], [RivalResult.from_json(m) for m in data["methods"]], data.get("notes", []))
+
+
+VERDICT_RULE = "a beats b where the paired difference is positive, its 95% CI excludes 0 and McNemar p < 0.05"
+
+
+def verdict(v: PairedComparison) -> str:
+    """'beats', 'is beaten by' or 'is not shown to differ from' (`VERDICT_RULE`, fixed before any run)."""
+    shown = v.p_value < 0.05 and (v.ci[0] > 0 or v.ci[1] < 0)
+    if not shown:
+        return "is not shown to differ from"
+    return "beats" if v.difference > 0 else "is beaten by"
 
 
 def _name(intervention: Any) -> str:

@@ -38,3 +38,24 @@ def assert_silence_twin_listening_and_steering(model, processor, batch) -> None:
         with steer(model, direction, beta=4.0):
             steered = model(batch)
     assert torch.equal(plain[:, :-1], steered[:, :-1]) and not torch.allclose(plain[:, -1], steered[:, -1])
+
+
+def assert_rival_interventions(model, batch) -> None:
+    """The rivals of steering run on the family, each checked a second way: back-patching a layer onto itself and
+    attention scaling by 1 change nothing, scaling by 4 changes the logits, and contrastive correction at 0 is the
+    plain option scores."""
+    from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
+    from lens_audio.benchmark.runner import choice_log_likelihoods
+
+    last = model.cfg.n_layers - 1
+    with torch.no_grad():
+        plain = model(batch)
+        with model.hooks(fwd_hooks=BackPatch(last - 1, last)(model, batch)):
+            assert torch.equal(model(batch), plain)
+        with model.hooks(fwd_hooks=AudioAttentionScale(((last, 0), (0, 1)), 1.0)(model, batch)):
+            torch.testing.assert_close(model(batch), plain, atol=1e-5, rtol=1e-4)
+        with model.hooks(fwd_hooks=AudioAttentionScale(((last, 0), (0, 1)), 4.0)(model, batch)):
+            assert not torch.allclose(model(batch)[:, -1], plain[:, -1])
+    choices = [["yes", "no"], ["a", "b c"]]
+    assert torch.equal(ContrastiveCorrection(0.0).score_options(model, batch, choices, "mean"),
+                       choice_log_likelihoods(model, batch, choices, scoring="mean"))

@@ -10,7 +10,11 @@ from lens_audio import HookedAudioLM, make_batch
 from lens_audio.analysis.steering import adaptive_direction
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.testing import tiny_hf_model
-from tests.helpers.family_checks import assert_silence_twin_listening_and_steering, padded_batch
+from tests.helpers.family_checks import (
+    assert_rival_interventions,
+    assert_silence_twin_listening_and_steering,
+    padded_batch,
+)
 from tests.helpers.reference import CHUNK_SECONDS, N_MELS, assert_matches, hf_inputs, reference_run, waveform
 
 FAMILIES = ("audioflamingo3", "voxtral", "musicflamingo")
@@ -143,6 +147,7 @@ def test_greedy_generation_matches_transformers_for_20_tokens(family_pair, famil
 def test_silence_twin_listening_and_steering(family_pair, family):
     _, model, processor = family_pair(family)
     assert_silence_twin_listening_and_steering(model, processor, padded_batch(processor))
+    assert_rival_interventions(model, padded_batch(processor))
 
 
 def test_voxtral_shared_silence_prefix_equals_the_full_silence_pass(family_pair):

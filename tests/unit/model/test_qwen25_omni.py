@@ -13,7 +13,11 @@ from lens_audio import HookedAudioLM
 from lens_audio.inputs.offline_processor import build_offline_processor
 from lens_audio.model.mrope import MultimodalRotaryEmbedding, rope_index
 from lens_audio.testing import save_checkpoint, tiny_hf_model
-from tests.helpers.family_checks import assert_silence_twin_listening_and_steering, padded_batch
+from tests.helpers.family_checks import (
+    assert_rival_interventions,
+    assert_silence_twin_listening_and_steering,
+    padded_batch,
+)
 from tests.helpers.omni_checks import (
     assert_bfloat16_as_close_as_transformers,
     assert_device_map_equals_one_device,
@@ -145,6 +149,7 @@ def test_loads_a_saved_thinker_and_a_whole_omni_checkpoint(pair, processor, tmp_
 
 def test_silence_twin_listening_and_steering(pair, processor):
     assert_silence_twin_listening_and_steering(pair[1], processor, padded_batch(processor))
+    assert_rival_interventions(pair[1], padded_batch(processor))
 
 
 def test_experiment_cli_runs_to_the_end_on_a_saved_thinker(pair, processor, tmp_path):

@@ -67,6 +67,14 @@ def test_the_paired_statistics_are_those_of_the_two_runs(compared):
     assert cost.n == len(other) and cost.accuracy_b == pytest.approx(
         100 * np.mean([baseline[i] for i in other]), abs=0.01)
     assert (root / "run" / "rivals.html").exists()  # the figure: gained on conflicting items vs lost elsewhere
+    from lens_audio.paper.rivals import verdict
+
+    line = f"audio-contrastive correction {verdict(paired)} baseline"
+    assert line in comparison.verdicts() and line in comparison.describe()
+    assert verdict(paired) == ("beats" if paired.p_value < 0.05 and paired.ci[0] > 0 else
+                               "is beaten by" if paired.p_value < 0.05 and paired.ci[1] < 0 else
+                               "is not shown to differ from")
+    assert len(comparison.verdicts()) == 2 * (len(comparison.methods) - 2) + 1  # each vs baseline and vs adaptive
 
 
 def test_generation_mode_is_refused_before_any_run(tmp_path, capsys):
