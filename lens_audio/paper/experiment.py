@@ -389,11 +389,12 @@ class Experiment:
         """Accuracy and the specialists' signal as white noise is added at each SNR (`evaluation.controls`)."""
         return noise_sweep(self, snrs, split)
 
-    def rivals(self) -> "RivalComparison":
-        """Adaptive steering against its rivals on the same items (`paper.rivals`): chosen on dev, read on test."""
+    def rivals(self, **grids) -> "RivalComparison":
+        """Adaptive steering against its rivals on the same items (`paper.rivals`): chosen on dev, read on test;
+        `grids` (alphas, scales, patches) narrow the dev grids."""
         from lens_audio.paper.rivals import compare_rivals
 
-        return compare_rivals(self)
+        return compare_rivals(self, **grids)
 
     def conflict(self, runs: dict[str, RunResult]) -> dict[str, ConflictMeasures]:
         """Text dominance and flip rates (`analysis.conflict`) of each test run, where the items have conflicting

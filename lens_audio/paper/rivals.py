@@ -133,9 +133,10 @@ def _name(intervention: Any) -> str:
     return "-".join(parts)
 
 
-def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS,
-                   scales: Sequence[float] = SCALES) -> RivalComparison:
-    """The comparison on `e`'s dev and test splits (see the module docstring)."""
+def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Sequence[float] = SCALES,
+                   patches: Sequence[BackPatch] | None = None) -> RivalComparison:
+    """The comparison on `e`'s dev and test splits (see the module docstring); `alphas`, `scales` and `patches`
+    (default `back_patch_grid`) are the dev grids: one dev run per setting."""
     if e.profile.mode != "choice":
         raise ValueError("the rival comparison runs in choice mode (audio-contrastive correction ranks options): "
                          "--mode choice.")
@@ -159,7 +160,7 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS,
     methods.append(("adaptive steering (specialists)", f"beta {beta:g}", {}, steered, 2))
     contrastive, dev = choose([ContrastiveCorrection(a) for a in alphas])
     methods.append(("audio-contrastive correction", contrastive.label, dev, run("test", contrastive), 2))
-    grid = back_patch_grid(e.model.cfg.n_layers)
+    grid = list(patches) if patches is not None else back_patch_grid(e.model.cfg.n_layers)
     notes = []
     if grid:
         patch, dev = choose(grid)
