@@ -7,7 +7,8 @@ item, beside the baseline's one.
   vision-language models and 2026's GACL (arXiv 2606.05161) for audio: each option's log-likelihood with the audio,
   contrasted with the same prompt's on the silence twin, `(1 + alpha) * audio - alpha * silence`. Where we had to
   choose: the contrast is on the options' log-likelihoods under the run's choice scoring (for one-token options it
-  ranks as the logit contrast does: the log-softmax normaliser is the same for every option of a row); GACL's
+  ranks as the logit contrast does: the log-softmax normaliser is the same for every option of a row), the audio
+  and silence rows in one stacked pass; GACL's
   published gate is not described in enough detail to reproduce, so no gate is applied; choice mode only.
 - `BackPatch(source, target)`: the residual stream after block `source` at the audio positions, written over the
   stream entering block `target` at the same positions (arXiv 2606.18924's back-patching of late audio
@@ -63,10 +64,11 @@ class ContrastiveCorrection:
                       scoring: str) -> Float[Tensor, "batch max_choices"]:
         from lens_audio.benchmark.runner import choice_log_likelihoods
 
-        audio = choice_log_likelihoods(model, batch, choices, scoring=scoring)
-        if self.alpha == 0:
-            return audio  # the baseline's scores, bit for bit (no second forward)
-        silence = choice_log_likelihoods(model, batch.silence_twin(), choices, scoring=scoring)
+        if self.alpha == 0:  # the baseline's scores, bit for bit (no silence pass)
+            return choice_log_likelihoods(model, batch, choices, scoring=scoring)
+        both = batch.concat([batch, batch.silence_twin()])  # one pass: the batch and its silence twin stacked
+        scores = choice_log_likelihoods(model, both, [*choices, *choices], scoring=scoring)
+        audio, silence = scores[: batch.batch_size], scores[batch.batch_size :]
         present = torch.isfinite(audio)
         return torch.where(present, (1 + self.alpha) * audio - self.alpha * silence, audio)
 
