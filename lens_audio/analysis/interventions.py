@@ -10,6 +10,8 @@ item, beside the baseline's one.
   ranks as the logit contrast does: the log-softmax normaliser is the same for every option of a row), the audio
   and silence rows in one stacked pass; GACL's
   published gate is not described in enough detail to reproduce, so no gate is applied; choice mode only.
+- `FixedSteering(direction)`: the paper's audio-minus-silence direction averaged once over calibration items
+  (`FixedDirection`) and pushed at every item's final representation, the fixed rival of adaptive steering.
 - `BackPatch(source, target)`: the residual stream after block `source` at the audio positions, written over the
   stream entering block `target` at the same positions (arXiv 2606.18924's back-patching of late audio
   representations into earlier layers); `source = target - 1` writes a stream onto itself and changes nothing.
@@ -19,6 +21,7 @@ item, beside the baseline's one.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.analysis.steering.direction import FixedDirection
 from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
@@ -74,6 +78,33 @@ class ContrastiveCorrection:
 
     def generate(self, *args: Any, **kwargs: Any):
         raise ValueError("audio-contrastive correction ranks options: run it in choice mode (--mode choice).")
+
+
+@dataclass(frozen=True, eq=False)
+class FixedSteering:
+    """The paper's direction averaged once over calibration items (`FixedDirection`), pushed at the final
+    representation of every item: no silence pass at run time."""
+
+    direction: FixedDirection
+    forwards: int = 1
+
+    def settings(self) -> dict[str, Any]:
+        vector = self.direction.vector.detach().float().cpu().numpy().tobytes()
+        return {"method": "fixed-direction", "layers": list(self.direction.layers), "beta": self.direction.beta,
+                "direction": hashlib.sha256(vector).hexdigest()[:16]}
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """What its run manifest records: the layers, beta and the direction by digest (the vector is too long)."""
+        settings = self.settings()
+        return {"layers": settings["layers"], "beta": settings["beta"],
+                "steering": f"FixedDirection(sha256 {settings['direction']})"}
+
+    @property
+    def label(self) -> str:
+        return f"beta {self.direction.beta:g}"
+
+    def __call__(self, model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> Hooks:
+        return self.direction.hooks(model, None, start)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,18 @@ dominance and flip rates (`analysis.conflict`), and its cost in forwards per ite
     comparison = experiment.rivals()      # or: lens-audio rivals (the experiment's flags and --out)
     print(comparison.describe())
 
-The methods (`analysis.interventions`): audio-contrastive correction (alpha on dev), back-patching (source and target
-layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its control, in the
-seeded random control heads at the specialists' scale; adaptive steering is the experiment's own (beta on dev).
+The methods (`analysis.interventions`): the paper's direction fixed (averaged once over up to 200 calibration
+items at the specialists' layers; beta on dev), audio-contrastive correction (alpha on dev), back-patching (source
+and target layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its
+control, in the seeded random control heads at the specialists' scale; adaptive steering is the experiment's own
+(beta on dev).
 Run files: `{split}-rival-{method}-{setting}.jsonl` beside the experiment's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,13 +26,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lens_audio.analysis.conflict import ConflictMeasures, conflict_measures
-from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
+from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
 from lens_audio.analysis.statistics import PairedComparison, mcnemar
+from lens_audio.analysis.steering.direction import FixedDirection
+from lens_audio.benchmark.prompts import render_prompt
 
 if TYPE_CHECKING:
     from lens_audio.paper.experiment import Experiment
 
 ALPHAS = (0.5, 1.0, 2.0)
+FIXED_ITEMS = 200  # calibration items the fixed direction is averaged over
 SCALES = (1.5, 2.0, 4.0)
 
 
@@ -125,12 +132,11 @@ def verdict(v: PairedComparison) -> str:
 
 
 def _name(intervention: Any) -> str:
+    """A run-file name: the method, whose heads (attention scaling), and the setting, e.g. `back-patching-L7-L4`."""
     settings = intervention.settings()
-    parts = [settings["method"]]
-    if "role" in settings:
-        parts.append(settings["role"])
-    parts += [str(v).replace(" ", "") for k, v in settings.items() if k not in ("method", "role", "heads")]
-    return "-".join(parts)
+    parts = [settings["method"], *([settings["role"]] if "role" in settings else [])]
+    setting = re.sub(r"[^A-Za-z0-9.]+", "-", intervention.label).strip("-")
+    return "-".join([*parts, setting])
 
 
 def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Sequence[float] = SCALES,
@@ -148,16 +154,25 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     clusters = np.array(e.clusters("test"), dtype=object)
 
     def run(split: str, intervention: Any):
-        return e.run(e.split(split), f"{split}-rival-{_name(intervention)}", intervention)
+        return e.run(e.split(split), f"{split}-rival-{_name(intervention)}", intervention,
+                     settings=intervention.manifest_fields() if isinstance(intervention, FixedSteering) else None)
 
     def choose(grid: Sequence[Any]) -> tuple[Any, dict[str, float]]:
         dev = {g.label: float(100 * run("dev", g).correct[dev_index].mean()) for g in grid}
-        best = max(grid, key=lambda g: (dev[g.label], -grid.index(g)))
-        return best, dev
+        best = max(range(len(grid)), key=lambda i: (dev[grid[i].label], -i))  # ties: the first in the grid
+        return grid[best], dev
 
     methods: list[tuple[str, Any, dict[str, float], Any, int]] = []
     steered = e.spec_run("test", e.spec(selection.specialists, beta), "steered")
     methods.append(("adaptive steering (specialists)", f"beta {beta:g}", {}, steered, 2))
+    calibration = e.split("calibration")[:FIXED_ITEMS]  # the fixed direction: averaged once, on calibration
+    batches = [e.model.to_batch([i["audio_path"] for i in calibration[k : k + e.profile.batch_size]],
+                                [render_prompt(i, e.profile.prompt) for i in calibration[k : k + e.profile.batch_size]])
+               for k in range(0, len(calibration), e.profile.batch_size)]
+    layers = sorted({layer for layer, _ in selection.specialists})
+    fixed = FixedDirection.from_batches(e.model, batches, layers, 1.0)
+    steer, dev = choose([FixedSteering(dataclasses.replace(fixed, beta=float(b))) for b in e.profile.betas])
+    methods.append(("fixed direction (specialists' layers)", steer.label, dev, run("test", steer), 1))
     contrastive, dev = choose([ContrastiveCorrection(a) for a in alphas])
     methods.append(("audio-contrastive correction", contrastive.label, dev, run("test", contrastive), 2))
     grid = list(patches) if patches is not None else back_patch_grid(e.model.cfg.n_layers)

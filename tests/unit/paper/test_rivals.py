@@ -31,10 +31,12 @@ def records(path):
 def test_every_method_is_chosen_on_dev_and_read_from_its_own_test_run(compared):
     root, bench, comparison = compared
     methods = {m.method: m for m in comparison.methods}
-    assert list(methods) == ["baseline", "adaptive steering (specialists)", "audio-contrastive correction",
-                             "back-patching", "attention scaling (specialists)", "attention scaling (random heads)"]
+    assert list(methods) == ["baseline", "adaptive steering (specialists)", "fixed direction (specialists' layers)",
+                             "audio-contrastive correction", "back-patching", "attention scaling (specialists)",
+                             "attention scaling (random heads)"]
     items = {i["id"]: i for i in json.loads(bench.read_text())}
-    for method, run in (("audio-contrastive correction", "audio-contrastive"), ("back-patching", "back-patching"),
+    for method, run in (("fixed direction (specialists' layers)", "fixed-direction"),
+                        ("audio-contrastive correction", "audio-contrastive"), ("back-patching", "back-patching"),
                         ("attention scaling (specialists)", "audio-attention-scale-specialists")):
         m = methods[method]
         assert m.setting == max(m.dev, key=lambda s: (m.dev[s], -list(m.dev).index(s)))  # the best on dev
