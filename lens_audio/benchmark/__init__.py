@@ -1,10 +1,12 @@
 """The MMAU harness: loading MMAU-format files, prompt templates, the official scoring rule, accuracy tables, the
 resumable runner with its run files and manifests, data-parallel runs, and calibration/dev/test splits for any
-benchmark (`splits`).
+benchmark (`splits`), conflict suites (`conflict_suite`) and MMAR / MMAU-Pro conversion (`formats`).
 
     from lens_audio.benchmark import load_mmau, render_prompt, run_benchmark
 """
 
+from lens_audio.benchmark.conflict_suite import conflict_suite, write_conflict_suite
+from lens_audio.benchmark.formats import convert_benchmark
 from lens_audio.benchmark.manifest import RunManifest, RunMismatchError
 from lens_audio.benchmark.mmau import BenchmarkError, load_mmau
 from lens_audio.benchmark.parallel import (
@@ -30,6 +32,8 @@ __all__ = [
     "RunResult",
     "TEMPLATES",
     "accuracy_with_ci",
+    "conflict_suite",
+    "convert_benchmark",
     "extract_answer",
     "grouped_accuracy",
     "load_mmau",
@@ -47,4 +51,5 @@ __all__ = [
     "sharded_scan_heads",
     "split_from_field",
     "string_match",
+    "write_conflict_suite",
 ]
