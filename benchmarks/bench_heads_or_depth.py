@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_audio.paper.results import ExperimentResult
-from lens_audio.timing import machine, write_report
+from lens_audio.timing import machine, ordinal, write_report
 
 CONTROLS = ("random", "depth-matched", "beta-matched")
 
@@ -81,7 +81,7 @@ def table(report: dict[str, Any]) -> str:
     rows = ["| control | median draw | specialists' percentile | specialists - median, 95% CI | McNemar p |",
             "|---|---|---|---|---|"]
     for kind, c in report["result"]["controls"].items():
-        rows.append(f"| {kind} | {c['median']:.1f}% | {c['percentile']:.0f}th | {c['difference']:+.1f} "
+        rows.append(f"| {kind} | {c['median']:.1f}% | {ordinal(c['percentile'])} | {c['difference']:+.1f} "
                     f"[{c['ci'][0]:+.1f}, {c['ci'][1]:+.1f}] | {c['mcnemar_p']:.3g} |")
     return "\n".join(rows)
 

@@ -42,6 +42,13 @@ def write_report(report: dict[str, Any], out: str | Path, started: float, table:
     print(f"written to {out}")
 
 
+def ordinal(value: float) -> str:
+    """A rounded percentile as English writes it: 1st, 2nd, 3rd, 11th, 43rd, 91st."""
+    n = int(round(value))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()

@@ -10,10 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[3]
 sys.path.insert(0, str(ROOT))
+from benchmarks.bench_control_by_beta import table as beta_table  # noqa: E402
 from benchmarks.bench_heads_or_depth import table  # noqa: E402
 
 CARD = ROOT / "lens_audio" / "organisms" / "workshop_chains" / "README.md"
 RESULT = ROOT / "benchmarks" / "results" / "chains_heads_or_depth.json"
+BY_BETA = ROOT / "benchmarks" / "results" / "chains_control_by_beta.json"
 
 
 def test_the_cards_control_table_is_the_benchmarks():
@@ -40,3 +42,12 @@ def test_the_cards_other_numbers_are_the_benchmarks():
     assert f"but {within['r']:.2f} [{within['ci'][0]:.2f}, {within['ci'][1]:.2f}] within the hinted class" in card
     top = ", ".join(f"L{layer}H{head}" for layer, head in signal["top_causal"])
     assert f"answer most are {top}" in card and f"{signal['causal_rank_r']:.2f})" in card
+
+
+def test_the_cards_control_by_beta_is_the_benchmarks_and_agrees_at_the_chosen_beta():
+    by_beta, result = json.loads(BY_BETA.read_text()), json.loads(RESULT.read_text())["result"]
+    assert beta_table(by_beta) in CARD.read_text()
+    assert by_beta["best_beta"] == result["beta"]
+    chosen, random = by_beta["test"][str(result["beta"])], result["controls"]["random"]
+    for key in ("specialists", "median", "percentile"):  # the same control, computed by the two benchmarks
+        assert chosen[key] == random[key]
