@@ -117,9 +117,15 @@ def conflict_measures(
 
     everything = list(range(len(rows)))
     measures = ConflictMeasures(_rates(everything, rows, clusters, neutral, silence))
+    order = {"easy": 0, "medium": 1, "hard": 2}  # MMAU's difficulties, easiest first; other values by name
     for name in BREAKDOWNS:
-        values = sorted({str(item[name]) for item in items if name in item})
-        if len(values) > 1:
+        values = sorted({str(item[name]) for item in items if name in item}, key=lambda v: (order.get(v, 3), v))
+        hints = {str(item.get(name)): set() for item in items}
+        for item in items:
+            hints[str(item.get(name))].add(item.get("hint"))
+        one_each = all(len(h) == 1 for h in hints.values())
+        renames_hints = one_each and len(values) == len({frozenset(h) for h in hints.values()})
+        if len(values) > 1 and not renames_hints:  # (the workshop's sub-categories are its hint conditions)
             measures.by_field[name] = {
                 v: _rates([i for i in everything if str(items[i].get(name)) == v], rows, clusters, neutral, silence)
                 for v in values

@@ -81,3 +81,12 @@ def test_the_rates_equal_counts_from_the_records(mmau):
     assert "text dominance" in m.describe() and type(m).from_json(json.loads(json.dumps(m.to_json()))) == m
     with pytest.raises(ValueError, match="no item has hint 'conflicting'"):
         conflict_measures(records[:1], items[:1])
+
+
+def test_breakdowns_in_mmau_order_and_none_that_renames_the_hint_conditions(mmau):
+    items = conflict_suite(json.loads(mmau.read_text()), seed=0)
+    for item in items:
+        item["sub-category"] = f"{item['hint']} hint"  # as the workshop benchmarks write it
+    records = [{"id": i["id"], "extracted": i["answer"], "correct": True} for i in items]
+    m = conflict_measures(records, items)
+    assert "sub-category" not in m.by_field and list(m.by_field["difficulty"]) == ["easy", "medium", "hard"]
