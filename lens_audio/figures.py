@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lens_audio.benchmark.splits import BenchmarkSplit
     from lens_audio.paper.profile import ExperimentProfile
     from lens_audio.paper.results import ExperimentResult
+    from lens_audio.paper.rivals import RivalComparison
 
 FIGURES = {
     "head_correlation": "Pearson r between each head's audio attention (final prompt token) and correctness, "
@@ -414,6 +415,14 @@ def heads_by_ablation(margin_change, k: int) -> list[tuple[int, int]]:
     values = np.nan_to_num(np.asarray(margin_change, dtype=float), nan=np.inf)
     order = np.argsort(values, axis=None, kind="stable")[:k]
     return [tuple(int(i) for i in np.unravel_index(o, values.shape)) for o in order]
+
+
+def write_rivals(comparison: "RivalComparison", path: str | Path) -> Path:
+    """`lens-audio rivals`' figure (accuracy gained on the focus items against lost elsewhere, per method) as one
+    offline HTML page."""
+    path = Path(path)
+    plots.save_figure(plots.rivals_plot(comparison), path.stem, path.parent, ["html"])
+    return path
 
 
 def write_noise_sweep(sweep: "NoiseSweep", path: str | Path) -> Path:

@@ -175,8 +175,8 @@ NO_R_WHY = ("the specialists' mass or correctness does not vary over those items
 
 
 def conflict_table(result: "ExperimentResult") -> str:
-    """Text dominance and flip rates of each test run, overall and by breakdown (`analysis.conflict`)."""
-    from lens_audio.analysis.conflict import RATES
+    """Text dominance and flip rates of each test run, overall and by breakdown (`benchmark.conflict`)."""
+    from lens_audio.benchmark.conflict import RATES
 
     rows = []
     for run, m in result.conflict.items():

@@ -1,9 +1,7 @@
 """Analyses over a model and a batch: listening signal, specialist heads, steering, patching (also of the final
-position, layer by layer), linear probes, ablation, logit lens; text dominance (`conflict`) and the rivals of
-steering (`interventions`)."""
+position, layer by layer), linear probes, ablation, logit lens."""
 
 from lens_audio.analysis.ablation import AblationScan, ablate_heads, cumulative_ablation, scan_heads
-from lens_audio.analysis.conflict import ConflictMeasures, conflict_measures
 from lens_audio.analysis.final_position import (
     AudioArrival,
     arrival_layer,
@@ -15,7 +13,6 @@ from lens_audio.analysis.final_position import (
     restore_by_layer,
 )
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
-from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
 from lens_audio.analysis.lens import LogitLens, logit_lens, logit_lens_over_audio
 from lens_audio.analysis.listening import ListeningSignal, listening_signal
 from lens_audio.analysis.patching import (
@@ -44,12 +41,6 @@ from lens_audio.analysis.steering import (
 
 __all__ = [
     "AblationScan",
-    "AudioAttentionScale",
-    "BackPatch",
-    "ConflictMeasures",
-    "ContrastiveCorrection",
-    "FixedSteering",
-    "conflict_measures",
     "AudioArrival",
     "AdaptiveSteering",
     "Attribution",

@@ -5,6 +5,7 @@ benchmark (`splits`), conflict suites (`conflict_suite`) and MMAR / MMAU-Pro con
     from lens_audio.benchmark import load_mmau, render_prompt, run_benchmark
 """
 
+from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
 from lens_audio.benchmark.conflict_suite import conflict_suite, write_conflict_suite
 from lens_audio.benchmark.formats import convert_benchmark
 from lens_audio.benchmark.manifest import RunManifest, RunMismatchError
@@ -25,6 +26,7 @@ from lens_audio.benchmark.splits import BenchmarkSplit, make_split, read_split, 
 
 __all__ = [
     "BenchmarkError",
+    "ConflictMeasures",
     "BenchmarkSplit",
     "RunLockedError",
     "RunManifest",
@@ -32,6 +34,7 @@ __all__ = [
     "RunResult",
     "TEMPLATES",
     "accuracy_with_ci",
+    "conflict_measures",
     "conflict_suite",
     "convert_benchmark",
     "extract_answer",

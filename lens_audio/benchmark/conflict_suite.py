@@ -8,7 +8,7 @@ Each variant keeps its item's fields and audio, adds `hint` ("none", "congruent"
 option the sentence asserts: the answer, or a seeded wrong option) and `base_id` (the item's id), and gets the id
 `{id}-{hint}`; `suite` records how it was made (seed, templates) so runs of two suites never mix (the items' content
 is in every run manifest). The sentence template is drawn per item with the same seed, so a variant's two hinted
-forms differ only in the option they name. The measures over such a suite are in `analysis.conflict`.
+forms differ only in the option they name. The measures over such a suite are in `benchmark.conflict`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lens_audio.benchmark.mmau import load_mmau
 from lens_audio.files import write_atomically
 
 HINTS = ("none", "congruent", "conflicting")
@@ -36,7 +37,7 @@ def conflict_suite(items: Sequence[dict[str, Any]], seed: int = 0,
     already = [str(i["id"]) for i in items if i.get("hint") is not None]
     if already:
         raise ValueError(f"{len(already)} items already carry hint conditions (e.g. {already[0]!r}): measure them as "
-                         "they are (analysis.conflict), without a suite of their own.")
+                         "they are (benchmark.conflict), without a suite of their own.")
     if not templates or any(t.count("{}") != 1 for t in templates):
         raise ValueError("each template needs exactly one {} for the option it asserts.")
     rng = np.random.default_rng(seed)
@@ -61,8 +62,6 @@ def write_conflict_suite(benchmark: str | Path, out: str | Path | None = None, s
     """Write the suite of the benchmark JSON `benchmark` (default: `<stem>-conflict-seed{seed}.json` beside it, so
     its relative audio paths still resolve); returns the path. The raw items are kept as written (no paths
     resolved), as `load_mmau` expects them."""
-    from lens_audio.benchmark import load_mmau
-
     benchmark = Path(benchmark)
     load_mmau(benchmark)  # the benchmark must be valid (a bad one is refused here, naming the problem)
     raw = json.loads(benchmark.read_text())

@@ -19,7 +19,7 @@ Subcommands (`lens-audio <command> --help` for the options):
                        whole) as a file to publish beside results and reuse (--split-file)
   convert-benchmark    convert an MMAR or MMAU-Pro file to the MMAU format the experiment reads
   conflict-suite       write a benchmark's conflict suite (each item with no hint, a congruent and a conflicting
-                       sentence) to measure text dominance on (lens_audio.analysis.conflict)
+                       sentence) to measure text dominance on (lens_audio.benchmark.conflict)
   locate               where the steering effect lives: direction layers x injection sites, and the
                        specialists' own outputs, on dev (writes <out>/locate.json)
   workshop benchmark   write a synthetic MMAU-format benchmark, deterministic from a seed

@@ -283,14 +283,12 @@ def _run_stage(args: argparse.Namespace) -> int:
         write_noise_sweep(sweep, figure)
         print(f"wrote {figure}")
     elif args.command == "rivals":
-        from lens_audio.plots.export import save_figure
-        from lens_audio.plots.rivals import rivals_plot
+        from lens_audio.figures import write_rivals
 
         comparison = experiment.rivals()
         result = comparison.to_json()
         print(comparison.describe())
-        save_figure(rivals_plot(comparison), "rivals", args.out, ["html"])
-        print(f"wrote {Path(args.out) / 'rivals.html'}")
+        print(f"wrote {write_rivals(comparison, Path(args.out) / 'rivals.html')}")
     else:
         beta = args.beta if args.beta is not None else experiment.sweep_beta().best_beta
         runs, paired = experiment.evaluate(beta)

@@ -11,6 +11,7 @@ options are read in one place, `SteeringSpec` (hooks, one-pass generate/logits, 
 
 from lens_audio.paper.experiment import Experiment, cluster_of
 from lens_audio.paper.fast_steering import FastSteering
+from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
 from lens_audio.paper.profile import (
     ExperimentProfile,
     ProfileFallbackWarning,
@@ -19,20 +20,27 @@ from lens_audio.paper.profile import (
     register_profile,
 )
 from lens_audio.paper.results import BetaSweep, ExperimentResult, HeadSelection, LayerSpread, head_label
+from lens_audio.paper.rivals import RivalComparison, compare_rivals
 from lens_audio.paper.spec import SteeringSpec
 from lens_audio.paper.text import format_controls, format_table
 
 __all__ = [
+    "AudioAttentionScale",
+    "BackPatch",
     "BetaSweep",
+    "ContrastiveCorrection",
     "Experiment",
     "ExperimentProfile",
     "ExperimentResult",
     "FastSteering",
+    "FixedSteering",
     "HeadSelection",
     "LayerSpread",
     "ProfileFallbackWarning",
+    "RivalComparison",
     "SteeringSpec",
     "cluster_of",
+    "compare_rivals",
     "fallback_note",
     "format_controls",
     "format_table",

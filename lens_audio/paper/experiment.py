@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lens_audio.analysis.conflict import ConflictMeasures, conflict_measures
 from lens_audio.analysis.final_position import AudioArrival
 from lens_audio.analysis.heads import correlate_heads
 from lens_audio.analysis.statistics import max_r_permutation, mcnemar, signal_validity
 from lens_audio.analysis.steering.direction import layers_of
 from lens_audio.analysis.validity import NoiseSweep, ValidityControls
+from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
 from lens_audio.benchmark.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.benchmark.parallel import sharded_run
 from lens_audio.benchmark.prompts import render_prompt
@@ -397,7 +397,7 @@ class Experiment:
         return compare_rivals(self, **grids)
 
     def conflict(self, runs: dict[str, RunResult]) -> dict[str, ConflictMeasures]:
-        """Text dominance and flip rates (`analysis.conflict`) of each test run, where the items have conflicting
+        """Text dominance and flip rates (`benchmark.conflict`) of each test run, where the items have conflicting
         hints; the silence flip rate for the baseline, against the `test-silence` run (the validity controls')."""
         items = self.split("test")
         if not any(i.get("hint") == "conflicting" for i in items):

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from lens_audio.analysis.conflict import ConflictMeasures
 from lens_audio.analysis.final_position import AudioArrival
 from lens_audio.analysis.heads import HeadCorrelation
 from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, PairedComparison, Validity, nan_list
 from lens_audio.analysis.validity import ValidityControls
+from lens_audio.benchmark.conflict import ConflictMeasures
 from lens_audio.benchmark.manifest import RunManifest
 from lens_audio.benchmark.report import BREAKDOWNS
 from lens_audio.benchmark.run_result import RunResult

@@ -2,12 +2,12 @@
 ties: the first in its grid), read once on test, with paired statistics against the baseline (on the focus items and
 on the other items: what it gains where the text conflicts, and what it costs elsewhere) and against adaptive
 steering on the focus items (exact McNemar, bootstrap CI clustered by clip), accuracy by hint condition, text
-dominance and flip rates (`analysis.conflict`), and its cost in forwards per item.
+dominance and flip rates (`benchmark.conflict`), and its cost in forwards per item.
 
     comparison = experiment.rivals()      # or: lens-audio rivals (the experiment's flags and --out)
     print(comparison.describe())
 
-The methods (`analysis.interventions`): the paper's direction fixed (averaged once over up to 200 calibration
+The methods (`paper.interventions`): the paper's direction fixed (averaged once over up to 200 calibration
 items at the specialists' layers; beta on dev), audio-contrastive correction (alpha on dev), back-patching (source
 and target layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its
 control, in the seeded random control heads at the specialists' scale; adaptive steering is the experiment's own
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lens_audio.analysis.conflict import ConflictMeasures, conflict_measures
-from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
 from lens_audio.analysis.statistics import PairedComparison, mcnemar
 from lens_audio.analysis.steering.direction import FixedDirection
+from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
 from lens_audio.benchmark.prompts import render_prompt
+from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
 
 if TYPE_CHECKING:
     from lens_audio.paper.experiment import Experiment

@@ -25,6 +25,7 @@ from lens_audio.plots.charts import (
     noise_sweep_plot,
     patching_map,
     residual_stream_labels,
+    rivals_plot,
 )
 from lens_audio.plots.export import (
     FORMATS,
@@ -64,6 +65,7 @@ __all__ = [
     "noise_sweep_plot",
     "patching_map",
     "residual_stream_labels",
+    "rivals_plot",
     "save_figure",
     "save_figures",
     "write_plotly_js",

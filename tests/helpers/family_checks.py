@@ -44,8 +44,8 @@ def assert_rival_interventions(model, batch) -> None:
     """The rivals of steering run on the family, each checked a second way: back-patching a layer onto itself and
     attention scaling by 1 change nothing, scaling by 4 changes the logits, and contrastive correction at 0 is the
     plain option scores."""
-    from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
     from lens_audio.benchmark.runner import choice_log_likelihoods
+    from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
 
     last = model.cfg.n_layers - 1
     with torch.no_grad():

@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lens_audio.benchmark.report import BREAKDOWNS, accuracy_with_ci
+from lens_audio.benchmark.scoring import string_match
+
 RATES = ("text_dominance", "same_audio_flip", "silence_flip")
 
 
@@ -36,8 +39,6 @@ def base_key(item: Mapping[str, Any]) -> str:
 def chosen(record: Mapping[str, Any], item: Mapping[str, Any]) -> str:
     """The option a record's answer is (MMAU's string match of its `extracted` answer against each choice; choice
     mode's answer is the option itself), else the extracted text as it is."""
-    from lens_audio.benchmark.scoring import string_match  # here: the benchmark package imports this one's
-
     extracted = str(record.get("extracted", record.get("output", "")))
     matches = [c for c in item["choices"] if string_match(c, extracted, item["choices"])]
     return matches[0] if len(matches) == 1 else extracted
@@ -45,8 +46,6 @@ def chosen(record: Mapping[str, Any], item: Mapping[str, Any]) -> str:
 
 def rate(flags: Sequence[bool], clusters: Sequence[Any] | None) -> dict[str, Any]:
     """A rate in percent with its interval (`accuracy_with_ci`'s fields; `accuracy` holds the rate)."""
-    from lens_audio.benchmark.report import accuracy_with_ci
-
     return accuracy_with_ci(flags, clusters=clusters)
 
 
@@ -113,8 +112,6 @@ def conflict_measures(
     by_id = {str(i["id"]): i for i in items}
     silence = None if silence_records is None else {
         str(r["id"]): chosen(r, by_id[str(r["id"])]) for r in silence_records if str(r["id"]) in by_id}
-    from lens_audio.benchmark.report import BREAKDOWNS
-
     everything = list(range(len(rows)))
     measures = ConflictMeasures(_rates(everything, rows, clusters, neutral, silence))
     order = {"easy": 0, "medium": 1, "hard": 2}  # MMAU's difficulties, easiest first; other values by name

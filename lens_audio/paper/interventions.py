@@ -31,6 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_audio.analysis.steering.direction import FixedDirection
+from lens_audio.benchmark.runner import choice_log_likelihoods
 from lens_audio.model.hook_point import block_hook_name
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ class ContrastiveCorrection:
 
     def score_options(self, model: "HookedAudioLM", batch: "AudioBatch", choices: Sequence[Sequence[str]],
                       scoring: str) -> Float[Tensor, "batch max_choices"]:
-        from lens_audio.benchmark.runner import choice_log_likelihoods
-
         if self.alpha == 0:  # the baseline's scores, bit for bit (no silence pass)
             return choice_log_likelihoods(model, batch, choices, scoring=scoring)
         both = batch.concat([batch, batch.silence_twin()])  # one pass: the batch and its silence twin stacked

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lens_audio.analysis.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
 from lens_audio.benchmark.runner import choice_log_likelihoods
 from lens_audio.inputs.batch import make_batch
+from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
 from tests.helpers.reference import waveform
 
 

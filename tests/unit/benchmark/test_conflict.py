@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from lens_audio.analysis.conflict import base_key, conflict_measures
 from lens_audio.benchmark import load_mmau
+from lens_audio.benchmark.conflict import base_key, conflict_measures
 from lens_audio.benchmark.conflict_suite import HINTS, conflict_suite, write_conflict_suite
 from lens_audio.benchmark.splits import clip_group, make_split
 from tests.helpers.mmau_shaped import write_mmau_shaped
