@@ -54,7 +54,7 @@ def write_mmau_shaped(folder: str | Path, n_items: int = 36, seed: int = 0) -> P
             "task": task,
             "split": "test-mini",
             "category": [category] if index % 7 == 3 else category,  # MMAU stores 13 categories as one-element lists
-            "sub-category": TASKS[task][index % 3],
+            "sub-category": TASKS[task][(index // 3) % 3],  # several per task
             "difficulty": ("easy", "medium", "hard")[(index // 3) % 3],
         })
     path = folder / "mmau-test-mini.json"

@@ -7,6 +7,7 @@ sub-category) equal a second computation from the run files, and clips over the 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 
 import huggingface_hub
@@ -48,7 +49,8 @@ def test_experiment_then_figures_on_an_mmau_shaped_file(researcher, capsys):
     out, figures = root / "run", root / "figures"
     argv = ["experiment", "--model", repo, "--benchmark", str(bench), "--out", str(out), "--mode", "choice",
             "--k-heads", "2", "--betas", "1.0", "--draws", "4", "--batch-size", "4", "--json", str(root / "all.json")]
-    with pytest.warns(ProfileFallbackWarning):  # no registered profile for this Hub id: the default, said so
+    with warnings.catch_warnings():  # no registered profile for this Hub id: the default (said once per process)
+        warnings.simplefilter("ignore", ProfileFallbackWarning)
         assert cli.main(argv) == 0
     captured = capsys.readouterr()
     # the split is made (no calibration/dev/test items), said at the start, written beside the runs and recorded
@@ -57,6 +59,7 @@ def test_experiment_then_figures_on_an_mmau_shaped_file(researcher, capsys):
     assert "lens-audio: note: split " in captured.err and split.digest in captured.err
     result = json.loads((root / "all.json").read_text())
     assert result["manifest"]["split"] == split.label
+    assert result["profile"]["mode"] == "choice" and result["profile"]["choice_scoring"] == "mean"  # the default
     # MMAU's breakdowns in the JSON and the printed table equal a count from the test run file
     test_rows = records(out / "test-baseline.jsonl")
     assert len(test_rows) == sum(1 for s in split.assignment.values() if s == "test")
