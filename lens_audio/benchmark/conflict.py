@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lens_audio.benchmark.report import BREAKDOWNS, accuracy_with_ci
+from lens_audio.benchmark.report import BREAKDOWNS, accuracy_with_ci, breakdown_order
 from lens_audio.benchmark.scoring import string_match
 
 RATES = ("text_dominance", "same_audio_flip", "silence_flip")
@@ -114,9 +114,8 @@ def conflict_measures(
         str(r["id"]): chosen(r, by_id[str(r["id"])]) for r in silence_records if str(r["id"]) in by_id}
     everything = list(range(len(rows)))
     measures = ConflictMeasures(_rates(everything, rows, clusters, neutral, silence))
-    order = {"easy": 0, "medium": 1, "hard": 2}  # MMAU's difficulties, easiest first; other values by name
     for name in BREAKDOWNS:
-        values = sorted({str(item[name]) for item in items if name in item}, key=lambda v: (order.get(v, 3), v))
+        values = sorted({str(item[name]) for item in items if name in item}, key=breakdown_order)
         hints = {str(item.get(name)): set() for item in items}
         for item in items:
             hints[str(item.get(name))].add(item.get("hint"))

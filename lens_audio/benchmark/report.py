@@ -15,6 +15,12 @@ import numpy as np
 from lens_audio.analysis.statistics import cluster_bootstrap_ci
 
 BREAKDOWNS = ("task", "difficulty", "sub-category")
+DIFFICULTY_ORDER = {"easy": 0, "medium": 1, "hard": 2}  # MMAU's difficulties, easiest first (tables list them so)
+
+
+def breakdown_order(value: object) -> tuple[int, str]:
+    """Sort key of a breakdown's values: MMAU's difficulties easiest first, any other value by name after them."""
+    return DIFFICULTY_ORDER.get(str(value), len(DIFFICULTY_ORDER)), str(value)
 
 
 def accuracy_with_ci(

@@ -22,7 +22,7 @@ from lens_audio.analysis.statistics import ControlDistribution, MaxRNull, Paired
 from lens_audio.analysis.validity import ValidityControls
 from lens_audio.benchmark.conflict import ConflictMeasures
 from lens_audio.benchmark.manifest import RunManifest
-from lens_audio.benchmark.report import BREAKDOWNS
+from lens_audio.benchmark.report import BREAKDOWNS, breakdown_order
 from lens_audio.benchmark.run_result import RunResult
 from lens_audio.files import write_atomically
 from lens_audio.paper.profile import ExperimentProfile
@@ -92,9 +92,6 @@ class HeadSelection:
         )
 
 
-DIFFICULTY_ORDER = {"easy": 0, "medium": 1, "hard": 2}  # MMAU's difficulties, easiest first
-
-
 def accuracy_rows(tables: dict[str, Any]) -> list[tuple[str, str, str]]:
     """`(table, key, label)` of each row the text table and the report show, from one run's test tables: the pooled
     total, MMAU's breakdowns (task, difficulty, sub-category) where the items have two or more values and the groups
@@ -109,7 +106,7 @@ def accuracy_rows(tables: dict[str, Any]) -> list[tuple[str, str, str]]:
         groups = tables.get(name, {})
         repeats = len(groups) < 2 or same_groups(groups) in shown  # the total, or the hint conditions, again
         if name == "task" or not repeats:
-            keys = sorted(groups, key=lambda k: (DIFFICULTY_ORDER.get(k, len(DIFFICULTY_ORDER)), str(k)))
+            keys = sorted(groups, key=breakdown_order)
             rows += [(name, str(k), str(k) if name == "task" else f"{name}: {k}") for k in keys]
             shown.add(same_groups(groups))
     if "hint" in tables:
