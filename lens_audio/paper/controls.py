@@ -178,7 +178,7 @@ def validity_controls(experiment: "Experiment", split: str, n_exact: int = 8) ->
     asked clip (prompts with several clips and a `target_clip`), and the specialists' summary with clustered CIs."""
     p, specialists = experiment.profile, experiment.select_heads().specialists
     run = experiment.listen(split)
-    silent = experiment.run(experiment.split(split), f"{split}-silence", listening=True, silence=True)
+    silent = experiment.silence_run(split)
     index, name = experiment.focus(run)
     items, all_clusters = experiment.split(split), experiment.clusters(split)
     rows, clusters = [items[i] for i in index], [all_clusters[i] for i in index]

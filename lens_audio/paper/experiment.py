@@ -64,6 +64,7 @@ from lens_audio.paper.results import (
 from lens_audio.paper.spec import SteeringSpec
 
 if TYPE_CHECKING:
+    from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
     from lens_audio.paper.rivals import RivalComparison
 
@@ -199,6 +200,18 @@ class Experiment:
         if split not in self._baselines:
             self._baselines[split] = self.run(self.split(split), f"{split}-baseline", listening=True)
         return self._baselines[split]
+
+    def silence_run(self, split: str) -> RunResult:
+        """The split's run with every clip replaced by its silence twin and every item's listening signal
+        (`{split}-silence`: one run file shared by the validity controls, the conflict measures and the rivals)."""
+        return self.run(self.split(split), f"{split}-silence", listening=True, silence=True)
+
+    def batches(self, rows: Sequence[dict[str, Any]]) -> list[AudioBatch]:
+        """`rows` as batches of the profile's size, each prompt rendered with the profile's template."""
+        size, prompt = self.profile.batch_size, self.profile.prompt
+        return [self.model.to_batch([i["audio_path"] for i in rows[k : k + size]],
+                                    [render_prompt(i, prompt) for i in rows[k : k + size]])
+                for k in range(0, len(rows), size)]
 
     # --- calibration --------------------------------------------------------------------------------------
     def select_heads(self) -> HeadSelection:
@@ -402,7 +415,7 @@ class Experiment:
         items = self.split("test")
         if not any(i.get("hint") == "conflicting" for i in items):
             return {}
-        silence = self.run(items, "test-silence", listening=True, silence=True)
+        silence = self.silence_run("test")
         return {name: conflict_measures(run.records, items, self.clusters("test"),
                                         silence.records if name == "baseline" else None)
                 for name, run in runs.items()}

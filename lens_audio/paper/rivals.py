@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lens_audio.analysis.statistics import PairedComparison, mcnemar
-from lens_audio.analysis.steering.direction import FixedDirection
+from lens_audio.analysis.steering.direction import FixedDirection, layers_of
 from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
-from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
 
 if TYPE_CHECKING:
@@ -154,8 +153,9 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     clusters = np.array(e.clusters("test"), dtype=object)
 
     def run(split: str, intervention: Any):
+        described = getattr(intervention, "manifest_fields", None)  # else the runner describes the dataclass
         return e.run(e.split(split), f"{split}-rival-{_name(intervention)}", intervention,
-                     settings=intervention.manifest_fields() if isinstance(intervention, FixedSteering) else None)
+                     settings=described() if described else None)
 
     def choose(grid: Sequence[Any]) -> tuple[Any, dict[str, float]]:
         dev = {g.label: float(100 * run("dev", g).correct[dev_index].mean()) for g in grid}
@@ -166,11 +166,7 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     steered = e.spec_run("test", e.spec(selection.specialists, beta), "steered")
     methods.append(("adaptive steering (specialists)", f"beta {beta:g}", {}, steered, 2))
     calibration = e.split("calibration")[:FIXED_ITEMS]  # the fixed direction: averaged once, on calibration
-    batches = [e.model.to_batch([i["audio_path"] for i in calibration[k : k + e.profile.batch_size]],
-                                [render_prompt(i, e.profile.prompt) for i in calibration[k : k + e.profile.batch_size]])
-               for k in range(0, len(calibration), e.profile.batch_size)]
-    layers = sorted({layer for layer, _ in selection.specialists})
-    fixed = FixedDirection.from_batches(e.model, batches, layers, 1.0)
+    fixed = FixedDirection.from_batches(e.model, e.batches(calibration), layers_of(selection.specialists), 1.0)
     steer, dev = choose([FixedSteering(dataclasses.replace(fixed, beta=float(b))) for b in e.profile.betas])
     methods.append(("fixed direction (specialists' layers)", steer.label, dev, run("test", steer), 1))
     contrastive, dev = choose([ContrastiveCorrection(a) for a in alphas])
@@ -190,7 +186,7 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     notes.append("the random heads' attention scaling uses the specialists' dev-chosen scale: a control, not tuned")
 
     baseline = e.listen("test")
-    silence = e.run(test_items, "test-silence", listening=True, silence=True)
+    silence = e.silence_run("test")
     has_hints = any(i.get("hint") == "conflicting" for i in test_items)
     rest = np.setdiff1d(np.arange(len(test_items)), test_index)  # what a method may cost elsewhere
     results = []
