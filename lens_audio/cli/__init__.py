@@ -13,8 +13,9 @@ Subcommands (`lens-audio <command> --help` for the options):
   sweep-beta           dev accuracy of adaptive steering for each beta
   evaluate             test: baseline, steered and random-head control
   noise-sweep          accuracy and the listening signal as white noise is added to the clips, by SNR
-  rivals               adaptive steering against audio-contrastive correction, back-patching and attention
-                       scaling on the same items: each chosen on dev, read once on test, paired statistics
+  rivals               adaptive steering against audio-contrastive correction, back-patching, attention
+                       scaling and a trained head mask on the same items: each chosen on dev, read once on
+                       test, paired statistics
   split                write a benchmark's seeded calibration/dev/test split (stratified by task, clips kept
                        whole) as a file to publish beside results and reuse (--split-file)
   convert-benchmark    convert an MMAR or MMAU-Pro file to the MMAU format the experiment reads

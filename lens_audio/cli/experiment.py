@@ -18,6 +18,7 @@ from pathlib import Path
 from lens_audio.checks import add_allow_outside_argument, cli_float, cli_int, cli_seed, output_file, output_folder
 from lens_audio.cli.split import add_split_arguments, check_split_name, split_from_args, split_profile_changes
 from lens_audio.files import write_atomically
+from lens_audio.paper.rivals import MASK_STEPS
 
 LOCATE_HELP = ("where the steering effect lives: direction layers x injection sites, and the specialists' own "
                "outputs, on dev")
@@ -32,8 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict:
         "sweep-beta": "dev accuracy of adaptive steering for each beta",
         "evaluate": "test: baseline, steered and random-head control",
         "noise-sweep": "accuracy and the specialists' listening signal as white noise is added to the clips",
-        "rivals": "adaptive steering against audio-contrastive correction, back-patching and attention scaling: "
-                  "each chosen on dev, read once on test, paired",
+        "rivals": "adaptive steering against audio-contrastive correction, back-patching, attention scaling and a "
+                  "trained head mask: each chosen on dev, read once on test, paired",
     }
     for name, help_text in stages.items():
         _add_experiment_arguments(sub.add_parser(name, help=help_text), name)
@@ -77,6 +78,12 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
                             help="calibration, dev, test, or a split value of the benchmark (e.g. test-mini)")
         parser.add_argument("--figure", type=output_file,
                             help="write the sweep's figure here (.html; default <out>/noise_sweep.html)")
+    if stage == "rivals":
+        parser.add_argument(
+            "--mask-steps", type=cli_int(1), nargs="+", default=list(MASK_STEPS),
+            help="training lengths of the head mask compared on dev (default "
+                 f"{' '.join(map(str, MASK_STEPS))}; it trains once, to the longest)",
+        )
     if stage == "evaluate":
         parser.add_argument(
             "--beta", type=cli_float(),
@@ -285,7 +292,7 @@ def _run_stage(args: argparse.Namespace) -> int:
     elif args.command == "rivals":
         from lens_audio.figures import write_rivals
 
-        comparison = experiment.rivals()
+        comparison = experiment.rivals(mask_steps=args.mask_steps)
         result = comparison.to_json()
         print(comparison.describe())
         print(f"wrote {write_rivals(comparison, Path(args.out) / 'rivals.html')}")

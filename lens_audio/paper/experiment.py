@@ -404,7 +404,7 @@ class Experiment:
 
     def rivals(self, **grids) -> "RivalComparison":
         """Adaptive steering against its rivals on the same items (`paper.rivals`): chosen on dev, read on test;
-        `grids` (alphas, scales, patches) narrow the dev grids."""
+        `grids` (alphas, scales, patches, mask_steps) narrow the dev grids."""
         from lens_audio.paper.rivals import compare_rivals
 
         return compare_rivals(self, **grids)

@@ -17,6 +17,8 @@ item, beside the baseline's one.
   representations into earlier layers); `source = target - 1` writes a stream onto itself and changes nothing.
 - `AudioAttentionScale(heads, scale)`: in the chosen heads, the attention of the text positions after the audio to
   the audio tokens multiplied by `scale` and each row renormalised; `scale = 1` changes nothing (to rounding).
+- `HeadMask(heads, label)`: the chosen heads' outputs switched off (AHAMask, arXiv 2509.01787: a mask trained on
+  calibration items, `analysis.head_mask.train_head_mask`); an empty mask changes nothing, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_audio.analysis.head_mask import head_mask_hooks
 from lens_audio.analysis.steering.direction import FixedDirection
 from lens_audio.benchmark.runner import choice_log_likelihoods
 from lens_audio.model.hook_point import block_hook_name
@@ -194,3 +197,24 @@ class AudioAttentionScale:
 
         return [(block_hook_name(layer, "attn.hook_pattern"), lambda p, hook, hs=heads: scale(p, hook, hs))
                 for layer, heads in sorted(by_layer.items())]
+
+
+@dataclass(frozen=True)
+class HeadMask:
+    """The outputs of `heads` switched off at every position (`analysis.head_mask`): a mask trained on calibration
+    (AHAMask's recipe; `role="trained"`, `label` its training length) or, as its control, as many random heads."""
+
+    heads: tuple[tuple[int, int], ...]
+    label: str
+    role: str = "trained"
+    forwards: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", tuple((int(l), int(h)) for l, h in self.heads))
+
+    def settings(self) -> dict[str, Any]:
+        return {"method": "head-mask", "heads": [list(h) for h in self.heads], "role": self.role,
+                "label": self.label}
+
+    def __call__(self, model: "HookedAudioLM", batch: "AudioBatch", start: int = -1) -> Hooks:
+        return head_mask_hooks(model, self.heads)

@@ -10,14 +10,17 @@ dominance and flip rates (`benchmark.conflict`), and its cost in forwards per it
 The methods (`paper.interventions`): the paper's direction fixed (averaged once over up to 200 calibration
 items at the specialists' layers; beta on dev), audio-contrastive correction (alpha on dev), back-patching (source
 and target layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its
-control, in the seeded random control heads at the specialists' scale; adaptive steering is the experiment's own
-(beta on dev).
-Run files: `{split}-rival-{method}-{setting}.jsonl` beside the experiment's.
+control, in the seeded random control heads at the specialists' scale; a head mask trained on calibration items
+(AHAMask's recipe, `analysis.head_mask`; its training length on dev) and, as its control, as many seeded random
+heads masked; adaptive steering is the experiment's own (beta on dev).
+Run files: `{split}-rival-{method}-{setting}.jsonl` beside the experiment's; the trained masks in
+`calibration-head-mask.json` (reused while the model, the calibration items and the training settings are the same).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lens_audio.analysis.head_mask import HeadMaskTraining, train_head_mask
 from lens_audio.analysis.statistics import PairedComparison, mcnemar
 from lens_audio.analysis.steering.direction import FixedDirection, layers_of
 from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
-from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
+from lens_audio.benchmark.fingerprint import model_fingerprint
+from lens_audio.benchmark.manifest import prompt_name
+from lens_audio.files import write_atomically
+from lens_audio.paper import controls
+from lens_audio.paper.interventions import (
+    AudioAttentionScale,
+    BackPatch,
+    ContrastiveCorrection,
+    FixedSteering,
+    HeadMask,
+)
 
 if TYPE_CHECKING:
     from lens_audio.paper.experiment import Experiment
@@ -36,6 +50,8 @@ if TYPE_CHECKING:
 ALPHAS = (0.5, 1.0, 2.0)
 FIXED_ITEMS = 200  # calibration items the fixed direction is averaged over
 SCALES = (1.5, 2.0, 4.0)
+MASK_STEPS = (50, 100, 200)  # the trained head mask after these many steps (training runs to the last)
+MASK_LEARNING_RATE = 0.1
 
 
 def back_patch_grid(n_layers: int) -> list[BackPatch]:
@@ -138,10 +154,37 @@ def _name(intervention: Any) -> str:
     return "-".join([*parts, setting])
 
 
+def trained_head_mask(e: "Experiment", checkpoints: Sequence[int]) -> HeadMaskTraining:
+    """The head masks trained on `e`'s calibration items (those whose options have distinct first tokens) up to the
+    last of `checkpoints`; read back from `calibration-head-mask.json` when its model, items and settings are these
+    (`e.fresh` trains anew)."""
+    rows = e.split("calibration")
+    kept, _ = controls.distinct_first_tokens(e, rows)
+    rows = [rows[i] for i in kept]
+    if not rows:
+        raise ValueError("no calibration item has options with distinct first tokens; the head mask's loss compares "
+                         "first tokens")
+    steps = max(checkpoints)
+    settings = {"model": model_fingerprint(e.model), "items": [str(i["id"]) for i in rows], "steps": steps,
+                "checkpoints": sorted(map(int, checkpoints)), "learning_rate": MASK_LEARNING_RATE,
+                "seed": e.profile.seed, "prompt": prompt_name(e.profile.prompt), "batch_size": e.profile.batch_size}
+    path = e.out / "calibration-head-mask.json"
+    if path.is_file() and not e.fresh:
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return HeadMaskTraining.from_json(saved["training"])
+    training = train_head_mask(e.model, list(controls.batches(e, rows)), steps, settings["checkpoints"],
+                               MASK_LEARNING_RATE, seed=e.profile.seed, progress=e.progress)
+    write_atomically(path, json.dumps({"settings": settings, "training": training.to_json()}, indent=1))
+    return training
+
+
 def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Sequence[float] = SCALES,
-                   patches: Sequence[BackPatch] | None = None) -> RivalComparison:
-    """The comparison on `e`'s dev and test splits (see the module docstring); `alphas`, `scales` and `patches`
-    (default `back_patch_grid`) are the dev grids: one dev run per setting."""
+                   patches: Sequence[BackPatch] | None = None, mask_steps: Sequence[int] = MASK_STEPS
+                   ) -> RivalComparison:
+    """The comparison on `e`'s dev and test splits (see the module docstring); `alphas`, `scales`, `patches`
+    (default `back_patch_grid`) and `mask_steps` (the trained mask's lengths) are the dev grids: one dev run per
+    setting."""
     if e.profile.mode != "choice":
         raise ValueError("the rival comparison runs in choice mode (audio-contrastive correction ranks options): "
                          "--mode choice.")
@@ -184,6 +227,15 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     control = AudioAttentionScale(tuple(selection.control), scale.scale, role="random-heads")
     methods.append(("attention scaling (random heads)", control.label, {}, run("test", control), 1))
     notes.append("the random heads' attention scaling uses the specialists' dev-chosen scale: a control, not tuned")
+    training = trained_head_mask(e, mask_steps)
+    mask, dev = choose([HeadMask(training.masked[s], f"step {s}") for s in sorted(map(int, mask_steps))])
+    methods.append(("head mask (trained)", f"{mask.label}: {len(mask.heads)} heads", dev, run("test", mask), 1))
+    every = [(layer, head) for layer in range(e.model.cfg.n_layers) for head in range(e.model.cfg.n_heads)]
+    drawn = np.random.default_rng(e.profile.seed).choice(len(every), size=len(mask.heads), replace=False)
+    control = HeadMask(tuple(every[i] for i in sorted(drawn)), f"{len(mask.heads)} heads", role="random-heads")
+    methods.append(("head mask (random heads)", control.label, {}, run("test", control), 1))
+    notes.append("the random head mask masks as many heads as the trained mask chosen on dev, drawn with the "
+                 "profile's seed: a control, not tuned")
 
     baseline = e.listen("test")
     silence = e.silence_run("test")

@@ -40,12 +40,30 @@ def assert_silence_twin_listening_and_steering(model, processor, batch) -> None:
     assert torch.equal(plain[:, :-1], steered[:, :-1]) and not torch.allclose(plain[:, -1], steered[:, -1])
 
 
+def without_head_results(heads) -> list:
+    """Hooks that take `heads`' per-head outputs (`attn.hook_result`) out of their layers' attention output
+    (`hook_attn_out`): a head mask computed a second way, through the output projection."""
+    taken: dict[int, torch.Tensor] = {}
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+
+    def keep(result, hook, layer, hs):
+        taken[layer] = result[:, :, hs].sum(2)
+
+    hooks = []
+    for layer, hs in by_layer.items():
+        hooks.append((f"blocks.{layer}.attn.hook_result", lambda r, hook, l=layer, hs=hs: keep(r, hook, l, hs)))
+        hooks.append((f"blocks.{layer}.hook_attn_out", lambda out, hook, l=layer: out - taken[l]))
+    return hooks
+
+
 def assert_rival_interventions(model, batch) -> None:
     """The rivals of steering run on the family, each checked a second way: back-patching a layer onto itself and
-    attention scaling by 1 change nothing, scaling by 4 changes the logits, and contrastive correction at 0 is the
-    plain option scores."""
+    attention scaling by 1 change nothing, scaling by 4 changes the logits, contrastive correction at 0 is the
+    plain option scores, and a head mask takes the heads' per-head outputs out of their layers' attention."""
     from lens_audio.benchmark.runner import choice_log_likelihoods
-    from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection
+    from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, HeadMask
 
     last = model.cfg.n_layers - 1
     with torch.no_grad():
@@ -56,6 +74,12 @@ def assert_rival_interventions(model, batch) -> None:
             torch.testing.assert_close(model(batch), plain, atol=1e-5, rtol=1e-4)
         with model.hooks(fwd_hooks=AudioAttentionScale(((last, 0), (0, 1)), 4.0)(model, batch)):
             assert not torch.allclose(model(batch)[:, -1], plain[:, -1])
+        heads = ((last, 0), (0, 1))
+        with model.hooks(fwd_hooks=HeadMask(heads, "two heads")(model, batch)):
+            masked = model(batch)
+        with model.hooks(fwd_hooks=without_head_results(heads)):
+            torch.testing.assert_close(masked, model(batch), atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(masked[:, -1], plain[:, -1])
     choices = [["yes", "no"], ["a", "b c"]]
     assert torch.equal(ContrastiveCorrection(0.0).score_options(model, batch, choices, "mean"),
                        choice_log_likelihoods(model, batch, choices, scoring="mean"))

@@ -19,7 +19,7 @@ def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("rivals")
     bench = write_benchmark(root / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
     argv = ["rivals", "--benchmark", str(bench), "--out", str(root / "run"), "--betas", "1.0", "3.0", "--k-heads",
-            "2", "--json", str(root / "rivals.json")]
+            "2", "--json", str(root / "rivals.json"), "--mask-steps", "40", "80"]
     assert cli.main(argv) == 0
     return root, bench, RivalComparison.from_json(json.loads((root / "rivals.json").read_text()))
 
@@ -33,13 +33,15 @@ def test_every_method_is_chosen_on_dev_and_read_from_its_own_test_run(compared):
     methods = {m.method: m for m in comparison.methods}
     assert list(methods) == ["baseline", "adaptive steering (specialists)", "fixed direction (specialists' layers)",
                              "audio-contrastive correction", "back-patching", "attention scaling (specialists)",
-                             "attention scaling (random heads)"]
+                             "attention scaling (random heads)", "head mask (trained)", "head mask (random heads)"]
     items = {i["id"]: i for i in json.loads(bench.read_text())}
     for method, run in (("fixed direction (specialists' layers)", "fixed-direction"),
                         ("audio-contrastive correction", "audio-contrastive"), ("back-patching", "back-patching"),
-                        ("attention scaling (specialists)", "audio-attention-scale-specialists")):
+                        ("attention scaling (specialists)", "audio-attention-scale-specialists"),
+                        ("head mask (trained)", "head-mask-trained")):
         m = methods[method]
-        assert m.setting == max(m.dev, key=lambda s: (m.dev[s], -list(m.dev).index(s)))  # the best on dev
+        best = max(m.dev, key=lambda s: (m.dev[s], -list(m.dev).index(s)))  # the best on dev
+        assert m.setting.split(":")[0] == best
         [path] = root.glob(f"run/test-rival-{run}-*.jsonl")
         rows = records(path)
         assert m.test["total"]["accuracy"] == round(100 * np.mean([r["correct"] for r in rows]), 2)
@@ -49,6 +51,24 @@ def test_every_method_is_chosen_on_dev_and_read_from_its_own_test_run(compared):
         assert m.conflict.overall["text_dominance"]["accuracy"] == round(100 * text / (text + audio), 2)
     assert len(list(root.glob("run/dev-rival-back-patching-*.jsonl"))) == len(back_patch_grid(8))
     assert not list(root.glob("run/test-steered-L*"))  # adaptive steering is the experiment's own run, not a twin
+
+
+def test_the_head_masks_are_the_trained_ones_and_the_control_masks_as_many(compared):
+    root, _, comparison = compared
+    saved = json.loads((root / "run" / "calibration-head-mask.json").read_text())
+    assert saved["settings"]["checkpoints"] == [40, 80] and sorted(saved["training"]["masked"]) == ["40", "80"]
+    methods = {m.method: m for m in comparison.methods}
+    trained, control = methods["head mask (trained)"], methods["head mask (random heads)"]
+    chosen = trained.setting.split(":")[0].removeprefix("step ")
+    heads = saved["training"]["masked"][chosen]
+    [path] = root.glob(f"run/test-rival-head-mask-trained-step-{chosen}.jsonl")
+    manifest = json.loads(path.with_suffix(".manifest.json").read_text())
+    assert f'"heads": {json.dumps(heads)}' in manifest["steering"]  # the run records the heads it masked
+    assert trained.setting == f"step {chosen}: {len(heads)} heads"
+    assert control.setting == f"{len(heads)} heads" and control.forwards == trained.forwards == 1
+    [path] = root.glob(f"run/test-rival-head-mask-random-heads-{len(heads)}-heads.jsonl")
+    drawn = json.loads(json.loads(path.with_suffix(".manifest.json").read_text())["steering"][len("HeadMask("):-1])
+    assert len(drawn["heads"]) == len(heads) and drawn["role"] == "random-heads"
 
 
 def test_the_paired_statistics_are_those_of_the_two_runs(compared):
