@@ -60,6 +60,13 @@ FIGURES = {
     "ablation": "Change of the answer's logit margin (options by their first token) when each head is zero-ablated, "
     "mean over up to 16 test items (the no-hint ones where items carry hint conditions); the same heads outlined.",
 }
+OPTIONAL_FIGURES = {  # drawn when the result carries what they show
+    "rivals": "The rival interventions of lens-audio rivals (saved in the run folder), test split: each method's "
+    "paired accuracy change from the baseline on the focus items (the conflicting ones where items carry hint "
+    "conditions; x) against that on the other items "
+    "(y), in points with 95% CIs resampling clips; each method's setting was chosen on dev. Right of 0: it helps "
+    "where the text conflicts; below 0: it costs where the text agrees.",
+}
 CAUSAL_LABEL = "largest ablation drop"  # heads whose zero-ablation lowers the answer margin most
 ASKED_LABEL = "most on the asked clip"  # heads whose final-token attention on this item's asked clip is largest
 N_SHOWN = 2  # heads per rule in the attention figure
@@ -235,6 +242,8 @@ def draw_figures(result: "ExperimentResult", inputs: FigureInputs | None) -> dic
             marked=marked,
         )
     figures.update(_statistics_figures(result))
+    if result.rivals is not None:
+        figures["rivals"] = plots.rivals_plot(result.rivals)
     if inputs is None:
         return stamped(figures, result, None)
     label, asked = inputs.label, inputs.asked
@@ -265,6 +274,7 @@ def stamped(figures: dict[str, Any], result: "ExperimentResult", inputs: FigureI
         "beta_sweep": f"dev split, all items, n = {result.dev.baseline.get('n', '?')}; beta chosen on these",
         "steering_results": f"test split, n = {test_n} items",
         "listening_check": "test split, focus items",
+        "rivals": "test split, paired with the baseline on the same items",
     }
     if result.control is not None:
         on["control_distribution"] = f"test split, {result.control.items} items (n = {result.control.versus_median.n})"
@@ -306,7 +316,7 @@ def dev_ci_unit(result: "ExperimentResult") -> str:
 
 def captions(result: "ExperimentResult", names) -> dict[str, str]:
     """Each figure's report caption (`FIGURES`), with what the beta sweep's intervals resampled."""
-    text = {name: FIGURES[name] for name in names}
+    text = {name: {**FIGURES, **OPTIONAL_FIGURES}[name] for name in names}
     if "beta_sweep" in text:
         text["beta_sweep"] = text["beta_sweep"].replace(
             "95% bootstrap CI", f"95% bootstrap CI resampling {dev_ci_unit(result)}")

@@ -27,6 +27,7 @@ from lens_audio.plots.export import PNG_SCALE
 
 if TYPE_CHECKING:
     from lens_audio.paper.results import ExperimentResult
+    from lens_audio.paper.rival_results import RivalComparison
 
 STYLE = """
 body { font-family: system-ui, sans-serif; box-sizing: border-box; max-width: min(100%, 1264px); margin: auto;
@@ -134,6 +135,8 @@ def results_tables(result: "ExperimentResult") -> str:
             parts.append("<ul>" + "".join(f"<li>note: {_e(n)}</li>" for n in a.notes) + "</ul>")
     if result.conflict:
         parts.append(conflict_table(result))
+    if result.rivals is not None:
+        parts.append(rivals_table(result.rivals))
     for split, c in result.validity_controls.items():
         g = c.signal
         rows = [["r with correctness (audio)", g.audio.describe()],
@@ -189,6 +192,36 @@ def conflict_table(result: "ExperimentResult") -> str:
         "same-audio flip rate (conflicting against no hint, same audio and question) and the silence flip rate (audio "
         "against its silence twin, same text; baseline only)",
         ["run", "items", "text-dominance ratio", "same-audio flip", "silence flip"], rows, numeric_from=2)
+
+
+def rivals_table(comparison: "RivalComparison") -> str:
+    """`lens-audio rivals`' comparison: each method's setting, cost, accuracy by hint condition, text dominance, its
+    paired difference from the baseline on the focus items and on the others, and the verdicts."""
+    from lens_audio.paper.rival_results import VERDICT_RULE, verdict
+
+    focus = comparison.focus
+    conditions = list(comparison.methods[0].test.get("hint", {}))
+    rows = []
+    for m in comparison.methods:
+        cells = [_accuracy(m.test["total"]), *(_accuracy(m.test["hint"].get(c, {})) for c in conditions)]
+        tdr = m.conflict.overall.get("text_dominance") if m.conflict else None
+        paired = [m.versus(other, subset)
+                  for other, subset in (("baseline", focus), ("baseline", "other"), ("adaptive steering", focus))]
+        rows.append([m.method, m.setting or "-", m.forwards, *cells, _accuracy(tdr) if tdr else "n/a",
+                     *("-" if v is None else f"{v.difference:+.1f} [{v.ci[0]:+.1f}, {v.ci[1]:+.1f}]"
+                       for v in paired[:2]),
+                     "-" if paired[0] is None else verdict(paired[0]),
+                     "-" if paired[2] is None else verdict(paired[2])])
+    notes = "".join(f"<li>note: {_e(n)}</li>" for n in comparison.notes)
+    return html_table(
+        f"Rival interventions on the test split (lens-audio rivals; each setting chosen on dev {focus} items, read "
+        "once on test): accuracy (%, 95% bootstrap CI resampling clips) overall and by hint condition, the "
+        f"text-dominance ratio, the paired difference from the baseline (points) on {focus} items and on the other "
+        f"items, and the verdicts on {focus} items against the baseline and against adaptive steering ({VERDICT_RULE}; "
+        "exact McNemar)",
+        ["method", "setting", "fwd/item", "all", *conditions, "text-dominance ratio", f"vs baseline ({focus})",
+         "vs baseline (other)", "against the baseline", "against adaptive steering"],
+        rows, numeric_from=2) + (f"<ul>{notes}</ul>" if notes else "")
 
 
 def _validity_cells(v) -> list[str]:

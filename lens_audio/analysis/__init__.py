@@ -12,6 +12,7 @@ from lens_audio.analysis.final_position import (
     final_states_and_listening,
     restore_by_layer,
 )
+from lens_audio.analysis.head_mask import HeadMaskTraining, head_mask_hooks, option_loss, train_head_mask
 from lens_audio.analysis.heads import HeadCorrelation, correlate_heads
 from lens_audio.analysis.lens import LogitLens, logit_lens, logit_lens_over_audio
 from lens_audio.analysis.listening import ListeningSignal, listening_signal
@@ -48,6 +49,7 @@ __all__ = [
     "FixedDirection",
     "L2_GRID",
     "HeadCorrelation",
+    "HeadMaskTraining",
     "ListeningSignal",
     "LogitLens",
     "SteeredLogits",
@@ -57,6 +59,9 @@ __all__ = [
     "adaptive_steering",
     "ablate_heads",
     "attribution_patching",
+    "head_mask_hooks",
+    "option_loss",
+    "train_head_mask",
     "best_options",
     "correlate_heads",
     "control_distribution",

@@ -11,7 +11,13 @@ options are read in one place, `SteeringSpec` (hooks, one-pass generate/logits, 
 
 from lens_audio.paper.experiment import Experiment, cluster_of
 from lens_audio.paper.fast_steering import FastSteering
-from lens_audio.paper.interventions import AudioAttentionScale, BackPatch, ContrastiveCorrection, FixedSteering
+from lens_audio.paper.interventions import (
+    AudioAttentionScale,
+    BackPatch,
+    ContrastiveCorrection,
+    FixedSteering,
+    HeadMask,
+)
 from lens_audio.paper.profile import (
     ExperimentProfile,
     ProfileFallbackWarning,
@@ -27,6 +33,7 @@ from lens_audio.paper.text import format_controls, format_table
 __all__ = [
     "AudioAttentionScale",
     "BackPatch",
+    "HeadMask",
     "BetaSweep",
     "ContrastiveCorrection",
     "Experiment",

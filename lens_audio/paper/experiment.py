@@ -61,6 +61,7 @@ from lens_audio.paper.results import (
     RunResult,
     best_beta,
 )
+from lens_audio.paper.rival_results import saved_comparison
 from lens_audio.paper.spec import SteeringSpec
 
 if TYPE_CHECKING:
@@ -439,6 +440,7 @@ class Experiment:
                 "control distribution, layer spread: real steered runs (no fast path in this mode); options not "
                 "measured"
             )
+        rivals, stale = saved_comparison(self.out, selection.specialists, dev.best_beta)
         return ExperimentResult(
             model=self.model.cfg.model_name,
             profile=self.profile,
@@ -452,11 +454,12 @@ class Experiment:
             layer_spread=self.layer_spread(dev.best_beta),
             options=self.options(),
             audio_mass=runs["baseline"].listening.mean(0),
-            notes=notes + controls.notes,
+            notes=notes + controls.notes + ([stale] if stale else []),
             validity_controls=self.validity_controls(),
             manifest=self.manifest(dev.best_beta),
             depth_matched_control=controls.depth_matched,
             beta_matched_control=controls.beta_matched,
             audio_arrival=self.audio_arrival() if self.profile.depth_matched_control else None,
             conflict=self.conflict(runs),
+            rivals=rivals,
         )

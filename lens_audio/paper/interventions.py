@@ -9,7 +9,8 @@ item, beside the baseline's one.
   choose: the contrast is on the options' log-likelihoods under the run's choice scoring (for one-token options it
   ranks as the logit contrast does: the log-softmax normaliser is the same for every option of a row), the audio
   and silence rows in one stacked pass; GACL's
-  published gate is not described in enough detail to reproduce, so no gate is applied; choice mode only.
+  published gate is not described in enough detail to reproduce, so no gate is applied. In generate mode it decodes
+  greedily, contrasting the two rows' next-token log-probabilities at every step (contrastive decoding).
 - `FixedSteering(direction)`: the paper's audio-minus-silence direction averaged once over calibration items
   (`FixedDirection`) and pushed at every item's final representation, the fixed rival of adaptive steering.
 - `BackPatch(source, target)`: the residual stream after block `source` at the audio positions, written over the
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from lens_audio.analysis.head_mask import head_mask_hooks
@@ -78,8 +79,28 @@ class ContrastiveCorrection:
         present = torch.isfinite(audio)
         return torch.where(present, (1 + self.alpha) * audio - self.alpha * silence, audio)
 
-    def generate(self, *args: Any, **kwargs: Any):
-        raise ValueError("audio-contrastive correction ranks options: run it in choice mode (--mode choice).")
+    def generate(self, model: "HookedAudioLM", batch: "AudioBatch", max_new_tokens: int = 10,
+                 do_sample: bool = False, **kwargs: Any) -> Int[Tensor, "batch prompt_plus_new"]:
+        """Greedy contrastive decoding: the batch and its silence twin decoded together, each step's next token the
+        argmax of `(1 + alpha) * log-softmax(audio) - alpha * log-softmax(silence)`, appended to both."""
+        if do_sample:
+            raise ValueError("audio-contrastive decoding is greedy here: generate with do_sample=False.")
+        if self.alpha == 0:  # plain greedy decoding, bit for bit (no silence pass)
+            return model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, **kwargs)
+        n = batch.batch_size
+
+        def contrast(module, inputs, logits: Tensor) -> Tensor:  # [2n, pos, d_vocab]: audio rows, then silence rows
+            audio, silence = logits[:n].float().log_softmax(-1), logits[n:].float().log_softmax(-1)
+            mixed = ((1 + self.alpha) * audio - self.alpha * silence).to(logits.dtype)
+            return torch.cat([mixed, mixed])  # both halves pick the same token, so they stay one prompt apart
+
+        handle = model.unembed.register_forward_hook(contrast)
+        try:
+            both = batch.concat([batch, batch.silence_twin()])
+            tokens = model.generate(both, max_new_tokens=max_new_tokens, do_sample=False, **kwargs)
+        finally:
+            handle.remove()
+        return tokens[:n]
 
 
 @dataclass(frozen=True, eq=False)

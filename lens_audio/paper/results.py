@@ -26,6 +26,7 @@ from lens_audio.benchmark.report import BREAKDOWNS, breakdown_order
 from lens_audio.benchmark.run_result import RunResult
 from lens_audio.files import write_atomically
 from lens_audio.paper.profile import ExperimentProfile
+from lens_audio.paper.rival_results import RivalComparison
 
 
 def head_label(head: Sequence[int]) -> str:
@@ -195,6 +196,7 @@ class ExperimentResult:
     beta_matched_control: ControlDistribution | None = None  # the random draws, each at its own dev-chosen beta
     audio_arrival: AudioArrival | None = None  # where the audio reaches the final position (calibration)
     conflict: dict[str, ConflictMeasures] = field(default_factory=dict)  # test run -> text dominance and flip rates
+    rivals: RivalComparison | None = None  # `lens-audio rivals`' comparison saved in the run folder, if any
 
     @property
     def controls(self) -> dict[str, ControlDistribution]:
@@ -234,6 +236,7 @@ class ExperimentResult:
             "beta_matched_control": optional(self.beta_matched_control),
             "audio_arrival": optional(self.audio_arrival),
             "conflict": {run: m.to_json() for run, m in self.conflict.items()},
+            "rivals": optional(self.rivals),
         }
 
     @classmethod
@@ -259,6 +262,7 @@ class ExperimentResult:
             beta_matched_control=maybe(ControlDistribution, data.get("beta_matched_control")),
             audio_arrival=maybe(AudioArrival, data.get("audio_arrival")),
             conflict={run: ConflictMeasures.from_json(m) for run, m in data.get("conflict", {}).items()},
+            rivals=maybe(RivalComparison, data.get("rivals")),
         )
 
     def save(self, path: str | Path) -> None:

@@ -13,8 +13,12 @@ and target layers on dev), attention scaling toward the audio in the specialists
 control, in the seeded random control heads at the specialists' scale; a head mask trained on calibration items
 (AHAMask's recipe, `analysis.head_mask`; its training length on dev) and, as its control, as many seeded random
 heads masked; adaptive steering is the experiment's own (beta on dev).
+In generate mode (`--mode generate`) every method decodes greedily: audio-contrastive correction contrasts the
+next-token log-probabilities of the audio and silence rows at every step (contrastive decoding), the others' hooks
+act on the prompt and on every decoding step; the head mask is trained on the options' first tokens either way.
 Run files: `{split}-rival-{method}-{setting}.jsonl` beside the experiment's; the trained masks in
-`calibration-head-mask.json` (reused while the model, the calibration items and the training settings are the same).
+`calibration-head-mask.json` (reused while the model, the calibration items and the training settings are the same);
+the comparison in `rivals.json`, which the experiment's result then carries (`figures` shows it in the report).
 """
 
 from __future__ import annotations
@@ -23,15 +27,14 @@ import dataclasses
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lens_audio.analysis.head_mask import HeadMaskTraining, train_head_mask
-from lens_audio.analysis.statistics import PairedComparison, mcnemar
+from lens_audio.analysis.statistics import mcnemar
 from lens_audio.analysis.steering.direction import FixedDirection, layers_of
-from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
+from lens_audio.benchmark.conflict import conflict_measures
 from lens_audio.benchmark.fingerprint import model_fingerprint
 from lens_audio.benchmark.manifest import prompt_name
 from lens_audio.files import write_atomically
@@ -43,6 +46,7 @@ from lens_audio.paper.interventions import (
     FixedSteering,
     HeadMask,
 )
+from lens_audio.paper.rival_results import SAVED, VERDICT_RULE, RivalComparison, RivalResult, verdict  # noqa: F401
 
 if TYPE_CHECKING:
     from lens_audio.paper.experiment import Experiment
@@ -59,91 +63,6 @@ def back_patch_grid(n_layers: int) -> list[BackPatch]:
     sources = sorted({n_layers - 1, (3 * n_layers) // 4})
     targets = sorted({n_layers // 4, n_layers // 2})
     return [BackPatch(s, t) for s in sources for t in targets if t < s]
-
-
-@dataclass
-class RivalResult:
-    """One method: its dev sweep (setting -> dev focus accuracy), the chosen setting, its test tables, its text
-    dominance measures, its cost and its paired comparisons."""
-
-    method: str
-    setting: str
-    dev: dict[str, float]
-    test: dict[str, Any]
-    conflict: ConflictMeasures | None
-    forwards: int
-    paired: dict[str, PairedComparison]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "setting": self.setting, "dev": self.dev, "test": self.test,
-                "conflict": None if self.conflict is None else self.conflict.to_json(), "forwards": self.forwards,
-                "paired": {k: v.to_json() for k, v in self.paired.items()}}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RivalResult":
-        conflict = None if data.get("conflict") is None else ConflictMeasures.from_json(data["conflict"])
-        return cls(data["method"], data["setting"], data["dev"], data["test"], conflict, data["forwards"],
-                   {k: PairedComparison.from_json(v) for k, v in data["paired"].items()})
-
-
-@dataclass
-class RivalComparison:
-    """Every method side by side on the test split (`describe`: the table the command prints)."""
-
-    focus: str
-    methods: list[RivalResult]
-    notes: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        def cell(tables: dict[str, Any], condition: str) -> str:
-            value = tables.get("hint", {}).get(condition) if condition != "all" else tables["total"]
-            return "n/a" if not value or value.get("accuracy") is None else f"{value['accuracy']:.1f}"
-
-        conditions = ["all", *next(iter(self.methods)).test.get("hint", {})]
-        lines = [f"rival interventions on test (settings chosen on dev {self.focus} items; accuracy %):",
-                 f"  {'method':34s} {'setting':14s} {'fwd':>3s} " + " ".join(f"{c:>11s}" for c in conditions)
-                 + "  text-dominance"]
-        for m in self.methods:
-            tdr = m.conflict.overall.get("text_dominance") if m.conflict else None
-            lines.append(f"  {m.method:34s} {m.setting:14s} {m.forwards:3d} "
-                         + " ".join(f"{cell(m.test, c):>11s}" for c in conditions)
-                         + f"  {'n/a' if not tdr else format(tdr['accuracy'], '.1f')}")
-        lines.append(f"paired on test {self.focus} items (exact McNemar, bootstrap CI clustered by clip):")
-        for m in self.methods:
-            lines += [f"  {name}: {v.describe()}" for name, v in m.paired.items()]
-        lines.append(f"verdicts ({VERDICT_RULE}):")
-        lines += [f"  {line}" for line in self.verdicts()]
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def verdicts(self) -> list[str]:
-        """One line per comparison on the focus items: which method beats which, or that neither was shown to."""
-        out = []
-        for m in self.methods:
-            for name, v in m.paired.items():
-                if not name.endswith(f"({self.focus})"):
-                    continue
-                other = name[len(m.method) + len(" vs "): -len(f" ({self.focus})")]
-                out.append(f"{m.method} {verdict(v)} {other}")
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {"focus": self.focus, "methods": [m.to_json() for m in self.methods], "notes": self.notes}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RivalComparison":
-        return cls(data["focus"], [RivalResult.from_json(m) for m in data["methods"]], data.get("notes", []))
-
-
-VERDICT_RULE = "a beats b where the paired difference is positive, its 95% CI excludes 0 and McNemar p < 0.05"
-
-
-def verdict(v: PairedComparison) -> str:
-    """'beats', 'is beaten by' or 'is not shown to differ from' (`VERDICT_RULE`, fixed before any run)."""
-    shown = v.p_value < 0.05 and (v.ci[0] > 0 or v.ci[1] < 0)
-    if not shown:
-        return "is not shown to differ from"
-    return "beats" if v.difference > 0 else "is beaten by"
 
 
 def _name(intervention: Any) -> str:
@@ -185,9 +104,6 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     """The comparison on `e`'s dev and test splits (see the module docstring); `alphas`, `scales`, `patches`
     (default `back_patch_grid`) and `mask_steps` (the trained mask's lengths) are the dev grids: one dev run per
     setting."""
-    if e.profile.mode != "choice":
-        raise ValueError("the rival comparison runs in choice mode (audio-contrastive correction ranks options): "
-                         "--mode choice.")
     selection = e.select_heads()
     beta = e.sweep_beta().best_beta
     dev_index, focus = e.focus(e.listen("dev"))
@@ -258,4 +174,6 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     base_conflict = (conflict_measures(baseline.records, test_items, list(clusters), silence.records)
                      if has_hints else None)
     results.insert(0, RivalResult("baseline", "", {}, e.tables(baseline), base_conflict, 1, {}))
-    return RivalComparison(focus, results, notes)
+    comparison = RivalComparison(focus, results, notes, [tuple(h) for h in selection.specialists], beta)
+    write_atomically(e.out / SAVED, json.dumps(comparison.to_json(), indent=1))  # the report shows it (`figures`)
+    return comparison

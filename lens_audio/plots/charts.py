@@ -443,8 +443,8 @@ def rivals_plot(comparison: "RivalComparison") -> go.Figure:
     (percentage points, 95% CI bars); above and to the right of the origin is better."""
     fig = go.Figure()
     for m in comparison.methods:
-        focus = m.paired.get(f"{m.method} vs baseline ({comparison.focus})")
-        other = m.paired.get(f"{m.method} vs baseline (other)")
+        focus = m.versus("baseline", comparison.focus)
+        other = m.versus("baseline", "other")
         if focus is None:
             continue
         y = other.difference if other is not None else 0.0

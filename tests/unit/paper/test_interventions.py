@@ -1,6 +1,7 @@
 """The rival interventions, each checked a second way: contrastive correction at strength 0 is the baseline bit for
-bit and at strength 1 the hand-made contrast; back-patching a layer onto itself changes nothing; attention scaling
-by 1 changes nothing and by more moves the chosen heads' attention to the audio up, and only theirs."""
+bit and at strength 1 the hand-made contrast, in choice scoring and in decoding; back-patching a layer onto itself
+changes nothing; attention scaling by 1 changes nothing and by more moves the chosen heads' attention to the audio
+up, and only theirs."""
 
 from __future__ import annotations
 
@@ -32,8 +33,23 @@ def test_contrastive_correction_at_zero_is_the_baseline_and_at_one_the_contrast(
     assert torch.equal(got[~present], plain[~present])  # an absent option stays absent (-inf)
     with pytest.raises(ValueError, match="alpha"):
         ContrastiveCorrection(-1.0)
-    with pytest.raises(ValueError, match="choice mode"):
-        ContrastiveCorrection(1.0).generate(model, batch)
+    with pytest.raises(ValueError, match="greedy"):
+        ContrastiveCorrection(1.0).generate(model, batch, do_sample=True)
+
+
+def test_contrastive_decoding_at_zero_is_greedy_decoding_and_at_one_the_contrast_of_each_step(setup):
+    model, batch, _ = setup
+    width = batch.input_ids.shape[1]
+    plain = model.generate(batch, max_new_tokens=4, do_sample=False)
+    assert torch.equal(ContrastiveCorrection(0.0).generate(model, batch, 4), plain)
+    got = ContrastiveCorrection(1.0).generate(model, batch, 4)
+    assert got.shape[0] == batch.batch_size
+    with torch.no_grad():  # the first step by hand: the contrast of the prompt's last logits
+        audio = model(batch)[:, -1].log_softmax(-1)
+        silence = model(batch.silence_twin())[:, -1].log_softmax(-1)
+    assert torch.equal(got[:, width], (2 * audio - silence).argmax(-1))
+    # every step, decoded a second way: no key-value cache, the whole sequence each step
+    assert torch.equal(ContrastiveCorrection(1.0).generate(model, batch, 4, use_past_kv_cache=False), got)
 
 
 def test_back_patching_a_layer_onto_itself_changes_nothing_and_a_later_layer_does(setup):

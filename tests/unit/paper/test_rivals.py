@@ -10,8 +10,10 @@ import pytest
 
 from lens_audio import cli
 from lens_audio.analysis.statistics import mcnemar
+from lens_audio.files import escape_html
 from lens_audio.organisms.benchmark_writer import write_benchmark
-from lens_audio.paper.rivals import RivalComparison, back_patch_grid
+from lens_audio.paper.rival_results import saved_comparison
+from lens_audio.paper.rivals import RivalComparison, back_patch_grid, verdict
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +91,6 @@ def test_the_paired_statistics_are_those_of_the_two_runs(compared):
     assert cost.n == len(other) and cost.accuracy_b == pytest.approx(
         100 * np.mean([baseline[i] for i in other]), abs=0.01)
     assert (root / "run" / "rivals.html").exists()  # the figure: gained on conflicting items vs lost elsewhere
-    from lens_audio.paper.rivals import verdict
-
     line = f"audio-contrastive correction {verdict(paired)} baseline"
     assert line in comparison.verdicts() and line in comparison.describe()
     assert verdict(paired) == ("beats" if paired.p_value < 0.05 and paired.ci[0] > 0 else
@@ -99,6 +99,61 @@ def test_the_paired_statistics_are_those_of_the_two_runs(compared):
     assert len(comparison.verdicts()) == 2 * (len(comparison.methods) - 2) + 1  # each vs baseline and vs adaptive
 
 
-def test_generation_mode_is_refused_before_any_run(tmp_path, capsys):
-    assert cli.main(["rivals", "--mode", "generate", "--out", str(tmp_path / "run")]) == 1
-    assert "choice mode" in capsys.readouterr().err
+def test_generation_mode_decodes_every_method(tmp_path):
+    """In generate mode each method's dev and test runs decode (contrastive decoding for the contrast), and the
+    records are generated answers, scored as the experiment scores them."""
+    from lens_audio import HookedAudioLM
+    from lens_audio.benchmark import load_mmau
+    from lens_audio.paper import Experiment, profile_for
+
+    bench = write_benchmark(tmp_path / "bench", seed=6, n_clips=6, progress=False) / "workshop.json"
+    model = HookedAudioLM.from_pretrained("workshop")
+    profile = profile_for("workshop").replace(mode="generate", max_new_tokens=4, betas=(1.0, 3.0), k_heads=2,
+                                              n_random_draws=5, n_bootstrap=200)
+    experiment = Experiment(model, load_mmau(bench), profile, tmp_path / "run", progress=False)
+    comparison = experiment.rivals(alphas=(1.0,), scales=(2.0,), patches=[], mask_steps=(20,))
+    assert [m.method for m in comparison.methods][-2:] == ["head mask (trained)", "head mask (random heads)"]
+    [path] = (tmp_path / "run").glob("test-rival-audio-contrastive-*.jsonl")
+    rows = records(path)
+    assert json.loads(path.with_suffix(".manifest.json").read_text())["mode"] == "generate"
+    contrastive = next(m for m in comparison.methods if m.method == "audio-contrastive correction")
+    assert contrastive.test["total"]["accuracy"] == round(100 * np.mean([r["correct"] for r in rows]), 2)
+    from lens_audio.paper import ContrastiveCorrection
+
+    alpha = float(contrastive.setting.removeprefix("alpha "))
+    chunk = experiment.split("test")[: profile.batch_size]
+    [batch] = experiment.batches(chunk)
+    tokens = ContrastiveCorrection(alpha).generate(model, batch, profile.max_new_tokens)
+    decoded = [model.tokenizer.decode(row[batch.input_ids.shape[1]:], skip_special_tokens=True).strip()
+               for row in tokens]
+    outputs = {r["id"]: r["output"] for r in rows}
+    assert [outputs[i["id"]] for i in chunk] == decoded  # the run's answers are the contrastive decoding's
+
+
+
+def test_the_experiment_carries_the_saved_comparison_into_the_report(compared):
+    """`lens-audio experiment` in the rivals' run folder (same flags) carries the comparison in its result, and
+    `figures --from` that result shows its table, verdicts and figure; one made for another beta is left out, with a
+    note."""
+    root, bench, comparison = compared
+    flags = ["--benchmark", str(bench), "--out", str(root / "run"), "--k-heads", "2"]
+    result = str(root / "result.json")
+    assert cli.main(["experiment", *flags, "--betas", "1.0", "3.0", "--draws", "5", "--json", result]) == 0
+    saved = json.loads((root / "result.json").read_text())["rivals"]
+    assert RivalComparison.from_json(saved).to_json() == comparison.to_json()
+    assert cli.main(["figures", "--from", str(root / "result.json"), "--out", str(root / "figs"), "--formats",
+                     "html"]) == 0
+    report = (root / "figs" / "report.html").read_text()
+    assert "Rival interventions on the test split" in report and (root / "figs" / "rivals.html").exists()
+    for m in comparison.methods[1:]:
+        focus = m.paired[f"{m.method} vs baseline ({comparison.focus})"]
+        row = report[report.index(f"<td>{escape_html(m.method)}</td>"):].split("</tr>")[0]
+        assert f"{focus.difference:+.1f} [{focus.ci[0]:+.1f}, {focus.ci[1]:+.1f}]" in row
+        assert verdict(focus) in row
+    data = json.loads((root / "run" / "rivals.json").read_text())
+    data["beta"] = 99.0  # a comparison made for another beta: left out, and said so
+    (root / "stale").mkdir()
+    (root / "stale" / "rivals.json").write_text(json.dumps(data))
+    found, note = saved_comparison(root / "stale", comparison.specialists, comparison.beta)
+    assert found is None and "another beta" in note
+    assert saved_comparison(root / "run", comparison.specialists, comparison.beta)[0] is not None

@@ -1,0 +1,28 @@
+"""`"workshop"`'s model card records `lens-audio rivals` on it: its table is the saved comparison's
+(`benchmarks/results/workshop_rivals.json`), rendered again here, and the prose's numbers are the comparison's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lens_audio.paper.rival_results import RivalComparison
+
+ROOT = Path(__file__).parents[3]
+CARD = ROOT / "lens_audio" / "organisms" / "workshop" / "README.md"
+RESULT = ROOT / "benchmarks" / "results" / "workshop_rivals.json"
+
+
+def test_the_cards_rivals_table_is_the_saved_comparison():
+    comparison = RivalComparison.from_json(json.loads(RESULT.read_text()))
+    card = CARD.read_text()
+    assert comparison.markdown() in card
+    methods = {m.method: m for m in comparison.methods}
+    mask = methods["head mask (trained)"]
+    assert mask.setting.startswith("step 100: 10 heads") and max(mask.dev, key=mask.dev.get) == "step 100"
+    assert f"from {methods['baseline'].text_dominance()}% to {mask.text_dominance()}%" in card
+    control = methods["head mask (random heads)"]
+    gained, lost = control.versus("baseline", "conflicting"), control.versus("baseline", "other")
+    assert f"gain {gained.difference:.1f} points" in card and f"lose {-lost.difference:.1f} elsewhere" in card
+    cost = methods["audio-contrastive correction"].versus("baseline", "other")
+    assert f"costs {-cost.difference:.1f}" in card and f"(p = {cost.p_value:.1g})" in card
