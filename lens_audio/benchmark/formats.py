@@ -15,8 +15,9 @@ here are the tests' own):
 - **MMAU-Pro** (arXiv 2508.13992; `test.parquet`, 5305 items): `id`, `audio_path` (a list: several clips for
   multi-audio questions), `question`, `choices`, `answer`, `category`. Only its closed-form multiple-choice items
   are converted: open-ended and instruction-following items (no choices, judged by an LLM in its own evaluation) are
-  left out, and said so. MMAU-Pro scores free answers by embedding similarity to the options; here generation is
-  scored by MMAU's string match and choice mode ranks the options, so numbers are not its leaderboard's.
+  left out, and said so. MMAU-Pro matches a generated answer to the option whose embedding is nearest it
+  (NV-Embed-v2): the experiment's `--answer-embedder nvidia/NV-Embed-v2` (`benchmark.answer_match`) does the same,
+  where its default is MMAU's string match; choice mode ranks the options itself.
 
 Items whose answer is not one of their choices cannot be scored; they are left out and counted in the conversion's
 note, never silently kept. The converted file keeps every source field beside the MMAU ones, so nothing is lost.

@@ -77,6 +77,9 @@ def _compared_versions(found: Mapping[str, str]) -> dict[str, str]:
             "transformers": minor(found.get("transformers"))}
 
 
+OPTIONAL_FIELDS = ("choice_scoring", "answer_match", "split")  # compared only when set
+
+
 @dataclass(frozen=True)
 class RunManifest:
     """What made a run: model, prompt, mode, steering, seed, dtype, device, versions (see the module docstring)."""
@@ -92,6 +95,9 @@ class RunManifest:
     # choice mode's option scoring ("mean", "sum", "first_token"); None where the records do not depend on it
     # (generate mode, or every scored option one token); left out of the compared fields when None
     choice_scoring: str | None = None
+    # generate mode's answer matching when not MMAU's string match (`benchmark.answer_match`, e.g. "embedding
+    # nvidia/NV-Embed-v2"); left out of the compared fields when None
+    answer_match: str | None = None
     listening: bool = False
     silence: bool = False
     noise_snr_db: float | None = None  # white noise added to every clip at this SNR (the noise sweep)
@@ -131,7 +137,7 @@ class RunManifest:
     def compared(self) -> dict[str, Any]:
         """The fields a resume compares (JSON values)."""
         data = {k: v for k, v in self.to_json().items() if k not in RECORDED_ONLY}
-        for name in ("choice_scoring", "split"):  # older manifests had no such field: their digests stand
+        for name in OPTIONAL_FIELDS:  # older manifests had no such field: their digests stand
             if data.get(name) is None:
                 data.pop(name, None)
         data["versions"] = _compared_versions(self.versions)
@@ -152,7 +158,7 @@ class RunManifest:
         """'field ours -> theirs' for each compared field that differs (the fingerprint is reported as `model`)."""
         ours, theirs = self.compared(), other.compared()
         changes = []
-        for name in dict.fromkeys([*ours, *theirs]):  # choice_scoring, split may be in one only
+        for name in dict.fromkeys([*ours, *theirs]):  # an OPTIONAL_FIELDS field may be in one only
             if name == "versions":
                 changes += [f"{k} version {ours[name][k]} -> {theirs[name][k]}" for k in ours[name]
                             if ours[name][k] != theirs[name][k]]
@@ -230,7 +236,7 @@ def describe_steering(steering: Any) -> dict[str, Any]:
 def run_manifest(
     model: HookedAudioLM, template: Any, mode: str, *, max_new_tokens: int, listening: bool, silence: bool,
     noise_snr_db: float | None = None, steering: Any, settings: Mapping[str, Any] | None, batch_size: int,
-    choice_scoring: str | None = None,
+    choice_scoring: str | None = None, answer_match: str | None = None,
 ) -> RunManifest:
     """The manifest of one `run_benchmark` call; `settings` adds or overrides fields (the experiment passes its
     heads, beta, method options and benchmark path). The model's fingerprint is taken anew each call, so a weight
@@ -245,6 +251,7 @@ def run_manifest(
         "device": str(model.cfg.device),
         "max_new_tokens": max_new_tokens if mode == "generate" else None,
         "choice_scoring": choice_scoring if mode == "choice" else None,
+        "answer_match": answer_match if mode == "generate" else None,
         "listening": bool(listening),
         "silence": bool(silence),
         "noise_snr_db": noise_snr_db,

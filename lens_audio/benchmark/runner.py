@@ -60,6 +60,7 @@ from lens_audio.model.finite import NonFiniteError, check_finite_logits
 from lens_audio.model.generation import last_logits, span_logits
 
 if TYPE_CHECKING:
+    from lens_audio.benchmark.answer_match import EmbeddingMatch
     from lens_audio.inputs.batch import AudioBatch
     from lens_audio.model.hooked_audio_lm import HookedAudioLM
 
@@ -86,6 +87,7 @@ def run_benchmark(
     fresh: bool = False,
     noise_snr_db: float | None = None,
     choice_scoring: str = DEFAULT_CHOICE_SCORING,
+    answer_match: "EmbeddingMatch | None" = None,
 ) -> RunResult:
     """Score `items`; with `out_path`, append records as they finish and resume from what is there.
 
@@ -105,6 +107,8 @@ def run_benchmark(
 
     In choice mode `choice_scoring` ("mean", "sum" or "first_token"; see the module) ranks the options; the manifest
     records it where the records depend on it (some option of several tokens), so resuming under another refuses.
+    In generate mode `answer_match` (e.g. `benchmark.answer_match.EmbeddingMatch`, MMAU-Pro's rule) matches each
+    answer to an option instead of MMAU's string match (`scoring.score_output`); the manifest records its `label`.
     """
     if mode not in ("generate", "choice"):
         raise ValueError(f"mode must be 'generate' or 'choice', not {mode!r}.")
@@ -119,7 +123,8 @@ def run_benchmark(
     if out_path is not None:
         manifest = run_manifest(model, template, mode, max_new_tokens=max_new_tokens, listening=listening,
                                 silence=silence, noise_snr_db=noise_snr_db, steering=steering, settings=settings,
-                                batch_size=batch_size, choice_scoring=scoring)
+                                batch_size=batch_size, choice_scoring=scoring,
+                                answer_match=None if answer_match is None else answer_match.label)
         digests = {item["id"]: item_digests(item, render_prompt(item, template)) for item in items}
     with RunFile(out_path, manifest, fresh) if out_path is not None else contextlib.nullcontext() as run:
         done = dict(run.records) if run is not None else {}
@@ -132,7 +137,8 @@ def run_benchmark(
                 chunk = pending[start : start + size]
                 try:
                     scored = _score_chunk(model, chunk, template, mode, steering, max_new_tokens, listening, silence,
-                                          noise_snr_db, (choice_scoring, letters))
+                                          noise_snr_db, (choice_scoring, letters),
+                                          answer_match if mode == "generate" else None)
                 except NonFiniteError as exc:  # name the items; the records before them are kept
                     ids = [chunk[row]["id"] for row in exc.rows if row < len(chunk)]
                     raise NonFiniteError(f"{exc} Items: {ids}.", exc.rows) from exc
@@ -176,7 +182,7 @@ def smaller_batch(chunk: Sequence[dict[str, Any]], error: BaseException, model: 
 @torch.no_grad()
 def _score_chunk(
     model, chunk, template, mode, steering, max_new_tokens, listening, silence, noise_snr_db=None,
-    choice=(DEFAULT_CHOICE_SCORING, False),
+    choice=(DEFAULT_CHOICE_SCORING, False), answer_match=None,
 ) -> list[dict[str, Any]]:
     prompts = [render_prompt(item, template) for item in chunk]
     with recording_cuts() as cuts:  # seconds the model's audio window cut from each clip, in order
@@ -223,7 +229,7 @@ def _score_chunk(
         outputs = [options[int(scores[row, : len(options)].argmax())] for row, options in enumerate(choices)]
     records = []
     for row, (item, output) in enumerate(zip(chunk, outputs)):
-        extracted, correct = score_output(output, item["answer"], item["choices"])
+        extracted, correct = (answer_match or score_output)(output, item["answer"], item["choices"])
         record = {"id": item["id"], **{k: item[k] for k in RECORD_KEYS if k in item}, "answer": item["answer"],
                   "output": output, "extracted": extracted, "correct": correct}
         if truncated[row]:

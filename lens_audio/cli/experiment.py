@@ -115,6 +115,11 @@ def add_profile_arguments(parser: argparse.ArgumentParser, model_default: str | 
         help="choice mode: rank options by mean log-probability per token (default), summed log-likelihood "
         "(favours short options) or the first token's only",
     )
+    parser.add_argument(
+        "--answer-embedder", metavar="MODEL",
+        help="generate mode: match each answer to the option whose embedding is nearest, with this embedding model "
+             "(Hub id or folder; MMAU-Pro's closed-ended rule uses nvidia/NV-Embed-v2), instead of MMAU's string match",
+    )
     parser.add_argument("--k-heads", type=cli_int(1), help="specialist heads (default 4)")
     parser.add_argument(
         "--betas", type=cli_float(), nargs="+", help="steering strengths swept on dev (default 0.5 1 1.5 2 3 4)"
@@ -149,7 +154,8 @@ def add_profile_arguments(parser: argparse.ArgumentParser, model_default: str | 
 
 
 PROFILE_FLAGS = {  # profile field -> flag's dest (`profile_from_args`)
-    "prompt": "template", "mode": "mode", "choice_scoring": "choice_scoring", "k_heads": "k_heads", "betas": "betas",
+    "prompt": "template", "mode": "mode", "choice_scoring": "choice_scoring",
+    "answer_embedder": "answer_embedder", "k_heads": "k_heads", "betas": "betas",
     "seed": "seed", "batch_size": "batch_size", "n_random_draws": "draws", "layer_convention": "layer_convention",
     "steering_source": "steering_source", "gate": "gate", "selection_rule": "selection_rule",
     "validity_strata": "strata",

@@ -35,6 +35,7 @@ from lens_audio.analysis.heads import correlate_heads
 from lens_audio.analysis.statistics import max_r_permutation, mcnemar, signal_validity
 from lens_audio.analysis.steering.direction import layers_of
 from lens_audio.analysis.validity import NoiseSweep, ValidityControls
+from lens_audio.benchmark.answer_match import EmbeddingMatch, embedding_match
 from lens_audio.benchmark.conflict import ConflictMeasures, conflict_measures
 from lens_audio.benchmark.manifest import RunManifest, item_digests, items_digest, run_manifest
 from lens_audio.benchmark.parallel import sharded_run
@@ -144,6 +145,7 @@ class Experiment:
             silence=silence,
             noise_snr_db=noise_snr_db,
             choice_scoring=p.choice_scoring,
+            answer_match=self.answer_match,
         )
 
     def spec(self, heads: Heads, beta: float, **option) -> SteeringSpec:
@@ -176,6 +178,7 @@ class Experiment:
         return run_manifest(
             self.model, p.prompt, p.mode, max_new_tokens=p.max_new_tokens, listening=True, silence=False,
             steering=None, batch_size=p.batch_size, choice_scoring=p.choice_scoring,
+            answer_match=None if self.answer_match is None else self.answer_match.label,
             settings={"benchmark": self.benchmark, "split": self.split_label, "heads": specialists,
                       "layers": layers_of(specialists), "k_heads": p.k_heads, "beta": beta, "gate": p.gate,
                       "steering_source": p.steering_source, "layer_convention": p.layer_convention, "seed": p.seed,
@@ -206,6 +209,13 @@ class Experiment:
         """The split's run with every clip replaced by its silence twin and every item's listening signal
         (`{split}-silence`: one run file shared by the validity controls, the conflict measures and the rivals)."""
         return self.run(self.split(split), f"{split}-silence", listening=True, silence=True)
+
+    @property
+    def answer_match(self) -> "EmbeddingMatch | None":
+        """The profile's answer matching in generate mode: None (MMAU's string match) or its embedding model's
+        nearest option (`benchmark.answer_match`), loaded once."""
+        name = self.profile.answer_embedder
+        return None if name is None or self.profile.mode != "generate" else embedding_match(name)
 
     def batches(self, rows: Sequence[dict[str, Any]]) -> list[AudioBatch]:
         """`rows` as batches of the profile's size, each prompt rendered with the profile's template."""

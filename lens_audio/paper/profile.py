@@ -63,6 +63,9 @@ class ExperimentProfile:
     # choice mode's option scoring (`benchmark.runner`): "mean" log-probability per token (default: a summed one
     # favours short options), "sum", or "first_token"; one-token options score the same under all three
     choice_scoring: Literal["mean", "sum", "first_token"] = "mean"
+    # generate mode's answer matching: None, MMAU's string match; or an embedding model (Hub id or folder) whose
+    # nearest option is the answer, MMAU-Pro's rule for its closed-ended items (`benchmark.answer_match`)
+    answer_embedder: str | None = None
     k_heads: int = 4
     betas: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
     seed: int = 0
@@ -96,6 +99,9 @@ class ExperimentProfile:
         if self.mode not in ("generate", "choice"):
             raise ValueError(f"mode must be 'generate' or 'choice', not {self.mode!r}.")
         check_choice_scoring(self.choice_scoring)
+        if self.answer_embedder is not None and self.mode != "generate":
+            raise ValueError(f"answer_embedder ({self.answer_embedder!r}) matches generated answers to options: it "
+                             "needs generate mode (--mode generate); choice mode ranks the options itself.")
         if self.layer_convention not in LAYER_CONVENTIONS:
             raise ValueError(
                 f"layer_convention must be one of {sorted(LAYER_CONVENTIONS)}, not {self.layer_convention!r}."

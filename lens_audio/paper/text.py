@@ -17,6 +17,9 @@ def scoring_line(profile) -> str:
     """One line saying how answers were scored: generation and MMAU's string match, or choice mode's rule (and
     that the letters are compared under the `letters` template)."""
     if profile.mode == "generate":
+        if profile.answer_embedder is not None:
+            return (f"scoring: generated answers, each matched to the option whose {profile.answer_embedder} "
+                    "embedding is nearest (MMAU-Pro's closed-ended rule)")
         return "scoring: generated answers, MMAU's string match"
     letters = " of the option letters (A, B, ...: the letters template)" if profile.prompt == "letters" else ""
     return f"scoring: choice mode, options ranked by {SCORING_WORDS[profile.choice_scoring]}{letters}"
