@@ -204,10 +204,10 @@ def rivals_table(comparison: "RivalComparison") -> str:
     rows = []
     for m in comparison.methods:
         cells = [_accuracy(m.test["total"]), *(_accuracy(m.test["hint"].get(c, {})) for c in conditions)]
-        tdr = m.conflict.overall.get("text_dominance") if m.conflict else None
+        rates = [m.conflict.overall.get(r) if m.conflict else None for r in ("text_dominance", "same_audio_flip")]
         paired = [m.versus(other, subset)
                   for other, subset in (("baseline", focus), ("baseline", "other"), ("adaptive steering", focus))]
-        rows.append([m.method, m.setting or "-", m.forwards, *cells, _accuracy(tdr) if tdr else "n/a",
+        rows.append([m.method, m.setting or "-", m.forwards, *cells, *(_accuracy(r) if r else "n/a" for r in rates),
                      *("-" if v is None else f"{v.difference:+.1f} [{v.ci[0]:+.1f}, {v.ci[1]:+.1f}]"
                        for v in paired[:2]),
                      "-" if paired[0] is None else verdict(paired[0]),
@@ -219,7 +219,8 @@ def rivals_table(comparison: "RivalComparison") -> str:
         f"text-dominance ratio, the paired difference from the baseline (points) on {focus} items and on the other "
         f"items, and the verdicts on {focus} items against the baseline and against adaptive steering ({VERDICT_RULE}; "
         "exact McNemar)",
-        ["method", "setting", "fwd/item", "all", *conditions, "text-dominance ratio", f"vs baseline ({focus})",
+        ["method", "setting", "fwd/item", "all", *conditions, "text-dominance ratio", "same-audio flip",
+         f"vs baseline ({focus})",
          "vs baseline (other)", "against the baseline", "against adaptive steering"],
         rows, numeric_from=2) + (f"<ul>{notes}</ul>" if notes else "")
 

@@ -40,10 +40,15 @@ class RivalResult:
         found = [self.test["total"] if c == "all" else self.test.get("hint", {}).get(c) for c in conditions]
         return ["n/a" if not v or v.get("accuracy") is None else f"{v['accuracy']:.1f}" for v in found]
 
+    def rate(self, name: str = "text_dominance") -> str:
+        """One of `benchmark.conflict.RATES` (%, overall: ALME's text-dominance ratio on the conflicting items, the
+        same-audio flip rate, the silence flip rate), or "n/a" where it was not measured."""
+        value = self.conflict.overall.get(name) if self.conflict else None
+        return "n/a" if not value or value.get("accuracy") is None else f"{value['accuracy']:.1f}"
+
     def text_dominance(self) -> str:
         """ALME's text-dominance ratio (%) on the conflicting items, or "n/a"."""
-        tdr = self.conflict.overall.get("text_dominance") if self.conflict else None
-        return "n/a" if not tdr or tdr.get("accuracy") is None else f"{tdr['accuracy']:.1f}"
+        return self.rate("text_dominance")
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "setting": self.setting, "dev": self.dev, "test": self.test,
@@ -117,9 +122,10 @@ class RivalComparison:
             shown = said.get(verdict(v), "not shown to differ")
             return cell if subset == "other" else f"{cell}, p = {v.p_value:.2g}: {shown}"
 
-        header = ["method", "setting", "fwd/item", *self.conditions, "text-dominance ratio",
+        header = ["method", "setting", "fwd/item", *self.conditions, "text-dominance ratio", "same-audio flip",
                   f"vs baseline ({self.focus})", "vs baseline (other)", f"vs adaptive steering ({self.focus})"]
         rows = [[m.method, m.setting or "-", str(m.forwards), *m.accuracies(self.conditions), m.text_dominance(),
+                 m.rate("same_audio_flip"),
                  paired(m, "baseline", self.focus), paired(m, "baseline", "other"),
                  paired(m, "adaptive steering", self.focus)] for m in self.methods]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
