@@ -43,11 +43,9 @@ LabelledBatch = tuple["AudioBatch", Sequence[Sequence[int]], Sequence[int]]  # b
 
 def head_mask_hooks(model: "HookedAudioLM", heads: Sequence[tuple[int, int]]) -> list[tuple[str, object]]:
     """Hooks zeroing the outputs of `heads` ((layer, head) pairs) at every position."""
+    model.cfg.check_heads(heads, "head_mask_hooks")
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
-        if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
-            raise ValueError(f"head L{layer}H{head} is not one of the model's {model.cfg.n_layers} layers x "
-                             f"{model.cfg.n_heads} heads.")
         by_layer.setdefault(int(layer), []).append(int(head))
 
     def zero(z: Tensor, hook, heads: list[int]) -> Tensor:  # [batch, pos, head, d_head]
@@ -79,7 +77,8 @@ class HeadMaskLogits(torch.nn.Module):
 
 @dataclass
 class HeadMaskTraining:
-    """The heads masked at each checkpoint (steps -> (layer, head) list), and the loss history."""
+    """The heads masked at each checkpoint (steps -> (layer, head) list), and the loss's history (the training
+    loop's running average, `train.Trainer`)."""
 
     masked: dict[int, list[tuple[int, int]]]
     history: list[dict[str, float]]
@@ -131,11 +130,12 @@ def train_head_mask(model: "HookedAudioLM", batches: Sequence[LabelledBatch], st
     `checkpoints` (see the module docstring)."""
     if not batches:
         raise ValueError("training a head mask needs at least one labelled batch.")
-    bad = [c for c in checkpoints if not 0 < int(c) <= steps]
-    if steps < 1 or bad:
-        raise ValueError(f"head-mask checkpoints must lie in 1..steps ({steps}); got {bad or list(checkpoints)}.")
+    checkpoints = {int(c) for c in checkpoints}
+    bad = sorted(c for c in checkpoints if not 0 < c <= steps)
+    if steps < 1 or bad or not checkpoints:
+        raise ValueError(f"head-mask checkpoints must lie in 1..steps ({steps}); got {bad or sorted(checkpoints)}.")
     cfg = model.cfg
-    mask = HeadMaskLogits(cfg.n_layers, cfg.n_heads, init, device=next(model.parameters()).device)
+    mask = HeadMaskLogits(cfg.n_layers, cfg.n_heads, init, device=model.device)
     generator = torch.Generator().manual_seed(seed)
 
     sampler = SimpleNamespace(rng=np.random.default_rng(seed))  # draws the batches
@@ -146,7 +146,7 @@ def train_head_mask(model: "HookedAudioLM", batches: Sequence[LabelledBatch], st
         sample = mask.sample(generator)
 
         def scale(z: Tensor, hook, layer: int) -> Tensor:  # [batch, pos, head, d_head]
-            return z * sample[layer].to(z.dtype)[None, None, :, None]
+            return z * sample[layer].to(device=z.device, dtype=z.dtype)[None, None, :, None]
 
         hooks = [(block_hook_name(layer, "attn.hook_z"), lambda z, hook, l=layer: scale(z, hook, l))
                  for layer in range(cfg.n_layers)]

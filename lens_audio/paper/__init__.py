@@ -33,7 +33,6 @@ from lens_audio.paper.text import format_controls, format_table
 __all__ = [
     "AudioAttentionScale",
     "BackPatch",
-    "HeadMask",
     "BetaSweep",
     "ContrastiveCorrection",
     "Experiment",
@@ -41,6 +40,7 @@ __all__ = [
     "ExperimentResult",
     "FastSteering",
     "FixedSteering",
+    "HeadMask",
     "HeadSelection",
     "LayerSpread",
     "ProfileFallbackWarning",

@@ -62,7 +62,7 @@ from lens_audio.paper.results import (
     RunResult,
     best_beta,
 )
-from lens_audio.paper.rival_results import saved_comparison
+from lens_audio.paper.rival_results import run_identity, saved_comparison
 from lens_audio.paper.spec import SteeringSpec
 
 if TYPE_CHECKING:
@@ -415,7 +415,7 @@ class Experiment:
 
     def rivals(self, **grids) -> "RivalComparison":
         """Adaptive steering against its rivals on the same items (`paper.rivals`): chosen on dev, read on test;
-        `grids` (alphas, scales, patches, mask_steps) narrow the dev grids."""
+        `grids` (alphas, scales, patches, mask_steps, mask_draws) narrow the dev grids and the mask's control."""
         from lens_audio.paper.rivals import compare_rivals
 
         return compare_rivals(self, **grids)
@@ -450,7 +450,8 @@ class Experiment:
                 "control distribution, layer spread: real steered runs (no fast path in this mode); options not "
                 "measured"
             )
-        rivals, stale = saved_comparison(self.out, selection.specialists, dev.best_beta)
+        rivals, stale = saved_comparison(self.out, selection.specialists, dev.best_beta,
+                                         run_identity(runs["baseline"].records))
         return ExperimentResult(
             model=self.model.cfg.model_name,
             profile=self.profile,

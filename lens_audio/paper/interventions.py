@@ -69,15 +69,19 @@ class ContrastiveCorrection:
     def label(self) -> str:
         return f"alpha {self.alpha:g}"
 
+    def contrast(self, audio: Tensor, silence: Tensor) -> Tensor:
+        """`(1 + alpha) * audio - alpha * silence` in float32, where `audio` is finite (an absent option, -inf,
+        stays absent)."""
+        audio, silence = audio.float(), silence.float()
+        return torch.where(torch.isfinite(audio), (1 + self.alpha) * audio - self.alpha * silence, audio)
+
     def score_options(self, model: "HookedAudioLM", batch: "AudioBatch", choices: Sequence[Sequence[str]],
                       scoring: str) -> Float[Tensor, "batch max_choices"]:
         if self.alpha == 0:  # the baseline's scores, bit for bit (no silence pass)
             return choice_log_likelihoods(model, batch, choices, scoring=scoring)
         both = batch.concat([batch, batch.silence_twin()])  # one pass: the batch and its silence twin stacked
         scores = choice_log_likelihoods(model, both, [*choices, *choices], scoring=scoring)
-        audio, silence = scores[: batch.batch_size], scores[batch.batch_size :]
-        present = torch.isfinite(audio)
-        return torch.where(present, (1 + self.alpha) * audio - self.alpha * silence, audio)
+        return self.contrast(scores[: batch.batch_size], scores[batch.batch_size :])
 
     def generate(self, model: "HookedAudioLM", batch: "AudioBatch", max_new_tokens: int = 10,
                  do_sample: bool = False, **kwargs: Any) -> Int[Tensor, "batch prompt_plus_new"]:
@@ -89,12 +93,11 @@ class ContrastiveCorrection:
             return model.generate(batch, max_new_tokens=max_new_tokens, do_sample=False, **kwargs)
         n = batch.batch_size
 
-        def contrast(module, inputs, logits: Tensor) -> Tensor:  # [2n, pos, d_vocab]: audio rows, then silence rows
-            audio, silence = logits[:n].float().log_softmax(-1), logits[n:].float().log_softmax(-1)
-            mixed = ((1 + self.alpha) * audio - self.alpha * silence).to(logits.dtype)
-            return torch.cat([mixed, mixed])  # both halves pick the same token, so they stay one prompt apart
+        def contrasted(module, inputs, logits: Tensor) -> Tensor:  # [2n, pos, d_vocab]: audio rows, silence rows
+            mixed = self.contrast(logits[:n].float().log_softmax(-1), logits[n:].float().log_softmax(-1))
+            return torch.cat([mixed, mixed])  # float32; both halves pick the same token, so they stay one prompt apart
 
-        handle = model.unembed.register_forward_hook(contrast)
+        handle = model.unembed.register_forward_hook(contrasted)
         try:
             both = batch.concat([batch, batch.silence_twin()])
             tokens = model.generate(both, max_new_tokens=max_new_tokens, do_sample=False, **kwargs)

@@ -5,16 +5,31 @@ its run folder (`ExperimentResult.rivals`), so `figures` shows it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lens_audio.analysis.statistics import PairedComparison
+from lens_audio.analysis.statistics import ControlDistribution, PairedComparison
 from lens_audio.benchmark.conflict import ConflictMeasures
+from lens_audio.benchmark.manifest import DIGEST_KEY, ITEM_KEY
 
 SAVED = "rivals.json"  # the comparison, in the experiment's run folder (`paper.rivals` writes it)
+
+
+def paired_key(method: str, other: str, subset: str) -> str:
+    """The name of a method's paired comparison with `other` on `subset`, e.g. "back-patching vs baseline
+    (conflicting)": how `RivalResult.paired` is keyed."""
+    return f"{method} vs {other} ({subset})"
+
+
+def run_identity(records: Sequence[dict[str, Any]]) -> str:
+    """What made a run's records, in 16 hex digits: each record's manifest digest (model fingerprint, prompt, mode,
+    settings) and item digests (content), so a comparison knows the baseline it was made against."""
+    seen = sorted({json.dumps([r.get(DIGEST_KEY), r.get(ITEM_KEY)], sort_keys=True) for r in records})
+    return hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -33,7 +48,7 @@ class RivalResult:
     def versus(self, other: str, subset: str) -> PairedComparison | None:
         """The paired comparison with `other` ("baseline", "adaptive steering") on `subset` (the focus items, or
         "other"), if one was made."""
-        return self.paired.get(f"{self.method} vs {other} ({subset})")
+        return self.paired.get(paired_key(self.method, other, subset))
 
     def accuracies(self, conditions: Sequence[str]) -> list[str]:
         """Test accuracy (%) on all items ("all") and each hint condition of `conditions`; "n/a" where none."""
@@ -71,10 +86,14 @@ class RivalComparison:
     notes: list[str] = field(default_factory=list)
     specialists: list[tuple[int, int]] = field(default_factory=list)  # the experiment's, which it was run for
     beta: float | None = None  # adaptive steering's dev-chosen beta
+    baseline: str | None = None  # `run_identity` of the test baseline it was compared against
+    mask_control: ControlDistribution | None = None  # the trained head mask against random masks of its size
 
-    def made_for(self, specialists, beta: float) -> bool:
-        """Whether the comparison was run for these specialists and beta (else its experiment has changed)."""
-        return [tuple(h) for h in self.specialists] == [tuple(h) for h in specialists] and self.beta == beta
+    def made_for(self, specialists, beta: float, baseline: str) -> bool:
+        """Whether the comparison was run for these specialists, beta and test baseline (the same model, settings
+        and items); else its experiment has changed."""
+        same_heads = [tuple(h) for h in self.specialists] == [tuple(h) for h in specialists]
+        return same_heads and self.beta == beta and self.baseline == baseline
 
     @property
     def conditions(self) -> list[str]:
@@ -100,14 +119,8 @@ class RivalComparison:
 
     def verdicts(self) -> list[str]:
         """One line per comparison on the focus items: which method beats which, or that neither was shown to."""
-        out = []
-        for m in self.methods:
-            for name, v in m.paired.items():
-                if not name.endswith(f"({self.focus})"):
-                    continue
-                other = name[len(m.method) + len(" vs "): -len(f" ({self.focus})")]
-                out.append(f"{m.method} {verdict(v)} {other}")
-        return out
+        return [f"{m.method} {verdict(v)} {other}" for m in self.methods for other in ("baseline", "adaptive steering")
+                for v in [m.versus(other, self.focus)] if v is not None]
 
     def markdown(self) -> str:
         """The comparison as a Markdown table (a model card's, a paper's): setting, cost, accuracy by condition, text
@@ -133,12 +146,14 @@ class RivalComparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"focus": self.focus, "methods": [m.to_json() for m in self.methods], "notes": self.notes,
-                "specialists": [list(h) for h in self.specialists], "beta": self.beta}
+                "specialists": [list(h) for h in self.specialists], "beta": self.beta, "baseline": self.baseline,
+                "mask_control": None if self.mask_control is None else self.mask_control.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RivalComparison":
         return cls(data["focus"], [RivalResult.from_json(m) for m in data["methods"]], data.get("notes", []),
-                   [tuple(h) for h in data.get("specialists", [])], data.get("beta"))
+                   [tuple(h) for h in data.get("specialists", [])], data.get("beta"), data.get("baseline"),
+                   None if data.get("mask_control") is None else ControlDistribution.from_json(data["mask_control"]))
 
 
 VERDICT_RULE = "a beats b where the paired difference is positive, its 95% CI excludes 0 and McNemar p < 0.05"
@@ -152,15 +167,20 @@ def verdict(v: PairedComparison) -> str:
     return "beats" if v.difference > 0 else "is beaten by"
 
 
-def saved_comparison(folder: str | Path, specialists: Sequence[tuple[int, int]], beta: float
+def saved_comparison(folder: str | Path, specialists: Sequence[tuple[int, int]], beta: float, baseline: str
                      ) -> tuple[RivalComparison | None, str | None]:
-    """The comparison `lens-audio rivals` saved in the run folder `folder`, when it was run for these specialists
-    and beta; else None, and a note when one is there but was made for another experiment."""
+    """The comparison `lens-audio rivals` saved in the run folder `folder`, when it was run for these specialists,
+    beta and test baseline (`run_identity`); else None, and a note when one is there but was made for another
+    experiment or cannot be read."""
     path = Path(folder) / SAVED
     if not path.is_file():
         return None, None
-    comparison = RivalComparison.from_json(json.loads(path.read_text()))
-    if comparison.made_for(specialists, beta):
+    try:
+        comparison = RivalComparison.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"{path} cannot be read ({exc}), so the report leaves it out; run `lens-audio rivals` again"
+    if comparison.made_for(specialists, beta, baseline):
         return comparison, None
-    return None, (f"{path} was run for other specialists or another beta than this experiment's, so the report "
-                  "leaves it out; run `lens-audio rivals` with the same flags to compare the rivals again")
+    return None, (f"{path} was run for other specialists, another beta or another test baseline (model, settings or "
+                  "items) than this experiment's, so the report leaves it out; run `lens-audio rivals` with the same "
+                  "flags to compare the rivals again")

@@ -11,8 +11,9 @@ The methods (`paper.interventions`): the paper's direction fixed (averaged once 
 items at the specialists' layers; beta on dev), audio-contrastive correction (alpha on dev), back-patching (source
 and target layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its
 control, in the seeded random control heads at the specialists' scale; a head mask trained on calibration items
-(AHAMask's recipe, `analysis.head_mask`; its training length on dev) and, as its control, as many seeded random
-heads masked; adaptive steering is the experiment's own (beta on dev).
+(AHAMask's recipe, `analysis.head_mask`; its training length on dev) and, as its control, a distribution of random
+masks of its size (the trained mask's percentile among them; the table's row is the median draw); adaptive
+steering is the experiment's own (beta on dev).
 In generate mode (`--mode generate`) every method decodes greedily: audio-contrastive correction contrasts the
 next-token log-probabilities of the audio and silence rows at every step (contrastive decoding), the others' hooks
 act on the prompt and on every decoding step; the head mask is trained on the options' first tokens either way.
@@ -32,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lens_audio.analysis.head_mask import HeadMaskTraining, train_head_mask
-from lens_audio.analysis.statistics import mcnemar
+from lens_audio.analysis.statistics import control_distribution, mcnemar, random_head_draws
 from lens_audio.analysis.steering.direction import FixedDirection, layers_of
 from lens_audio.benchmark.conflict import conflict_measures
 from lens_audio.benchmark.fingerprint import model_fingerprint
-from lens_audio.benchmark.manifest import prompt_name
+from lens_audio.benchmark.manifest import installed_versions, item_digests, items_digest, prompt_name
+from lens_audio.benchmark.prompts import render_prompt
 from lens_audio.files import write_atomically
 from lens_audio.paper import controls
 from lens_audio.paper.interventions import (
@@ -46,7 +48,15 @@ from lens_audio.paper.interventions import (
     FixedSteering,
     HeadMask,
 )
-from lens_audio.paper.rival_results import SAVED, VERDICT_RULE, RivalComparison, RivalResult, verdict  # noqa: F401
+from lens_audio.paper.rival_results import (  # noqa: F401
+    SAVED,
+    VERDICT_RULE,
+    RivalComparison,
+    RivalResult,
+    paired_key,
+    run_identity,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from lens_audio.paper.experiment import Experiment
@@ -56,6 +66,8 @@ FIXED_ITEMS = 200  # calibration items the fixed direction is averaged over
 SCALES = (1.5, 2.0, 4.0)
 MASK_STEPS = (50, 100, 200)  # the trained head mask after these many steps (training runs to the last)
 MASK_LEARNING_RATE = 0.1
+MASK_DRAWS = 20  # random masks of the trained mask's size: its control distribution
+MASK_INIT = 3.0  # every head's logit at the start: kept, and dropped by the noise about 5% of the time
 
 
 def back_patch_grid(n_layers: int) -> list[BackPatch]:
@@ -73,37 +85,56 @@ def _name(intervention: Any) -> str:
     return "-".join([*parts, setting])
 
 
-def trained_head_mask(e: "Experiment", checkpoints: Sequence[int]) -> HeadMaskTraining:
-    """The head masks trained on `e`'s calibration items (those whose options have distinct first tokens) up to the
-    last of `checkpoints`; read back from `calibration-head-mask.json` when its model, items and settings are these
-    (`e.fresh` trains anew)."""
+def mask_checkpoints(steps: Sequence[int]) -> list[int]:
+    """The trained mask's lengths, sorted, each once; refused when there is none or one is not a positive integer."""
+    checkpoints = sorted({int(s) for s in steps})
+    if not checkpoints or checkpoints[0] < 1 or any(int(s) != s for s in steps):
+        raise ValueError(f"mask_steps must be positive whole numbers of training steps (e.g. 50 100 200), not "
+                         f"{list(steps)!r}.")
+    return checkpoints
+
+
+def trained_head_mask(e: "Experiment", checkpoints: Sequence[int], notes: list[str]) -> HeadMaskTraining:
+    """The head masks trained on `e`'s calibration items (those whose options have distinct first tokens; the others
+    are said in `notes`) up to the last of `checkpoints`; read back from `calibration-head-mask.json` when the model,
+    the items' content, the settings and the package's version are these (`e.fresh` trains anew)."""
     rows = e.split("calibration")
-    kept, _ = controls.distinct_first_tokens(e, rows)
+    kept, skipped = controls.distinct_first_tokens(e, rows)
+    if skipped:
+        notes.append(controls.skipped_note(skipped, len(rows), "the head mask's training"))
     rows = [rows[i] for i in kept]
     if not rows:
         raise ValueError("no calibration item has options with distinct first tokens; the head mask's loss compares "
                          "first tokens")
-    steps = max(checkpoints)
-    settings = {"model": model_fingerprint(e.model), "items": [str(i["id"]) for i in rows], "steps": steps,
-                "checkpoints": sorted(map(int, checkpoints)), "learning_rate": MASK_LEARNING_RATE,
-                "seed": e.profile.seed, "prompt": prompt_name(e.profile.prompt), "batch_size": e.profile.batch_size}
+    prompt, versions = e.profile.prompt, installed_versions()
+    digests = {i["id"]: item_digests(i, render_prompt(i, prompt)) for i in rows}
+    settings = {"model": model_fingerprint(e.model), "items": items_digest(digests), "n_items": len(rows),
+                "checkpoints": list(checkpoints), "learning_rate": MASK_LEARNING_RATE, "init": MASK_INIT,
+                "seed": e.profile.seed, "prompt": prompt_name(prompt), "batch_size": e.profile.batch_size,
+                "device": e.model.device.type, "versions": {k: versions[k] for k in ("lens_audio", "torch")}}
     path = e.out / "calibration-head-mask.json"
     if path.is_file() and not e.fresh:
-        saved = json.loads(path.read_text())
-        if saved.get("settings") == settings:
-            return HeadMaskTraining.from_json(saved["training"])
-    training = train_head_mask(e.model, list(controls.batches(e, rows)), steps, settings["checkpoints"],
-                               MASK_LEARNING_RATE, seed=e.profile.seed, progress=e.progress)
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("settings") == settings:
+                return HeadMaskTraining.from_json(saved["training"])
+        except (ValueError, KeyError, TypeError):
+            pass  # unreadable: trained again and written over
+    training = train_head_mask(e.model, list(controls.batches(e, rows)), checkpoints[-1], checkpoints,
+                               MASK_LEARNING_RATE, MASK_INIT, seed=e.profile.seed, progress=e.progress)
     write_atomically(path, json.dumps({"settings": settings, "training": training.to_json()}, indent=1))
     return training
 
 
 def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Sequence[float] = SCALES,
-                   patches: Sequence[BackPatch] | None = None, mask_steps: Sequence[int] = MASK_STEPS
-                   ) -> RivalComparison:
+                   patches: Sequence[BackPatch] | None = None, mask_steps: Sequence[int] = MASK_STEPS,
+                   mask_draws: int = MASK_DRAWS) -> RivalComparison:
     """The comparison on `e`'s dev and test splits (see the module docstring); `alphas`, `scales`, `patches`
     (default `back_patch_grid`) and `mask_steps` (the trained mask's lengths) are the dev grids: one dev run per
-    setting."""
+    setting; `mask_draws` random masks of the chosen mask's size are its control (one test run each)."""
+    checkpoints = mask_checkpoints(mask_steps)  # before any run
+    if int(mask_draws) != mask_draws or mask_draws < 1:
+        raise ValueError(f"mask_draws must be a whole number of random masks >= 1, not {mask_draws!r}.")
     selection = e.select_heads()
     beta = e.sweep_beta().best_beta
     dev_index, focus = e.focus(e.listen("dev"))
@@ -143,15 +174,26 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     control = AudioAttentionScale(tuple(selection.control), scale.scale, role="random-heads")
     methods.append(("attention scaling (random heads)", control.label, {}, run("test", control), 1))
     notes.append("the random heads' attention scaling uses the specialists' dev-chosen scale: a control, not tuned")
-    training = trained_head_mask(e, mask_steps)
-    mask, dev = choose([HeadMask(training.masked[s], f"step {s}") for s in sorted(map(int, mask_steps))])
+    training = trained_head_mask(e, checkpoints, notes)
+    mask, dev = choose([HeadMask(training.masked[s], f"step {s}") for s in checkpoints])
     methods.append(("head mask (trained)", f"{mask.label}: {len(mask.heads)} heads", dev, run("test", mask), 1))
-    every = [(layer, head) for layer in range(e.model.cfg.n_layers) for head in range(e.model.cfg.n_heads)]
-    drawn = np.random.default_rng(e.profile.seed).choice(len(every), size=len(mask.heads), replace=False)
-    control = HeadMask(tuple(every[i] for i in sorted(drawn)), f"{len(mask.heads)} heads", role="random-heads")
-    methods.append(("head mask (random heads)", control.label, {}, run("test", control), 1))
-    notes.append("the random head mask masks as many heads as the trained mask chosen on dev, drawn with the "
-                 "profile's seed: a control, not tuned")
+    mask_control = None
+    if mask.heads:  # a distribution of random masks of its size, none of its heads: the trained mask's percentile
+        cfg, k = e.model.cfg, len(mask.heads)
+        draws = random_head_draws(cfg.n_layers, cfg.n_heads, k, mask_draws, e.profile.seed, exclude=mask.heads)
+        drawn = [run("test", HeadMask(tuple(sorted(d)), f"{k} heads draw {i}", role="random-heads"))
+                 for i, d in enumerate(draws)]
+        mask_control = control_distribution(
+            methods[-1][3].correct[test_index], np.stack([r.correct[test_index] for r in drawn]), draws,
+            list(clusters[test_index]), items=focus, seed=e.profile.seed, kind="random")
+        median = drawn[mask_control.median_draw]
+        methods.append(("head mask (random heads)", f"{k} heads, median of {mask_draws} draws", {}, median, 1))
+        notes.append(f"the random head masks switch off as many heads as the trained mask chosen on dev, none of its "
+                     f"own ({mask_draws} draws with the profile's seed): a control, not tuned; the row is the draw of "
+                     f"median {focus} accuracy. Trained mask: {mask_control.describe().removeprefix('specialists ')}")
+    else:
+        notes.append("the trained mask chosen on dev switches no head off: it is the baseline, and has no random "
+                     "control")
 
     baseline = e.listen("test")
     silence = e.silence_run("test")
@@ -166,7 +208,7 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
             for subset, rows in ((focus, test_index), ("other", rest)):
                 if not len(rows) or (subset == "other" and other_name != "baseline"):
                     continue
-                paired[f"{method} vs {other_name} ({subset})"] = mcnemar(
+                paired[paired_key(method, other_name, subset)] = mcnemar(
                     test_run.correct[rows], other.correct[rows], list(clusters[rows]), (method, other_name),
                     e.profile.n_bootstrap, seed=e.profile.seed)
         conflict = conflict_measures(test_run.records, test_items, list(clusters)) if has_hints else None
@@ -174,6 +216,7 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     base_conflict = (conflict_measures(baseline.records, test_items, list(clusters), silence.records)
                      if has_hints else None)
     results.insert(0, RivalResult("baseline", "", {}, e.tables(baseline), base_conflict, 1, {}))
-    comparison = RivalComparison(focus, results, notes, [tuple(h) for h in selection.specialists], beta)
+    comparison = RivalComparison(focus, results, notes, [tuple(h) for h in selection.specialists], beta,
+                                 run_identity(baseline.records), mask_control)
     write_atomically(e.out / SAVED, json.dumps(comparison.to_json(), indent=1))  # the report shows it (`figures`)
     return comparison

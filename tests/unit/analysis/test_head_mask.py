@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lens_audio.analysis.head_mask import head_mask_hooks, option_loss, train_head_mask
+from lens_audio.analysis.head_mask import HeadMaskLogits, head_mask_hooks, option_loss, train_head_mask
 from lens_audio.benchmark.fingerprint import model_fingerprint
 from lens_audio.inputs.batch import make_batch
 from lens_audio.model.generation import last_logits
@@ -37,7 +37,7 @@ def test_a_mask_takes_the_heads_outputs_out_and_an_empty_mask_changes_nothing(se
             assert torch.equal(model(batch), plain)
     assert not torch.allclose(masked, plain)
     torch.testing.assert_close(masked, expected, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="L2H0 is not one of the model's 2 layers x 4 heads"):
+    with pytest.raises(ValueError, match="head_mask_hooks: head \\(2, 0\\) does not exist"):
         head_mask_hooks(model, [(2, 0)])
 
 
@@ -74,3 +74,18 @@ def test_training_is_seeded_leaves_the_model_as_it_was_and_lowers_the_loss(setup
     assert loss(head_mask_hooks(model, heads)) < loss([])
     with pytest.raises(ValueError, match="checkpoints must lie in 1..steps"):
         train_head_mask(model, [(batch, options, answer)], 10, [20], progress=False)
+
+
+def test_a_sample_is_exactly_0_or_1_where_logit_plus_noise_is_positive_and_its_gradient_the_sigmoids():
+    mask = HeadMaskLogits(3, 4, 0.0)
+    with torch.no_grad():
+        mask.logits.copy_(torch.linspace(-2, 2, 12).reshape(3, 4))
+    sample = mask.sample(torch.Generator().manual_seed(5))
+    u = torch.rand((3, 4), generator=torch.Generator().manual_seed(5)).clamp(1e-6, 1 - 1e-6)
+    noisy = mask.logits.detach() + torch.log(u) - torch.log1p(-u)  # the same draw, by hand
+    assert torch.equal(sample.detach(), (noisy > 0).float())
+    sample.sum().backward()
+    torch.testing.assert_close(mask.logits.grad, torch.sigmoid(noisy) * (1 - torch.sigmoid(noisy)))
+    with torch.no_grad():
+        mask.logits[0, 1] = -0.5
+    assert (0, 1) in mask.masked() and (0, 0) in mask.masked() and (2, 3) not in mask.masked()

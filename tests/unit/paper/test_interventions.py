@@ -5,6 +5,8 @@ up, and only theirs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -48,6 +50,14 @@ def test_contrastive_decoding_at_zero_is_greedy_decoding_and_at_one_the_contrast
         audio = model(batch)[:, -1].log_softmax(-1)
         silence = model(batch.silence_twin())[:, -1].log_softmax(-1)
     assert torch.equal(got[:, width], (2 * audio - silence).argmax(-1))
+    # the second step by hand: the first token appended to both prompts, audio and silence alike
+    longer = dataclasses.replace(batch, input_ids=got[:, : width + 1],
+                                 attention_mask=torch.cat([batch.attention_mask,
+                                                           torch.ones_like(batch.attention_mask[:, :1])], 1))
+    with torch.no_grad():
+        audio = model(longer)[:, -1].log_softmax(-1)
+        silence = model(longer.silence_twin())[:, -1].log_softmax(-1)
+    assert torch.equal(got[:, width + 1], (2 * audio - silence).argmax(-1))
     # every step, decoded a second way: no key-value cache, the whole sequence each step
     assert torch.equal(ContrastiveCorrection(1.0).generate(model, batch, 4, use_past_kv_cache=False), got)
 

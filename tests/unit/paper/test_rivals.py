@@ -12,7 +12,7 @@ from lens_audio import cli
 from lens_audio.analysis.statistics import mcnemar
 from lens_audio.files import escape_html
 from lens_audio.organisms.benchmark_writer import write_benchmark
-from lens_audio.paper.rival_results import saved_comparison
+from lens_audio.paper.rival_results import run_identity, saved_comparison
 from lens_audio.paper.rivals import RivalComparison, back_patch_grid, verdict
 
 
@@ -21,7 +21,7 @@ def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("rivals")
     bench = write_benchmark(root / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
     argv = ["rivals", "--benchmark", str(bench), "--out", str(root / "run"), "--betas", "1.0", "3.0", "--k-heads",
-            "2", "--json", str(root / "rivals.json"), "--mask-steps", "40", "80"]
+            "2", "--json", str(root / "rivals.json"), "--mask-steps", "40", "80", "--mask-draws", "3"]
     assert cli.main(argv) == 0
     return root, bench, RivalComparison.from_json(json.loads((root / "rivals.json").read_text()))
 
@@ -55,22 +55,37 @@ def test_every_method_is_chosen_on_dev_and_read_from_its_own_test_run(compared):
     assert not list(root.glob("run/test-steered-L*"))  # adaptive steering is the experiment's own run, not a twin
 
 
-def test_the_head_masks_are_the_trained_ones_and_the_control_masks_as_many(compared):
-    root, _, comparison = compared
+def test_the_head_masks_are_the_trained_ones_and_the_control_a_distribution_of_random_masks(compared):
+    root, bench, comparison = compared
     saved = json.loads((root / "run" / "calibration-head-mask.json").read_text())
     assert saved["settings"]["checkpoints"] == [40, 80] and sorted(saved["training"]["masked"]) == ["40", "80"]
     methods = {m.method: m for m in comparison.methods}
     trained, control = methods["head mask (trained)"], methods["head mask (random heads)"]
     chosen = trained.setting.split(":")[0].removeprefix("step ")
     heads = saved["training"]["masked"][chosen]
-    [path] = root.glob(f"run/test-rival-head-mask-trained-step-{chosen}.jsonl")
-    manifest = json.loads(path.with_suffix(".manifest.json").read_text())
+    [trained_path] = root.glob(f"run/test-rival-head-mask-trained-step-{chosen}.jsonl")
+    manifest = json.loads(trained_path.with_suffix(".manifest.json").read_text())
     assert f'"heads": {json.dumps(heads)}' in manifest["steering"]  # the run records the heads it masked
-    assert trained.setting == f"step {chosen}: {len(heads)} heads"
-    assert control.setting == f"{len(heads)} heads" and control.forwards == trained.forwards == 1
-    [path] = root.glob(f"run/test-rival-head-mask-random-heads-{len(heads)}-heads.jsonl")
-    drawn = json.loads(json.loads(path.with_suffix(".manifest.json").read_text())["steering"][len("HeadMask("):-1])
-    assert len(drawn["heads"]) == len(heads) and drawn["role"] == "random-heads"
+    assert trained.setting == f"step {chosen}: {len(heads)} heads" and trained.forwards == control.forwards == 1
+    assert control.setting == f"{len(heads)} heads, median of 3 draws"
+    draws = sorted(root.glob(f"run/test-rival-head-mask-random-heads-{len(heads)}-heads-draw-*.jsonl"))
+    assert len(draws) == 3
+    items = {i["id"]: i for i in json.loads(bench.read_text())}
+    focus = [i for i, item in items.items() if item["split"] == "test" and item["hint"] == "conflicting"]
+    accuracy = []
+    for path in draws:  # each draw: as many heads, none of the trained mask's, its own run
+        drawn = json.loads(json.loads(path.with_suffix(".manifest.json").read_text())["steering"][len("HeadMask("):-1])
+        assert len(drawn["heads"]) == len(heads) and not set(map(tuple, drawn["heads"])) & set(map(tuple, heads))
+        correct = {r["id"]: r["correct"] for r in records(path)}
+        accuracy.append(100 * np.mean([correct[i] for i in focus]))
+    distribution = comparison.mask_control
+    assert sorted(distribution.accuracies) == pytest.approx(sorted(accuracy))
+    mine = {r["id"]: r["correct"] for r in records(trained_path)}  # the trained mask's own test run
+    ours = 100 * np.mean([mine[i] for i in focus])
+    below = sum(a < ours - 1e-9 for a in accuracy) + 0.5 * sum(abs(a - ours) < 1e-9 for a in accuracy)
+    assert distribution.percentile == pytest.approx(100 * below / 3)
+    assert control.test["hint"]["conflicting"]["accuracy"] == pytest.approx(
+        accuracy[[int(p.stem.rsplit("-", 1)[1]) for p in draws].index(distribution.median_draw)], abs=0.01)
 
 
 def test_the_paired_statistics_are_those_of_the_two_runs(compared):
@@ -111,7 +126,7 @@ def test_generation_mode_decodes_every_method(tmp_path):
     profile = profile_for("workshop").replace(mode="generate", max_new_tokens=4, betas=(1.0, 3.0), k_heads=2,
                                               n_random_draws=5, n_bootstrap=200)
     experiment = Experiment(model, load_mmau(bench), profile, tmp_path / "run", progress=False)
-    comparison = experiment.rivals(alphas=(1.0,), scales=(2.0,), patches=[], mask_steps=(20,))
+    comparison = experiment.rivals(alphas=(1.0,), scales=(2.0,), patches=[], mask_steps=(60,), mask_draws=2)
     assert [m.method for m in comparison.methods][-2:] == ["head mask (trained)", "head mask (random heads)"]
     [path] = (tmp_path / "run").glob("test-rival-audio-contrastive-*.jsonl")
     rows = records(path)
@@ -150,10 +165,31 @@ def test_the_experiment_carries_the_saved_comparison_into_the_report(compared):
         row = report[report.index(f"<td>{escape_html(m.method)}</td>"):].split("</tr>")[0]
         assert f"{focus.difference:+.1f} [{focus.ci[0]:+.1f}, {focus.ci[1]:+.1f}]" in row
         assert verdict(focus) in row
-    data = json.loads((root / "run" / "rivals.json").read_text())
-    data["beta"] = 99.0  # a comparison made for another beta: left out, and said so
-    (root / "stale").mkdir()
-    (root / "stale" / "rivals.json").write_text(json.dumps(data))
-    found, note = saved_comparison(root / "stale", comparison.specialists, comparison.beta)
-    assert found is None and "another beta" in note
-    assert saved_comparison(root / "run", comparison.specialists, comparison.beta)[0] is not None
+    baseline = run_identity(records(root / "run" / "test-baseline.jsonl"))
+    assert comparison.baseline == baseline
+    assert saved_comparison(root / "run", comparison.specialists, comparison.beta, baseline)[0] is not None
+    heads = [tuple(h) for h in comparison.specialists]
+    for made_for in ([heads[::-1], comparison.beta, baseline], [heads, 99.0, baseline], [heads, comparison.beta, "x"]):
+        found, note = saved_comparison(root / "run", *made_for)  # other heads, beta or baseline: left out, said so
+        assert found is None and "other specialists, another beta or another test baseline" in note
+    (root / "broken").mkdir()
+    (root / "broken" / "rivals.json").write_text("{")
+    assert "cannot be read" in saved_comparison(root / "broken", heads, comparison.beta, baseline)[1]
+    edited = records(root / "run" / "test-baseline.jsonl")
+    edited[0]["item_digests"] = {"question": "another question"}  # the same ids, other content
+    assert run_identity(edited) != baseline
+
+
+def test_the_trained_mask_is_reused_while_nothing_changed_and_refused_without_steps(compared, monkeypatch):
+    root, bench, _ = compared
+    import lens_audio.paper.rivals as rivals
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the saved masks should have been reused")
+
+    monkeypatch.setattr(rivals, "train_head_mask", no_training)
+    argv = ["rivals", "--benchmark", str(bench), "--out", str(root / "run"), "--betas", "1.0", "3.0", "--k-heads",
+            "2", "--mask-steps", "80", "40", "--mask-draws", "3"]
+    assert cli.main(argv) == 0  # every run file and the masks are read back
+    with pytest.raises(ValueError, match="mask_steps must be positive"):
+        rivals.mask_checkpoints([])
