@@ -299,7 +299,8 @@ class ControlDistribution:
             }
         )
 
-    def describe(self) -> str:
+    def describe(self, subject: str = "specialists") -> str:
+        """One line: `subject` (what was compared with the draws) against the draws' distribution and median."""
         kind = "" if self.kind == "random" else f"{self.kind} "
         how = ""
         if self.layers:
@@ -308,9 +309,9 @@ class ControlDistribution:
             counts = {b: self.betas.count(b) for b in sorted(set(self.betas))}
             how = " (each at its own dev-chosen beta: " + ", ".join(f"{b:g} x{n}" for b, n in counts.items()) + ")"
         return (
-            f"specialists {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random "
+            f"{subject} {self.specialists_accuracy:.1f}% on {self.items} items vs {len(self.draws)} {kind}random "
             f"draws{how}: "
-            f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), specialists at percentile "
+            f"median {self.median:.1f} (5-95%: {self.q05:.1f}-{self.q95:.1f}), {subject} at percentile "
             f"{self.percentile:.0f} (draws below, ties counted half; {self.tied:.0f}% of draws tie); "
             + "vs the median draw: "
             + self.versus_median.describe()

@@ -190,7 +190,7 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
         methods.append(("head mask (random heads)", f"{k} heads, median of {mask_draws} draws", {}, median, 1))
         notes.append(f"the random head masks switch off as many heads as the trained mask chosen on dev, none of its "
                      f"own ({mask_draws} draws with the profile's seed): a control, not tuned; the row is the draw of "
-                     f"median {focus} accuracy. Trained mask: {mask_control.describe().removeprefix('specialists ')}")
+                     f"median {focus} accuracy; {mask_control.describe('the trained mask')}")
     else:
         notes.append("the trained mask chosen on dev switches no head off: it is the baseline, and has no random "
                      "control")

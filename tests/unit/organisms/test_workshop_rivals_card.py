@@ -21,8 +21,10 @@ def test_the_cards_rivals_table_is_the_saved_comparison():
     mask = methods["head mask (trained)"]
     assert mask.setting.startswith("step 100: 10 heads") and max(mask.dev, key=mask.dev.get) == "step 100"
     assert f"from {methods['baseline'].text_dominance()}% to {mask.text_dominance()}%" in card
-    control = methods["head mask (random heads)"]
-    gained, lost = control.versus("baseline", "conflicting"), control.versus("baseline", "other")
-    assert f"gain {gained.difference:.1f} points" in card and f"lose {-lost.difference:.1f} elsewhere" in card
+    control = comparison.mask_control
+    assert f"Against {len(control.draws)} random masks of 10 heads" in card
+    assert f"at the {control.percentile:.0f}th percentile" in card
+    spread = f"(5-95%: {control.q05:.1f}-{control.q95:.1f})"
+    assert f"their median is {control.median:.1f}% on conflicting items {spread}" in card
     cost = methods["audio-contrastive correction"].versus("baseline", "other")
     assert f"costs {-cost.difference:.1f}" in card and f"(p = {cost.p_value:.1g})" in card
