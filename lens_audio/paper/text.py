@@ -75,6 +75,10 @@ def format_table(result: ExperimentResult) -> str:
         lines.append("text dominance on test (ALME's ratio over conflicting items; flips: conflicting vs no hint on "
                      "the same audio, audio vs silence on the same text; CIs resample clips):")
         lines += [f"  {run}: {measures.describe()}" for run, measures in result.conflict.items()]
+    if result.rivals is not None:
+        lines.append(f"rival interventions (lens-audio rivals, saved in the run folder; test {result.rivals.focus} "
+                     "items, paired):")
+        lines += [f"  {line}" for line in result.rivals.verdicts()]
     if result.validity:
         lines.append(
             "listening signal (specialists' mean mass) vs correctness, held out: "

@@ -155,6 +155,10 @@ def test_the_experiment_carries_the_saved_comparison_into_the_report(compared):
     result = str(root / "result.json")
     assert cli.main(["experiment", *flags, "--betas", "1.0", "3.0", "--draws", "5", "--json", result]) == 0
     saved = json.loads((root / "result.json").read_text())["rivals"]
+    from lens_audio.paper import ExperimentResult, format_table
+
+    table = format_table(ExperimentResult.load(root / "result.json"))  # the printed table names every verdict
+    assert all(f"  {line}" in table for line in comparison.verdicts())
     assert RivalComparison.from_json(saved).to_json() == comparison.to_json()
     assert cli.main(["figures", "--from", str(root / "result.json"), "--out", str(root / "figs"), "--formats",
                      "html"]) == 0
