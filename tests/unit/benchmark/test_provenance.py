@@ -38,6 +38,7 @@ CHANGES = {
     "prompt": ("letters", "prompt"),
     "mode": ("generate", "mode"),
     "choice_scoring": ("sum", "choice_scoring"),
+    "answer_match": ("embedding nvidia/NV-Embed-v2", "answer_match"),
     "dtype": ("bfloat16", "dtype"),
     "device": ("cuda:0", "device"),
     "versions": ({**BASE.versions, "lens_audio": "0.2.0"}, "lens_audio version 0.1.0 -> 0.2.0"),
