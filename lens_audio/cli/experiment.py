@@ -18,7 +18,7 @@ from pathlib import Path
 from lens_audio.checks import add_allow_outside_argument, cli_float, cli_int, cli_seed, output_file, output_folder
 from lens_audio.cli.split import add_split_arguments, check_split_name, split_from_args, split_profile_changes
 from lens_audio.files import write_atomically
-from lens_audio.paper.rivals import MASK_DRAWS, MASK_STEPS
+from lens_audio.paper.rivals import CONTROL_DRAWS, MASK_STEPS
 
 LOCATE_HELP = ("where the steering effect lives: direction layers x injection sites, and the specialists' own "
                "outputs, on dev")
@@ -85,9 +85,9 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser, stage: str) -> No
                  f"{' '.join(map(str, MASK_STEPS))}; it trains once, to the longest)",
         )
         parser.add_argument(
-            "--mask-draws", type=cli_int(1), default=MASK_DRAWS,
-            help=f"random masks of the trained mask's size, its control distribution (default {MASK_DRAWS}; one test "
-                 "run each)",
+            "--control-draws", type=cli_int(1), default=CONTROL_DRAWS,
+            help=f"draws of random heads, the control distribution of attention scaling and of the head mask (default "
+                 f"{CONTROL_DRAWS}; one test run each)",
         )
     if stage == "evaluate":
         parser.add_argument(
@@ -303,7 +303,7 @@ def _run_stage(args: argparse.Namespace) -> int:
     elif args.command == "rivals":
         from lens_audio.figures import write_rivals
 
-        comparison = experiment.rivals(mask_steps=args.mask_steps, mask_draws=args.mask_draws)
+        comparison = experiment.rivals(mask_steps=args.mask_steps, control_draws=args.control_draws)
         result = comparison.to_json()
         print(comparison.describe())
         print(f"wrote {write_rivals(comparison, Path(args.out) / 'rivals.html')}")

@@ -415,7 +415,7 @@ class Experiment:
 
     def rivals(self, **grids) -> "RivalComparison":
         """Adaptive steering against its rivals on the same items (`paper.rivals`): chosen on dev, read on test;
-        `grids` (alphas, scales, patches, mask_steps, mask_draws) narrow the dev grids and the mask's control."""
+        `grids` (alphas, scales, patches, mask_steps, control_draws) narrow the dev grids and the controls."""
         from lens_audio.paper.rivals import compare_rivals
 
         return compare_rivals(self, **grids)

@@ -87,7 +87,8 @@ class RivalComparison:
     specialists: list[tuple[int, int]] = field(default_factory=list)  # the experiment's, which it was run for
     beta: float | None = None  # adaptive steering's dev-chosen beta
     baseline: str | None = None  # `run_identity` of the test baseline it was compared against
-    mask_control: ControlDistribution | None = None  # the trained head mask against random masks of its size
+    # method -> its control distribution: attention scaling and the head mask against draws of as many random heads
+    controls: dict[str, ControlDistribution] = field(default_factory=dict)
 
     def made_for(self, specialists, beta: float, baseline: str) -> bool:
         """Whether the comparison was run for these specialists, beta and test baseline (the same model, settings
@@ -147,13 +148,13 @@ class RivalComparison:
     def to_json(self) -> dict[str, Any]:
         return {"focus": self.focus, "methods": [m.to_json() for m in self.methods], "notes": self.notes,
                 "specialists": [list(h) for h in self.specialists], "beta": self.beta, "baseline": self.baseline,
-                "mask_control": None if self.mask_control is None else self.mask_control.to_json()}
+                "controls": {k: v.to_json() for k, v in self.controls.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RivalComparison":
         return cls(data["focus"], [RivalResult.from_json(m) for m in data["methods"]], data.get("notes", []),
                    [tuple(h) for h in data.get("specialists", [])], data.get("beta"), data.get("baseline"),
-                   None if data.get("mask_control") is None else ControlDistribution.from_json(data["mask_control"]))
+                   {k: ControlDistribution.from_json(v) for k, v in data.get("controls", {}).items()})
 
 
 VERDICT_RULE = "a beats b where the paired difference is positive, its 95% CI excludes 0 and McNemar p < 0.05"

@@ -9,11 +9,11 @@ dominance and flip rates (`benchmark.conflict`), and its cost in forwards per it
 
 The methods (`paper.interventions`): the paper's direction fixed (averaged once over up to 200 calibration
 items at the specialists' layers; beta on dev), audio-contrastive correction (alpha on dev), back-patching (source
-and target layers on dev), attention scaling toward the audio in the specialists (scale on dev) and, as its
-control, in the seeded random control heads at the specialists' scale; a head mask trained on calibration items
-(AHAMask's recipe, `analysis.head_mask`; its training length on dev) and, as its control, a distribution of random
-masks of its size (the trained mask's percentile among them; the table's row is the median draw); adaptive
-steering is the experiment's own (beta on dev).
+and target layers on dev), attention scaling toward the audio in the specialists (scale on dev), and a head mask
+trained on calibration items (AHAMask's recipe, `analysis.head_mask`; its training length on dev); each of the last
+two has a control distribution of seeded draws of as many random heads, none of its own, at its dev-chosen setting
+(`controls`: its percentile among them; the table's row is the median draw); adaptive steering is the experiment's
+own (beta on dev).
 In generate mode (`--mode generate`) every method decodes greedily: audio-contrastive correction contrasts the
 next-token log-probabilities of the audio and silence rows at every step (contrastive decoding), the others' hooks
 act on the prompt and on every decoding step; the head mask is trained on the options' first tokens either way.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lens_audio.analysis.head_mask import HeadMaskTraining, train_head_mask
-from lens_audio.analysis.statistics import control_distribution, mcnemar, random_head_draws
+from lens_audio.analysis.statistics import ControlDistribution, control_distribution, mcnemar, random_head_draws
 from lens_audio.analysis.steering.direction import FixedDirection, layers_of
 from lens_audio.benchmark.conflict import conflict_measures
 from lens_audio.benchmark.fingerprint import model_fingerprint
@@ -66,7 +66,7 @@ FIXED_ITEMS = 200  # calibration items the fixed direction is averaged over
 SCALES = (1.5, 2.0, 4.0)
 MASK_STEPS = (50, 100, 200)  # the trained head mask after these many steps (training runs to the last)
 MASK_LEARNING_RATE = 0.1
-MASK_DRAWS = 20  # random masks of the trained mask's size: its control distribution
+CONTROL_DRAWS = 20  # random draws of heads: the control distribution of attention scaling and of the head mask
 MASK_INIT = 3.0  # every head's logit at the start: kept, and dropped by the noise about 5% of the time
 
 
@@ -128,13 +128,14 @@ def trained_head_mask(e: "Experiment", checkpoints: Sequence[int], notes: list[s
 
 def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Sequence[float] = SCALES,
                    patches: Sequence[BackPatch] | None = None, mask_steps: Sequence[int] = MASK_STEPS,
-                   mask_draws: int = MASK_DRAWS) -> RivalComparison:
+                   control_draws: int = CONTROL_DRAWS) -> RivalComparison:
     """The comparison on `e`'s dev and test splits (see the module docstring); `alphas`, `scales`, `patches`
     (default `back_patch_grid`) and `mask_steps` (the trained mask's lengths) are the dev grids: one dev run per
-    setting; `mask_draws` random masks of the chosen mask's size are its control (one test run each)."""
+    setting; `control_draws` random draws of as many heads are the control of attention scaling and of the head mask
+    (one test run each)."""
     checkpoints = mask_checkpoints(mask_steps)  # before any run
-    if int(mask_draws) != mask_draws or mask_draws < 1:
-        raise ValueError(f"mask_draws must be a whole number of random masks >= 1, not {mask_draws!r}.")
+    if int(control_draws) != control_draws or control_draws < 1:
+        raise ValueError(f"control_draws must be a whole number of random draws >= 1, not {control_draws!r}.")
     selection = e.select_heads()
     beta = e.sweep_beta().best_beta
     dev_index, focus = e.focus(e.listen("dev"))
@@ -169,28 +170,35 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
     else:
         notes.append(f"back-patching not run: {e.model.cfg.n_layers} layers leave no late source above an early "
                      "target")
+    controls: dict[str, ControlDistribution] = {}
+
+    def random_control(method: str, row: str, chosen, make, owner: str) -> None:
+        """`control_draws` test runs of `make(heads, draw)` on as many random heads as `chosen` has, none of its own:
+        the chosen method's percentile among them (`controls[method]`), and the median draw's row."""
+        cfg, k = e.model.cfg, len(chosen.heads)
+        draws = random_head_draws(cfg.n_layers, cfg.n_heads, k, control_draws, e.profile.seed, exclude=chosen.heads)
+        drawn = [run("test", make(tuple(sorted(d)), i)) for i, d in enumerate(draws)]
+        ours = next(m[3] for m in methods if m[0] == method)
+        control = controls[method] = control_distribution(
+            ours.correct[test_index], np.stack([r.correct[test_index] for r in drawn]), draws,
+            list(clusters[test_index]), items=focus, seed=e.profile.seed, kind="random")
+        methods.append((row, f"{k} heads, median of {control_draws} draws", {}, drawn[control.median_draw], 1))
+        notes.append(f"{row}: {control_draws} draws of {k} heads, none of {owner} heads, with the profile's seed, at "
+                     f"{owner} dev-chosen setting: a control, not tuned; the row is the draw of median {focus} "
+                     f"accuracy; {control.describe(method)}")
+
     scale, dev = choose([AudioAttentionScale(tuple(selection.specialists), s) for s in scales])
     methods.append(("attention scaling (specialists)", scale.label, dev, run("test", scale), 1))
-    control = AudioAttentionScale(tuple(selection.control), scale.scale, role="random-heads")
-    methods.append(("attention scaling (random heads)", control.label, {}, run("test", control), 1))
-    notes.append("the random heads' attention scaling uses the specialists' dev-chosen scale: a control, not tuned")
+    random_control("attention scaling (specialists)", "attention scaling (random heads)", scale,
+                   lambda heads, i: AudioAttentionScale(heads, scale.scale, role=f"random-heads-draw-{i}"),
+                   "the specialists'")
     training = trained_head_mask(e, checkpoints, notes)
     mask, dev = choose([HeadMask(training.masked[s], f"step {s}") for s in checkpoints])
     methods.append(("head mask (trained)", f"{mask.label}: {len(mask.heads)} heads", dev, run("test", mask), 1))
-    mask_control = None
-    if mask.heads:  # a distribution of random masks of its size, none of its heads: the trained mask's percentile
-        cfg, k = e.model.cfg, len(mask.heads)
-        draws = random_head_draws(cfg.n_layers, cfg.n_heads, k, mask_draws, e.profile.seed, exclude=mask.heads)
-        drawn = [run("test", HeadMask(tuple(sorted(d)), f"{k} heads draw {i}", role="random-heads"))
-                 for i, d in enumerate(draws)]
-        mask_control = control_distribution(
-            methods[-1][3].correct[test_index], np.stack([r.correct[test_index] for r in drawn]), draws,
-            list(clusters[test_index]), items=focus, seed=e.profile.seed, kind="random")
-        median = drawn[mask_control.median_draw]
-        methods.append(("head mask (random heads)", f"{k} heads, median of {mask_draws} draws", {}, median, 1))
-        notes.append(f"the random head masks switch off as many heads as the trained mask chosen on dev, none of its "
-                     f"own ({mask_draws} draws with the profile's seed): a control, not tuned; the row is the draw of "
-                     f"median {focus} accuracy; {mask_control.describe('the trained mask')}")
+    if mask.heads:
+        random_control("head mask (trained)", "head mask (random heads)", mask,
+                       lambda heads, i: HeadMask(heads, f"{len(heads)} heads draw {i}", role="random-heads"),
+                       "the trained mask's")
     else:
         notes.append("the trained mask chosen on dev switches no head off: it is the baseline, and has no random "
                      "control")
@@ -217,6 +225,6 @@ def compare_rivals(e: "Experiment", alphas: Sequence[float] = ALPHAS, scales: Se
                      if has_hints else None)
     results.insert(0, RivalResult("baseline", "", {}, e.tables(baseline), base_conflict, 1, {}))
     comparison = RivalComparison(focus, results, notes, [tuple(h) for h in selection.specialists], beta,
-                                 run_identity(baseline.records), mask_control)
+                                 run_identity(baseline.records), controls)
     write_atomically(e.out / SAVED, json.dumps(comparison.to_json(), indent=1))  # the report shows it (`figures`)
     return comparison

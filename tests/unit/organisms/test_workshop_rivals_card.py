@@ -21,7 +21,9 @@ def test_the_cards_rivals_table_is_the_saved_comparison():
     mask = methods["head mask (trained)"]
     assert mask.setting.startswith("step 100: 10 heads") and max(mask.dev, key=mask.dev.get) == "step 100"
     assert f"from {methods['baseline'].text_dominance()}% to {mask.text_dominance()}%" in card
-    control = comparison.mask_control
+    scaling = comparison.controls["attention scaling (specialists)"]
+    assert f"at any of {len(scaling.draws)} draws of 4 random heads" in card and scaling.tied == 100
+    control = comparison.controls["head mask (trained)"]
     assert f"Against {len(control.draws)} random masks of 10 heads" in card
     assert f"at the {control.percentile:.0f}th percentile" in card
     spread = f"(5-95%: {control.q05:.1f}-{control.q95:.1f})"

@@ -21,7 +21,7 @@ def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("rivals")
     bench = write_benchmark(root / "bench", seed=6, n_clips=12, progress=False) / "workshop.json"
     argv = ["rivals", "--benchmark", str(bench), "--out", str(root / "run"), "--betas", "1.0", "3.0", "--k-heads",
-            "2", "--json", str(root / "rivals.json"), "--mask-steps", "40", "80", "--mask-draws", "3"]
+            "2", "--json", str(root / "rivals.json"), "--mask-steps", "40", "80", "--control-draws", "3"]
     assert cli.main(argv) == 0
     return root, bench, RivalComparison.from_json(json.loads((root / "rivals.json").read_text()))
 
@@ -78,7 +78,7 @@ def test_the_head_masks_are_the_trained_ones_and_the_control_a_distribution_of_r
         assert len(drawn["heads"]) == len(heads) and not set(map(tuple, drawn["heads"])) & set(map(tuple, heads))
         correct = {r["id"]: r["correct"] for r in records(path)}
         accuracy.append(100 * np.mean([correct[i] for i in focus]))
-    distribution = comparison.mask_control
+    distribution = comparison.controls["head mask (trained)"]
     assert sorted(distribution.accuracies) == pytest.approx(sorted(accuracy))
     mine = {r["id"]: r["correct"] for r in records(trained_path)}  # the trained mask's own test run
     ours = 100 * np.mean([mine[i] for i in focus])
@@ -86,6 +86,12 @@ def test_the_head_masks_are_the_trained_ones_and_the_control_a_distribution_of_r
     assert distribution.percentile == pytest.approx(100 * below / 3)
     assert control.test["hint"]["conflicting"]["accuracy"] == pytest.approx(
         accuracy[[int(p.stem.rsplit("-", 1)[1]) for p in draws].index(distribution.median_draw)], abs=0.01)
+    scaling = comparison.controls["attention scaling (specialists)"]  # the same kind of control for attention scaling
+    runs = sorted(root.glob("run/test-rival-audio-attention-scale-random-heads-draw-*.jsonl"))
+    assert len(runs) == len(scaling.draws) == 3
+    assert all(not set(map(tuple, d)) & set(map(tuple, comparison.specialists)) for d in scaling.draws)
+    row = next(m for m in comparison.methods if m.method == "attention scaling (random heads)")
+    assert row.setting == f"{len(comparison.specialists)} heads, median of 3 draws"
 
 
 def test_the_paired_statistics_are_those_of_the_two_runs(compared):
@@ -126,7 +132,7 @@ def test_generation_mode_decodes_every_method(tmp_path):
     profile = profile_for("workshop").replace(mode="generate", max_new_tokens=4, betas=(1.0, 3.0), k_heads=2,
                                               n_random_draws=5, n_bootstrap=200)
     experiment = Experiment(model, load_mmau(bench), profile, tmp_path / "run", progress=False)
-    comparison = experiment.rivals(alphas=(1.0,), scales=(2.0,), patches=[], mask_steps=(60,), mask_draws=2)
+    comparison = experiment.rivals(alphas=(1.0,), scales=(2.0,), patches=[], mask_steps=(60,), control_draws=2)
     assert [m.method for m in comparison.methods][-2:] == ["head mask (trained)", "head mask (random heads)"]
     [path] = (tmp_path / "run").glob("test-rival-audio-contrastive-*.jsonl")
     rows = records(path)
@@ -193,7 +199,7 @@ def test_the_trained_mask_is_reused_while_nothing_changed_and_refused_without_st
 
     monkeypatch.setattr(rivals, "train_head_mask", no_training)
     argv = ["rivals", "--benchmark", str(bench), "--out", str(root / "run"), "--betas", "1.0", "3.0", "--k-heads",
-            "2", "--mask-steps", "80", "40", "--mask-draws", "3"]
+            "2", "--mask-steps", "80", "40", "--control-draws", "3"]
     assert cli.main(argv) == 0  # every run file and the masks are read back
     with pytest.raises(ValueError, match="mask_steps must be positive"):
         rivals.mask_checkpoints([])
