@@ -4,8 +4,10 @@ default) or MMAU-Pro's rule for its closed-ended items, the option whose text em
 MMAU-Pro's evaluation embeds the model's answer and each option with an embedding model (NV-Embed-v2, its
 `encode` with no instruction), normalises them, and takes the option of highest cosine similarity; the item is right
 where that option is the answer. `EmbeddingMatch.from_pretrained(model)` does the same with any embedding model by
-Hub id or folder: one with its own `encode` (NV-Embed-v2, loaded with `trust_remote_code=True`) is used as it is,
-any other transformers encoder by the mean of its last hidden states over the text's tokens. A matcher is called
+Hub id or folder: one with its own `encode` is used as it is, any other transformers encoder by the mean of its last
+hidden states over the text's tokens. A model that ships its own code (NV-Embed-v2 does) is never run on the
+package's own initiative: review its code, then load it with `trust_remote_code=True` yourself and pass the matcher
+to `run_benchmark(answer_match=...)`. A matcher is called
 as the string match is, `(output, answer, choices) -> (extracted option, correct)`, and names itself (`label`) in
 the run manifest, so a run file scored one way never resumes scored another.
 """
@@ -75,10 +77,19 @@ _LOADED: dict[str, EmbeddingMatch] = {}
 
 
 def embedding_match(name_or_path: str) -> EmbeddingMatch:
-    """`EmbeddingMatch.from_pretrained(name_or_path)`, loaded once per process (NV-Embed-v2 by its Hub id is
-    loaded with `trust_remote_code=True`, as its own evaluation does)."""
+    """`EmbeddingMatch.from_pretrained(name_or_path)`, loaded once per process, never with remote code: a model that
+    needs its own code is refused, naming how to load it after reviewing that code."""
     if name_or_path not in _LOADED:
-        remote = name_or_path.startswith("nvidia/NV-Embed")
         device = "cuda" if torch.cuda.is_available() else None
-        _LOADED[name_or_path] = EmbeddingMatch.from_pretrained(name_or_path, device, trust_remote_code=remote)
+        try:
+            _LOADED[name_or_path] = EmbeddingMatch.from_pretrained(name_or_path, device)
+        except ValueError as exc:
+            if "trust_remote_code" not in str(exc):
+                raise
+            raise ValueError(
+                f"the embedding model {name_or_path!r} ships its own code, which lens_audio does not run on its own: "
+                "review it, then build the matcher yourself, EmbeddingMatch.from_pretrained(name, "
+                "trust_remote_code=True), and pass it to run_benchmark(answer_match=...); or give --answer-embedder "
+                "a model transformers loads without remote code."
+            ) from exc
     return _LOADED[name_or_path]

@@ -16,8 +16,8 @@ here are the tests' own):
   multi-audio questions), `question`, `choices`, `answer`, `category`. Only its closed-form multiple-choice items
   are converted: open-ended and instruction-following items (no choices, judged by an LLM in its own evaluation) are
   left out, and said so. MMAU-Pro matches a generated answer to the option whose embedding is nearest it
-  (NV-Embed-v2): the experiment's `--answer-embedder nvidia/NV-Embed-v2` (`benchmark.answer_match`) does the same,
-  where its default is MMAU's string match; choice mode ranks the options itself.
+  (NV-Embed-v2): `benchmark.answer_match.EmbeddingMatch` (the experiment's `--answer-embedder`) does the same with
+  an embedding model, where the default is MMAU's string match; choice mode ranks the options itself.
 
 Items whose answer is not one of their choices cannot be scored; they are left out and counted in the conversion's
 note, never silently kept. The converted file keeps every source field beside the MMAU ones, so nothing is lost.

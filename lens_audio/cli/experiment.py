@@ -123,7 +123,8 @@ def add_profile_arguments(parser: argparse.ArgumentParser, model_default: str | 
     parser.add_argument(
         "--answer-embedder", metavar="MODEL",
         help="generate mode: match each answer to the option whose embedding is nearest, with this embedding model "
-             "(Hub id or folder; MMAU-Pro's closed-ended rule uses nvidia/NV-Embed-v2), instead of MMAU's string match",
+             "(Hub id or folder, loaded without remote code; MMAU-Pro's closed-ended rule), instead of MMAU's string "
+             "match",
     )
     parser.add_argument("--k-heads", type=cli_int(1), help="specialist heads (default 4)")
     parser.add_argument(

@@ -77,3 +77,15 @@ def test_a_generate_run_matches_every_answer_by_embedding_and_records_it(small_b
                       progress=False)  # MMAU's string match on a file matched by embedding
     with pytest.raises(ValueError, match="needs generate mode"):
         profile_for("workshop").replace(answer_embedder="nvidia/NV-Embed-v2")  # the workshop profile: choice mode
+
+
+def test_a_model_that_needs_its_own_code_is_refused_naming_how_to_load_it(tmp_path):
+    """The flag's loader never runs a model's own code: a folder whose config asks for it is refused, with the fix."""
+    from lens_audio.benchmark.answer_match import embedding_match
+
+    folder = tmp_path / "remote"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "nvembed", "auto_map": {
+        "AutoModel": "modeling_nvembed.NVEmbedModel", "AutoConfig": "configuration_nvembed.NVEmbedConfig"}}))
+    with pytest.raises(ValueError, match="ships its own code.*trust_remote_code=True"):
+        embedding_match(str(folder))
